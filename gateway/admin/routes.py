@@ -1,0 +1,190 @@
+"""Admin routes. Reads are open (the listener binds to loopback by default); writes need the token.
+
+    GET  /healthz                 liveness: the process answers
+    GET  /readyz                  readiness: 503 while draining; body says if the store is degraded
+    GET  /metrics                 Prometheus exposition
+    GET  /api/v1/flags            every flag, its percentage, the routes, store health
+    GET  /api/v1/flags/{name}     one flag
+    PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
+    POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
+    GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway.errors import InvalidFlagValue, StoreUnavailable, UnknownFlag
+from gateway.flags.store import FlagChange
+from gateway.flags.values import parse_percent
+from gateway.responses import json_error, json_response
+from gateway.state import STATE, GatewayState
+
+__all__ = ["admin_routes"]
+
+log = structlog.get_logger("gateway.admin")
+admin_routes = web.RouteTableDef()
+_ACTOR_RE = re.compile(r"[^A-Za-z0-9@._:+\- ()]")
+MAX_REASON = 500
+
+
+def _actor(request: web.Request) -> str:
+    given = request.headers.get("X-Gateway-Actor", "").strip()
+    actor = _ACTOR_RE.sub("", given)[:64] or "admin-api"
+    return f"{actor} from {request.remote or 'unknown'}"
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _BadBody(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _BadBody("request body must be a JSON object")
+    return data
+
+
+class _BadBody(Exception):
+    pass
+
+
+def _reason(body: dict[str, Any]) -> str:
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise _BadBody("'reason' must be a string")
+    return reason.strip()[:MAX_REASON]
+
+
+def _flags_view(state: GatewayState) -> list[dict[str, Any]]:
+    values = state.store.snapshot()
+    routes_by_flag: dict[str, list[str]] = {}
+    for rule in state.routes.rules:
+        if rule.flag is not None:
+            routes_by_flag.setdefault(rule.flag, []).append(rule.label)
+    return [
+        {"name": name, "percent": values[name], "routes": routes_by_flag.get(name, [])}
+        for name in sorted(values)
+    ]
+
+
+def _routes_view(state: GatewayState) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": rule.label,
+            "prefix": rule.prefix,
+            "methods": sorted(rule.methods) if rule.methods else None,
+            "flag": rule.flag,
+            "pin": rule.pin,
+        }
+        for rule in state.routes.rules
+    ]
+
+
+@admin_routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@admin_routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    health = state.store.health()
+    if state.draining:
+        return json_response({"status": "draining", "store": health.to_json()}, status=503)
+    # A degraded store still serves traffic on last known values, so the instance stays ready:
+    # pulling every instance out of rotation because Redis blinked would turn a flag-store
+    # outage into a full outage.
+    status = "ready" if health.healthy and not health.invalid_flags else "degraded"
+    return json_response({"status": status, "store": health.to_json()})
+
+
+@admin_routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@admin_routes.get("/api/v1/flags")
+async def list_flags(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return json_response(
+        {"flags": _flags_view(state), "routes": _routes_view(state), "store": state.store.health().to_json()}
+    )
+
+
+@admin_routes.get("/api/v1/flags/{name}")
+async def get_flag(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    for flag in _flags_view(state):
+        if flag["name"] == name:
+            return json_response(flag)
+    return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
+
+
+@admin_routes.put("/api/v1/flags/{name}")
+async def set_flag(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    try:
+        body = await _json_body(request)
+        if "percent" not in body:
+            raise _BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
+        percent = parse_percent(body["percent"])
+        change = await state.store.set_percent(name, percent, actor=_actor(request), reason=_reason(body))
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except InvalidFlagValue as exc:
+        return json_error(400, "invalid_percent", str(exc))
+    except UnknownFlag:
+        return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", f"{exc}; the change was NOT applied, retry when the store is back")
+    _audit(state, [change])
+    return json_response({"flag": name, "percent": change.new, "previous": change.old, "change": change.to_json()})
+
+
+@admin_routes.post("/api/v1/rollback")
+async def rollback(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        body = await _json_body(request)
+        changes = await state.store.rollback(actor=_actor(request), reason=_reason(body) or "manual rollback")
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", f"{exc}; the rollback was NOT applied, retry when the store is back")
+    _audit(state, changes)
+    return json_response({"rolledBack": [c.to_json() for c in changes]})
+
+
+@admin_routes.get("/api/v1/changes")
+async def changes(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
+    if not 1 <= limit <= 1000:
+        return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
+    try:
+        items = await state.store.changes(limit)
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", str(exc))
+    return json_response({"changes": [c.to_json() for c in items]})
+
+
+def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
+    for change in changes:
+        state.metrics.flag_changes.labels(change.flag).inc()
+        log.info("flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason)

@@ -1,0 +1,107 @@
+"""The flag store protocol and the in-process cache both implementations share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from gateway.errors import UnknownFlag
+
+__all__ = ["FlagCache", "FlagChange", "FlagStore", "StoreHealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """One audited change: who set which flag from what to what, when and why."""
+
+    flag: str
+    old: int | None
+    new: int
+    actor: str
+    reason: str
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    backend: str
+    healthy: bool
+    last_error: str | None = None
+    last_sync_age: float | None = None
+    invalid_flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "healthy": self.healthy,
+            "lastError": self.last_error,
+            "lastSyncAgeSeconds": None if self.last_sync_age is None else round(self.last_sync_age, 3),
+            "invalidFlags": list(self.invalid_flags),
+        }
+
+
+class FlagStore(Protocol):
+    """Where flag percentages live. Reads are in-process; writes go to the backend."""
+
+    backend: str
+
+    def snapshot(self) -> Mapping[str, int]:
+        """Current percentages of every declared flag. No I/O: safe on the request path."""
+
+    def health(self) -> StoreHealth: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def set_percent(self, flag: str, percent: int, *, actor: str, reason: str) -> FlagChange: ...
+
+    async def rollback(self, *, actor: str, reason: str) -> list[FlagChange]:
+        """Every flag to 0 in one atomic write."""
+
+    async def changes(self, limit: int = 50) -> list[FlagChange]: ...
+
+
+ChangeListener = Callable[[Mapping[str, int]], None]
+
+
+class FlagCache:
+    """Copy-on-write map of declared flags; readers never see a half-applied update."""
+
+    __slots__ = ("_listeners", "_values", "declared")
+
+    def __init__(self, initial: Mapping[str, int]) -> None:
+        self.declared = frozenset(initial)
+        self._values: Mapping[str, int] = MappingProxyType(dict(initial))
+        self._listeners: list[ChangeListener] = []
+
+    @property
+    def values(self) -> Mapping[str, int]:
+        return self._values
+
+    def check(self, flag: str) -> None:
+        if flag not in self.declared:
+            raise UnknownFlag(flag)
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+        listener(self._values)
+
+    def apply(self, updates: Mapping[str, int]) -> bool:
+        """Merge valid values for declared flags; returns whether anything changed."""
+        merged = dict(self._values)
+        for flag, percent in updates.items():
+            if flag in self.declared:
+                merged[flag] = percent
+        if merged == self._values:
+            return False
+        self._values = MappingProxyType(merged)
+        for listener in self._listeners:
+            listener(self._values)
+        return True

@@ -1,0 +1,107 @@
+"""Header rewriting between client and upstream. Pure; no I/O.
+
+Drops hop-by-hop headers (RFC 9110 §7.6.1: the fixed list plus every name listed in
+``Connection``), the gateway's own ``X-Gateway-*`` namespace (so clients cannot spoof it),
+and sets ``X-Forwarded-For``/``-Proto``/``-Host`` and the request id.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+
+__all__ = [
+    "GATEWAY_HEADER_PREFIX",
+    "HOP_BY_HOP",
+    "connection_tokens",
+    "downstream_headers",
+    "request_id_from",
+    "upstream_headers",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+GATEWAY_HEADER_PREFIX = "x-gateway-"
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+X_FORWARDED_HOST = istr("X-Forwarded-Host")
+HOST = istr("Host")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Never forwarded upstream: the proxy sets Host itself, answers Expect itself.
+_REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-host", "x-forwarded-proto"})
+# Content-Length is kept: the body is streamed through byte for byte (no re-encoding).
+_RESPONSE_ALWAYS_DROP: frozenset[str] = frozenset()
+
+
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """Header names the sender marked hop-by-hop in ``Connection``."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return frozenset()
+    return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
+
+
+def _copy(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: frozenset[str], extra: Iterable[str] = ()
+) -> CIMultiDict[str]:
+    dropped = HOP_BY_HOP | connection_tokens(headers) | drop | frozenset(extra)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in dropped or lower.startswith(GATEWAY_HEADER_PREFIX):
+            continue
+        out.add(name, value)
+    return out
+
+
+def request_id_from(value: str | None) -> str:
+    """Keep a client's request id if it is sane (1-128 of ``[A-Za-z0-9._:-]``), else make one."""
+    if value is not None and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    client_ip: str,
+    proto: str,
+    request_id_header: str,
+    request_id: str,
+    preserve_host: bool = False,
+    extra_drop: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names."""
+    out = _copy(incoming, _REQUEST_ALWAYS_DROP | extra_drop, (request_id_header.lower(),))
+    previous = incoming.getall(X_FORWARDED_FOR, ())
+    chain = ", ".join([*previous, client_ip]) if previous else client_ip
+    out[X_FORWARDED_FOR] = chain
+    out[X_FORWARDED_PROTO] = proto
+    host = incoming.get(HOST)
+    if host:
+        out[X_FORWARDED_HOST] = host
+        if preserve_host:
+            out[HOST] = host
+    out[request_id_header] = request_id
+    return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str], *, request_id_header: str, request_id: str) -> CIMultiDict[str]:
+    """Headers to send the client from an upstream response."""
+    out = _copy(upstream, _RESPONSE_ALWAYS_DROP, (request_id_header.lower(),))
+    out[request_id_header] = request_id
+    return out

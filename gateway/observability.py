@@ -1,0 +1,226 @@
+"""Prometheus metrics and structured logging.
+
+Metrics live in a registry owned by the application (no process-global registry), except in
+multi-worker mode, where prometheus-client's multiprocess files aggregate every worker's
+values so one scrape sees the whole server.
+
+Log lines are rendered on the event loop but written by a thread: a slow stdout (a full pipe,
+a stalled log shipper) never blocks a request. If the writer falls far behind, lines are
+dropped and counted rather than buffered without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "LogWriter", "configure_logging", "status_class"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+class Metrics:
+    """Every metric the gateway exports, declared in one place."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        self.registry = registry
+        self.requests = Counter(
+            "gateway_requests_total",
+            "Proxied requests by upstream, route, method and status class.",
+            ["upstream", "route", "method", "status_class"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request received to response fully sent, by upstream and route.",
+            ["upstream", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total",
+            "Failed upstream exchanges by upstream and kind (connect, reset, timeout, invalid, aborted).",
+            ["upstream", "kind"],
+            registry=registry,
+        )
+        self.flag_percent = Gauge(
+            "gateway_flag_percent",
+            "Current percentage of traffic sent to the candidate, per flag.",
+            ["flag"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.store_up = Gauge(
+            "gateway_flag_store_up",
+            "1 when the flag store is reachable and in sync, 0 when running on last known values.",
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.store_errors = Counter(
+            "gateway_flag_store_errors_total",
+            "Flag store failures (Redis down, timeout, refused write).",
+            registry=registry,
+        )
+        self.flag_invalid_values = Counter(
+            "gateway_flag_invalid_values_total",
+            "Malformed flag values found in the store and ignored, by flag.",
+            ["flag"],
+            registry=registry,
+        )
+        self.flag_changes = Counter(
+            "gateway_flag_changes_total",
+            "Flag changes made through this instance's admin API, by flag.",
+            ["flag"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "Requests being proxied right now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.log_dropped = Counter(
+            "gateway_log_lines_dropped_total",
+            "Log lines dropped because the log writer fell behind.",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:
+        key = (upstream, route, method, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            label_method = method if method in KNOWN_METHODS else "OTHER"
+            children = (
+                self.requests.labels(upstream, route, label_method, status_class(status)),
+                self.latency.labels(upstream, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def on_flags(self, values: Any) -> None:
+        for flag, percent in values.items():
+            self.flag_percent.labels(flag).set(percent)
+
+    def render(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        assert self.registry is not None
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class LogWriter:
+    """Writes rendered log lines from a daemon thread; bounded, drops and counts when behind."""
+
+    def __init__(self, stream: TextIO | None = None, max_pending: int = 100_000) -> None:
+        self._stream = stream or sys.stdout
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._max_pending = max_pending
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, line: bytes) -> None:
+        if self._queue.qsize() >= self._max_pending:
+            self.dropped += 1
+            return
+        self._queue.put(line)
+
+    def _run(self) -> None:
+        out = getattr(self._stream, "buffer", None)
+        while True:
+            item = self._queue.get()
+            batch: list[bytes] = []
+            stop = item is None
+            if item is not None:
+                batch.append(item)
+            while not stop:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                else:
+                    batch.append(more)
+            if batch:
+                data = b"".join(batch)
+                try:
+                    if out is not None:
+                        out.write(data)
+                    else:
+                        self._stream.write(data.decode("utf-8", "replace"))
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # stdout closed: nothing sensible left to do with log lines
+            if stop:
+                return
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class _QueueLogger:
+    """structlog logger that hands finished lines to the writer thread."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: bytes | str) -> None:
+        line = message if isinstance(message, bytes) else message.encode("utf-8", "replace")
+        self._writer.write(line + b"\n")
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> LogWriter:
+    """Set up structlog once per process: JSON lines, or a pretty console on a terminal."""
+    writer = writer or LogWriter()
+    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        shared.remove(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=lambda *_args: _QueueLogger(writer),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp and redis-py log through the standard library; route their warnings the same way.
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").disabled = True
+    return writer

@@ -1,0 +1,88 @@
+"""Route table: which flag (or pinned side) governs a request path. Pure; no I/O.
+
+Prefixes match on whole path segments: ``/api/v1/auth`` matches ``/api/v1/auth`` and
+``/api/v1/auth/login`` but not ``/api/v1/authors``. The longest matching prefix wins; at the
+same prefix a rule that lists the request's method beats one that lists no methods.
+Paths are matched after dot-segment removal and slash collapsing, so
+``/api/v1/users/../auth/login`` cannot dodge the ``/api/v1/auth`` rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from gateway.config import DEFAULT_FLAG, RouteRule, Side
+
+__all__ = ["Route", "RouteTable", "normalize_path"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The outcome of matching: either a flag to bucket on, or a pinned side."""
+
+    label: str
+    flag: str | None
+    pin: Side | None
+
+
+DEFAULT_ROUTE = Route(label="default", flag=DEFAULT_FLAG, pin=None)
+
+
+def normalize_path(path: str) -> str:
+    """Resolve ``.``/``..`` segments and collapse repeated slashes (RFC 3986 §5.2.4)."""
+    if "//" not in path and "/." not in path:
+        return path or "/"
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    result = "/" + "/".join(out)
+    if trailing and result != "/":
+        result += "/"
+    return result
+
+
+def _key(prefix: str) -> str:
+    return prefix.rstrip("/") or "/"
+
+
+class RouteTable:
+    """Longest-prefix matcher over path segments, O(number of segments) per lookup."""
+
+    __slots__ = ("_by_prefix", "rules")
+
+    def __init__(self, rules: Iterable[RouteRule]) -> None:
+        self.rules: tuple[RouteRule, ...] = tuple(rules)
+        by_prefix: dict[str, list[tuple[frozenset[str] | None, Route]]] = {}
+        for rule in self.rules:
+            route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
+            entries = by_prefix.setdefault(_key(rule.prefix), [])
+            entries.append((rule.methods, route))
+            # Method-specific rules first, so they win over a catch-all at the same prefix.
+            entries.sort(key=lambda entry: entry[0] is None)
+        self._by_prefix = by_prefix
+
+    def match(self, path: str, method: str) -> Route:
+        by_prefix = self._by_prefix
+        if not by_prefix:
+            return DEFAULT_ROUTE
+        candidate = normalize_path(path)
+        if len(candidate) > 1:
+            candidate = candidate.rstrip("/")
+        while True:
+            entries = by_prefix.get(candidate)
+            if entries is not None:
+                for methods, route in entries:
+                    if methods is None or method in methods:
+                        return route
+            if candidate == "/":
+                return DEFAULT_ROUTE
+            cut = candidate.rfind("/")
+            candidate = candidate[:cut] or "/"

@@ -1,0 +1,185 @@
+"""Running the gateway: listeners, signals, graceful drain, and ``--workers`` processes.
+
+On SIGTERM/SIGINT: /readyz turns 503 ("draining"), the proxy listener stops accepting, in-flight
+requests get up to ``drain_timeout`` seconds to finish (keep-alive connections are closed after
+their current response), then upstream pools and the flag store are closed.
+
+With ``--workers N`` a supervisor starts N worker processes that each bind the same ports with
+SO_REUSEPORT, so the kernel spreads connections over them; a worker that dies is restarted.
+Metrics from all workers are aggregated through prometheus-client's multiprocess directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+
+import structlog
+from aiohttp import web
+
+from gateway.app import build_state, create_admin_app, create_proxy_app
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.observability import MULTIPROC_ENV, configure_logging
+
+__all__ = ["run", "serve"]
+
+log = structlog.get_logger("gateway.server")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def serve(
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and close.
+
+    ``started`` is set once both listeners accept connections.
+    """
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    state = build_state(config)
+    proxy_runner = web.AppRunner(
+        create_proxy_app(state), handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout
+    )
+    admin_runner = web.AppRunner(create_admin_app(state), handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await proxy_runner.setup()  # opens the flag store and upstream pools
+    try:
+        await admin_runner.setup()
+        await web.TCPSite(
+            admin_runner, config.admin.listen.host, config.admin.listen.port, reuse_port=reuse_port
+        ).start()
+        await web.TCPSite(
+            proxy_runner, config.listen.host, config.listen.port, reuse_port=reuse_port, backlog=2048
+        ).start()
+        log.info(
+            "gateway_started",
+            listen=[f"{h}:{p}" for h, p, *_ in proxy_runner.addresses],
+            admin=[f"{h}:{p}" for h, p, *_ in admin_runner.addresses],
+            store=state.store.backend,
+            legacy=config.upstreams["legacy"].url,
+            candidate=config.upstreams["candidate"].url,
+            flags=dict(state.store.snapshot()),
+            pid=os.getpid(),
+        )
+        if started is not None:
+            started.set()
+        await stop.wait()
+        state.draining = True
+        log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=config.drain_timeout)
+        started = loop.time()
+        await proxy_runner.cleanup()
+        log.info("gateway_stopped", drained_in_seconds=round(loop.time() - started, 3), cut_off=state.in_flight)
+    finally:
+        await admin_runner.cleanup()
+        await proxy_runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _run_one(config: Config, reuse_port: bool) -> None:
+    writer = configure_logging(config.log.level, config.log.format)
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(serve(config, reuse_port=reuse_port))
+    finally:
+        writer.close()
+
+
+def _worker_main(config: Config) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers drain on SIGTERM
+    _run_one(config, reuse_port=True)
+
+
+def run(config: Config, workers: int = 1) -> int:
+    """Blocking entry point for ``gateway run``; returns the process exit code."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers == 1:
+        _run_one(config, reuse_port=False)
+        return 0
+    if config.redis.url is None:
+        raise ConfigError(
+            f"--workers {workers} needs a shared flag store: set REDIS_URL (the embedded store "
+            "lives inside one process, so workers would disagree about flag values)"
+        )
+    return _supervise(config, workers)
+
+
+def _supervise(config: Config, workers: int) -> int:
+    writer = configure_logging(config.log.level, config.log.format)
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    def start(index: int) -> BaseProcess:
+        proc = ctx.Process(target=_worker_main, args=(config,), name=f"gateway-worker-{index}")
+        proc.start()
+        return proc
+
+    procs = [start(i) for i in range(workers)]
+    log.info("supervisor_started", workers=workers, pids=[p.pid for p in procs], metrics_dir=metrics_dir)
+    try:
+        while not stopping:
+            for i, proc in enumerate(procs):
+                if not proc.is_alive() and not stopping:
+                    log.error("worker_died", pid=proc.pid, exitcode=proc.exitcode)
+                    _mark_dead(proc.pid)
+                    time.sleep(0.5)  # do not spin if a worker cannot start at all
+                    procs[i] = start(i)
+            time.sleep(0.2)
+        log.info("supervisor_stopping", workers=len(procs))
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + config.drain_timeout + 5
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        return 0
+    finally:
+        for proc in procs:
+            _mark_dead(proc.pid)
+        writer.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid)
+    except OSError:
+        pass
+
+

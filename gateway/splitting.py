@@ -1,0 +1,105 @@
+"""Which side serves a request: pin, forced side, or the subject's bucket. Pure; no I/O."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from multidict import CIMultiDictProxy
+
+from gateway.bucketing import anonymous_id, jwt_subject, side_for
+from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
+from gateway.routing import Route
+
+__all__ = ["Decision", "Splitter"]
+
+_COOKIE_VALUE_RE = re.compile(r"[A-Za-z0-9_\-]{8,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    side: Side
+    reason: str  # "pin", "forced", "bucket"
+    flag: str | None = None
+    percent: int | None = None
+    bucket: int | None = None
+    subject_source: str | None = None
+    issue_cookie: str | None = None  # value of a bucketing cookie to set on the response
+
+
+class Splitter:
+    def __init__(self, bucketing: BucketingConfig, force: ForceConfig) -> None:
+        self._sources = bucketing.subject
+        self._cookie_name = bucketing.cookie_name
+        self._force_header = force.header
+        self._force_secret_header = force.secret_header
+        self._force_secret = force.secret.encode() if force.secret else None
+
+    def forced_side(self, headers: CIMultiDictProxy[str]) -> Side | None:
+        """The side a tester asked for, only if the request also carries the configured secret."""
+        wanted = headers.get(self._force_header)
+        if wanted is None or self._force_secret is None:
+            return None
+        wanted = wanted.strip().lower()
+        if wanted not in SIDES:
+            return None
+        given = headers.get(self._force_secret_header, "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self._force_secret):
+            return None
+        return wanted  # type: ignore[return-value]
+
+    def subject(
+        self, headers: CIMultiDictProxy[str], cookies: Mapping[str, str], client_ip: str
+    ) -> tuple[str, str, str | None]:
+        """(subject key, source, cookie value to issue or None), trying sources in order."""
+        wants_cookie = "cookie" in self._sources
+        for source in self._sources:
+            if source == "jwt_sub":
+                sub = jwt_subject(headers.get("Authorization"))
+                if sub is not None:
+                    return "u:" + sub, source, None
+            elif source == "cookie":
+                value = cookies.get(self._cookie_name)
+                if value is not None and _COOKIE_VALUE_RE.fullmatch(value):
+                    return value, source, None
+            else:  # "ip": anonymous clients are keyed by IP; the cookie carries the same key on.
+                key = anonymous_id(client_ip)
+                return key, source, key if wants_cookie else None
+        if wants_cookie:
+            key = "r" + uuid.uuid4().hex
+            return key, "cookie", key
+        key = anonymous_id(client_ip)
+        return key, "ip", None
+
+    def decide(
+        self,
+        route: Route,
+        flags: Mapping[str, int],
+        headers: CIMultiDictProxy[str],
+        cookies: Mapping[str, str],
+        client_ip: str,
+    ) -> Decision:
+        forced = self.forced_side(headers)
+        if forced is not None:
+            return Decision(side=forced, reason="forced", flag=route.flag)
+        if route.pin is not None:
+            return Decision(side=route.pin, reason="pin")
+        assert route.flag is not None
+        percent = flags.get(route.flag, 0)
+        if percent <= 0 or percent >= 100:
+            # Everyone is on one side: no need to hash, and no cookie needed to stay put.
+            return Decision(side="candidate" if percent >= 100 else "legacy", reason="bucket", flag=route.flag, percent=percent)
+        subject, source, issue = self.subject(headers, cookies, client_ip)
+        side, bucket = side_for(route.flag, subject, percent)
+        return Decision(
+            side=side,
+            reason="bucket",
+            flag=route.flag,
+            percent=percent,
+            bucket=bucket,
+            subject_source=source,
+            issue_cookie=issue,
+        )

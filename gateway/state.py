@@ -1,0 +1,39 @@
+"""The one application object: everything a request or an admin call needs, typed.
+
+Built once in the app factory and hung off both ``web.Application``s under ``STATE``; resources
+it holds (client sessions, the flag store) are opened and closed by the proxy app's
+``cleanup_ctx``. There is no other mutable state in the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.flags.store import FlagStore
+from gateway.observability import Metrics
+from gateway.routing import RouteTable
+from gateway.splitting import Splitter
+from gateway.upstreams import Upstreams
+
+__all__ = ["STATE", "GatewayState", "REQUEST_ID"]
+
+
+@dataclass(eq=False)
+class GatewayState:
+    config: Config
+    metrics: Metrics
+    store: FlagStore
+    routes: RouteTable
+    splitter: Splitter
+    upstreams: Upstreams
+    access_log: bool = True
+    draining: bool = False
+    in_flight: int = 0
+    extra_drop: frozenset[str] = field(default_factory=frozenset)
+
+
+STATE = web.AppKey("gateway_state", GatewayState)
+REQUEST_ID = "gateway.request_id"  # key on web.Request (a MutableMapping) set by the error middleware
