@@ -27,7 +27,7 @@ log = structlog.get_logger("gateway.proxy")
 access = structlog.get_logger("gateway.access")
 
 CHUNK = 2**16
-_RESPONSE = "gateway.response"  # the prepared StreamResponse, returned to aiohttp once streamed
+_RESPONSE = web.RequestKey("gateway_response", web.StreamResponse)  # prepared, returned once streamed
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -61,7 +61,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # Absolute-form ("GET http://other-host/ HTTP/1.1") or "*": this is not a forward proxy.
         return json_error(400, "bad_request_target", "the request target must be a path starting with '/'", request_id)
 
-    route = state.routes.match(request.path, request.method)
+    route = state.routes.match(raw_path, request.method)
     client_ip = _client_ip(request)
     decision = state.splitter.decide(
         route, state.store.snapshot(), request.headers, request.cookies if route.pin is None else {}, client_ip

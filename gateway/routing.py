@@ -3,18 +3,21 @@
 Prefixes match on whole path segments: ``/api/v1/auth`` matches ``/api/v1/auth`` and
 ``/api/v1/auth/login`` but not ``/api/v1/authors``. The longest matching prefix wins; at the
 same prefix a rule that lists the request's method beats one that lists no methods.
-Paths are matched after dot-segment removal and slash collapsing, so
-``/api/v1/users/../auth/login`` cannot dodge the ``/api/v1/auth`` rule.
+Paths are matched after percent-decoding (but for ``%2F``), dot-segment removal and slash
+collapsing, so neither ``/api/v1/users/../auth/login`` nor ``/api/v1/%61uth/login`` can dodge
+the ``/api/v1/auth`` rule. The upstream still receives the path exactly as the client sent it.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from urllib.parse import unquote
 
 from gateway.config import DEFAULT_FLAG, RouteRule, Side
 
-__all__ = ["Route", "RouteTable", "normalize_path"]
+__all__ = ["Route", "RouteTable", "match_path", "normalize_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,19 @@ class Route:
 
 
 DEFAULT_ROUTE = Route(label="default", flag=DEFAULT_FLAG, pin=None)
+_ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+
+
+def match_path(raw_path: str) -> str:
+    """The path to match rules on, from a raw request target (``/a%20b/../c?q``).
+
+    Percent-decoded (so ``/api/v1/%61uth`` is ``/api/v1/auth``) except ``%2F``, which stays
+    inside its segment as the upstream will see it; then dot segments are resolved.
+    """
+    path = raw_path.partition("?")[0]
+    if "%" in path:
+        path = unquote(_ENCODED_SLASH.sub("%252F", path), errors="surrogateescape")
+    return normalize_path(path)
 
 
 def normalize_path(path: str) -> str:
@@ -69,11 +85,12 @@ class RouteTable:
             entries.sort(key=lambda entry: entry[0] is None)
         self._by_prefix = by_prefix
 
-    def match(self, path: str, method: str) -> Route:
+    def match(self, raw_path: str, method: str) -> Route:
+        """The route for a raw request target (path and query as the client sent them)."""
         by_prefix = self._by_prefix
         if not by_prefix:
             return DEFAULT_ROUTE
-        candidate = normalize_path(path)
+        candidate = match_path(raw_path)
         if len(candidate) > 1:
             candidate = candidate.rstrip("/")
         while True:

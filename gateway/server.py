@@ -28,7 +28,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, configure_logging
 
-__all__ = ["run", "serve"]
+__all__ = ["GatewayServer", "run", "serve"]
 
 log = structlog.get_logger("gateway.server")
 
@@ -39,6 +39,63 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+class GatewayServer:
+    """Both listeners of one gateway process; ``start()`` then ``stop()`` (drains)."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self.state = build_state(config)
+        self._reuse_port = reuse_port
+        self._proxy_runner = web.AppRunner(
+            create_proxy_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout
+        )
+        self._admin_runner = web.AppRunner(
+            create_admin_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        self.proxy_port = 0
+        self.admin_port = 0
+
+    async def start(self) -> None:
+        config = self.config
+        await self._proxy_runner.setup()  # opens the flag store and upstream pools
+        try:
+            await self._admin_runner.setup()
+            await web.TCPSite(
+                self._admin_runner, config.admin.listen.host, config.admin.listen.port, reuse_port=self._reuse_port
+            ).start()
+            await web.TCPSite(
+                self._proxy_runner, config.listen.host, config.listen.port, reuse_port=self._reuse_port, backlog=2048
+            ).start()
+        except BaseException:
+            await self._admin_runner.cleanup()
+            await self._proxy_runner.cleanup()
+            raise
+        self.proxy_port = self._proxy_runner.addresses[0][1]
+        self.admin_port = self._admin_runner.addresses[0][1]
+        log.info(
+            "gateway_started",
+            listen=f"{config.listen.host}:{self.proxy_port}",
+            admin=f"{config.admin.listen.host}:{self.admin_port}",
+            store=self.state.store.backend,
+            legacy=config.upstreams["legacy"].url,
+            candidate=config.upstreams["candidate"].url,
+            flags=dict(self.state.store.snapshot()),
+            pid=os.getpid(),
+        )
+
+    async def stop(self) -> None:
+        """Drain: readiness goes 503, stop accepting, finish in-flight work, close resources."""
+        state = self.state
+        state.draining = True
+        log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=self.config.drain_timeout)
+        started = time.monotonic()
+        try:
+            await self._proxy_runner.cleanup()
+        finally:
+            await self._admin_runner.cleanup()
+        log.info("gateway_stopped", drained_in_seconds=round(time.monotonic() - started, 3), cut_off=state.in_flight)
 
 
 async def serve(
@@ -56,41 +113,14 @@ async def serve(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    state = build_state(config)
-    proxy_runner = web.AppRunner(
-        create_proxy_app(state), handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout
-    )
-    admin_runner = web.AppRunner(create_admin_app(state), handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await proxy_runner.setup()  # opens the flag store and upstream pools
+    server = GatewayServer(config, reuse_port=reuse_port)
     try:
-        await admin_runner.setup()
-        await web.TCPSite(
-            admin_runner, config.admin.listen.host, config.admin.listen.port, reuse_port=reuse_port
-        ).start()
-        await web.TCPSite(
-            proxy_runner, config.listen.host, config.listen.port, reuse_port=reuse_port, backlog=2048
-        ).start()
-        log.info(
-            "gateway_started",
-            listen=[f"{h}:{p}" for h, p, *_ in proxy_runner.addresses],
-            admin=[f"{h}:{p}" for h, p, *_ in admin_runner.addresses],
-            store=state.store.backend,
-            legacy=config.upstreams["legacy"].url,
-            candidate=config.upstreams["candidate"].url,
-            flags=dict(state.store.snapshot()),
-            pid=os.getpid(),
-        )
+        await server.start()
         if started is not None:
             started.set()
         await stop.wait()
-        state.draining = True
-        log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=config.drain_timeout)
-        started = loop.time()
-        await proxy_runner.cleanup()
-        log.info("gateway_stopped", drained_in_seconds=round(loop.time() - started, 3), cut_off=state.in_flight)
+        await server.stop()
     finally:
-        await admin_runner.cleanup()
-        await proxy_runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 

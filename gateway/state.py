@@ -36,4 +36,4 @@ class GatewayState:
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
-REQUEST_ID = "gateway.request_id"  # key on web.Request (a MutableMapping) set by the error middleware
+REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware

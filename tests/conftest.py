@@ -1,0 +1,252 @@
+"""Shared fixtures: a real redis-server on a free loopback port, real upstreams, real gateways.
+
+Redis is never mocked. The session-wide server is shared through unique key prefixes; tests
+that stop or restart Redis take ``private_redis``, a server of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.config import Config
+from gateway.server import GatewayServer
+
+pytest_plugins = ["aiohttp"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False, capture_output=True)
+        binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run 'apt-get install -y redis-server' (the tests need a real one)")
+    return binary
+
+
+class RedisServer:
+    """A redis-server process we own: start, stop (kill), restart on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [
+                _redis_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--protected-mode", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    if time.monotonic() > deadline or self._proc.poll() is not None:
+                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}:"
+
+
+# -- upstreams --------------------------------------------------------------------------------
+
+
+def echo_app(side: str) -> web.Application:
+    """An upstream that reports what it received. Extra endpoints for the failure paths."""
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        return web.json_response(
+            {
+                "side": side,
+                "method": request.method,
+                "path": request.path,
+                "raw_path": request.raw_path,
+                "query": request.query_string,
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_len": len(body),
+                "body": body[:1000].decode("utf-8", "replace"),
+            },
+            headers={"X-Side": side},
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.Response(status=code, headers={"X-Side": side})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.Response(text=f"slow {side}", headers={"X-Side": side})
+
+    async def reset(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(text="unreachable")
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/reset", reset)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+@pytest.fixture
+async def upstreams(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[str, TestServer]:
+    legacy = await aiohttp_server(echo_app("legacy"))
+    candidate = await aiohttp_server(echo_app("candidate"))
+    return {"legacy": legacy, "candidate": candidate}
+
+
+def make_config(upstreams: dict[str, Any], **overrides: Any) -> Config:
+    """A config on free loopback ports pointing at the given upstream servers (or URLs)."""
+
+    def url(value: Any) -> str:
+        return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
+
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
+        "upstreams": {
+            "legacy": {"url": url(upstreams["legacy"]), "connect_timeout": 1, "read_timeout": 5},
+            "candidate": {"url": url(upstreams["candidate"]), "connect_timeout": 1, "read_timeout": 5},
+        },
+        "drain_timeout": 5,
+        "log": {"access_log": False},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config.model_validate(data)
+
+
+class Gateway:
+    """A running in-process gateway with clients for both of its listeners."""
+
+    def __init__(self, server: GatewayServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+
+    @property
+    def state(self) -> Any:
+        return self.server.state
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.proxy_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.admin_port}"
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(self.url + path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, self.url + path, **kwargs)
+
+    def admin(self, method: str, path: str, token: str | None = "test-admin-token", **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.session.request(method, self.admin_url + path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[Callable[[Config], Awaitable[Gateway]]]:
+    started: list[Gateway] = []
+
+    async def factory(config: Config) -> Gateway:
+        server = GatewayServer(config)
+        await server.start()
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+        gateway = Gateway(server, session)
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in reversed(started):
+        await gateway.session.close()
+        await gateway.server.stop()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> float:
+    """Poll ``predicate`` (sync or async) until truthy; returns seconds waited, fails at the deadline."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return loop.time() - start
+        if loop.time() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from yarl import URL
+
+from tests.conftest import make_config
+
+
+async def test_forwards_to_legacy_at_zero_percent(upstreams, make_gateway):
+    gw = await make_gateway(make_config(upstreams))
+    async with gw.session.get(URL(gw.url + "/api/v1/users?x=1&y=%2F", encoded=True)) as resp:
+        assert resp.status == 200
+        data = await resp.json()
+    assert data["side"] == "legacy"
+    assert data["raw_path"] == "/api/v1/users?x=1&y=%2F"
+    assert resp.headers["X-Request-ID"]
+
+
+async def test_redis_backed_gateway_starts(upstreams, make_gateway, redis_server, key_prefix):
+    gw = await make_gateway(make_config(upstreams, redis={"url": redis_server.url, "key_prefix": key_prefix}))
+    assert gw.state.store.health().healthy
+    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 100}) as resp:
+        assert resp.status == 200, await resp.text()
+    async with gw.get("/x") as resp:
+        assert (await resp.json())["side"] == "candidate"
