@@ -251,7 +251,8 @@ class Config(_Model):
     def _both_sides(cls, value: dict[Side, UpstreamConfig]) -> dict[Side, UpstreamConfig]:
         missing = [side for side in SIDES if side not in value]
         if missing:
-            raise ValueError(f"missing upstream(s) {missing}: both 'legacy' and 'candidate' need a url")
+            hint = " and ".join(f"GATEWAY_{side.upper()}_URL" for side in missing)
+            raise ValueError(f"missing upstream(s) {missing}: set {hint}, or upstreams.<side>.url in the config file")
         return value
 
     @field_validator("flags")

@@ -1,0 +1,128 @@
+"""Admin listener: health, readiness, metrics, flag API, auth, and isolation from the proxy port."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_config
+
+
+@pytest.fixture
+async def gw(upstreams, make_gateway):
+    return await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 10}))
+
+
+async def test_health_ready_and_flags(gw) -> None:
+    async with gw.admin("GET", "/healthz", token=None) as resp:
+        assert resp.status == 200 and (await resp.json())["status"] == "ok"
+    async with gw.admin("GET", "/readyz", token=None) as resp:
+        body = await resp.json()
+        assert resp.status == 200 and body["status"] == "ready" and body["store"]["backend"] == "memory"
+    async with gw.admin("GET", "/api/v1/flags", token=None) as resp:
+        flags = {f["name"]: f["percent"] for f in (await resp.json())["flags"]}
+    assert flags == {"default": 0, "analytics": 10}
+
+
+async def test_set_flag_and_audit_trail(gw) -> None:
+    async with gw.admin("PUT", "/api/v1/flags/analytics", json={"percent": 50, "reason": "step 2"},
+                        headers={"X-Gateway-Actor": "alice"}) as resp:
+        body = await resp.json()
+    assert resp.status == 200
+    assert (body["flag"], body["percent"], body["previous"]) == ("analytics", 50, 10)
+    assert gw.state.store.snapshot()["analytics"] == 50
+    async with gw.admin("GET", "/api/v1/changes", token=None) as resp:
+        change = (await resp.json())["changes"][0]
+    assert change["flag"] == "analytics" and change["old"] == 10 and change["new"] == 50
+    assert change["actor"].startswith("alice from 127.0.0.1") and change["reason"] == "step 2"
+
+
+async def test_rollback_sets_every_flag_to_zero(gw) -> None:
+    for flag, pct in (("default", 40), ("analytics", 70)):
+        async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": pct}) as resp:
+            assert resp.status == 200
+    async with gw.admin("POST", "/api/v1/rollback", json={"reason": "p95 too high"}) as resp:
+        body = await resp.json()
+    assert resp.status == 200
+    assert {c["flag"]: (c["old"], c["new"]) for c in body["rolledBack"]} == {"default": (40, 0), "analytics": (70, 0)}
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"percent": 101}, 400, "invalid_percent"),
+        ({"percent": -1}, 400, "invalid_percent"),
+        ({"percent": "abc"}, 400, "invalid_percent"),
+        ({"percent": True}, 400, "invalid_percent"),
+        ({"percent": 12.5}, 400, "invalid_percent"),
+        ({}, 400, "bad_request"),
+        ({"percent": 5, "reason": 7}, 400, "bad_request"),
+    ],
+)
+async def test_invalid_flag_writes_are_refused(gw, body, status, error) -> None:
+    async with gw.admin("PUT", "/api/v1/flags/default", json=body) as resp:
+        data = await resp.json()
+    assert resp.status == status and data["error"] == error and data["message"]
+    assert gw.state.store.snapshot()["default"] == 0
+
+
+async def test_malformed_bodies_and_unknown_flags(gw) -> None:
+    async with gw.admin("PUT", "/api/v1/flags/default", data=b"{not json", headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400 and "not valid JSON" in (await resp.json())["message"]
+    async with gw.admin("PUT", "/api/v1/flags/default", json=[1, 2]) as resp:
+        assert resp.status == 400 and "JSON object" in (await resp.json())["message"]
+    async with gw.admin("PUT", "/api/v1/flags/typo", json={"percent": 5}) as resp:
+        data = await resp.json()
+        assert resp.status == 404 and data["error"] == "unknown_flag" and "analytics" in data["message"]
+    async with gw.admin("GET", "/api/v1/flags/typo") as resp:
+        assert resp.status == 404
+    async with gw.admin("PUT", "/api/v1/flags/default", data=b"x" * 100_000) as resp:
+        assert resp.status == 413 and (await resp.json())["error"]
+    async with gw.admin("GET", "/nope") as resp:
+        assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+    async with gw.admin("DELETE", "/api/v1/rollback") as resp:
+        assert resp.status == 405 and (await resp.json())["error"]
+
+
+async def test_mutations_need_the_token(gw) -> None:
+    async with gw.admin("PUT", "/api/v1/flags/default", token=None, json={"percent": 50}) as resp:
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    async with gw.admin("POST", "/api/v1/rollback", token="wrong-token") as resp:
+        assert resp.status == 401 and "GATEWAY_ADMIN_TOKEN" in (await resp.json())["message"]
+    assert gw.state.store.snapshot()["analytics"] == 10
+
+
+async def test_no_token_configured_refuses_changes_clearly(upstreams, make_gateway) -> None:
+    config = make_config(upstreams)
+    config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
+    gw = await make_gateway(config)
+    async with gw.admin("PUT", "/api/v1/flags/default", token="anything", json={"percent": 50}) as resp:
+        data = await resp.json()
+    assert resp.status == 403 and data["error"] == "admin_token_not_configured"
+    assert "GATEWAY_ADMIN_TOKEN" in data["message"]
+    assert gw.state.store.snapshot()["default"] == 0
+
+
+async def test_admin_routes_are_not_on_the_proxy_port(gw) -> None:
+    for path in ("/metrics", "/healthz", "/readyz", "/api/v1/flags", "/api/v1/rollback"):
+        async with gw.request("POST" if path.endswith("rollback") else "GET", path) as resp:
+            data = await resp.json()
+        assert data["side"] == "legacy", path  # proxied to the upstream like any other path
+    assert gw.state.store.snapshot()["analytics"] == 10
+
+
+async def test_metrics_exposition(gw) -> None:
+    for _ in range(3):
+        async with gw.get("/api/v1/users") as resp:
+            assert resp.status == 200
+    async with gw.admin("GET", "/metrics", token=None) as resp:
+        text = await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert 'gateway_requests_total{method="GET",route="default",status_class="2xx",upstream="legacy"} 3.0' in text
+    assert 'gateway_request_duration_seconds_count{route="default",upstream="legacy"} 3.0' in text
+    assert 'gateway_flag_percent{flag="analytics"} 10.0' in text
+    assert "gateway_flag_store_up 1.0" in text
+    async with gw.request("PROPFIND", "/dav") as resp:
+        assert resp.status == 200
+    async with gw.admin("GET", "/metrics", token=None) as resp:
+        assert 'method="OTHER"' in await resp.text()  # unknown methods do not explode label cardinality

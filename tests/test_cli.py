@@ -1,0 +1,67 @@
+"""The operator CLI against a live admin API, run as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import orjson
+import pytest
+
+from tests.conftest import free_port, make_config
+
+
+async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-admin-token") -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if admin is not None:
+        env["GATEWAY_ADMIN_URL"] = admin
+    if token is not None:
+        env["GATEWAY_ADMIN_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def gw(upstreams, make_gateway):
+    return await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 0},
+                                          routes=[{"prefix": "/api/v1/auth/", "pin": "legacy"},
+                                                  {"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+
+
+async def test_status_set_and_rollback(gw) -> None:
+    code, out, err = await gateway_cli("rollout", "set", "10", "--reason", "first step", admin=gw.admin_url)
+    assert code == 0, err
+    assert "flag default: 0% -> 10%" in out
+    code, out, _ = await gateway_cli("rollout", "set", "50%", "--flag", "analytics", admin=gw.admin_url)
+    assert code == 0 and "flag analytics: 0% -> 50%" in out
+    code, out, _ = await gateway_cli("rollout", "status", admin=gw.admin_url)
+    assert code == 0
+    assert "store: memory healthy" in out
+    assert any(line.split()[:2] == ["default", "10%"] for line in out.splitlines())
+    assert "pinned: /api/v1/auth/ -> legacy" in out
+    code, out, _ = await gateway_cli("rollout", "status", "--json", admin=gw.admin_url)
+    flags = {f["name"]: f["percent"] for f in orjson.loads(out)["flags"]}
+    assert flags == {"default": 10, "analytics": 50}
+    code, out, _ = await gateway_cli("rollback", "--reason", "errors up", admin=gw.admin_url)
+    assert code == 0 and "every flag is at 0%" in out
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+    changes = await gw.state.store.changes()
+    assert changes[0].reason == "errors up" and "(cli)" in changes[0].actor
+
+
+async def test_cli_errors_are_clear(gw) -> None:
+    code, _, err = await gateway_cli("rollout", "set", "150", admin=gw.admin_url)
+    assert code == 1 and "0..100" in err and "Traceback" not in err
+    code, _, err = await gateway_cli("rollout", "set", "10", "--flag", "nope", admin=gw.admin_url)
+    assert code == 1 and "unknown flag 'nope'" in err
+    code, _, err = await gateway_cli("rollback", admin=gw.admin_url, token="wrong-token")
+    assert code == 1 and "401" in err and "GATEWAY_ADMIN_TOKEN" in err
+    code, _, err = await gateway_cli("rollout", "status", admin=f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and "cannot reach the admin API" in err and "Traceback" not in err
+    assert gw.state.store.snapshot()["default"] == 0

@@ -1,0 +1,111 @@
+"""Configuration: YAML + environment, errors that name the key and the expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+BASE_ENV = {"GATEWAY_LEGACY_URL": "http://127.0.0.1:3000", "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:3001"}
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_runs_from_environment_alone() -> None:
+    config = load_config(None, {**BASE_ENV, "GATEWAY_LISTEN": "127.0.0.1:8181", "GATEWAY_ADMIN_TOKEN": "s3cret-token"})
+    assert config.listen.port == 8181 and config.listen.host == "127.0.0.1"
+    assert config.admin.listen.port == 9090 and config.admin.listen.host == "127.0.0.1"
+    assert config.admin.token == "s3cret-token"
+    assert config.redis.url is None
+    assert config.flags == {"default": 0}
+
+
+def test_missing_upstream_names_the_env_var() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"GATEWAY_LEGACY_URL": "http://127.0.0.1:3000"})
+    assert "upstreams" in str(info.value) and "GATEWAY_CANDIDATE_URL" in str(info.value)
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "upstreams:\n  legacy: {url: 'http://a:1'}\n  candidate: {url: 'http://b:2'}\nlisten: '0.0.0.0:7000'\n")
+    config = load_config(path, {"GATEWAY_LISTEN": ":7001", "REDIS_URL": "redis://127.0.0.1:6390/2"})
+    assert config.listen.port == 7001 and config.listen.host == "0.0.0.0"
+    assert config.upstreams["legacy"].url == "http://a:1"
+    assert config.redis.url == "redis://127.0.0.1:6390/2"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("routes:\n  - {prefix: /api/v1/auth/, pin: legcy}\n", "routes.0.pin"),
+        ("routes:\n  - {prefix: /api/v1/x/, flag: nope}\n", "flag 'nope' is not declared"),
+        ("routes:\n  - {prefix: api/v1/x/, flag: default}\n", "routes.0.prefix"),
+        ("routes:\n  - {prefix: /x, flag: default, pin: legacy}\n", "exactly one of 'flag'"),
+        ("routes:\n  - {prefix: /x, methods: [FETCH], flag: default}\n", "unknown HTTP method"),
+        ("flags: {default: 150}\n", "0..100"),
+        ("flags: {default: abc}\n", "flags.default"),
+        ("flags: {'Bad Name': 1}\n", "flag name"),
+        ("listen: nowhere\n", "listen"),
+        ("redis: {url: 'http://x'}\n", "redis.url"),
+        ("unknown_key: 1\n", "unknown_key: unknown key"),
+        ("log: {level: loud}\n", "log.level"),
+        ("force: {secret: short}\n", "force.secret"),
+    ],
+)
+def test_invalid_file_names_key(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, yaml_text), BASE_ENV)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_bad_upstream_url(tmp_path: Path) -> None:
+    text = "upstreams:\n  legacy: {url: 'ftp://x'}\n  candidate: {url: 'http://b:2'}\n"
+    with pytest.raises(ConfigError, match="upstreams.legacy.url: expected an http"):
+        load_config(_write(tmp_path, text), {})
+
+
+def test_yaml_syntax_error_has_position(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, "routes: [\n  - {prefix: /x\n"), BASE_ENV)
+    assert "not valid YAML at line" in str(info.value)
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(_write(tmp_path, "- a\n- b\n"), BASE_ENV)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config("/nonexistent/gateway.yaml", BASE_ENV)
+
+
+def test_shipped_rules_files_are_valid() -> None:
+    rules = Path(__file__).parent.parent / "rules"
+    files = sorted(rules.glob("*.yaml"))
+    assert files, "rules/ ships example files"
+    for path in files:
+        load_config(path, BASE_ENV)
+
+
+def test_cli_invalid_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = _write(tmp_path, "routes:\n  - {prefix: /api/v1/auth/, pin: legcy}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(path)],
+        env={**BASE_ENV, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "routes.0.pin" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
