@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
@@ -47,6 +47,12 @@ _REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-host", "x-forwa
 _RESPONSE_ALWAYS_DROP: frozenset[str] = frozenset()
 
 
+@lru_cache(maxsize=32)
+def _drop_set(base: frozenset[str], request_id_header: str, extra: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Lowercase names never copied; computed once per configuration, not per request."""
+    return HOP_BY_HOP | base | extra | {request_id_header.lower()}
+
+
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     """Header names the sender marked hop-by-hop in ``Connection``."""
     values = headers.getall("Connection", ())
@@ -55,10 +61,9 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
 
 
-def _copy(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: frozenset[str], extra: Iterable[str] = ()
-) -> CIMultiDict[str]:
-    dropped = HOP_BY_HOP | connection_tokens(headers) | drop | frozenset(extra)
+def _copy(headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    if "Connection" in headers:
+        dropped = dropped | connection_tokens(headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
@@ -86,7 +91,7 @@ def upstream_headers(
     extra_drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
     """Headers to send upstream for a client request; ``extra_drop`` are lowercase names."""
-    out = _copy(incoming, _REQUEST_ALWAYS_DROP | extra_drop, (request_id_header.lower(),))
+    out = _copy(incoming, _drop_set(_REQUEST_ALWAYS_DROP, request_id_header, extra_drop))
     previous = incoming.getall(X_FORWARDED_FOR, ())
     chain = ", ".join([*previous, client_ip]) if previous else client_ip
     out[X_FORWARDED_FOR] = chain
@@ -102,6 +107,6 @@ def upstream_headers(
 
 def downstream_headers(upstream: CIMultiDictProxy[str], *, request_id_header: str, request_id: str) -> CIMultiDict[str]:
     """Headers to send the client from an upstream response."""
-    out = _copy(upstream, _RESPONSE_ALWAYS_DROP, (request_id_header.lower(),))
+    out = _copy(upstream, _drop_set(_RESPONSE_ALWAYS_DROP, request_id_header))
     out[request_id_header] = request_id
     return out

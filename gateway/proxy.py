@@ -63,9 +63,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     route = state.routes.match(raw_path, request.method)
     client_ip = _client_ip(request)
-    decision = state.splitter.decide(
-        route, state.store.snapshot(), request.headers, request.cookies if route.pin is None else {}, client_ip
-    )
+    decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
         request.headers,

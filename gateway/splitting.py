@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDictProxy
@@ -14,7 +14,7 @@ from gateway.bucketing import anonymous_id, jwt_subject, side_for
 from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
 from gateway.routing import Route
 
-__all__ = ["Decision", "Splitter"]
+__all__ = ["Decision", "Splitter", "cookie_value"]
 
 _COOKIE_VALUE_RE = re.compile(r"[A-Za-z0-9_\-]{8,64}")
 
@@ -28,6 +28,16 @@ class Decision:
     bucket: int | None = None
     subject_source: str | None = None
     issue_cookie: str | None = None  # value of a bucketing cookie to set on the response
+
+
+def cookie_value(cookie_headers: Iterable[str], name: str) -> str | None:
+    """One cookie's value from ``Cookie`` headers (RFC 6265 §5.4 syntax), without parsing all."""
+    for header in cookie_headers:
+        for pair in header.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key == name:
+                return value.strip().strip('"')
+    return None
 
 
 class Splitter:
@@ -51,9 +61,7 @@ class Splitter:
             return None
         return wanted  # type: ignore[return-value]
 
-    def subject(
-        self, headers: CIMultiDictProxy[str], cookies: Mapping[str, str], client_ip: str
-    ) -> tuple[str, str, str | None]:
+    def subject(self, headers: CIMultiDictProxy[str], client_ip: str) -> tuple[str, str, str | None]:
         """(subject key, source, cookie value to issue or None), trying sources in order."""
         wants_cookie = "cookie" in self._sources
         for source in self._sources:
@@ -62,7 +70,7 @@ class Splitter:
                 if sub is not None:
                     return "u:" + sub, source, None
             elif source == "cookie":
-                value = cookies.get(self._cookie_name)
+                value = cookie_value(headers.getall("Cookie", ()), self._cookie_name)
                 if value is not None and _COOKIE_VALUE_RE.fullmatch(value):
                     return value, source, None
             else:  # "ip": anonymous clients are keyed by IP; the cookie carries the same key on.
@@ -79,7 +87,6 @@ class Splitter:
         route: Route,
         flags: Mapping[str, int],
         headers: CIMultiDictProxy[str],
-        cookies: Mapping[str, str],
         client_ip: str,
     ) -> Decision:
         forced = self.forced_side(headers)
@@ -92,7 +99,7 @@ class Splitter:
         if percent <= 0 or percent >= 100:
             # Everyone is on one side: no need to hash, and no cookie needed to stay put.
             return Decision(side="candidate" if percent >= 100 else "legacy", reason="bucket", flag=route.flag, percent=percent)
-        subject, source, issue = self.subject(headers, cookies, client_ip)
+        subject, source, issue = self.subject(headers, client_ip)
         side, bucket = side_for(route.flag, subject, percent)
         return Decision(
             side=side,

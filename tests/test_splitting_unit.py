@@ -1,0 +1,63 @@
+"""The side decision without sockets: pins, forcing, subjects, cookie parsing."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.bucketing import anonymous_id
+from gateway.config import BucketingConfig, ForceConfig
+from gateway.routing import Route
+from gateway.splitting import Splitter, cookie_value
+
+SECRET = "0123456789abcdef-secret"
+FLAG_ROUTE = Route(label="default", flag="default", pin=None)
+
+
+def headers(**items: str) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in items.items()}))
+
+
+def splitter(**bucketing: object) -> Splitter:
+    return Splitter(BucketingConfig.model_validate(bucketing), ForceConfig(secret=SECRET))
+
+
+def test_cookie_value_parsing() -> None:
+    assert cookie_value(["a=1; cutover_id=abc123456; b=2"], "cutover_id") == "abc123456"
+    assert cookie_value(["a=1", 'cutover_id="quoted12345"'], "cutover_id") == "quoted12345"
+    assert cookie_value(["xcutover_id=1; cutover_idx=2"], "cutover_id") is None
+    assert cookie_value(["cutover_id"], "cutover_id") is None
+    assert cookie_value([], "cutover_id") is None
+
+
+def test_pin_wins_over_percentage_but_not_over_forcing() -> None:
+    s = splitter()
+    pinned = Route(label="auth", flag=None, pin="legacy")
+    assert s.decide(pinned, {"default": 100}, headers(), "1.2.3.4").side == "legacy"
+    forced = headers(X_Gateway_Force="Candidate", X_Gateway_Force_Secret=SECRET)
+    decision = s.decide(pinned, {"default": 0}, forced, "1.2.3.4")
+    assert (decision.side, decision.reason) == ("candidate", "forced")
+
+
+def test_subject_order_is_respected() -> None:
+    cookie = "r" + "1" * 31
+    h = headers(Cookie=f"cutover_id={cookie}")
+    assert splitter().subject(h, "1.2.3.4")[:2] == (cookie, "cookie")
+    assert splitter(subject=["ip", "cookie"]).subject(h, "1.2.3.4") == (anonymous_id("1.2.3.4"), "ip", anonymous_id("1.2.3.4"))
+    assert splitter(subject=["jwt_sub"]).subject(h, "1.2.3.4")[1] == "ip"  # last resort
+
+
+def test_random_cookie_when_ip_is_not_a_source() -> None:
+    key, source, issue = splitter(subject=["cookie"]).subject(headers(), "1.2.3.4")
+    assert source == "cookie" and issue == key and key.startswith("r") and len(key) == 33
+
+
+def test_unknown_flag_in_snapshot_means_legacy() -> None:
+    route = Route(label="x", flag="missing", pin=None)
+    assert splitter().decide(route, {"default": 100}, headers(), "1.2.3.4").side == "legacy"
+
+
+def test_decision_explains_itself() -> None:
+    d = splitter().decide(FLAG_ROUTE, {"default": 50}, headers(), "9.9.9.9")
+    assert d.reason == "bucket" and d.flag == "default" and d.percent == 50
+    assert d.bucket is not None and (d.side == "candidate") == (d.bucket < 5000)
+    assert d.issue_cookie == anonymous_id("9.9.9.9")
