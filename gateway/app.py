@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.admin.routes import admin_routes
 from gateway.admin.auth import admin_middleware
+from gateway.admin.routes import admin_routes
 from gateway.config import Config
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
@@ -44,7 +44,7 @@ def sample_backend(side: Side) -> web.Application:
             body = await request.json()
         except ValueError:
             return answer({"error": "expected a JSON body"}, status=400)
-        return answer({"data": {"recorded": body, "at": datetime.now(timezone.utc).isoformat()}}, status=201)
+        return answer({"data": {"recorded": body, "at": datetime.now(UTC).isoformat()}}, status=201)
 
     async def login(request: web.Request) -> web.Response:
         return answer({"token": "demo-token"})

@@ -59,7 +59,7 @@ class Splitter:
         given = headers.get(self._force_secret_header, "").encode("utf-8", "replace")
         if not hmac.compare_digest(given, self._force_secret):
             return None
-        return wanted  # type: ignore[return-value]
+        return "candidate" if wanted == "candidate" else "legacy"
 
     def subject(self, headers: CIMultiDictProxy[str], client_ip: str) -> tuple[str, str, str | None]:
         """(subject key, source, cookie value to issue or None), trying sources in order."""

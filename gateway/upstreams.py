@@ -7,7 +7,6 @@ never read proxy settings from the environment.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -91,7 +90,7 @@ class Upstream:
                 allow_redirects=False,
                 compress=None,
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(self.name, "timed out waiting for the upstream") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(self.name, "could not connect to the upstream") from exc
