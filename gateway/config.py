@@ -78,7 +78,9 @@ class UpstreamConfig(_Model):
     read_timeout: float = Field(default=30.0, gt=0)
     total_timeout: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=256, ge=1)
-    keepalive_timeout: float = Field(default=30.0, gt=0)
+    # Below the 5 s idle timeout of Node.js servers (NestJS): reusing a connection the upstream
+    # is closing at that instant turns a POST into a 502.
+    keepalive_timeout: float = Field(default=4.0, gt=0)
     preserve_host: bool = False
 
     @field_validator("url")
