@@ -40,12 +40,16 @@ async def error_middleware(
     request_id = request_id_from(request.headers.get(state.config.request_id_header))
     request[REQUEST_ID] = request_id
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
-        return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, request_id)
+        response = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, request_id)
     except Exception:
         log.exception("unhandled_error", request_id=request_id, method=request.method, path=request.path)
-        return json_error(500, "internal_error", "the gateway failed to handle this request", request_id)
+        response = json_error(500, "internal_error", "the gateway failed to handle this request", request_id)
+    if not response.prepared:
+        # The gateway's own answers (errors) carry the id too, not only proxied responses.
+        response.headers.setdefault(state.config.request_id_header, request_id)
+    return response
 
 
 def _client_ip(request: web.Request) -> str:
