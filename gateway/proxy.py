@@ -6,9 +6,8 @@ to a writer thread) or on anything but the client and the chosen upstream.
 
 from __future__ import annotations
 
-import asyncio
-from time import perf_counter
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 import aiohttp
 import structlog
@@ -164,7 +163,7 @@ async def _stream_back(
             async for chunk in upstream_response.content.iter_chunked(CHUNK):
                 await response.write(chunk)
                 sent += len(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             if client_gone(request):
                 return sent, "client_aborted"
             # Headers are gone already: the only honest signal left is to cut the connection,
