@@ -95,7 +95,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             error_kind = exc.kind
             status = exc.status
             state.metrics.upstream_errors.labels(decision.side, exc.kind).inc()
-            log.warning("upstream_error", request_id=request_id, upstream=decision.side, kind=exc.kind, error=str(exc.__cause__ or exc))
+            log.warning("upstream_error", request_id=request_id, upstream=decision.side, kind=exc.kind, error=str(exc.__cause__ or exc)[:300])
             code = "upstream_timeout" if status == 504 else "upstream_unavailable"
             return json_error(status, code, f"the {decision.side} upstream {exc.detail.removeprefix('the upstream ')}", request_id)
         try:

@@ -32,6 +32,9 @@ __all__ = ["GatewayServer", "run", "serve"]
 
 log = structlog.get_logger("gateway.server")
 
+CANCEL_GRACE = 0.1  # seconds a handler past the drain deadline gets before it is cancelled
+DRAIN_POLL = 0.02
+
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -48,8 +51,10 @@ class GatewayServer:
         self.config = config
         self.state = build_state(config)
         self._reuse_port = reuse_port
+        # The drain deadline is enforced by stop() itself; aiohttp's own shutdown_timeout would
+        # apply twice (wait, then cancel-and-wait), so it only gets a short grace for the cancel.
         self._proxy_runner = web.AppRunner(
-            create_proxy_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout
+            create_proxy_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=CANCEL_GRACE
         )
         self._admin_runner = web.AppRunner(
             create_admin_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -91,11 +96,21 @@ class GatewayServer:
         state.draining = True
         log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=self.config.drain_timeout)
         started = time.monotonic()
+        cut_off = 0
         try:
-            await self._proxy_runner.cleanup()
+            runner = self._proxy_runner
+            for site in list(runner.sites):
+                await site.stop()  # stop accepting connections
+            if runner.server is not None:
+                runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their response
+            deadline = started + self.config.drain_timeout
+            while state.in_flight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(DRAIN_POLL)
+            cut_off = state.in_flight
+            await runner.cleanup()  # cancels what outlived the deadline, then closes pools and the store
         finally:
             await self._admin_runner.cleanup()
-        log.info("gateway_stopped", drained_in_seconds=round(time.monotonic() - started, 3), cut_off=state.in_flight)
+        log.info("gateway_stopped", drained_in_seconds=round(time.monotonic() - started, 3), cut_off=cut_off)
 
 
 async def serve(
