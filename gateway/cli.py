@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -59,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("--flag", default="default", help="flag name (default: 'default')")
     set_.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(set_)
+
+    explain = sub.add_parser("explain", help="which upstream a user gets now, and why")
+    explain.add_argument("--subject", required=True, metavar="USER", help="the user's id (JWT 'sub' claim)")
+    explain.add_argument("--path", default="/", help="request path (default /)")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(explain)
+
+    config = sub.add_parser("config", help="configuration tools")
+    csub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = csub.add_parser("check", help="validate a config file and print the resulting route table")
+    check.add_argument("file", help="YAML config file")
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
@@ -141,6 +154,43 @@ def _command_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_explain(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({"subject": args.subject, "path": args.path, "method": args.method})
+    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{query}")
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    where = f"{data['method']} {data['path']}"
+    if data["reason"] == "pinned":
+        print(f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r}, pinned to {data['side']}")
+        return 0
+    print(
+        f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
+        f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
+    )
+    return 0
+
+
+def _command_config_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    config = load_config(args.file)
+    print(f"{args.file}: valid")
+    print(f"  legacy    {config.upstreams['legacy'].url}")
+    print(f"  candidate {config.upstreams['candidate'].url}")
+    print("flags (initial percentages; the store's values win once set):")
+    for name, percent in sorted(config.flags.items()):
+        print(f"  {name:<20} {percent:>3}%")
+    print("routes (longest prefix wins; a rule with methods beats one without):")
+    rules = sorted(config.routes, key=lambda r: (-len(r.prefix.rstrip("/")), r.methods is None))
+    for rule in rules:
+        methods = ",".join(sorted(rule.methods)) if rule.methods else "*"
+        target = f"pin {rule.pin}" if rule.pin else f"flag {rule.flag}"
+        print(f"  {rule.prefix:<32} {methods:<24} -> {target}  ({rule.label})")
+    print(f"  {'(anything else)':<32} {'*':<24} -> flag default")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -167,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             return _command_rollout(args)
         if args.command == "rollback":
             return _command_rollback(args)
+        if args.command == "explain":
+            return _command_explain(args)
+        if args.command == "config":
+            return _command_config_check(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.explain import explain
 from gateway.errors import InvalidFlagValue, StoreUnavailable, UnknownFlag
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
@@ -188,3 +190,16 @@ def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
     for change in changes:
         state.metrics.flag_changes.labels(change.flag).inc()
         log.info("flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason)
+
+
+@admin_routes.get("/api/v1/explain")
+async def explain_subject(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    subject = request.query.get("subject", "").strip()
+    path = request.query.get("path", "/")
+    method = request.query.get("method", "GET")
+    if not subject or len(subject) > 256:
+        return json_error(400, "bad_request", "'subject' is required: the user's id (the JWT 'sub' claim)")
+    if not path.startswith("/"):
+        return json_error(400, "bad_request", "'path' must start with '/'")
+    return json_response(explain(state.routes, state.store.snapshot(), subject=subject, path=path, method=method))
