@@ -200,8 +200,11 @@ def _command_run(args: argparse.Namespace) -> int:
         env["GATEWAY_LISTEN"] = args.listen
     if args.admin_listen:
         env["GATEWAY_ADMIN_LISTEN"] = args.admin_listen
+    from gateway.reload import ConfigSource
+
     config = load_config(args.config, env)
-    return run(config, workers=args.workers)
+    source = ConfigSource(args.config, env) if args.config else None
+    return run(config, workers=args.workers, source=source)
 
 
 def main(argv: list[str] | None = None) -> int:

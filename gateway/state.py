@@ -8,6 +8,7 @@ it holds (client sessions, the flag store) are opened and closed by the proxy ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ class GatewayState:
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
 
 
 STATE = web.AppKey("gateway_state", GatewayState)

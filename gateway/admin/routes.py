@@ -8,6 +8,7 @@
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+    POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
     GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
 """
 
@@ -203,3 +204,14 @@ async def explain_subject(request: web.Request) -> web.Response:
     if not path.startswith("/"):
         return json_error(400, "bad_request", "'path' must start with '/'")
     return json_response(explain(state.routes, state.store.snapshot(), subject=subject, path=path, method=method))
+
+
+@admin_routes.post("/api/v1/reload")
+async def reload_rules(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.reloader is None:
+        return json_error(409, "no_config_file", "the gateway was started without --config: there is no file to re-read")
+    error = await state.reloader.reload("admin-api")
+    if error is not None:
+        return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
+    return json_response({"reloaded": True, "routes": _routes_view(state), "flags": _flags_view(state)})
