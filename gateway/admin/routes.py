@@ -21,8 +21,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.explain import explain
 from gateway.errors import InvalidFlagValue, StoreUnavailable, UnknownFlag
+from gateway.explain import explain
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.responses import json_error, json_response
