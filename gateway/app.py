@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.admin.auth import admin_middleware
 from gateway.admin.routes import admin_routes
+from gateway.admin.status import status_routes
 from gateway.config import Config
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
@@ -81,4 +82,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[admin_middleware], client_max_size=ADMIN_MAX_BODY)
     app[STATE] = state
     app.router.add_routes(admin_routes)
+    app.router.add_routes(status_routes)
     return app

@@ -112,6 +112,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
+        state.stats.record(decision.side, status, duration)
         if state.access_log:
             access.info(
                 "request",

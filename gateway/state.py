@@ -17,6 +17,7 @@ from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
+from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
 __all__ = ["STATE", "GatewayState", "REQUEST_ID"]
@@ -30,6 +31,7 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    stats: RollingStats = field(default_factory=RollingStats)
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
