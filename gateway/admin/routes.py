@@ -65,7 +65,9 @@ def _reason(body: dict[str, Any]) -> str:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise _BadBody("'reason' must be a string")
-    return reason.strip()[:MAX_REASON]
+    if len(reason) > MAX_REASON:
+        raise _BadBody(f"'reason' is limited to {MAX_REASON} characters")
+    return reason.strip()
 
 
 def _flags_view(state: GatewayState) -> list[dict[str, Any]]:
