@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.admin.auth import admin_middleware
+from gateway.admin.openapi import openapi_routes
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import status_routes
 from gateway.config import Config
@@ -83,4 +84,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app[STATE] = state
     app.router.add_routes(admin_routes)
     app.router.add_routes(status_routes)
+    app.router.add_routes(openapi_routes)
     return app
