@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     csub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = csub.add_parser("check", help="validate a config file and print the resulting route table")
     check.add_argument("file", help="YAML config file")
+
+    state = sub.add_parser("state", help="back up and restore the flag state (JSON)")
+    ssub = state.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = ssub.add_parser("export", help="print (or write) every flag's percentage as JSON")
+    export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    admin_args(export)
+    import_ = ssub.add_parser("import", help="set flags from an export; validated whole before anything changes")
+    import_.add_argument("file", help="a file written by 'gateway state export' ('-' for stdin)")
+    import_.add_argument("--reason", default="state import", help="why, for the audit log")
+    admin_args(import_)
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
@@ -191,6 +202,54 @@ def _command_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+STATE_FORMAT = 1
+
+
+def _command_state(args: argparse.Namespace) -> int:
+    current = _admin_call(args.admin, "GET", "/api/v1/flags")
+    flags = {flag["name"]: flag["percent"] for flag in current["flags"]}
+    if args.action == "export":
+        document: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "exportedAt": datetime.now(timezone.utc).isoformat(),
+            "flags": flags,
+        }
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            print(f"exported {len(flags)} flags to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
+        loaded: Any = orjson.loads(raw)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{args.file} is not JSON: {exc}") from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT or not isinstance(loaded.get("flags"), dict):
+        raise CliError(f"{args.file} is not a 'gateway state export' file (format {STATE_FORMAT})")
+    wanted: dict[str, Any] = loaded["flags"]
+    unknown = sorted(set(wanted) - set(flags))
+    invalid = sorted(f for f, p in wanted.items() if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 100)
+    if unknown or invalid:
+        problems = ([f"unknown flags {unknown} (this gateway declares {sorted(flags)})"] if unknown else []) + (
+            [f"invalid percentages for {invalid}"] if invalid else []
+        )
+        raise CliError("nothing imported: " + "; ".join(problems))
+    changed = 0
+    for flag, percent in sorted(wanted.items()):
+        if flags[flag] == percent:
+            continue
+        _admin_call(args.admin, "PUT", f"/api/v1/flags/{flag}", {"percent": percent, "reason": args.reason})
+        print(f"flag {flag}: {flags[flag]}% -> {percent}%")
+        changed += 1
+    print(f"imported: {changed} flag(s) changed, {len(wanted) - changed} already as in the file")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -224,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_explain(args)
         if args.command == "config":
             return _command_config_check(args)
+        if args.command == "state":
+            return _command_state(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -102,3 +102,33 @@ async def test_config_check(tmp_path) -> None:
     bad.write_text("upstreams: {legacy: {url: 'http://l:1'}, candidate: {url: 'http://c:2'}}\nflags: {default: 500}\n")
     code, _, err = await gateway_cli("config", "check", str(bad), admin=None)
     assert code == 2 and "flags" in err and "0..100" in err and "Traceback" not in err
+
+
+async def test_state_export_import_round_trip(gw, tmp_path) -> None:
+    await gw.state.store.set_percent("default", 25, actor="t", reason="t")
+    await gw.state.store.set_percent("analytics", 60, actor="t", reason="t")
+    backup = tmp_path / "flags.json"
+    code, _, err = await gateway_cli("state", "export", "-o", str(backup), admin=gw.admin_url, token=None)
+    assert code == 0, err
+    exported = orjson.loads(backup.read_bytes())
+    assert exported["format"] == 1 and exported["flags"] == {"default": 25, "analytics": 60}
+
+    code, _, _ = await gateway_cli("rollback", admin=gw.admin_url)
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+    code, out, err = await gateway_cli("state", "import", str(backup), admin=gw.admin_url)
+    assert code == 0, err
+    assert dict(gw.state.store.snapshot()) == {"default": 25, "analytics": 60}
+    assert "2 flag(s) changed" in out
+    assert (await gw.state.store.changes())[0].reason == "state import"
+
+
+async def test_state_import_is_validated_before_anything_changes(gw, tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({"format": 1, "flags": {"default": 50, "nope": 10, "analytics": 101}}))
+    code, _, err = await gateway_cli("state", "import", str(bad), admin=gw.admin_url)
+    assert code == 1 and "nothing imported" in err and "nope" in err and "analytics" in err
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    code, _, err = await gateway_cli("state", "import", str(garbage), admin=gw.admin_url)
+    assert code == 1 and "not JSON" in err and "Traceback" not in err
