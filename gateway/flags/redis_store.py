@@ -123,7 +123,8 @@ class RedisFlagStore:
         """Start the watcher and wait briefly for a first read; start degraded if Redis is away."""
         self._tasks.spawn(self._watch(), name="flag-store-watcher")
         try:
-            await asyncio.wait_for(self._synced.wait(), first_sync_timeout)
+            async with asyncio.timeout(first_sync_timeout):  # not wait_for: see _watch
+                await self._synced.wait()
         except asyncio.TimeoutError:
             log.warning("flag_store_start_degraded", reason=self._last_error, using=dict(self.cache.values))
 
@@ -208,8 +209,11 @@ class RedisFlagStore:
             except _DOWN as exc:
                 self._mark_degraded(exc)
             finally:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # lands as the inner call completes, and close() would then wait on this loop forever.
                 try:
-                    await asyncio.wait_for(pubsub.aclose(), self._config.socket_timeout)
+                    async with asyncio.timeout(self._config.socket_timeout):
+                        await pubsub.aclose()
                 except _DOWN:
                     pass
             await asyncio.sleep(backoff)
