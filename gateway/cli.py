@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     import_.add_argument("--reason", default="state import", help="why, for the audit log")
     admin_args(import_)
 
+    forecast = rsub.add_parser("forecast", help="share of recently seen users that would move at PERCENT")
+    forecast.add_argument("--flag", default="default")
+    forecast.add_argument("--percent", required=True, type=int)
+    forecast.add_argument("--json", action="store_true")
+    admin_args(forecast)
+
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(rollback)
@@ -144,6 +150,20 @@ def _command_rollout(args: argparse.Namespace) -> int:
             sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         else:
             _print_status(data)
+        return 0
+    if args.action == "forecast":
+        query = urllib.parse.urlencode({"flag": args.flag, "percent": args.percent})
+        data = _admin_call(args.admin, "GET", f"/api/v1/forecast?{query}")
+        if args.json:
+            sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif not data["subjectsSeen"]:
+            print(f"flag {args.flag}: no subjects seen yet on this instance; nothing to forecast")
+        else:
+            print(
+                f"flag {args.flag}: {data['currentPercent']}% -> {data['targetPercent']}% would move "
+                f"{data['wouldMove']} of {data['subjectsSeen']} recently seen users ({data['share']:.1%}) "
+                f"{data['direction']}"
+            )
         return 0
     percent_text = args.percent.rstrip("%")
     if not percent_text.isdigit() or not 0 <= int(percent_text) <= 100:

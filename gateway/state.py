@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.flags.store import FlagStore
+from gateway.forecast import SubjectSketch
 from gateway.observability import Metrics
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
@@ -32,6 +33,7 @@ class GatewayState:
     splitter: Splitter
     upstreams: Upstreams
     stats: RollingStats = field(default_factory=RollingStats)
+    sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0

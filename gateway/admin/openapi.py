@@ -194,6 +194,19 @@ def openapi_document() -> dict[str, Any]:
                                                "Explanation"), **_errors(400)},
                 }
             },
+            "/api/v1/forecast": {
+                "get": {
+                    "summary": "Share of recently seen subjects that would move at another percentage",
+                    "parameters": [
+                        {"name": "flag", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {"name": "percent", "in": "query", "required": True,
+                         "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                    ],
+                    "responses": {"200": _json({"type": "object", "required": [
+                        "flag", "currentPercent", "targetPercent", "subjectsSeen", "wouldMove", "share"]},
+                        "Forecast"), **_errors(400, 404)},
+                }
+            },
             "/api/v1/reload": {
                 "post": {
                     "summary": "Re-read the rules file (same as SIGHUP)",

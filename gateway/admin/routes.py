@@ -8,6 +8,7 @@
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+    GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
     POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
     GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
 """
@@ -217,3 +218,17 @@ async def reload_rules(request: web.Request) -> web.Response:
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
     return json_response({"reloaded": True, "routes": _routes_view(state), "flags": _flags_view(state)})
+
+
+@admin_routes.get("/api/v1/forecast")
+async def forecast(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    flag = request.query.get("flag", "default")
+    values = state.store.snapshot()
+    if flag not in values:
+        return json_error(404, "unknown_flag", f"unknown flag {flag!r}; declared flags: {sorted(values)}")
+    try:
+        target = parse_percent(int(request.query.get("percent", "")))
+    except (ValueError, InvalidFlagValue):
+        return json_error(400, "bad_request", "'percent' must be an integer 0..100")
+    return json_response(state.sketch.forecast(flag, values[flag], target).to_json())
