@@ -137,6 +137,27 @@ def wait_for(check: Callable[[], bool], what: str, procs: Processes, name: str, 
         time.sleep(0.05)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every live process in a process group."""
+    ticks = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return float("nan")
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = data[data.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def port_open(port: int) -> bool:
     with socket.create_connection((HOST, port), timeout=0.5):
         return True
@@ -455,6 +476,7 @@ class Result:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_us_per_request: float
     rounds_rps: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -534,20 +556,21 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     bare = by.get("bare")
     direct = by.get("direct")
     header = (f"{'target':<10} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
-              f"{'vs direct':>9} {'errors':>7}  description")
+              f"{'vs direct':>9} {'CPU us/req':>10} {'errors':>7}  description")
     print(header)
     print("-" * len(header))
     for r in results:
         vs_bare = r.rps / bare.rps if bare else None
         vs_direct = r.rps / direct.rps if direct else None
         print(f"{r.target:<10} {r.processes:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-              f"{fmt_ratio(vs_bare):>8} {fmt_ratio(vs_direct):>9} {r.non_2xx + r.socket_errors:>7}  {r.description}")
+              f"{fmt_ratio(vs_bare):>8} {fmt_ratio(vs_direct):>9} {r.cpu_us_per_request:>10.0f} "
+              f"{r.non_2xx + r.socket_errors:>7}  {r.description}")
     ratios: dict[str, float | None] = {}
 
     def ratio(name: str, a: str, b: str) -> None:
         if a in by and b in by and by[b].rps > 0:
             ratios[name] = by[a].rps / by[b].rps
-            print(f"  {name:<34} {ratios[name]:.3f}")
+            print(f"  {name:<38} {ratios[name]:.3f}")
 
     print()
     ratio("gateway-1 / bare (req/s)", "gateway-1", "bare")
@@ -555,6 +578,11 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     ratio("gateway-2 / gateway-1 (req/s)", "gateway-2", "gateway-1")
     ratio("bare-2 / bare (req/s)", "bare-2", "bare")
     ratio("nginx / bare (req/s)", "nginx", "bare")
+    for name, a, b in (("gateway-1 / bare (CPU per request)", "gateway-1", "bare"),
+                       ("gateway-2 / bare-2 (CPU per request)", "gateway-2", "bare-2")):
+        if a in by and b in by and by[b].cpu_us_per_request > 0:
+            ratios[name] = by[a].cpu_us_per_request / by[b].cpu_us_per_request
+            print(f"  {name:<38} {ratios[name]:.3f}")
     for r in results:
         for note in r.notes:
             print(f"  {r.target}: {note}")
@@ -647,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"started and probed: {', '.join(targets)}", flush=True)
 
             runs: dict[str, list[Load]] = {t: [] for t in targets}
+            cpu: dict[str, list[float]] = {t: [] for t in targets}  # CPU seconds of the target per round
             logged: dict[str, list[int]] = {t: [0, 0] for t in targets}  # access log lines, of them candidate
             for round_no in range(1, args.rounds + 1):
                 for target in targets:
@@ -654,15 +683,19 @@ def main(argv: list[str] | None = None) -> int:
                     load(started.url, warmup)  # right before measuring: pools warm, keep-alives open
                     if started.access_log is not None:
                         os.truncate(started.access_log, 0)
+                    cpu_before = group_cpu_seconds(started.proc.pid)
                     measured = load(started.url, duration)
+                    cpu[target].append(group_cpu_seconds(started.proc.pid) - cpu_before)
                     runs[target].append(measured)
                     if started.access_log is not None:
                         lines, candidate = access_log_counts(started.access_log)
                         logged[target][0] += lines
                         logged[target][1] += candidate
                     bad = " (ERRORS)" if measured.non_2xx or measured.socket_errors else ""
+                    us = 1e6 * cpu[target][-1] / max(1, measured.requests)
                     print(f"[round {round_no}/{args.rounds}] {target:<10} {measured.rps:7.0f} req/s, "
-                          f"p50 {measured.p50_ms:.2f} ms, p99 {measured.p99_ms:.2f} ms{bad}", flush=True)
+                          f"p50 {measured.p50_ms:.2f} ms, p99 {measured.p99_ms:.2f} ms, {us:.0f} CPU us/req{bad}",
+                          flush=True)
 
             for target in targets:
                 ordered = sorted(runs[target], key=lambda m: m.rps)
@@ -670,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = Result(target, DESCRIPTIONS[target], running[target].processes, median.rps, median.p50_ms,
                                 median.p99_ms, sum(m.requests for m in ordered),
                                 sum(m.non_2xx for m in ordered), sum(m.socket_errors for m in ordered),
+                                1e6 * sum(cpu[target]) / max(1, sum(m.requests for m in ordered)),
                                 rounds_rps=[round(m.rps, 1) for m in runs[target]])
                 if args.rounds > 1:
                     result.notes.append("req/s per round: " + ", ".join(f"{m.rps:.0f}" for m in runs[target]))
@@ -701,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"note: this machine has {os.cpu_count()} CPU cores shared by wrk, the upstream and the target, so "
           "2 processes cannot reach 2x; compare gateway-2 with bare-2, not with 2 x gateway-1.")
     print("note: closed-loop load at fixed concurrency: latency here is mostly queueing (p50 ~ connections / req/s).")
+    print("note: CPU us/req is the target's own processes' CPU time per request (upstream excluded, except for "
+          "direct); it moves far less than req/s when other work shares the machine.")
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps({
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
