@@ -6,7 +6,7 @@ to a writer thread) or on anything but the client and the chosen upstream.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 
 import aiohttp
@@ -15,9 +15,10 @@ from aiohttp import web
 
 from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
+from gateway.protection.limits import BodyLimit
 from gateway.responses import json_error
 from gateway.splitting import Decision
-from gateway.state import REQUEST_ID, STATE, GatewayState
+from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
 
 __all__ = ["error_middleware", "handle"]
@@ -34,10 +35,11 @@ _NO_BODY_STATUS = frozenset({204, 304})
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Give every request an id; turn anything unexpected into a JSON 500, never a traceback."""
+    """Give every request an id and its client; turn anything unexpected into a JSON 500."""
     state = request.app[STATE]
     request_id = request_id_from(request.headers.get(state.config.request_id_header))
     request[REQUEST_ID] = request_id
+    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -51,10 +53,6 @@ async def error_middleware(
     return response
 
 
-def _client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     started = perf_counter()  # uvloop's loop.time() has only millisecond resolution
@@ -65,19 +63,27 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return json_error(400, "bad_request_target", "the request target must be a path starting with '/'", request_id)
 
     route = state.routes.match(raw_path, request.method)
-    client_ip = _client_ip(request)
+    client = request[CLIENT]
+    client_ip = client.ip
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
         request.headers,
-        client_ip=client_ip,
-        proto=request.scheme,
+        forwarded_for=client.forwarded_for,
+        proto="https" if client.https else "http",
         request_id_header=state.config.request_id_header,
         request_id=request_id,
         preserve_host=upstream.config.preserve_host,
         extra_drop=state.extra_drop,
     )
-    body = request.content if request.body_exists else None
+    body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
+    body_limit: BodyLimit | None = None
+    if request.body_exists:
+        body = request.content
+        protection = state.protection
+        if protection.limits_body:
+            body_limit = BodyLimit(request.content, protection.max_body_bytes, protection.body_read_timeout)
+            body = body_limit.stream()
 
     state.in_flight += 1
     state.metrics.in_flight.inc()
@@ -88,6 +94,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         try:
             upstream_response = await upstream.send(request.method, raw_path, headers, body)
         except UpstreamError as exc:
+            if body_limit is not None and body_limit.rejected is not None:
+                rejected = body_limit.rejected
+                error_kind, status = rejected.code, rejected.status
+                state.metrics.rejected.labels(rejected.code).inc()
+                refusal = json_error(rejected.status, rejected.code, rejected.message, request_id)
+                refusal.force_close()  # the rest of the body is unread: this connection is done
+                return refusal
             if client_gone(request):
                 # The client hung up while we were sending its body: nobody to answer.
                 error_kind, status = "client_aborted", 499

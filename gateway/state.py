@@ -14,11 +14,14 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
+from gateway.protection.clientip import ClientAddress
+from gateway.protection.policy import Protection
+from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
 from gateway.upstreams import Upstreams
 
-__all__ = ["STATE", "GatewayState", "REQUEST_ID"]
+__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -29,6 +32,7 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    protection: Protection
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
@@ -37,3 +41,6 @@ class GatewayState:
 
 STATE = web.AppKey("gateway_state", GatewayState)
 REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware
+CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
+RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
+PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered
