@@ -114,7 +114,7 @@ def create_proxy_app(state: GatewayState) -> web.Application:
         middlewares=[m for m in middlewares if m is not None], handler_args=parser_limits(state.config.limits)
     )
     app[STATE] = state
-    app.on_response_prepare.append(response_headers_hook(protection))
+    app.on_response_prepare.append(response_headers_hook(protection, state.config.request_id_header))
     app.cleanup_ctx.append(_flag_store_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)

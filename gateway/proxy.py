@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.protection.limits import BodyLimit
-from gateway.responses import json_error
+from gateway.responses import json_error, send_and_close
 from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
@@ -99,8 +99,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 error_kind, status = rejected.code, rejected.status
                 state.metrics.rejected.labels(rejected.code).inc()
                 refusal = json_error(rejected.status, rejected.code, rejected.message, request_id)
-                refusal.force_close()  # the rest of the body is unread: this connection is done
-                return refusal
+                return await send_and_close(request, refusal)  # the rest of the body is unread
             if client_gone(request):
                 # The client hung up while we were sending its body: nobody to answer.
                 error_kind, status = "client_aborted", 499

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Middleware
 from gateway.observability import Metrics
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import US, Verdict
-from gateway.responses import json_error
+from gateway.responses import json_error, send_and_close
 from gateway.state import CLIENT, PREFLIGHT, RATE_VERDICT, REQUEST_ID
 
 __all__ = [
@@ -90,8 +90,7 @@ def content_length_middleware(protection: Protection, metrics: Metrics) -> Middl
         if length is not None and length > cap:
             rejected.inc()
             response = json_error(413, "body_too_large", f"the request body exceeds {cap} bytes", request[REQUEST_ID])
-            response.force_close()  # the body is still coming; do not read it to reuse the connection
-            return response
+            return await send_and_close(request, response)  # the body is still coming: do not read it
         return await handler(request)
 
     return declared_size
@@ -150,12 +149,17 @@ def ratelimit_headers(verdict: Verdict) -> dict[str, str]:
     }
 
 
-def response_headers_hook(protection: Protection) -> Hook:
-    """Always installed: at the least it removes aiohttp's own ``Server: Python/x aiohttp/y``."""
+def response_headers_hook(protection: Protection, request_id_header: str) -> Hook:
+    """Always installed: at the least it removes aiohttp's own ``Server: Python/x aiohttp/y``
+    and makes sure every answer, even one sent from deep inside a handler, carries the id."""
     rules, cors, security = protection.rules, protection.cors, protection.headers
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         headers = response.headers
+        if request_id_header not in headers:
+            request_id = request.get(REQUEST_ID)
+            if request_id is not None:
+                headers[request_id_header] = request_id
         if headers.get("Server") == SERVER_SOFTWARE:
             del headers["Server"]
         if rules is not None:
