@@ -100,6 +100,11 @@ def ratelimit_middleware(protection: Protection, metrics: Metrics) -> Middleware
     rules, limiter = protection.rules, protection.limiter
     if rules is None or limiter is None:
         return None
+    counters = {
+        (rule.label, result): metrics.ratelimit_decisions.labels(rule.label, result)
+        for rule in rules.rules
+        for result in ("allowed", "limited")
+    }
 
     @web.middleware
     async def ratelimit(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -109,7 +114,7 @@ def ratelimit_middleware(protection: Protection, metrics: Metrics) -> Middleware
         verdict = await limiter.decide(checks)
         request[RATE_VERDICT] = verdict
         check, result = verdict.binding()
-        metrics.ratelimit_decisions.labels(check.rule, "allowed" if verdict.allowed else "limited").inc()
+        counters[check.rule, "allowed" if verdict.allowed else "limited"].inc()
         if verdict.allowed:
             return await handler(request)
         log.info(
