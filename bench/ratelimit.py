@@ -64,7 +64,9 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def start_gateway(tree: Path, config: Path | None, upstream: str, redis_url: str | None) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(
+    tree: Path, config: Path | None, upstream: str, redis_url: str | None
+) -> tuple[subprocess.Popen[bytes], int]:
     port, admin = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
     env.update(
@@ -124,8 +126,19 @@ def main() -> int:
         procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)]))
         procs.append(
             subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(workdir)],
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
                 stdout=subprocess.DEVNULL,
             )
         )
@@ -150,13 +163,17 @@ def main() -> int:
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(30)
-                print(f"round {round_ + 1} {name:24} {result[0]:9.0f} req/s  p50 {result[1]:6.2f} ms  p99 {result[2]:6.2f} ms")
+                print(
+                    f"round {round_ + 1} {name:24} {result[0]:9.0f} req/s  p50 {result[1]:6.2f} ms  p99 {result[2]:6.2f} ms"
+                )
                 if name not in best or result[0] > best[name][0]:
                     best[name] = result
         base = best["no rule"][0]
         print(f"\nbest of {opts.rounds} rounds, {opts.duration}s each, wrk -t2 -c{opts.connections}, 1 gateway worker:")
         for name, (rps, p50, p99) in best.items():
-            print(f"  {name:24} {rps:9.0f} req/s  ratio vs no rule {rps / base:5.2f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+            print(
+                f"  {name:24} {rps:9.0f} req/s  vs no rule {rps / base:5.2f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            )
         return 0
     finally:
         for proc in reversed(procs):

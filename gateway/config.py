@@ -258,8 +258,8 @@ class CorsConfig(_Model):
             if origin == "*":
                 continue
             url = URL(origin)
-            if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/") or origin.endswith("/"):
-                raise ValueError(f"expected origins like 'https://app.example.org' (scheme://host[:port]) or '*', got {origin!r}")
+            if url.scheme not in ("http", "https") or not url.host or url.path != "/" or origin.endswith("/"):
+                raise ValueError(f"expected an origin like 'https://app.example.org' or '*', got {origin!r}")
         return value
 
     @field_validator("allow_methods", mode="before")

@@ -55,15 +55,23 @@ BAD_REQUESTS: dict[str, bytes] = {
     "space in target": b"GET /a b HTTP/1.1\r\n" + H + b"\r\n",
     "control char in target": b"GET /a\x01b HTTP/1.1\r\n" + H + b"\r\n",
     "non-utf8 target": b"GET /caf\xe9\xff HTTP/1.1\r\n" + H + b"\r\n",
-    "content-length and chunked": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "content-length and chunked": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "two content-lengths": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     "negative content-length": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -5\r\n\r\nhello",
     "content-length not a number": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5x\r\n\r\nhello",
-    "chunked not last": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    "unknown transfer-encoding": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "chunked not last": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "unknown transfer-encoding": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "chunk size not hex": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     "negative chunk size": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
-    "huge chunk size": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "huge chunk size": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
     "chunk without crlf": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     "nul in header value": b"GET / HTTP/1.1\r\n" + H + b"X-Bad: a\x00b\r\n\r\n",
     "cr in header value": b"GET / HTTP/1.1\r\n" + H + b"X-Bad: a\rb\r\n\r\n",
@@ -125,12 +133,12 @@ async def test_never_an_open_proxy(upstream, elsewhere, make_gateway, request_li
 
 async def test_host_header_never_chooses_the_destination(upstream, elsewhere, make_gateway):
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
-    for target in ("/x", "//127.0.0.1:%d/x" % elsewhere.port):
+    for target in ("/x", f"//127.0.0.1:{elsewhere.port}/x"):
         data = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{elsewhere.port}\r\n\r\n".encode()
         status, _ = await exchange(gw.server.proxy_port, data)
         assert status == 200
     assert elsewhere.requests == []
-    assert [r.target for r in upstream.requests] == ["/x", "//127.0.0.1:%d/x" % elsewhere.port]
+    assert [r.target for r in upstream.requests] == ["/x", f"//127.0.0.1:{elsewhere.port}/x"]
 
 
 @pytest.mark.xfail(

@@ -17,7 +17,9 @@ from tests.support import RawConnection, RawRequest, RawUpstream, raw_request
 async def recording_upstream() -> AsyncIterator[RawUpstream]:
     async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         body = json.dumps({"body_len": len(request.body)}).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         await writer.drain()
         return True
 
@@ -84,7 +86,9 @@ async def test_chunked_body_is_cut_as_it_passes_the_cap(recording_upstream, make
 
 async def test_header_and_url_limits(recording_upstream, make_gateway):
     gw = await make_gateway(
-        make_config(both(recording_upstream), limits={"max_header_size": 1024, "max_headers": 20, "max_url_length": 512})
+        make_config(
+            both(recording_upstream), limits={"max_header_size": 1024, "max_headers": 20, "max_url_length": 512}
+        )
     )
     big_header = await raw_request(port(gw), b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(40))
@@ -93,7 +97,9 @@ async def test_header_and_url_limits(recording_upstream, make_gateway):
     for resp in (big_header, many_headers, long_url):
         assert 400 <= resp.status < 500, resp.raw_head
     assert recording_upstream.requests == []
-    ok = await raw_request(port(gw), b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: gw\r\nX-Ok: " + b"b" * 900 + b"\r\n\r\n")
+    ok = await raw_request(
+        port(gw), b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: gw\r\nX-Ok: " + b"b" * 900 + b"\r\n\r\n"
+    )
     assert ok.status == 200
 
 
@@ -127,7 +133,9 @@ async def test_slow_header_client_is_disconnected(upstreams, make_gateway):
 
 async def test_concurrency_cap_answers_503_fast(upstreams, make_gateway):
     gw = await make_gateway(make_config(upstreams, limits={"max_concurrent_requests": 2}))
-    slow = [asyncio.ensure_future(raw_request(port(gw), b"GET /slow?s=1 HTTP/1.1\r\nHost: gw\r\n\r\n")) for _ in range(2)]
+    slow = [
+        asyncio.ensure_future(raw_request(port(gw), b"GET /slow?s=1 HTTP/1.1\r\nHost: gw\r\n\r\n")) for _ in range(2)
+    ]
     await wait_for(lambda: gw.state.protection.active == 2)
     loop = asyncio.get_running_loop()
     started = loop.time()

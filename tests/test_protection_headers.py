@@ -11,7 +11,13 @@ import pytest
 from tests.conftest import make_config
 from tests.support import RawRequest, RawUpstream, raw_request
 
-SECURITY = ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy", "Permissions-Policy")
+SECURITY = (
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Content-Security-Policy",
+    "Referrer-Policy",
+    "Permissions-Policy",
+)
 
 
 def get(path: str, *headers: str, method: str = "GET") -> bytes:
@@ -43,7 +49,9 @@ def gateway_port(gw: Any) -> int:
 
 
 async def test_security_headers_on_proxied_error_and_429_responses(upstreams, make_gateway):
-    config = make_config(upstreams, rate_limits={"rules": [{"prefix": "/limited", "key": "ip", "limit": 1, "period": 60}]})
+    config = make_config(
+        upstreams, rate_limits={"rules": [{"prefix": "/limited", "key": "ip", "limit": 1, "period": 60}]}
+    )
     gw = await make_gateway(config)
     port = gateway_port(gw)
     success = await raw_request(port, get("/ok"))
@@ -52,7 +60,11 @@ async def test_security_headers_on_proxied_error_and_429_responses(upstreams, ma
     limited = await raw_request(port, get("/limited"))
     bad_target = await raw_request(port, get("http://elsewhere.test/"))
     assert [success.status, upstream_error.status, ok_limited.status, limited.status, bad_target.status] == [
-        200, 503, 200, 429, 400,
+        200,
+        503,
+        200,
+        429,
+        400,
     ]
     for resp in (success, upstream_error, ok_limited, limited, bad_target):
         for name in SECURITY:
@@ -81,7 +93,10 @@ async def test_keep_upstream_values_per_route(leaky_upstream, make_gateway):
         security_headers={
             "routes": [
                 {"prefix": "/docs", "keep_upstream": True},
-                {"prefix": "/embed", "headers": {"X-Frame-Options": None, "Content-Security-Policy": "frame-ancestors *"}},
+                {
+                    "prefix": "/embed",
+                    "headers": {"X-Frame-Options": None, "Content-Security-Policy": "frame-ancestors *"},
+                },
             ]
         },
     )
@@ -144,7 +159,11 @@ async def test_cors_preflight_allowed_is_answered_by_the_gateway(upstreams, make
     [
         ("Origin: https://evil.example", "Access-Control-Request-Method: GET"),
         ("Origin: https://app.example.org", "Access-Control-Request-Method: DELETE"),
-        ("Origin: https://app.example.org", "Access-Control-Request-Method: GET", "Access-Control-Request-Headers: x-admin"),
+        (
+            "Origin: https://app.example.org",
+            "Access-Control-Request-Method: GET",
+            "Access-Control-Request-Headers: x-admin",
+        ),
     ],
 )
 async def test_cors_preflight_denied_gets_no_cors_headers(upstreams, make_gateway, headers):

@@ -110,9 +110,7 @@ async def test_local_limiter_without_redis(upstreams, make_gateway):
 async def test_limits_key_on_the_resolved_client_ip(upstreams, make_gateway):
     """Behind a trusted proxy each forwarded client has its own bucket; an untrusted client
     cannot dodge its limit by inventing X-Forwarded-For values."""
-    trusted = make_config(
-        upstreams, trusted_proxies=["127.0.0.0/8"], rate_limits={"rules": [{**LIMITED, "limit": 1}]}
-    )
+    trusted = make_config(upstreams, trusted_proxies=["127.0.0.0/8"], rate_limits={"rules": [{**LIMITED, "limit": 1}]})
     gw = await make_gateway(trusted)
     for client in ("198.51.100.1", "198.51.100.2"):
         assert (await fetch(gw, "/limited", headers={"X-Forwarded-For": client}))[0] == 200

@@ -52,8 +52,6 @@ class BodyLimit:
                 return
             received += len(chunk)
             if self._max_bytes is not None and received > self._max_bytes:
-                self.rejected = BodyRejected(
-                    413, "body_too_large", f"the request body exceeds {self._max_bytes} bytes"
-                )
+                self.rejected = BodyRejected(413, "body_too_large", f"the request body exceeds {self._max_bytes} bytes")
                 raise self.rejected
             yield chunk

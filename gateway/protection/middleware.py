@@ -47,7 +47,11 @@ def concurrency_middleware(protection: Protection, metrics: Metrics) -> Middlewa
         if protection.active >= cap:
             rejected.inc()
             return json_error(
-                503, "overloaded", "too many requests in progress, retry shortly", request[REQUEST_ID], {"Retry-After": "1"}
+                503,
+                "overloaded",
+                "too many requests in progress, retry shortly",
+                request[REQUEST_ID],
+                {"Retry-After": "1"},
             )
         protection.active += 1
         try:
