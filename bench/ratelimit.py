@@ -163,9 +163,8 @@ def main() -> int:
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(30)
-                print(
-                    f"round {round_ + 1} {name:24} {result[0]:9.0f} req/s  p50 {result[1]:6.2f} ms  p99 {result[2]:6.2f} ms"
-                )
+                rps, p50, p99 = result
+                print(f"round {round_ + 1} {name:24} {rps:9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
                 if name not in best or result[0] > best[name][0]:
                     best[name] = result
         base = best["no rule"][0]

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from multidict import CIMultiDictProxy
 
@@ -44,8 +43,7 @@ def monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One rule applied to one key: ``interval`` (T) in microseconds, ``burst`` requests."""
 
     key: str
@@ -55,15 +53,13 @@ class Check:
     rule: str
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     remaining: int  # requests this key could still send right now
     reset: int  # microseconds until the key is back to a full burst
     retry_after: int  # microseconds until a refused request would be allowed; 0 when allowed
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     checks: tuple[Check, ...]
     results: tuple[CheckResult, ...]
@@ -71,6 +67,8 @@ class Verdict:
 
     def binding(self) -> tuple[Check, CheckResult]:
         """The rule the client should hear about: the refusing one, else the tightest."""
+        if len(self.checks) == 1:
+            return self.checks[0], self.results[0]
         pairs = list(zip(self.checks, self.results, strict=True))
         if not self.allowed:
             return max(pairs, key=lambda pair: pair[1].retry_after)
