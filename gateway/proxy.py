@@ -165,7 +165,7 @@ async def _stream_back(
             path="/",
             httponly=True,
             samesite="Lax",
-            secure=request.secure,
+            secure=request[CLIENT].https,  # TLS on our socket or at a trusted proxy
         )
     request[_RESPONSE] = response
     await response.prepare(request)

@@ -183,3 +183,11 @@ async def test_cors_on_actual_requests(leaky_upstream, make_gateway):
     denied = await raw_request(gateway_port(gw), get("/x", "Origin: https://evil.example"))
     assert denied.status == 200
     assert not [name for name in denied.headers if name.lower().startswith("access-control-")]
+
+
+async def test_bucketing_cookie_is_secure_behind_a_trusted_tls_proxy(upstreams, make_gateway):
+    gw = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.1"], flags={"default": 50}))
+    behind_tls = await raw_request(gateway_port(gw), get("/x", "X-Forwarded-Proto: https"))
+    assert "secure" in behind_tls.headers["Set-Cookie"].lower()
+    plain = await raw_request(gateway_port(gw), get("/x"))
+    assert "secure" not in plain.headers["Set-Cookie"].lower()
