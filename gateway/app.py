@@ -28,7 +28,7 @@ from gateway.protection.middleware import (
     response_headers_hook,
 )
 from gateway.protection.policy import build_protection
-from gateway.proxy import error_middleware, handle
+from gateway.proxy import error_middleware, expect_handler, handle
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
@@ -118,7 +118,7 @@ def create_proxy_app(state: GatewayState) -> web.Application:
     app.cleanup_ctx.append(_flag_store_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     return app
 
 

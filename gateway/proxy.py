@@ -21,7 +21,7 @@ from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
 
-__all__ = ["error_middleware", "handle"]
+__all__ = ["error_middleware", "expect_handler", "handle"]
 
 log = structlog.get_logger("gateway.proxy")
 access = structlog.get_logger("gateway.access")
@@ -51,6 +51,32 @@ async def error_middleware(
         # The gateway's own answers (errors) carry the id too, not only proxied responses.
         response.headers.setdefault(state.config.request_id_header, request_id)
     return response
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse a declared oversized body before the client sends it.
+
+    aiohttp runs this before any middleware, so it sets the request id itself.
+    """
+    state = request.app[STATE]
+    cap = state.protection.max_body_bytes
+    expect = request.headers.get("Expect", "").lower()
+    length = request.content_length
+    if expect == "100-continue" and (cap is None or length is None or length <= cap):
+        if request.version >= aiohttp.HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the final response has not started yet
+        return None
+    request_id = request_id_from(request.headers.get(state.config.request_id_header))
+    request[REQUEST_ID] = request_id
+    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
+    if expect != "100-continue":
+        refusal = json_error(417, "expectation_failed", "only 'Expect: 100-continue' is supported", request_id)
+    else:
+        state.metrics.rejected.labels("body_too_large").inc()
+        refusal = json_error(413, "body_too_large", f"the request body exceeds {cap} bytes", request_id)
+    refusal.force_close()  # the body may follow anyway: do not read it
+    return refusal
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

@@ -145,3 +145,20 @@ async def test_concurrency_cap_answers_503_fast(upstreams, make_gateway):
     assert refused.headers["Retry-After"] == "1"
     assert [r.status for r in await asyncio.gather(*slow)] == [200, 200]
     assert (await raw_request(port(gw), b"GET /fast HTTP/1.1\r\nHost: gw\r\n\r\n")).status == 200
+
+
+async def test_expect_continue_with_oversized_body_is_refused_before_the_body(recording_upstream, make_gateway):
+    gw = await make_gateway(make_config(both(recording_upstream), limits={"max_body_bytes": 1000}))
+    head = b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+    async with await RawConnection.open(port(gw)) as conn:
+        resp = await conn.request(head)
+    assert resp.status == 413 and json.loads(resp.body)["requestId"] == resp.headers["X-Request-ID"]
+    assert "X-Content-Type-Options" in resp.headers
+    weird = await raw_request(port(gw), b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nExpect: tea\r\n\r\nx")
+    assert weird.status == 417 and json.loads(weird.body)["error"] == "expectation_failed"
+    async with await RawConnection.open(port(gw)) as conn:
+        conn.writer.write(b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        resp = await conn.request(b"0123456789")
+    assert resp.status == 200 and json.loads(resp.body)["body_len"] == 10
+    assert len(recording_upstream.requests) == 1
