@@ -3,8 +3,9 @@
 The new file is validated first; if it is invalid the old rules stay in force and the error is
 logged and counted. Route rules, flags, bucketing and forcing are swapped in one step; a request
 that already matched its route finishes on the rules it started with, and no connection is
-dropped. Listeners, upstreams and Redis need a restart: a reload that changes them applies the
-rest and says so in the log.
+dropped. Listeners, upstreams, Redis and the protection sections (rate limits, headers, CORS,
+limits, trusted proxies) need a restart: a reload that changes them applies the rest and says
+so in the log.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ __all__ = ["ConfigSource", "Reloader", "RESTART_ONLY"]
 
 log = structlog.get_logger("gateway.reload")
 
-RESTART_ONLY = ("listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload")
+# Protection sections decide which middlewares exist at all, so they are fixed at start too.
+RESTART_ONLY = (
+    "listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload",
+    "trusted_proxies", "rate_limits", "security_headers", "cors", "limits",
+)
 
 
 @dataclass(frozen=True)

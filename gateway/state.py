@@ -16,12 +16,15 @@ from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.forecast import SubjectSketch
 from gateway.observability import Metrics
+from gateway.protection.clientip import ClientAddress
+from gateway.protection.policy import Protection
+from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
-__all__ = ["STATE", "GatewayState", "REQUEST_ID"]
+__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -32,6 +35,7 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    protection: Protection
     stats: RollingStats = field(default_factory=RollingStats)
     sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True
@@ -43,3 +47,6 @@ class GatewayState:
 
 STATE = web.AppKey("gateway_state", GatewayState)
 REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware
+CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
+RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
+PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered

@@ -77,7 +77,7 @@ class Upstream:
         method: str,
         raw_path: str,
         headers: CIMultiDict[str],
-        body: aiohttp.StreamReader | None,
+        body: aiohttp.StreamReader | AsyncIterator[bytes] | None,
     ) -> aiohttp.ClientResponse:
         """Send a request and return once response headers arrived; caller releases it."""
         assert self._session is not None, "upstream used before open()"
