@@ -2,7 +2,8 @@
 
 Two applications on two listeners, so nothing on the proxy port can ever reach an admin route.
 Resources are opened in this order and closed in reverse by the proxy app's ``cleanup_ctx``:
-flag store (Redis connection + change watcher), then upstream connection pools.
+flag store (Redis connection + change watcher), then upstream connection pools, then shadow
+workers (which send through those pools, so they stop first).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from gateway.flags.store import FlagCache, FlagStore
 from gateway.observability import Metrics
 from gateway.proxy import error_middleware, handle
 from gateway.routing import RouteTable
+from gateway.shadow.mirror import Shadow
+from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
 from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
@@ -41,16 +44,25 @@ def build_store(config: Config, metrics: Metrics) -> FlagStore:
     return RedisFlagStore(cache, config.redis, metrics)
 
 
+def build_parity_store(config: Config, metrics: Metrics) -> ParityStore:
+    """Shadow results in process, or in Redis (aggregated over instances) when it is configured."""
+    if config.redis.url is None:
+        return MemoryParityStore(config.shadow.keep_mismatches)
+    return RedisParityStore(config.redis, config.shadow.keep_mismatches, metrics)
+
+
 def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     metrics = metrics or Metrics()
     force = config.force
+    upstreams = Upstreams(config)
     return GatewayState(
         config=config,
         metrics=metrics,
         store=build_store(config, metrics),
         routes=RouteTable(config.routes),
         splitter=Splitter(config.bucketing, force),
-        upstreams=Upstreams(config),
+        upstreams=upstreams,
+        shadow=Shadow(config, upstreams, metrics, build_parity_store(config, metrics)),
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
     )
@@ -68,11 +80,19 @@ async def _upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
+    shadow = app[STATE].shadow
+    await shadow.start()
+    yield
+    await shadow.close()
+
+
 def create_proxy_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
     app[STATE] = state
     app.cleanup_ctx.append(_flag_store_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)
+    app.cleanup_ctx.append(_shadow_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.shadow.settings import ShadowConfig, ShadowRule
 
 __all__ = [
     "AdminConfig",
@@ -106,6 +107,7 @@ class RouteRule(_Model):
     flag: str | None = None
     pin: Side | None = None
     name: str | None = None
+    shadow: ShadowRule | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -242,6 +244,7 @@ class Config(_Model):
     log: LogConfig = LogConfig()
     drain_timeout: float = Field(default=20.0, ge=0)
     request_id_header: str = "X-Request-ID"
+    shadow: ShadowConfig = ShadowConfig()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -280,6 +283,13 @@ class Config(_Model):
             if key in seen:
                 raise ValueError(f"routes.{index}: duplicate rule for prefix {rule.prefix!r} and the same methods")
             seen.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_flags_known(self) -> Config:
+        unknown = sorted(set(self.shadow.flags) - set(self.flags))
+        if unknown:
+            raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {sorted(self.flags)})")
         return self
 
 

@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
 from gateway.routing import RouteTable
+from gateway.shadow.mirror import Shadow
 from gateway.splitting import Splitter
 from gateway.upstreams import Upstreams
 
@@ -29,6 +30,7 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    shadow: Shadow
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
