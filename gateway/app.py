@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.admin.auth import admin_middleware
+from gateway.admin.parity import parity_routes
 from gateway.admin.routes import admin_routes
 from gateway.config import Config
 from gateway.flags.memory import MemoryFlagStore
@@ -101,4 +102,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[admin_middleware], client_max_size=ADMIN_MAX_BODY)
     app[STATE] = state
     app.router.add_routes(admin_routes)
+    app.router.add_routes(parity_routes)
     return app
