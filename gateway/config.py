@@ -289,7 +289,8 @@ class Config(_Model):
     def _shadow_flags_known(self) -> Config:
         unknown = sorted(set(self.shadow.flags) - set(self.flags))
         if unknown:
-            raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {sorted(self.flags)})")
+            declared = sorted(self.flags)
+            raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {declared})")
         return self
 
 

@@ -50,7 +50,9 @@ def backend(side: str, control: Control) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         shadow = request.headers.get("X-Gateway-Shadow") == "1"
-        control.seen.append(Seen(side, request.method, request.path_qs, shadow, request.headers.get("X-Request-ID"), body))
+        control.seen.append(
+            Seen(side, request.method, request.path_qs, shadow, request.headers.get("X-Request-ID"), body)
+        )
         mode = request.query.get("mode", "")
         if shadow and mode == "slow":
             control.slow_running += 1
@@ -246,27 +248,37 @@ async def test_report_and_diffs_on_a_known_mix_with_redaction(sides: Any, make_g
     assert first["status"] == {"legacy": 200, "candidate": 200}
     assert first["diffs"] == [{"where": "$.grade", "field": "$.grade", "legacy": 2.5, "candidate": 2.6}]
     leak = stored[0]["diffs"]
-    assert leak == [{"where": "$.user.password", "field": "$.user.password", "legacy": "[REDACTED]", "candidate": "[REDACTED]"}]
+    assert leak == [
+        {"where": "$.user.password", "field": "$.user.password", "legacy": "[REDACTED]", "candidate": "[REDACTED]"}
+    ]
     assert "secret" not in orjson.dumps(stored).decode()
 
 
 async def test_shadow_off_costs_nothing_and_writes_need_an_opt_in(sides: Any, make_gateway: MakeGateway) -> None:
     servers, control = sides
-    gw = await make_gateway(make_config(servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 0}}]))
+    gw = await make_gateway(
+        make_config(servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 0}}])
+    )
     await get_json(gw, "/api/items")
     assert not gw.state.shadow.policies and gw.state.shadow.tap(gw.state.routes.match("/api/x", "GET"), "GET") is None
     with pytest.raises(Exception) as info:
-        make_config(servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 100, "methods": ["POST"]}}])
+        make_config(
+            servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 100, "methods": ["POST"]}}]
+        )
     assert "routes.0.shadow" in str(info.value) and "allow_writes" in str(info.value)
     with pytest.raises(Exception, match="position"):
-        make_config(servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 1, "ignore": ["$.a[x]"]}}])
+        make_config(
+            servers, routes=[{"prefix": "/api", "flag": "default", "shadow": {"percent": 1, "ignore": ["$.a[x]"]}}]
+        )
     assert not control.shadows()
 
 
 async def test_mirrored_write_replays_the_same_body(sides: Any, make_gateway: MakeGateway) -> None:
     servers, control = sides
     gw = await make_gateway(shadow_config(servers, {"methods": ["POST"], "allow_writes": True}))
-    async with gw.request("POST", "/api/write", data=b'{"student": 1}', headers={"Content-Type": "application/json"}) as resp:
+    async with gw.request(
+        "POST", "/api/write", data=b'{"student": 1}', headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 201 and await resp.json() == {"stored": '{"student": 1}'}
     await wait_for(lambda: control.shadows("candidate"))
     assert control.shadows("candidate")[0].body == b'{"student": 1}'
@@ -277,7 +289,9 @@ async def test_redis_store_aggregates_instances_caps_the_stream_and_survives_an_
     sides: Any, make_gateway: MakeGateway, private_redis: Any
 ) -> None:
     servers, _ = sides
-    config = shadow_config(servers, redis={"url": private_redis.url, "key_prefix": "shadowtest:"}, shadow={"keep_mismatches": 3})
+    config = shadow_config(
+        servers, redis={"url": private_redis.url, "key_prefix": "shadowtest:"}, shadow={"keep_mismatches": 3}
+    )
     one, two = await make_gateway(config), await make_gateway(config)
     for i in range(5):
         await get_json(one, f"/api/mix/{2 * i}")

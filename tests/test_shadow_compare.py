@@ -127,15 +127,30 @@ def test_noise_learning_is_per_route_visible_and_resettable() -> None:
 
 def test_redaction() -> None:
     redactor = Redactor(extra_keys=["email", "date_of_birth"])
-    for key in ("password", "Password", "db_password", "resetToken", "access_token", "api-key", "Authorization",
-                "email", "dateOfBirth", "client_secret"):
+    for key in (
+        "password",
+        "Password",
+        "db_password",
+        "resetToken",
+        "access_token",
+        "api-key",
+        "Authorization",
+        "email",
+        "dateOfBirth",
+        "client_secret",
+    ):
         assert redactor.sensitive(key), key
     for key in ("name", "grade", "tokens_used_count", "id"):
         assert not redactor.sensitive(key), key
     assert redactor.value("hunter2", ("user", "password")) == REDACTED
     assert redactor.value({"name": "Ada", "token": "t", "contacts": [{"email": "a@b"}]}, ("user",)) == {
-        "name": "Ada", "token": REDACTED, "contacts": [{"email": REDACTED}]}
-    assert redactor.target("/login?user=ada&password=x&token=y") == f"/login?user=ada&password={REDACTED}&token={REDACTED}"
+        "name": "Ada",
+        "token": REDACTED,
+        "contacts": [{"email": REDACTED}],
+    }
+    assert (
+        redactor.target("/login?user=ada&password=x&token=y") == f"/login?user=ada&password={REDACTED}&token={REDACTED}"
+    )
     assert redactor.target("/users?page=2") == "/users?page=2"
     assert redactor.header("set-cookie", "sid=1") == REDACTED
     assert len(redactor.value("x" * 1000)) < 300

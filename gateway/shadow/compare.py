@@ -91,7 +91,9 @@ def _is_json(answer: Answer) -> bool:
     return "json" in (answer.headers.get("content-type") or "").lower()
 
 
-def _body_differences(primary: Answer, shadow: Answer, rules: Rules, ignore: PatternSet) -> tuple[list[Difference], bool]:
+def _body_differences(
+    primary: Answer, shadow: Answer, rules: Rules, ignore: PatternSet
+) -> tuple[list[Difference], bool]:
     a, b = primary.body or b"", shadow.body or b""
     if _is_json(primary) or _is_json(shadow):
         try:
@@ -186,10 +188,11 @@ class _Walker:
 
     def _canonical(self, item: Any, path: Path) -> Any:
         """The element with ignored parts removed and strings normalised: its identity for matching."""
+        ignore = self.ignore
         if isinstance(item, dict):
-            return {k: self._canonical(v, (*path, k)) for k, v in item.items() if not (self.ignore and (*path, k) in self.ignore)}
+            return {k: self._canonical(v, (*path, k)) for k, v in item.items() if not (ignore and (*path, k) in ignore)}
         if isinstance(item, list):
-            return [self._canonical(v, (*path, i)) for i, v in enumerate(item) if not (self.ignore and (*path, i) in self.ignore)]
+            return [self._canonical(v, (*path, i)) for i, v in enumerate(item) if not (ignore and (*path, i) in ignore)]
         if isinstance(item, str) and self.normalizer is not None:
             return self.normalizer(item)
         return item

@@ -97,7 +97,8 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
         prefix = f"lat:{side}:"
         buckets = {int(k[len(prefix):]): v for k, v in counters.items() if k.startswith(prefix)}
         p50[side] = quantile(buckets, 0.50)
-        latency[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(quantile(buckets, 0.95)), "samples": sum(buckets.values())}
+        p95 = quantile(buckets, 0.95)
+        latency[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(p95), "samples": sum(buckets.values())}
     legacy_p50, candidate_p50 = p50["legacy"], p50["candidate"]
     speedup = round(legacy_p50 / candidate_p50, 2) if legacy_p50 and candidate_p50 else None
     return {

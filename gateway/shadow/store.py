@@ -110,7 +110,9 @@ class RedisParityStore:
     async def start(self) -> None:
         cfg = self._config
         assert cfg.url is not None
-        self._redis = Redis.from_url(cfg.url, socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout)
+        self._redis = Redis.from_url(
+            cfg.url, socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout
+        )
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -129,7 +131,8 @@ class RedisParityStore:
                 pipe.hincrby(stats_key, name, amount)
             pipe.sadd(f"{self._prefix}routes", route)
             if mismatch is not None:
-                pipe.xadd(f"{self._prefix}diffs:{route}", {"json": orjson.dumps(mismatch)}, maxlen=self._keep, approximate=False)
+                entry = {"json": orjson.dumps(mismatch)}
+                pipe.xadd(f"{self._prefix}diffs:{route}", entry, maxlen=self._keep, approximate=False)  # type: ignore[arg-type]
             await pipe.execute()
         except _DOWN as exc:
             self._metrics.shadow_store_errors.inc()
@@ -152,7 +155,9 @@ class RedisParityStore:
         except _DOWN as exc:
             self._metrics.shadow_store_errors.inc()
             raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
-        return {route: {k.decode(): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
+        return {
+            route: {_text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)
+        }
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
