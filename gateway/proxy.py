@@ -201,6 +201,8 @@ async def _stream_back(
             return sent, "aborted"
         except ConnectionResetError:
             return sent, "client_aborted"
+    if tap is not None:
+        tap.upstream_done()
     try:
         await response.write_eof()
     except ConnectionResetError:

@@ -82,7 +82,7 @@ class Policy:
 class Tap:
     """One sampled request: the primary's body, captured up to ``cap`` while it streams."""
 
-    __slots__ = ("cap", "chunks", "over", "policy", "request_body", "size", "started")
+    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "size", "started")
 
     def __init__(self, policy: Policy, cap: int) -> None:
         self.policy = policy
@@ -92,6 +92,11 @@ class Tap:
         self.over = False
         self.request_body: bytes | None = None  # set by tee_request for mirrored writes
         self.started = perf_counter()
+        self.ended = 0.0
+
+    def upstream_done(self) -> None:
+        """The primary's last byte arrived: its latency, measured like the shadow side's."""
+        self.ended = perf_counter()
 
     def feed(self, chunk: bytes) -> None:
         if self.over:
@@ -193,7 +198,7 @@ class Shadow:
         response_headers: CIMultiDictProxy[str],
     ) -> None:
         """Hand the answered request to the workers; drops (and counts) when the queue is full."""
-        latency = perf_counter() - tap.started
+        latency = (tap.ended or perf_counter()) - tap.started
         if tap.request_body is None and method not in SAFE_METHODS and headers.get("Content-Length", "0") != "0":
             self.skip(tap, "request_body_over_cap")
             return
