@@ -95,6 +95,8 @@ def _body_differences(
     primary: Answer, shadow: Answer, rules: Rules, ignore: PatternSet
 ) -> tuple[list[Difference], bool]:
     a, b = primary.body or b"", shadow.body or b""
+    if a == b:
+        return [], False  # the common case: no need to parse anything
     if _is_json(primary) or _is_json(shadow):
         try:
             return json_differences(orjson.loads(a), orjson.loads(b), rules, ignore)
