@@ -324,3 +324,18 @@ def test_shadow_config_errors_name_the_key(tmp_path: Any) -> None:
     path.write_text("shadow: {flags: {nope: {percent: 5}}}\n")
     with pytest.raises(ConfigError, match="shadow.flags"):
         load_config(path, env)
+
+
+async def test_mirrored_write_over_the_cap_is_skipped_not_replayed_empty(sides: Any, make_gateway: MakeGateway) -> None:
+    servers, control = sides
+    config = shadow_config(servers, {"methods": ["POST"], "allow_writes": True}, shadow={"body_cap": 1024})
+
+    async def chunks() -> Any:
+        for _ in range(4):
+            yield b"y" * 1000  # chunked, no Content-Length: 4000 bytes > the 1024 cap
+
+    gw = await make_gateway(config)
+    async with gw.request("POST", "/api/write", data=chunks()) as resp:
+        assert resp.status == 201 and len((await resp.json())["stored"]) == 4000
+    await wait_for(lambda: outcome(gw, "skipped"))
+    assert not control.shadows()

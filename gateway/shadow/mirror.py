@@ -82,7 +82,7 @@ class Policy:
 class Tap:
     """One sampled request: the primary's body, captured up to ``cap`` while it streams."""
 
-    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "size", "started")
+    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "replayable", "size", "started")
 
     def __init__(self, policy: Policy, cap: int) -> None:
         self.policy = policy
@@ -91,6 +91,7 @@ class Tap:
         self.size = 0
         self.over = False
         self.request_body: bytes | None = None  # set by tee_request for mirrored writes
+        self.replayable = True  # False while a request body is being teed, or when it was over the cap
         self.started = perf_counter()
         self.ended = 0.0
 
@@ -113,14 +114,19 @@ class Tap:
 
     async def tee_request(self, body: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         """Stream a client's request body upstream, keeping a copy (up to the cap) to replay."""
+        self.replayable = False
         kept: list[bytes] = []
         size = 0
         async for chunk in body.iter_any():
             size += len(chunk)
             if size <= self.cap:
                 kept.append(chunk)
+            elif kept:
+                kept.clear()  # never hold more than the cap
             yield chunk
-        self.request_body = b"".join(kept) if size <= self.cap else None
+        if size <= self.cap:
+            self.request_body = b"".join(kept)
+            self.replayable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +205,7 @@ class Shadow:
     ) -> None:
         """Hand the answered request to the workers; drops (and counts) when the queue is full."""
         latency = (tap.ended or perf_counter()) - tap.started
-        if tap.request_body is None and method not in SAFE_METHODS and headers.get("Content-Length", "0") != "0":
+        if not tap.replayable:
             self.skip(tap, "request_body_over_cap")
             return
         job = _Job(
