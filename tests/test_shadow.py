@@ -339,3 +339,16 @@ async def test_mirrored_write_over_the_cap_is_skipped_not_replayed_empty(sides: 
         assert resp.status == 201 and len((await resp.json())["stored"]) == 4000
     await wait_for(lambda: outcome(gw, "skipped"))
     assert not control.shadows()
+
+
+async def test_queued_bodies_are_bounded_in_bytes_too(sides: Any, make_gateway: MakeGateway) -> None:
+    servers, control = sides
+    gw = await make_gateway(shadow_config(servers, shadow={"queue_size": 100, "concurrency": 1, "queue_bytes": 6000}))
+    assert (await get_json(gw, "/api/big?mode=block"))[0] == 200
+    await wait_for(lambda: len(control.shadows()) == 1)  # the only worker holds the first job
+    for _ in range(3):
+        status, body, _ = await get_json(gw, "/api/big?mode=block")
+        assert status == 200 and len(body["blob"]) == 4096
+    assert await outcome(gw, "dropped") == 2  # one ~4 KiB body fits in 6000 bytes, two more do not
+    control.gate.set()
+    await wait_for(async_eq(lambda: report(gw), "compared", 2))

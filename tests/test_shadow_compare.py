@@ -178,3 +178,11 @@ def test_report_numbers_on_a_known_mix() -> None:
     assert 42 <= row["candidate"]["p50Ms"] <= 59
     assert 1.7 <= row["speedup"] <= 2.3
     assert row["legacy"]["samples"] == 10
+
+
+def test_noise_learning_ignores_fields_that_come_and_go() -> None:
+    learner = NoiseLearner()
+    first = {"items": [{"id": 1}], "extra": None}
+    second = {"items": [{"id": 1}, {"id": 2}]}  # the list grew, a field vanished: not noise
+    assert learner.learn("r", compare(answer(first), answer(second), Rules())) == []
+    assert learner.snapshot() == {}

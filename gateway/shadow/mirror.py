@@ -141,6 +141,10 @@ class _Job:
     answer: Answer
     latency: float
 
+    @property
+    def size(self) -> int:
+        return len(self.answer.body or b"") + len(self.request_body or b"")
+
 
 class _ShadowFailed(Exception):
     def __init__(self, kind: str) -> None:
@@ -169,6 +173,7 @@ class Shadow:
         if default_rule is not None and default_rule.percent > 0:
             self._policies[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule)
         self._queue: asyncio.Queue[_Job] | None = None
+        self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
         self._random = random.Random().random
         self._background = Background()
 
@@ -213,10 +218,16 @@ class Shadow:
             Answer(status, response_headers, tap.body()), latency,
         )
         assert self._queue is not None
+        size = job.size
+        if self._queued_bytes + size > self.config.queue_bytes:
+            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            return
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            return
+        self._queued_bytes += size
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -246,6 +257,7 @@ class Shadow:
         assert queue is not None
         while True:
             job = await queue.get()
+            self._queued_bytes -= job.size
             try:
                 await self._process(job)
             except Exception:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.shadow.compare import Comparison
+from gateway.shadow.compare import ABSENT, Comparison
 from gateway.shadow.paths import PatternSet, parse
 
 __all__ = ["NoiseLearner"]
@@ -31,6 +31,7 @@ class NoiseLearner:
             d.field
             for d in same_side.differences
             if d.path is not None and d.field not in fields and len(fields) < self._max
+            and _changed_value(d.primary, d.shadow)
         ]
         for name in dict.fromkeys(new):
             fields[name] = None
@@ -51,3 +52,11 @@ class NoiseLearner:
             self._fields.pop(route, None)
             self._compiled.pop(route, None)
         return targets
+
+
+def _changed_value(a: object, b: object) -> bool:
+    """Only a value that changed in place is noise; a field or element that comes and goes is not.
+
+    Learning ``$.data[*]`` because a list grew between two calls would silence every element.
+    """
+    return a is not ABSENT and b is not ABSENT and not isinstance(a, (dict, list)) and not isinstance(b, (dict, list))

@@ -86,6 +86,7 @@ class ShadowConfig(_Model):
     """Process-wide shadowing limits and where per-flag rules live."""
 
     queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    queue_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # captured bodies waiting, in total
     concurrency: int = Field(default=8, ge=1, le=1024)
     body_cap: int = Field(default=1024 * 1024, ge=0)
     timeout: float = Field(default=10.0, gt=0)
