@@ -9,6 +9,7 @@ gateway sheds shadow work instead of slowing clients down, so "dropped" is part 
 
     python bench/shadow.py             # 3 rounds x 2 routes x 8 s (~1 minute)
     python bench/shadow.py --quick     # 1 round x 3 s
+    python bench/shadow.py --percent 10   # the cost of mirroring a 10% sample instead
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def gateway_config(path: Path, upstream: str, port: int, admin_port: int) -> None:
+def gateway_config(path: Path, upstream: str, port: int, admin_port: int, percent: float) -> None:
     path.write_text(
         f"listen: {HOST}:{port}\n"
         f"admin: {{listen: '{HOST}:{admin_port}'}}\n"
@@ -89,7 +90,7 @@ def gateway_config(path: Path, upstream: str, port: int, admin_port: int) -> Non
         "log: {level: warning, access_log: false}\n"
         "routes:\n"
         "  - {prefix: /off, flag: default, name: 'off'}\n"
-        "  - {prefix: /on, flag: default, name: 'on', shadow: {percent: 100}}\n"
+        f"  - {{prefix: /on, flag: default, name: 'on', shadow: {{percent: {percent}}}}}\n"
     )
 
 
@@ -122,6 +123,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--percent", type=float, default=100, help="shadow sample rate of the 'on' route")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/shadow.py needs wrk (apt-get install -y wrk)", file=sys.stderr)
@@ -135,7 +137,7 @@ def main() -> int:
             procs.append(start_upstream(up_port, workdir))
             wait_http(f"http://{HOST}:{up_port}/", time.monotonic() + 20)
             config = workdir / "gateway.yaml"
-            gateway_config(config, f"http://{HOST}:{up_port}", gw_port, admin_port)
+            gateway_config(config, f"http://{HOST}:{up_port}", gw_port, admin_port, args.percent)
             env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)], cwd=REPO, env=env,
@@ -168,10 +170,11 @@ def main() -> int:
     print(f"\nupstream: {'nginx' if shutil.which('nginx') else 'aiohttp'}; {rounds} round(s) x {seconds} s, "
           f"{args.connections} connections, median of rounds")
     print(f"shadow   0%: {off:9.0f} req/s")
-    print(f"shadow 100%: {on:9.0f} req/s   ratio {on / off:.2f} (cost {100 * (1 - on / off):.0f}% of throughput)")
+    label = f"{args.percent:g}%"
+    print(f"shadow {label:>4}: {on:9.0f} req/s   ratio {on / off:.2f} (cost {100 * (1 - on / off):.0f}% of throughput)")
     total = mirrored + dropped
     share = f"{100 * dropped / total:.0f}%" if total else "-"
-    print(f"shadow jobs in the 100% runs: {mirrored:.0f} compared, {dropped:.0f} dropped by the bounded queue ({share})")
+    print(f"shadow jobs in the {label} runs: {mirrored:.0f} compared, {dropped:.0f} dropped by the queue ({share})")
     return 0
 
 
