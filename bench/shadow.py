@@ -3,11 +3,13 @@
 One gateway process, one upstream (nginx, or a small aiohttp server when nginx is missing)
 serving both sides, two routes that differ only in their shadow rule: ``/off/`` (no shadow)
 and ``/on/`` (100% mirrored and compared, with noise learning off). wrk loads each route in
-turn for ``--rounds`` interleaved rounds; the medians and their ratio are printed, with how
+turn for ``--rounds`` interleaved rounds; the median of the per-round ratios (each round's two
+runs are seconds apart, so a neighbour's load drifting in and out of a shared machine hits both
+alike) and the median throughputs are printed, with how
 many shadow jobs were compared and how many the bounded queue dropped (at saturation the
 gateway sheds shadow work instead of slowing clients down, so "dropped" is part of the answer).
 
-    python bench/shadow.py             # 3 rounds x 2 routes x 8 s (~1 minute)
+    python bench/shadow.py             # 5 rounds x 2 routes x 5 s (~1 minute)
     python bench/shadow.py --quick     # 1 round x 3 s
     python bench/shadow.py --percent 10   # the cost of mirroring a 10% sample instead
 """
@@ -100,7 +102,7 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
     if rps is None:
         raise SystemExit(f"cannot read wrk output:\n{out}")
     return float(rps.group(1)), p99.group(1) if p99 else "?"
@@ -120,8 +122,8 @@ def shadow_counts(admin: str) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per route")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--percent", type=float, default=100, help="shadow sample rate of the 'on' route")
     args = parser.parse_args()
@@ -165,13 +167,14 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    ratio = statistics.median(b / a for a, b in zip(results["off"], results["on"], strict=True))
     mirrored = sum(counts.get(k, 0) for k in ("match", "mismatch", "shadow_error"))
     dropped = counts.get("dropped", 0)
     print(f"\nupstream: {'nginx' if shutil.which('nginx') else 'aiohttp'}; {rounds} round(s) x {seconds} s, "
           f"{args.connections} connections, median of rounds")
     print(f"shadow   0%: {off:9.0f} req/s")
     label = f"{args.percent:g}%"
-    print(f"shadow {label:>4}: {on:9.0f} req/s   ratio {on / off:.2f} (cost {100 * (1 - on / off):.0f}% of throughput)")
+    print(f"shadow {label:>4}: {on:9.0f} req/s   ratio {ratio:.2f} (median of per-round ratios: cost {100 * (1 - ratio):.0f}%)")
     total = mirrored + dropped
     share = f"{100 * dropped / total:.0f}%" if total else "-"
     print(f"shadow jobs in the {label} runs: {mirrored:.0f} compared, {dropped:.0f} dropped by the queue ({share})")
