@@ -174,7 +174,8 @@ def main() -> int:
           f"{args.connections} connections, median of rounds")
     print(f"shadow   0%: {off:9.0f} req/s")
     label = f"{args.percent:g}%"
-    print(f"shadow {label:>4}: {on:9.0f} req/s   ratio {ratio:.2f} (median of per-round ratios: cost {100 * (1 - ratio):.0f}%)")
+    cost = f"median of per-round ratios: cost {100 * (1 - ratio):.0f}%"
+    print(f"shadow {label:>4}: {on:9.0f} req/s   ratio {ratio:.2f} ({cost})")
     total = mirrored + dropped
     share = f"{100 * dropped / total:.0f}%" if total else "-"
     print(f"shadow jobs in the {label} runs: {mirrored:.0f} compared, {dropped:.0f} dropped by the queue ({share})")
