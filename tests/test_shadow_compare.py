@@ -186,3 +186,23 @@ def test_noise_learning_ignores_fields_that_come_and_go() -> None:
     second = {"items": [{"id": 1}, {"id": 2}]}  # the list grew, a field vanished: not noise
     assert learner.learn("r", compare(answer(first), answer(second), Rules())) == []
     assert learner.snapshot() == {}
+
+
+def test_compressed_bodies_are_compared_decoded_and_bounded() -> None:
+    import gzip
+    import zlib
+
+    data = orjson.dumps({"items": list(range(200)), "name": "Ada"})
+    fast = Answer(200, {**JSON, "content-encoding": "gzip"}, gzip.compress(data, compresslevel=1))
+    small = Answer(200, {**JSON, "content-encoding": "gzip"}, gzip.compress(data, compresslevel=9))
+    plain = Answer(200, JSON, data)
+    deflated = Answer(200, {**JSON, "content-encoding": "deflate"}, zlib.compress(data))
+    assert fast.body != small.body
+    assert compare(fast, small, Rules()).match and compare(fast, plain, Rules()).match
+    assert compare(deflated, plain, Rules()).match
+    other = Answer(200, {**JSON, "content-encoding": "gzip"}, gzip.compress(orjson.dumps({"items": [], "name": "Ada"})))
+    assert [d.where for d in compare(fast, other, Rules()).differences][0].startswith("$.items[")
+    # A bomb: 64 MiB of zeros in a few KiB is not inflated past the limit; compared by status only.
+    bomb = Answer(200, {"content-type": "text/plain", "content-encoding": "gzip"}, gzip.compress(bytes(64 * 2**20)))
+    result = compare(bomb, bomb, Rules())
+    assert result.match and not result.body_compared

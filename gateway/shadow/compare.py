@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.shadow.encoding import decode
 from gateway.shadow.normalize import Normalizer
 from gateway.shadow.paths import Path, PatternSet, generic, render
 
@@ -80,10 +81,12 @@ def compare(primary: Answer, shadow: Answer, rules: Rules, learned: PatternSet |
         if a != b:
             where = f"header:{name.lower()}"
             out.append(Difference(where, where, ABSENT if a is None else a, ABSENT if b is None else b))
-    if primary.body is None or shadow.body is None:
+    body_a = None if primary.body is None else decode(primary.body, primary.headers.get("content-encoding"))
+    body_b = None if shadow.body is None else decode(shadow.body, shadow.headers.get("content-encoding"))
+    if body_a is None or body_b is None:
         return Comparison(tuple(out), body_compared=False)
     ignore = rules.ignore | learned if learned else rules.ignore
-    body, truncated = _body_differences(primary, shadow, rules, ignore)
+    body, truncated = _body_differences(body_a, body_b, _is_json(primary) or _is_json(shadow), rules, ignore)
     return Comparison(tuple(out + body), body_compared=True, truncated=truncated)
 
 
@@ -92,12 +95,11 @@ def _is_json(answer: Answer) -> bool:
 
 
 def _body_differences(
-    primary: Answer, shadow: Answer, rules: Rules, ignore: PatternSet
+    a: bytes, b: bytes, is_json: bool, rules: Rules, ignore: PatternSet
 ) -> tuple[list[Difference], bool]:
-    a, b = primary.body or b"", shadow.body or b""
     if a == b:
         return [], False  # the common case: no need to parse anything
-    if _is_json(primary) or _is_json(shadow):
+    if is_json:
         try:
             return json_differences(orjson.loads(a), orjson.loads(b), rules, ignore)
         except (orjson.JSONDecodeError, RecursionError):
