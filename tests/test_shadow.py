@@ -352,3 +352,19 @@ async def test_queued_bodies_are_bounded_in_bytes_too(sides: Any, make_gateway: 
     assert await outcome(gw, "dropped") == 2  # one ~4 KiB body fits in 6000 bytes, two more do not
     control.gate.set()
     await wait_for(async_eq(lambda: report(gw), "compared", 2))
+
+
+async def test_resetting_the_report_or_noise_needs_the_token(sides: Any, make_gateway: MakeGateway) -> None:
+    servers, _ = sides
+    gw = await make_gateway(shadow_config(servers))
+    await get_json(gw, "/api/mix/0")
+    await wait_for(async_eq(lambda: report(gw), "compared", 1))
+    for path in ("/api/v1/parity", "/api/v1/parity/noise"):
+        async with gw.admin("DELETE", path, token=None) as resp:
+            assert resp.status in (401, 403)
+    assert (await report(gw))["compared"] == 1
+    async with gw.admin("DELETE", "/api/v1/parity") as resp:
+        assert resp.status == 200
+    assert (await report(gw))["compared"] == 0
+    async with gw.admin("GET", "/api/v1/parity/diffs") as resp:
+        assert resp.status == 400 and "api" in (await resp.json())["message"]
