@@ -368,3 +368,23 @@ async def test_resetting_the_report_or_noise_needs_the_token(sides: Any, make_ga
     assert (await report(gw))["compared"] == 0
     async with gw.admin("GET", "/api/v1/parity/diffs") as resp:
         assert resp.status == 400 and "api" in (await resp.json())["message"]
+
+
+async def test_noise_learned_by_one_instance_is_shared_through_redis(
+    sides: Any, make_gateway: MakeGateway, redis_server: Any, key_prefix: str
+) -> None:
+    servers, _ = sides
+    config = shadow_config(
+        servers,
+        {"learn_noise": True},
+        redis={"url": redis_server.url, "key_prefix": key_prefix},
+        shadow={"noise_sync_interval": 0.05},
+    )
+    one, two = await make_gateway(config), await make_gateway(config)
+    await get_json(one, "/api/clock")
+    await wait_for(lambda: two.state.shadow.noise.snapshot() == {"api": ["$.generatedAt"]})
+    async with two.admin("GET", "/api/v1/parity/noise") as resp:
+        assert await resp.json() == {"scope": "aggregated", "noise": {"api": ["$.generatedAt"]}}
+    async with two.admin("DELETE", "/api/v1/parity/noise") as resp:
+        assert resp.status == 200
+    await wait_for(lambda: one.state.shadow.noise.snapshot() == {})  # the reset reached every instance

@@ -3,12 +3,11 @@
     GET    /api/v1/parity                  one row per route (?route=R for one)
     GET    /api/v1/parity/diffs?route=R    latest stored mismatches, newest first (?limit=1..1000)
     DELETE /api/v1/parity                  forget counters and mismatches            (token)
-    GET    /api/v1/parity/noise            fields learned as noise, per route (this instance)
+    GET    /api/v1/parity/noise            fields learned as noise, per route
     DELETE /api/v1/parity/noise            forget learned noise (?route=R for one)   (token)
 
 The report and mismatches come from the parity store: aggregated over every instance with
-Redis, this instance's with the embedded store (``scope`` says which). Learned noise always
-lives in the instance that learned it.
+Redis, this instance's with the embedded store (``scope`` says which); so is learned noise.
 """
 
 from __future__ import annotations
@@ -82,13 +81,21 @@ async def reset_report(request: web.Request) -> web.Response:
 @parity_routes.get("/api/v1/parity/noise")
 async def noise(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return json_response({"scope": "instance", "noise": state.shadow.noise.snapshot()})
+    try:
+        shared = await state.shadow.store.noise()
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", str(exc))
+    learned = state.shadow.noise.snapshot() if shared is None else shared
+    return json_response({"scope": state.shadow.store.scope, "noise": learned})
 
 
 @parity_routes.delete("/api/v1/parity/noise")
 async def reset_noise(request: web.Request) -> web.Response:
     state = request.app[STATE]
     route = request.query.get("route")
-    reset = state.shadow.noise.reset(None if route is None else [route])
+    try:
+        reset = await state.shadow.reset_noise(route)
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", f"{exc}; nothing was reset")
     log.info("parity_noise_reset", routes=reset, remote=request.remote)
     return json_response({"reset": reset})

@@ -27,7 +27,7 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from gateway.config import Config, Side
-from gateway.errors import UpstreamError
+from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.observability import Metrics
 from gateway.routing import DEFAULT_ROUTE, Route
 from gateway.shadow.compare import ABSENT, Answer, Comparison, Rules, compare
@@ -238,6 +238,9 @@ class Shadow:
         self._queue = asyncio.Queue(self.config.queue_size)
         for index in range(self.config.concurrency):
             self._background.spawn(self._worker(), name=f"shadow-worker-{index}")
+        if any(p.learn_noise for p in self._policies.values()):
+            await self._sync_noise()
+            self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
         log.info("shadow_started", routes=sorted(p.route for p in self._policies.values()),
                  workers=self.config.concurrency, queue=self.config.queue_size, store=self.store.backend)
 
@@ -249,6 +252,26 @@ class Shadow:
         await self.store.close()
         if abandoned:
             log.info("shadow_jobs_abandoned", count=abandoned)
+
+    async def reset_noise(self, route: str | None) -> list[str]:
+        """Forget learned noise here and in the shared store; raises StoreUnavailable."""
+        routes = None if route is None else [route]
+        await self.store.reset_noise(routes)
+        return self.noise.reset(routes)
+
+    async def _sync_noise(self) -> None:
+        try:
+            shared = await self.store.noise()
+        except StoreUnavailable:
+            return  # keep what this instance knows; the store logs and counts the failure
+        if shared is not None:
+            self.noise.replace(shared)
+
+    async def _noise_syncer(self) -> None:
+        """Install the noise other instances learned (and their resets) every few seconds."""
+        while True:
+            await asyncio.sleep(self.config.noise_sync_interval)
+            await self._sync_noise()
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -307,6 +330,7 @@ class Shadow:
         if new:
             self._metrics.shadow_noise_learned.labels(job.policy.route).inc(len(new))
             log.info("shadow_noise_learned", route=job.policy.route, fields=new)
+            await self.store.add_noise(job.policy.route, new)
 
     async def _fetch(self, side: Side, job: _Job) -> tuple[Answer, float]:
         upstream = self._upstreams[side]

@@ -3,12 +3,13 @@
 The mirror sends a safe request to the serving side a second time; every JSON field whose
 value changed between those two answers (a clock, a request id, a random order) is learned as
 ignored for that route, so the report shows only real differences. The learned set is kept per
-route, bounded, visible through the admin API and resettable. Pure; no I/O.
+route, bounded, visible through the admin API and resettable. With Redis the mirror shares it
+between instances (``replace`` installs the shared set). Pure; no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gateway.shadow.compare import ABSENT, Comparison
 from gateway.shadow.paths import PatternSet, parse
@@ -44,6 +45,11 @@ class NoiseLearner:
 
     def snapshot(self) -> dict[str, list[str]]:
         return {route: list(fields) for route, fields in self._fields.items() if fields}
+
+    def replace(self, learned: Mapping[str, Iterable[str]]) -> None:
+        """Install a learned set from elsewhere (the shared store), replacing this one."""
+        self._fields = {route: dict.fromkeys(list(fields)[: self._max]) for route, fields in learned.items()}
+        self._compiled = {route: PatternSet(parse(name) for name in fields) for route, fields in self._fields.items()}
 
     def reset(self, routes: Iterable[str] | None = None) -> list[str]:
         """Forget learned fields for the given routes (all when None); returns the routes reset."""

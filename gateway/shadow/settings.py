@@ -92,4 +92,5 @@ class ShadowConfig(_Model):
     timeout: float = Field(default=10.0, gt=0)
     keep_mismatches: int = Field(default=100, ge=1, le=10_000)
     redact_keys: tuple[str, ...] = ()
+    noise_sync_interval: float = Field(default=2.0, gt=0)  # seconds between re-reads of shared noise (Redis)
     flags: dict[str, ShadowRule] = Field(default_factory=dict)

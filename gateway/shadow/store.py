@@ -8,7 +8,8 @@ One Protocol, two implementations, chosen once at start-up like the flag store:
 
 Keys (``prefix`` defaults to ``cutover:``): ``{prefix}parity:routes`` (set of route names),
 ``{prefix}parity:stats:{route}`` (hash, see ``stats.increments``),
-``{prefix}parity:diffs:{route}`` (stream, field ``json``).
+``{prefix}parity:diffs:{route}`` (stream, field ``json``), ``{prefix}parity:noise:{route}`` (set
+of fields learned as noise, shared by every instance) and ``{prefix}parity:noise-routes``.
 
 Writes happen in shadow workers, never on the request path; a Redis failure is logged once per
 outage, counted in ``gateway_shadow_store_errors_total`` and otherwise ignored.
@@ -62,6 +63,16 @@ class ParityStore(Protocol):
     async def reset(self) -> None:
         """Forget all counters and mismatches; raises StoreUnavailable."""
 
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        """Share newly learned noise fields; never raises."""
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        """Noise learned by every instance, or None when noise is not shared; raises StoreUnavailable."""
+        ...
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        """Forget shared noise for these routes (all when None); raises StoreUnavailable."""
+
 
 class MemoryParityStore:
     backend = "memory"
@@ -92,6 +103,15 @@ class MemoryParityStore:
     async def reset(self) -> None:
         self._counters.clear()
         self._mismatches.clear()
+
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        return None  # one instance: the learner in the mirror is the only copy
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        return None
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        return None
 
 
 class RedisParityStore:
@@ -135,14 +155,54 @@ class RedisParityStore:
                 pipe.xadd(f"{self._prefix}diffs:{route}", entry, maxlen=self._keep, approximate=False)  # type: ignore[arg-type]
             await pipe.execute()
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            if self._healthy:
-                self._healthy = False
-                log.warning("shadow_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+            self._failed(exc)
             return
         if not self._healthy:
             self._healthy = True
             log.info("shadow_store_recovered")
+
+    def _failed(self, exc: BaseException) -> None:
+        self._metrics.shadow_store_errors.inc()
+        if self._healthy:
+            self._healthy = False
+            log.warning("shadow_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.sadd(f"{self._prefix}noise:{route}", *fields)
+            pipe.sadd(f"{self._prefix}noise-routes", route)
+            await pipe.execute()
+        except _DOWN as exc:
+            self._failed(exc)
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        try:
+            client = self._client()
+            routes = sorted(_text(r) for r in await client.smembers(f"{self._prefix}noise-routes"))
+            pipe = client.pipeline(transaction=False)
+            for route in routes:
+                pipe.smembers(f"{self._prefix}noise:{route}")
+            sets = await pipe.execute()
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+        learned = {route: sorted(_text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
+        return {route: fields for route, fields in learned.items() if fields}
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        try:
+            client = self._client()
+            if routes is None:
+                routes = [_text(r) for r in await client.smembers(f"{self._prefix}noise-routes")]
+            if routes:
+                pipe = client.pipeline(transaction=False)
+                pipe.delete(*[f"{self._prefix}noise:{route}" for route in routes])
+                pipe.srem(f"{self._prefix}noise-routes", *routes)
+                await pipe.execute()
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
 
     async def counters(self) -> dict[str, dict[str, int]]:
         try:
