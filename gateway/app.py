@@ -2,8 +2,9 @@
 
 Two applications on two listeners, so nothing on the proxy port can ever reach an admin route.
 Resources are opened in this order and closed in reverse by the proxy app's ``cleanup_ctx``:
-flag store (Redis connection + change watcher), rate limiter, then upstream connection pools.
-Protection features that are off install no middleware (see ``gateway/protection/``).
+flag store (Redis connection + change watcher), rate limiter, then upstream connection pools, then
+shadow workers (which send through those pools, so they stop first). Protection features that
+are off install no middleware (see ``gateway/protection/``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.admin.auth import admin_middleware
 from gateway.admin.openapi import openapi_routes
+from gateway.admin.parity import parity_routes
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import status_routes
 from gateway.config import Config, LimitsConfig
@@ -32,6 +34,8 @@ from gateway.protection.middleware import (
 from gateway.protection.policy import build_protection
 from gateway.proxy import error_middleware, expect_handler, handle
 from gateway.routing import RouteTable
+from gateway.shadow.mirror import Shadow
+from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
 from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
@@ -54,17 +58,26 @@ def build_store(config: Config, metrics: Metrics) -> FlagStore:
     return RedisFlagStore(cache, config.redis, metrics)
 
 
+def build_parity_store(config: Config, metrics: Metrics) -> ParityStore:
+    """Shadow results in process, or in Redis (aggregated over instances) when it is configured."""
+    if config.redis.url is None:
+        return MemoryParityStore(config.shadow.keep_mismatches)
+    return RedisParityStore(config.redis, config.shadow.keep_mismatches, metrics)
+
+
 def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     metrics = metrics or Metrics()
     force = config.force
+    upstreams = Upstreams(config)
     return GatewayState(
         config=config,
         metrics=metrics,
         store=build_store(config, metrics),
         routes=RouteTable(config.routes),
         splitter=Splitter(config.bucketing, force),
-        upstreams=Upstreams(config),
+        upstreams=upstreams,
         protection=build_protection(config, metrics),
+        shadow=Shadow(config, upstreams, metrics, build_parity_store(config, metrics)),
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
     )
@@ -103,6 +116,13 @@ async def _upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
+    shadow = app[STATE].shadow
+    await shadow.start()
+    yield
+    await shadow.close()
+
+
 def create_proxy_app(state: GatewayState) -> web.Application:
     protection, metrics = state.protection, state.metrics
     middlewares: list[Middleware | None] = [
@@ -120,6 +140,7 @@ def create_proxy_app(state: GatewayState) -> web.Application:
     app.cleanup_ctx.append(_flag_store_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)
+    app.cleanup_ctx.append(_shadow_ctx)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     return app
 
@@ -130,4 +151,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app.router.add_routes(admin_routes)
     app.router.add_routes(status_routes)
     app.router.add_routes(openapi_routes)
+    app.router.add_routes(parity_routes)
     return app

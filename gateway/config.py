@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.shadow.settings import ShadowConfig, ShadowRule
 
 __all__ = [
     "AdminConfig",
@@ -299,6 +300,7 @@ class RouteRule(_Model):
     flag: str | None = None
     pin: Side | None = None
     name: str | None = None
+    shadow: ShadowRule | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -434,6 +436,7 @@ class Config(_Model):
     security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
     cors: CorsConfig = CorsConfig()
     limits: LimitsConfig = LimitsConfig()
+    shadow: ShadowConfig = ShadowConfig()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -472,6 +475,14 @@ class Config(_Model):
             if key in seen:
                 raise ValueError(f"routes.{index}: duplicate rule for prefix {rule.prefix!r} and the same methods")
             seen.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_flags_known(self) -> Config:
+        unknown = sorted(set(self.shadow.flags) - set(self.flags))
+        if unknown:
+            declared = sorted(self.flags)
+            raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {declared})")
         return self
 
 

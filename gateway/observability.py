@@ -135,6 +135,37 @@ class Metrics:
             "Log lines dropped because the log writer fell behind.",
             registry=registry,
         )
+        # Shadow traffic (gateway.shadow): outcomes, both sides' latency for the same request.
+        self.shadow_comparisons = Counter(
+            "gateway_shadow_comparisons_total",
+            "Shadowed requests by route and outcome (match, mismatch, shadow_error, skipped, dropped).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "gateway_shadow_answer_duration_seconds",
+            "Each side's time to a full answer for the same shadowed request, by route, side and role.",
+            ["route", "side", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_over_cap = Counter(
+            "gateway_shadow_body_over_cap_total",
+            "Shadow comparisons of status and headers only, because a body was over the capture cap.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_noise_learned = Counter(
+            "gateway_shadow_noise_fields_learned_total",
+            "Fields learned as noise (differing between two answers of the same side), by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_store_errors = Counter(
+            "gateway_shadow_store_errors_total",
+            "Failed writes or reads of the shadow mismatch store (Redis); requests are never affected.",
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:

@@ -20,6 +20,7 @@ from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
+from gateway.shadow.mirror import Shadow
 from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
@@ -36,6 +37,7 @@ class GatewayState:
     splitter: Splitter
     upstreams: Upstreams
     protection: Protection
+    shadow: Shadow
     stats: RollingStats = field(default_factory=RollingStats)
     sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True

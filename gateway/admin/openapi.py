@@ -222,6 +222,45 @@ def openapi_document() -> dict[str, Any]:
                                                "Status")},
                 }
             },
+            "/api/v1/parity": {
+                "get": {
+                    "summary": "Parity report: one row per shadowed route",
+                    "parameters": [{"name": "route", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "responses": {"200": _json({"type": "object", "required": ["routes"]}, "Report"), **_errors(503)},
+                },
+                "delete": {
+                    "summary": "Forget parity counters and stored mismatches",
+                    "security": secured,
+                    "responses": {"200": _json({"type": "object", "required": ["reset"]}, "Reset"),
+                                  **_errors(401, 403, 503)},
+                },
+            },
+            "/api/v1/parity/diffs": {
+                "get": {
+                    "summary": "Latest stored mismatches of a route, newest first",
+                    "parameters": [
+                        {"name": "route", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    ],
+                    "responses": {"200": _json({"type": "object", "required": ["route", "scope", "mismatches"]},
+                                               "Mismatches"), **_errors(400, 503)},
+                }
+            },
+            "/api/v1/parity/noise": {
+                "get": {
+                    "summary": "Fields learned as noise, per route",
+                    "responses": {"200": _json({"type": "object", "required": ["scope", "noise"]}, "Noise"),
+                                  **_errors(503)},
+                },
+                "delete": {
+                    "summary": "Forget learned noise (all routes, or ?route=R)",
+                    "security": secured,
+                    "parameters": [{"name": "route", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "responses": {"200": _json({"type": "object", "required": ["reset"]}, "Reset"),
+                                  **_errors(401, 403, 503)},
+                },
+            },
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}
             },
