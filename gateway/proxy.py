@@ -1,4 +1,4 @@
-"""The request path, top-down: route -> pick side -> forward -> stream back -> account.
+"""The request path, top-down: route -> pick side (-> decommission) -> forward -> stream back -> account.
 
 Nothing here waits on Redis (flags come from the in-process snapshot), on logging I/O (lines go
 to a writer thread) or on anything but the client and the chosen upstream.
@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.responses import json_error
+from gateway.safety.readonly import legacy_read_only
 from gateway.splitting import Decision
 from gateway.state import REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
@@ -67,6 +68,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     route = state.routes.match(raw_path, request.method)
     client_ip = _client_ip(request)
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
+    if state.decommission is not None:
+        decision, read_only = state.decommission.adjust(decision, request.method)
+        if read_only is not None:
+            return legacy_read_only(state.metrics, decision, read_only.retry_after, request_id)
+        if decision.reason == "legacy_read_only":
+            state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
         request.headers,
@@ -112,6 +119,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
+        if state.recorder is not None and decision.flag is not None and decision.reason == "bucket":
+            state.recorder.record(decision.flag, decision.side, status, error_kind, duration)
         if state.access_log:
             access.info(
                 "request",

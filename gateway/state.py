@@ -15,6 +15,9 @@ from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
 from gateway.routing import RouteTable
+from gateway.safety.guard import Safety
+from gateway.safety.readonly import Decommission
+from gateway.safety.windows import Recorder
 from gateway.splitting import Splitter
 from gateway.upstreams import Upstreams
 
@@ -33,6 +36,9 @@ class GatewayState:
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    safety: Safety | None = None
+    recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off
+    decommission: Decommission | None = None  # None unless drained upstreams or read-only legacy
 
 
 STATE = web.AppKey("gateway_state", GatewayState)

@@ -8,6 +8,8 @@
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+
+Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.errors import InvalidFlagValue, StoreUnavailable, UnknownFlag
+from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.responses import json_error, json_response
@@ -141,6 +143,8 @@ async def set_flag(request: web.Request) -> web.Response:
         if "percent" not in body:
             raise _BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
         percent = parse_percent(body["percent"])
+        if state.safety is not None:
+            await state.safety.check_percent(name, percent)  # held after a rollback, or upstream drained
         change = await state.store.set_percent(name, percent, actor=_actor(request), reason=_reason(body))
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
@@ -148,6 +152,8 @@ async def set_flag(request: web.Request) -> web.Response:
         return json_error(400, "invalid_percent", str(exc))
     except UnknownFlag:
         return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
+    except SafetyRefused as exc:
+        return json_error(exc.status, exc.code, f"{exc}; the change was NOT applied")
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", f"{exc}; the change was NOT applied, retry when the store is back")
     _audit(state, [change])
