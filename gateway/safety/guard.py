@@ -338,7 +338,7 @@ class Safety:
         return new
 
     async def _plan_event(self, kind: Any, plan: Plan, actor: str, reason: str, before: int | None) -> None:
-        event = plan_event(kind, plan, actor, reason, before)
+        event = plan_event(kind, plan, actor, reason, self.clock(), before)
         try:
             self.notifier.publish(await self.store.append(event))
         except StoreUnavailable as exc:

@@ -100,5 +100,5 @@ def blockers(plan: Plan, verdicts: Sequence[Mapping[str, Any]], requests: int | 
     return reasons
 
 
-def plan_event(kind: Any, plan: Plan, actor: str, reason: str, before: int | None = None) -> Event:
-    return Event(kind=kind, flag=plan.flag, actor=actor, reason=reason, percent_before=before)
+def plan_event(kind: Any, plan: Plan, actor: str, reason: str, at: float, before: int | None = None) -> Event:
+    return Event(kind=kind, flag=plan.flag, at=at, actor=actor, reason=reason, percent_before=before)

@@ -84,12 +84,15 @@ class MemorySafetyStore:
         return None
 
     async def add(self, batch: Batch) -> None:
-        oldest = int(time.time() - self._keep)
+        if not batch.buckets:
+            oldest = 0
+        else:  # relative to the newest bucket, not a wall clock: tests inject their own time
+            oldest = int(max(start for _flag, start in batch.buckets) - self._keep)
         for (flag, start), counts in batch.buckets.items():
             add_counts(self._buckets.setdefault(flag, {}).setdefault(start, {}), counts)
         for flag, (reset, streak) in batch.streaks.items():
             self._streaks[flag] = streak if reset else self._streaks.get(flag, 0) + streak
-        for per_flag in self._buckets.values():
+        for per_flag in self._buckets.values() if oldest else ():
             for start in [s for s in per_flag if s < oldest]:
                 del per_flag[start]
 

@@ -150,7 +150,7 @@ class Recorder:
             if error_kind in CONNECT_KINDS:
                 counts[f] = counts.get(f, 0) + 1
                 self._streaks[flag] = (reset, streak + 1)
-            else:
+            elif error_kind is None:  # the upstream answered: the streak is broken
                 self._streaks[flag] = (True, 0)
 
     def record_comparison(self, flag: str, mismatch: bool) -> None:
