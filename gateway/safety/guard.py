@@ -197,10 +197,17 @@ class Safety:
         return result
 
     def _mark_unavailable(self) -> None:
+        detail = "safety store unreadable: decisions paused"
         self.verdicts = {
-            flag: [Verdict(v.trigger, v.kind, flag, "store_unavailable", "safety store unreadable: decisions paused", dry_run=v.dry_run) for v in vs]
-            for flag, vs in self.verdicts.items()
+            flag: [
+                Verdict(t.name, t.kind, flag, "store_unavailable", detail, dry_run=t.dry_run)
+                for t in self.config.triggers
+                if t.guards(flag)
+            ]
+            for flag in sorted(self.flags.snapshot())
         }
+        self.evaluated_at = self.clock()
+        self._export(self.verdicts)
 
     def _export(self, verdicts: dict[str, list[Verdict]]) -> None:
         gauge = self.metrics.trigger_status
