@@ -104,6 +104,8 @@ class HealthCheckTrigger(_ProbeTrigger):
     kind: Literal["health_check"]
     path: str = "/health"
     expect_status: int = Field(default=200, ge=100, le=599)
+    # e.g. {database: connected}: a 200 that says the database is gone is still a failure.
+    expect_json: dict[str, Any] | None = None
 
 
 class SyntheticCheck(_Model):

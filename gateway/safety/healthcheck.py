@@ -62,7 +62,7 @@ class Prober:
     async def probe_once(self, session: aiohttp.ClientSession) -> None:
         trigger = self.trigger
         if isinstance(trigger, HealthCheckTrigger):
-            error = await self._check(session, "GET", trigger.path, {}, None, trigger.expect_status, None)
+            error = await self._check(session, "GET", trigger.path, {}, None, trigger.expect_status, trigger.expect_json)
         else:
             error = None
             for check in trigger.checks:
