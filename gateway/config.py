@@ -359,7 +359,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def _include_rules_file(data: dict[str, Any], base: Path) -> None:
-    """Prepend the triggers of ``safety.rules_file`` (relative to the config file) to the inline ones."""
+    """Prepend the ``safety.triggers`` of ``safety.rules_file`` (relative to the config file) to the inline ones."""
     safety = data.get("safety")
     if not isinstance(safety, dict) or not safety.get("rules_file"):
         return
@@ -370,9 +370,11 @@ def _include_rules_file(data: dict[str, Any], base: Path) -> None:
         raise ConfigError(f"safety.rules_file: cannot read {rules_path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"safety.rules_file: {rules_path} is not valid YAML: {exc}") from exc
-    if not isinstance(rules, dict) or not isinstance(rules.get("triggers", []), list):
-        raise ConfigError(f"safety.rules_file: {rules_path} must be a mapping with a 'triggers:' list")
-    safety["triggers"] = [*rules.get("triggers", []), *(safety.get("triggers") or [])]
+    nested = rules.get("safety") if isinstance(rules, dict) else None
+    triggers = (nested or {}).get("triggers", []) if isinstance(nested, dict) else None
+    if not isinstance(triggers, list):
+        raise ConfigError(f"safety.rules_file: {rules_path} must hold a 'safety: triggers:' list")
+    safety["triggers"] = [*triggers, *(safety.get("triggers") or [])]
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

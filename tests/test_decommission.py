@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.config import Config
+from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.config import load_config
 from tests.conftest import make_config
 from tests.safety_support import faulty_app
 
@@ -28,12 +27,16 @@ async def sides(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[st
     }
 
 
-async def test_read_only_legacy_refuses_writes_or_sends_them_to_the_candidate(sides: dict[str, Any], make_gateway: Any) -> None:
+async def test_read_only_legacy_refuses_writes_or_sends_them_to_the_candidate(
+    sides: dict[str, Any], make_gateway: Any
+) -> None:
     config = make_config(
         sides,
         flags={"default": 0, "grades": 0},
         routes=[{"prefix": "/api/v1/grades/", "flag": "grades"}],
-        safety={"legacy_read_only": {"default": {"mode": "reject", "retry_after": 120}, "grades": {"mode": "candidate"}}},
+        safety={
+            "legacy_read_only": {"default": {"mode": "reject", "retry_after": 120}, "grades": {"mode": "candidate"}}
+        },
     )
     gw = await make_gateway(config)
     async with gw.get("/api/v1/users") as resp:  # reads continue
@@ -61,7 +64,11 @@ async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_g
     data = config.model_dump()
     data["upstreams"]["legacy"]["drained"] = True
     gw = await make_gateway(Config.model_validate(data))
-    for path, headers in (("/a", {}), ("/pinned/x", {}), ("/b", {"X-Gateway-Force": "legacy", "X-Gateway-Force-Secret": "s" * 16})):
+    for path, headers in (
+        ("/a", {}),
+        ("/pinned/x", {}),
+        ("/b", {"X-Gateway-Force": "legacy", "X-Gateway-Force-Secret": "s" * 16}),
+    ):
         async with gw.get(path, headers=headers) as resp:
             assert resp.status == 200 and resp.headers["X-Side"] == "candidate", path
     assert sides["legacy_mode"].get("hits", 0) == 0

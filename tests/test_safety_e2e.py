@@ -71,7 +71,9 @@ async def test_fault_rolls_back_both_instances_within_window_plus_one_second(
     assert event["trigger"] == "candidate-errors" and event["flag"] == "default"
     assert event["percent_before"] == 50 and event["window"] == 2 and event["threshold"] == 0.05
     assert event["measured"] > 0.05 and "error rate" in event["reason"]
-    fired = sum([await metric_value(gw.session, gw.admin_url, "gateway_safety_events_total", kind="rollback") for gw in (a, b)])
+    fired = sum(
+        [await metric_value(gw.session, gw.admin_url, "gateway_safety_events_total", kind="rollback") for gw in (a, b)]
+    )
     assert fired == 1
 
     # Held at 0 until an operator acknowledges: no automatic or manual re-promotion before that.
@@ -80,9 +82,20 @@ async def test_fault_rolls_back_both_instances_within_window_plus_one_second(
         body = await resp.json()
         assert resp.status == 409 and body["error"] == "rollback_unacknowledged"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "events", "ack", "default", "--reason", "db pool fixed", "--admin", a.admin_url,
-        cwd=REPO, env={**_env(), "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        "events",
+        "ack",
+        "default",
+        "--reason",
+        "db pool fixed",
+        "--admin",
+        a.admin_url,
+        cwd=REPO,
+        env={**_env(), "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -104,12 +117,16 @@ async def test_below_threshold_minimum_requests_and_dry_run(
         {**ERRORS, "min_requests": 10_000},  # armed, but can never have enough data here
         {**ERRORS, "name": "tuning", "dry_run": True},
     ]
-    config = make_config(faulty, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": triggers})
+    config = make_config(
+        faulty, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": triggers}
+    )
     gw = await make_gateway(config)
     faulty["candidate_mode"]["fail"] = True
     pump = Pump([gw]).start()
     try:
-        await until(lambda: gw.state.safety.verdicts.get("default", [None])[0] is not None and pump.sent > 40, timeout=10)
+        await until(
+            lambda: gw.state.safety.verdicts.get("default", [None])[0] is not None and pump.sent > 40, timeout=10
+        )
 
         async def dry_run_recorded() -> bool:
             async with gw.admin("GET", "/api/v1/events", token=None) as resp:
@@ -134,7 +151,9 @@ async def test_consecutive_connection_failures_trip_in_seconds(
 ) -> None:
     dead = {"legacy": faulty["legacy"], "candidate": f"http://127.0.0.1:{free_port()}"}
     trigger = {"name": "candidate-down", "kind": "consecutive_failures", "threshold": 5}
-    config = make_config(dead, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]})
+    config = make_config(
+        dead, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]}
+    )
     gw = await make_gateway(config)
     for _ in range(5):
         async with gw.get("/x") as resp:
@@ -146,20 +165,23 @@ async def test_consecutive_connection_failures_trip_in_seconds(
     assert events[0].trigger == "candidate-down" and events[0].measured == 5
 
 
-async def test_health_and_synthetic_checks_roll_back_without_traffic(
-    faulty: dict[str, Any], make_gateway: Any
-) -> None:
+async def test_health_and_synthetic_checks_roll_back_without_traffic(faulty: dict[str, Any], make_gateway: Any) -> None:
     triggers = [
         {"name": "candidate-db", "kind": "health_check", "path": "/health", "interval": 0.1, "failures": 2},
         {
-            "name": "student-record", "kind": "synthetic", "interval": 0.1, "failures": 1,
+            "name": "student-record",
+            "kind": "synthetic",
+            "interval": 0.1,
+            "failures": 1,
             "checks": [{"name": "read a student", "path": "/api/v1/students/1", "expect_json": {"data.id": 1}}],
         },
     ]
     config = make_config(faulty, flags={"default": 30, "grades": 60}, safety={**FAST, "triggers": triggers})
     gw = await make_gateway(config)
     safety = gw.state.safety
-    await until(lambda: all(v.status == "ok" for vs in safety.verdicts.values() for v in vs) and safety.verdicts, timeout=5)
+    await until(
+        lambda: all(v.status == "ok" for vs in safety.verdicts.values() for v in vs) and safety.verdicts, timeout=5
+    )
     faulty["candidate_mode"]["db_down"] = True
     await until(lambda: dict(gw.state.store.snapshot()) == {"default": 0, "grades": 0}, timeout=3)
     events = await safety.store.events()
@@ -215,7 +237,10 @@ async def test_webhook_is_retried_off_the_request_path(
 
 
 async def _delivered(gw: Any) -> bool:
-    return await metric_value(gw.session, gw.admin_url, "gateway_safety_webhook_deliveries_total", outcome="delivered") == 1
+    return (
+        await metric_value(gw.session, gw.admin_url, "gateway_safety_webhook_deliveries_total", outcome="delivered")
+        == 1
+    )
 
 
 async def test_store_outage_pauses_decisions_and_never_touches_requests(

@@ -35,8 +35,14 @@ async def faulty(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[s
 async def cli(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=REPO, env={**env, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=REPO,
+        env={**env, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -59,7 +65,20 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
         safety={"flush_interval": 0.2, "evaluate_interval": 0.2, "triggers": [ERRORS]},
     )
     a, b = await make_gateway(config), await make_gateway(config)
-    out = await cli("rollout", "plan", "start", "default", "--steps", "20,50,100", "--soak", "1", "--min-requests", "5", "--admin", a.admin_url)
+    out = await cli(
+        "rollout",
+        "plan",
+        "start",
+        "default",
+        "--steps",
+        "20,50,100",
+        "--soak",
+        "1",
+        "--min-requests",
+        "5",
+        "--admin",
+        a.admin_url,
+    )
     assert "step 1/3 at 20%" in out
     pump = Pump([a, b]).start()
     try:
@@ -67,7 +86,9 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
         status = await cli("rollout", "plan", "status", "default", "--admin", b.admin_url)
         assert "RUNNING" in status and "step 2/3 at 50%" in status and "candidate-errors" in status
         faulty["candidate_mode"]["fail"] = True  # mid-step
-        await until(lambda: a.state.store.snapshot()["default"] == 0 and b.state.store.snapshot()["default"] == 0, timeout=3 + 1)
+        await until(
+            lambda: a.state.store.snapshot()["default"] == 0 and b.state.store.snapshot()["default"] == 0, timeout=3 + 1
+        )
     finally:
         await pump.stop()
     await until(lambda: _status_is(a, "rolled_back"), timeout=3)
@@ -92,7 +113,9 @@ async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(
     )
     env = {"REDIS_URL": redis_server.url, "GATEWAY_CONFIG": str(config_file), "GATEWAY_ADMIN_TOKEN": "test-admin-token"}
     urls = {side: str(faulty[side].make_url("/")).rstrip("/") for side in ("legacy", "candidate")}
-    procs = [GatewayProcess(urls["legacy"], urls["candidate"], tmp_path / f"gw{i}.log", extra_env=env) for i in range(2)]
+    procs = [
+        GatewayProcess(urls["legacy"], urls["candidate"], tmp_path / f"gw{i}.log", extra_env=env) for i in range(2)
+    ]
     async with aiohttp.ClientSession() as session:
         try:
             for proc in procs:
@@ -100,12 +123,15 @@ async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(
             for proc in procs:
                 await proc.wait_ready(session, timeout=30)
             headers = {"Authorization": "Bearer test-admin-token"}
-            body = {"steps": [10, 20, 30, 40, 100], "soak": 0.5, "minRequests": 0}
+            body = {"steps": [10, 20, 30, 40, 50, 60, 70, 100], "soak": 0.7, "minRequests": 0}
             async with session.post(procs[0].admin_url + "/api/v1/plans/default", json=body, headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
 
+            alive = list(procs)
+
             async def advances() -> list[dict[str, Any]]:
-                async with session.get(procs[1].admin_url + "/api/v1/events?limit=100") as resp:
+                # Ask an instance still alive: the events live in Redis, any instance lists them.
+                async with session.get(alive[-1].admin_url + "/api/v1/events?limit=100") as resp:
                     events = (await resp.json())["events"]
                 return [e for e in events[::-1] if e["kind"] == "plan_advanced"]
 
@@ -113,6 +139,7 @@ async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(
             driver_pid = int((await advances())[0]["actor"].split(":")[1])
             driver = next(p for p in procs if p.pid == driver_pid)
             survivor = next(p for p in procs if p is not driver)
+            alive.remove(driver)
             os.kill(driver.pid, signal.SIGKILL)  # no goodbye: its lease must lapse by itself
             driver.proc.wait(5)  # type: ignore[union-attr]
             await until(lambda: _driven_by(advances, survivor.pid), timeout=10)

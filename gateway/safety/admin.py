@@ -1,12 +1,12 @@
 """Admin routes of the safety net (same listener, auth and JSON errors as ``gateway.admin``).
 
-    GET  /api/v1/safety                  every trigger's verdict per flag, holds, store state
-    GET  /api/v1/events?limit=N          safety events, newest first
-    POST /api/v1/events/ack              {"flag", "reason"}: release an automatic rollback hold  (token)
-    GET  /api/v1/plans                   every rollout plan with its status
-    GET  /api/v1/plans/{flag}            one plan: step, time in step, time to next, trigger health
-    POST /api/v1/plans/{flag}            {"steps": [10, 50, 100], "soak": s, "minRequests": n}: start (token)
-    POST /api/v1/plans/{flag}/{action}   pause | resume | abort | skip                            (token)
+GET  /api/v1/safety                  every trigger's verdict per flag, holds, store state
+GET  /api/v1/events?limit=N          safety events, newest first
+POST /api/v1/events/ack              {"flag", "reason"}: release an automatic rollback hold  (token)
+GET  /api/v1/plans                   every rollout plan with its status
+GET  /api/v1/plans/{flag}            one plan: step, time in step, time to next, trigger health
+POST /api/v1/plans/{flag}            {"steps": [10, 50, 100], "soak": s, "minRequests": n}: start (token)
+POST /api/v1/plans/{flag}/{action}   pause | resume | abort | skip                            (token)
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ async def get_plan(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return _unavailable(exc)
     if plan is None:
-        return json_error(404, "no_plan", f"flag {flag!r} has no rollout plan; start one with 'gateway rollout plan start'")
+        return json_error(
+            404, "no_plan", f"flag {flag!r} has no rollout plan; start one with 'gateway rollout plan start'"
+        )
     return json_response(plan)
 
 
@@ -120,7 +122,9 @@ async def start_plan(request: web.Request) -> web.Response:
         soak, min_requests = body.get("soak"), body.get("minRequests")
         if soak is not None and (isinstance(soak, bool) or not isinstance(soak, (int, float)) or soak <= 0):
             raise _BadBody("'soak' must be a positive number of seconds")
-        if min_requests is not None and (isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0):
+        if min_requests is not None and (
+            isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
+        ):
             raise _BadBody("'minRequests' must be a non-negative integer")
         await safety.plan_start(flag, body.get("steps"), soak, min_requests, _actor(request))
         status = await safety.plan_status(flag)

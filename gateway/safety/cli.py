@@ -1,10 +1,10 @@
 """Operator commands of the safety net, plugged into ``gateway.cli`` (thin: they call the admin API).
 
-    gateway events [--limit N] [--json]            safety events, newest first
-    gateway events ack FLAG --reason ...           acknowledge an automatic rollback
-    gateway triggers [--json]                      every trigger's verdict per flag
-    gateway rollout plan start FLAG [--steps 10,50,100] [--soak S] [--min-requests N]
-    gateway rollout plan pause|resume|abort|skip|status FLAG
+gateway events [--limit N] [--json]            safety events, newest first
+gateway events ack FLAG --reason ...           acknowledge an automatic rollback
+gateway triggers [--json]                      every trigger's verdict per flag
+gateway rollout plan start FLAG [--steps 10,50,100] [--soak S] [--min-requests N]
+gateway rollout plan pause|resume|abort|skip|status FLAG
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def run_events(args: argparse.Namespace, call: AdminCall, error: type[Exception]
     for e in data["events"]:
         mode = " [DRY RUN]" if e["dry_run"] else ""
         before = f" from {e['percent_before']}%" if e.get("percent_before") is not None else ""
-        print(f"{_when(e['at'])}  {e['kind']:<17} {e['flag']:<12}{before}{mode}  {e['reason']}  ({e['actor']}, id {e['id']})")
+        head = f"{_when(e['at'])}  {e['kind']:<17} {e['flag']:<12}{before}{mode}"
+        print(f"{head}  {e['reason']}  ({e['actor']}, id {e['id']})")
     return 0
 
 
@@ -90,7 +91,10 @@ def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
         print(f"SAFETY STORE UNAVAILABLE ({data['storeError']}): decisions paused")
     for flag, verdicts in sorted(data["flags"].items()):
         held = data["held"].get(flag)
-        print(f"flag {flag}" + (f"  HELD at 0% after rollback {held}: acknowledge with 'gateway events ack {flag}'" if held else ""))
+        print(
+            f"flag {flag}"
+            + (f"  HELD at 0% after rollback {held}: acknowledge with 'gateway events ack {flag}'" if held else "")
+        )
         _print_verdicts(verdicts, "  ")
     return 0
 
@@ -118,11 +122,15 @@ def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) 
         return 0
     steps = " -> ".join(f"[{s}%]" if i + 1 == data["step"] else f"{s}%" for i, s in enumerate(data["steps"]))
     print(f"plan for {data['flag']}: {data['status'].upper()}  {steps}")
-    print(f"  step {data['step']}/{len(data['steps'])} at {data['percent']}% (flag now {data['currentPercent']}%), "
-          f"{data['timeInStepSeconds']:g}s in step, soak {data['soakSeconds']:g}s")
+    print(
+        f"  step {data['step']}/{len(data['steps'])} at {data['percent']}% (flag now {data['currentPercent']}%), "
+        f"{data['timeInStepSeconds']:g}s in step, soak {data['soakSeconds']:g}s"
+    )
     if data["timeToNextStepSeconds"] is not None:
-        print(f"  next step in {data['timeToNextStepSeconds']:g}s if healthy; requests this step: "
-              f"{data['requestsThisStep']} (need {data['minRequests']})")
+        print(
+            f"  next step in {data['timeToNextStepSeconds']:g}s if healthy; requests this step: "
+            f"{data['requestsThisStep']} (need {data['minRequests']})"
+        )
     for reason in data["waiting"]:
         print(f"  waiting: {reason}")
     if data["note"]:

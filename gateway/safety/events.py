@@ -25,8 +25,17 @@ __all__ = ["Event", "EventKind", "Notifier"]
 log = structlog.get_logger("gateway.safety")
 
 EventKind = Literal[
-    "rollback", "dry_run", "ack", "plan_started", "plan_advanced", "plan_paused", "plan_resumed",
-    "plan_aborted", "plan_completed", "plan_skipped", "plan_rolled_back",
+    "rollback",
+    "dry_run",
+    "ack",
+    "plan_started",
+    "plan_advanced",
+    "plan_paused",
+    "plan_resumed",
+    "plan_aborted",
+    "plan_completed",
+    "plan_skipped",
+    "plan_rolled_back",
 ]
 
 
@@ -78,7 +87,9 @@ class Notifier:
             self._queue = asyncio.Queue(maxsize=webhook.queue_size)
 
     def publish(self, event: Event) -> None:
-        self._metrics.safety_events.labels(event.kind, event.flag, event.trigger or "", str(event.dry_run).lower()).inc()
+        self._metrics.safety_events.labels(
+            event.kind, event.flag, event.trigger or "", str(event.dry_run).lower()
+        ).inc()
         emit = log.warning if event.kind in ("rollback", "dry_run", "plan_rolled_back") else log.info
         emit("safety_event", **event.to_json())
         if self._queue is not None:

@@ -188,12 +188,19 @@ class Safety:
         result = []
         for trigger in triggers:
             if trigger.kind == "consecutive_failures" and streak < 0:
-                result.append(Verdict(trigger.name, trigger.kind, flag, "store_unavailable", "streak unreadable", dry_run=trigger.dry_run))
+                result.append(
+                    Verdict(
+                        trigger.name,
+                        trigger.kind,
+                        flag,
+                        "store_unavailable",
+                        "streak unreadable",
+                        dry_run=trigger.dry_run,
+                    )
+                )
                 continue
             prober = self.probers.get(trigger.name)
-            result.append(
-                evaluate(trigger, flag, by_name.get(trigger.name), streak, prober.state if prober else None)
-            )
+            result.append(evaluate(trigger, flag, by_name.get(trigger.name), streak, prober.state if prober else None))
         return result
 
     def _mark_unavailable(self) -> None:
@@ -336,11 +343,15 @@ class Safety:
             new = plan.advance(now)
             if new.status != "completed":
                 await self.check_percent(flag, new.percent)
-                await self.flags.set_percent(flag, new.percent, actor=actor, reason=f"rollout plan step skipped by {actor}")
+                await self.flags.set_percent(
+                    flag, new.percent, actor=actor, reason=f"rollout plan step skipped by {actor}"
+                )
         else:
             raise SafetyRefused("bad_request", f"unknown plan action {action!r}", status=400)
         await self._write(plan, new)
-        kind = {"pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted", "skip": "plan_skipped"}[action]
+        kind = {"pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted", "skip": "plan_skipped"}[
+            action
+        ]
         await self._plan_event(kind, new, actor, new.note or action, plan.percent)
         return new
 
@@ -382,11 +393,28 @@ class Safety:
         new = plan.advance(now)
         if new.status == "completed":
             await self._write(plan, new)
-            await self._plan_event("plan_completed", new, f"gateway {self.instance}", f"held {plan.percent}% for {plan.soak:g}s", plan.percent)
+            await self._plan_event(
+                "plan_completed",
+                new,
+                f"gateway {self.instance}",
+                f"held {plan.percent}% for {plan.soak:g}s",
+                plan.percent,
+            )
             return
         await self._write(plan, new)
-        await self.flags.set_percent(flag, new.percent, actor=f"gateway {self.instance}", reason=f"rollout plan step {new.index + 1}/{len(new.steps)}")
-        await self._plan_event("plan_advanced", new, f"gateway {self.instance}", f"{plan.percent}% -> {new.percent}% after a healthy soak", plan.percent)
+        await self.flags.set_percent(
+            flag,
+            new.percent,
+            actor=f"gateway {self.instance}",
+            reason=f"rollout plan step {new.index + 1}/{len(new.steps)}",
+        )
+        await self._plan_event(
+            "plan_advanced",
+            new,
+            f"gateway {self.instance}",
+            f"{plan.percent}% -> {new.percent}% after a healthy soak",
+            plan.percent,
+        )
         log.info("plan_advanced", flag=flag, percent=new.percent, step=new.index + 1, steps=len(new.steps))
 
     async def soak_requests(self, plan: Plan) -> int | None:

@@ -43,7 +43,9 @@ def json_field(data: Any, path: str) -> Any:
 class Prober:
     """Runs one probe trigger forever; ``state`` is what the evaluation reads."""
 
-    def __init__(self, trigger: HealthCheckTrigger | SyntheticTrigger, upstream: UpstreamConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, trigger: HealthCheckTrigger | SyntheticTrigger, upstream: UpstreamConfig, metrics: Metrics
+    ) -> None:
         self.trigger = trigger
         self.state = ProbeState()
         self._base = upstream.base
@@ -54,7 +56,9 @@ class Prober:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.trigger.timeout)
-        async with aiohttp.ClientSession(timeout=timeout, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        ) as session:
             while True:
                 await self.probe_once(session)
                 await asyncio.sleep(self.trigger.interval)
@@ -62,7 +66,9 @@ class Prober:
     async def probe_once(self, session: aiohttp.ClientSession) -> None:
         trigger = self.trigger
         if isinstance(trigger, HealthCheckTrigger):
-            error = await self._check(session, "GET", trigger.path, {}, None, trigger.expect_status, trigger.expect_json)
+            error = await self._check(
+                session, "GET", trigger.path, {}, None, trigger.expect_status, trigger.expect_json
+            )
         else:
             error = None
             for check in trigger.checks:
@@ -100,7 +106,9 @@ class Prober:
     ) -> str | None:
         """None when the answer is as expected, else what was wrong."""
         try:
-            async with session.request(method, self._url(path), headers=headers, data=body, allow_redirects=False) as resp:
+            async with session.request(
+                method, self._url(path), headers=headers, data=body, allow_redirects=False
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError:

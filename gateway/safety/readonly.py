@@ -14,9 +14,9 @@ from dataclasses import replace
 from aiohttp import web
 
 from gateway.config import Config, Side
+from gateway.observability import Metrics
 from gateway.responses import json_error
 from gateway.safety.config import WRITE_METHODS, ReadOnlyConfig
-from gateway.observability import Metrics
 from gateway.splitting import Decision
 
 __all__ = ["Decommission", "legacy_read_only"]

@@ -124,7 +124,12 @@ class RedisSafetyStore:
         self._width = bucket_seconds
         self._keep_ms = int(keep_seconds * 1000) + 60_000
         self._flags_hash, self._changes, self._channel = f"{p}flags", f"{p}changes", f"{p}flags:changed"
-        self._events, self._holds, self._epochs, self._plans = f"{p}events", f"{p}safety:holds", f"{p}safety:epochs", f"{p}plans"
+        self._events, self._holds, self._epochs, self._plans = (
+            f"{p}events",
+            f"{p}safety:holds",
+            f"{p}safety:epochs",
+            f"{p}plans",
+        )
         self._redis: Redis = Redis.from_url(
             config.url,
             socket_timeout=config.socket_timeout,
@@ -212,12 +217,17 @@ class RedisSafetyStore:
         return None if not entry else Event.loads(event.dumps(), id=_text(entry))
 
     async def append(self, event: Event) -> Event:
-        entry = await self._call(self._redis.xadd(self._events, {"json": event.dumps()}, maxlen=STREAM_MAXLEN, approximate=True))
+        entry = await self._call(
+            self._redis.xadd(self._events, {"json": event.dumps()}, maxlen=STREAM_MAXLEN, approximate=True)
+        )
         return Event.loads(event.dumps(), id=_text(entry))
 
     async def ack(self, flag: str, event: Event) -> Event | None:
         entry = await self._call(
-            self._ack(keys=[self._holds, self._epochs, self._events], args=[flag, repr(event.at), event.dumps(), STREAM_MAXLEN])
+            self._ack(
+                keys=[self._holds, self._epochs, self._events],
+                args=[flag, repr(event.at), event.dumps(), STREAM_MAXLEN],
+            )
         )
         return None if not entry else Event.loads(event.dumps(), id=_text(entry))
 

@@ -100,7 +100,9 @@ def evaluate(
         n, rate = stats.requests(), stats.error_rate()
         common: dict[str, Any] = {"threshold": trigger.threshold, "window": trigger.window, "samples": n}
         if rate is None or n < trigger.min_requests:
-            return verdict("insufficient_data", f"{n} candidate requests in window, need {trigger.min_requests}", **common)
+            return verdict(
+                "insufficient_data", f"{n} candidate requests in window, need {trigger.min_requests}", **common
+            )
         status: VerdictStatus = "firing" if rate > trigger.threshold else "ok"
         detail = f"error rate {_pct(rate)} ({stats.errors()}/{n}) vs threshold {_pct(trigger.threshold)}"
         return verdict(status, detail, measured=rate, **common)
@@ -114,11 +116,14 @@ def evaluate(
         if rate is None or n < trigger.min_requests:
             return verdict(
                 "insufficient_data",
-                f"{n} shadow comparisons in window, need {trigger.min_requests} (is shadow comparison feeding this flag?)",
+                f"{n} shadow comparisons in window, need {trigger.min_requests}"
+                " (is shadow comparison feeding this flag?)",
                 **common,
             )
         status = "firing" if rate > trigger.threshold else "ok"
-        return verdict(status, f"mismatch rate {_pct(rate)} vs threshold {_pct(trigger.threshold)}", measured=rate, **common)
+        return verdict(
+            status, f"mismatch rate {_pct(rate)} vs threshold {_pct(trigger.threshold)}", measured=rate, **common
+        )
     if isinstance(trigger, ConsecutiveFailuresTrigger):
         status = "firing" if streak >= trigger.threshold else "ok"
         detail = f"{streak} consecutive candidate connection failures, threshold {trigger.threshold}"
@@ -140,10 +145,24 @@ def _latency(trigger: LatencyTrigger, flag: str, stats: WindowStats) -> Verdict:
     n = stats.requests()
 
     def verdict(status: VerdictStatus, detail: str, **kw: Any) -> Verdict:
-        return Verdict(trigger.name, trigger.kind, flag, status, detail, dry_run=trigger.dry_run, window=trigger.window, samples=n, **kw)
+        return Verdict(
+            trigger.name,
+            trigger.kind,
+            flag,
+            status,
+            detail,
+            dry_run=trigger.dry_run,
+            window=trigger.window,
+            samples=n,
+            **kw,
+        )
 
     if n < trigger.min_requests:
-        return verdict("insufficient_data", f"{n} candidate requests in window, need {trigger.min_requests}", threshold=trigger.threshold)
+        return verdict(
+            "insufficient_data",
+            f"{n} candidate requests in window, need {trigger.min_requests}",
+            threshold=trigger.threshold,
+        )
     value = stats.percentile(q)
     assert value is not None
     reasons = []

@@ -33,7 +33,22 @@ __all__ = [
 
 # Seconds; a last, unbounded bucket catches everything slower.
 LATENCY_BOUNDS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
 )
 ERROR_KINDS = frozenset({"connect", "reset", "timeout", "invalid", "aborted", "error"})
 CONNECT_KINDS = frozenset({"connect"})
