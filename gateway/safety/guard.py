@@ -177,9 +177,12 @@ class Safety:
         window_triggers = [t for t in triggers if is_window_trigger(t)]
         stats: list[WindowStats | None] = [None] * len(window_triggers)
         streak = 0
+        ranges = [self._range(t.window, epoch) for t in window_triggers]  # type: ignore[union-attr]
+        unique = sorted(set(ranges))  # triggers sharing a window share one read
         try:
-            sums, streak = await self.store.read(flag, [self._range(t.window, epoch) for t in window_triggers])  # type: ignore[union-attr]
-            stats = [WindowStats(s) for s in sums]
+            sums, streak = await self.store.read(flag, unique)
+            by_range = dict(zip(unique, sums, strict=True))
+            stats = [WindowStats(by_range[r]) for r in ranges]
             self._store_up()
         except StoreUnavailable as exc:
             self._store_down(exc)
@@ -375,7 +378,7 @@ class Safety:
     async def _drive(self, plan: Plan, holds: dict[str, str]) -> None:
         now = self.clock()
         flag = plan.flag
-        current = self.flags.snapshot().get(flag)
+        current = await self.store.flag_value(flag)  # the store's value: our cached copy may lag a step
         if flag in holds:
             new = replace(plan, status="rolled_back", note=f"automatic rollback (event {holds[flag]})")
             await self._write(plan, new)
@@ -401,13 +404,16 @@ class Safety:
                 plan.percent,
             )
             return
-        await self._write(plan, new)
-        await self.flags.set_percent(
+        raised = await self.store.raise_flag(
             flag,
+            plan.percent,
             new.percent,
             actor=f"gateway {self.instance}",
             reason=f"rollout plan step {new.index + 1}/{len(new.steps)}",
         )
+        if not raised:
+            return  # rolled back or changed a moment ago: the next tick sees why and acts on it
+        await self._write(plan, new)
         await self._plan_event(
             "plan_advanced",
             new,

@@ -12,6 +12,9 @@ Keys (``prefix`` as the flag store's, default ``cutover:``):
 - ``{prefix}plans``                hash flag -> rollout plan JSON, compare-and-set in Lua
 - ``{prefix}lease:{name}``         plan driver lease: owner id, PX = lease ttl
 
+Plan steps raise a flag with a compare-and-set on the flag store's own hash (``_RAISE``): only
+from the value the plan expects and never while the flag is held.
+
 The automatic rollback is one Lua script: flags to 0 in the flag store's hash, holds, events and
 audited changes appended, the flag store's change channel published, so every instance's
 watcher applies it at once, exactly as for ``gateway rollback``. Window reads sum the buckets
@@ -22,6 +25,7 @@ which standalone Redis allows). Any Redis failure raises ``StoreUnavailable``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +36,7 @@ from redis.retry import Retry
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
+from gateway.flags.values import parse_stored_percent
 from gateway.safety.events import Event
 from gateway.safety.windows import Batch, Counts
 
@@ -75,6 +80,17 @@ for i = 7, #ARGV do
 end
 if #out > 0 then redis.call('PUBLISH', ARGV[1], '*') end
 return out
+"""
+
+# KEYS: flags hash, changes stream, holds   ARGV: channel, maxlen, flag, expect, new, actor, reason, at
+_RAISE = """
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'flag', ARGV[3], 'old', ARGV[4], 'new', ARGV[5], 'actor', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+return 1
 """
 
 # KEYS: holds, epochs, events   ARGV: flag, at, json, maxlen
@@ -140,6 +156,7 @@ class RedisSafetyStore:
         self._read = self._redis.register_script(_READ)
         self._rollback = self._redis.register_script(_ROLLBACK)
         self._ack = self._redis.register_script(_ACK)
+        self._raise = self._redis.register_script(_RAISE)
         self._once = self._redis.register_script(_ONCE)
         self._put_plan = self._redis.register_script(_PUT_PLAN)
         self._lease = self._redis.register_script(_LEASE)
@@ -206,6 +223,19 @@ class RedisSafetyStore:
             Event.loads(event.dumps(), flag=_text(out[i]), percent_before=int(out[i + 1]), id=_text(out[i + 2]))
             for i in range(0, len(out), 3)
         ]
+
+    async def flag_value(self, flag: str) -> int | None:
+        raw = await self._call(self._redis.hget(self._flags_hash, flag))
+        return parse_stored_percent(raw)
+
+    async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
+        done = await self._call(
+            self._raise(
+                keys=[self._flags_hash, self._changes, self._holds],
+                args=[self._channel, STREAM_MAXLEN, flag, str(expect), str(new), actor, reason, repr(time.time())],
+            )
+        )
+        return bool(done)
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         entry = await self._call(

@@ -40,6 +40,13 @@ class SafetyStore(Protocol):
     async def rollback(self, flags: Sequence[str], event: Event) -> list[Event]:
         """Flags above 0 and not already held -> 0, held, one event each; all in one atomic step."""
 
+    async def flag_value(self, flag: str) -> int | None:
+        """The flag's value in the flag store itself (not this instance's cached copy)."""
+
+    async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
+        """Set ``flag`` to ``new`` only if it is ``expect`` and not held, atomically: a plan step can
+        never undo an operator's rollback or an automatic one that landed a moment earlier."""
+
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         """Append ``event`` unless one with the same key was appended in the last ``ttl`` seconds."""
 
@@ -122,6 +129,15 @@ class MemorySafetyStore:
             self._holds[flag] = stamped.id
             done.append(stamped)
         return done
+
+    async def flag_value(self, flag: str) -> int | None:
+        return self._flags.snapshot().get(flag)
+
+    async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
+        if flag in self._holds or self._flags.snapshot().get(flag) != expect:
+            return False
+        await self._flags.set_percent(flag, new, actor=actor, reason=reason)  # never yields: atomic
+        return True
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         now = time.monotonic()
