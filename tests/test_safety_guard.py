@@ -186,3 +186,30 @@ async def test_plan_pauses_when_the_flag_is_changed_by_hand() -> None:
     status = await safety.plan_status("default")
     assert status is not None and status["status"] == "paused" and "outside the plan" in status["note"]
     assert safety.flags.snapshot()["default"] == 0  # the plan never undoes an operator's rollback
+
+
+MISMATCH = {"name": "parity", "kind": "mismatch_rate", "threshold": 0.01, "window": 10, "min_requests": 20}
+
+
+async def test_mismatch_trigger_is_pluggable() -> None:
+    clock = Clock()
+    safety = make_safety([MISMATCH], clock)
+    await safety.evaluate()
+    assert safety.verdicts["default"][0].status == "no_source"  # no shadow comparison in this gateway
+    safety.register_source("mismatch_rate")  # what the shadow work does at start-up
+    for i in range(40):
+        safety.recorder.record_comparison("default", mismatch=i % 10 == 0)
+    await safety.flush()
+    events = await safety.evaluate()
+    assert [(e.trigger, e.flag) for e in events] == [("parity", "default")]
+    assert "mismatch rate 10.00%" in events[0].reason
+
+
+async def test_a_trigger_without_a_source_does_not_hold_a_plan_back() -> None:
+    clock = Clock()
+    safety = make_safety([ERROR_RATE, MISMATCH], clock)
+    await safety.flags.set_percent("default", 0, actor="t", reason="")
+    await safety.plan_start("default", [10, 100], soak=3, min_requests=10, actor="alice")
+    await traffic(safety, clock, 3, 10)
+    await safety.tick()
+    assert safety.flags.snapshot()["default"] == 100

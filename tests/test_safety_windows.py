@@ -169,8 +169,11 @@ def test_mismatch_rate_trigger_reads_shadow_comparisons() -> None:
     rec = Recorder(clock=Clock())
     for i in range(100):
         rec.record_comparison("f", mismatch=i < 2)
-    assert evaluate(t, "f", stats_of(rec)).status == "firing"
-    verdict = evaluate(t, "f", WindowStats({}))
+    stats = stats_of(rec)
+    shadow = frozenset({"mismatch_rate"})
+    assert evaluate(t, "f", stats, sources=shadow).status == "firing"
+    assert evaluate(t, "f", stats).status == "no_source"  # nothing registered the source
+    verdict = evaluate(t, "f", WindowStats({}), sources=shadow)
     assert verdict.status == "insufficient_data" and "shadow" in verdict.detail
 
 

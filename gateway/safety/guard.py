@@ -38,7 +38,7 @@ from gateway.tasks import Background
 __all__ = ["Safety"]
 
 log = structlog.get_logger("gateway.safety")
-STATUSES = ("ok", "firing", "insufficient_data", "store_unavailable")
+STATUSES = ("ok", "firing", "insufficient_data", "store_unavailable", "no_source")
 
 
 class Safety:
@@ -69,6 +69,13 @@ class Safety:
         self.store_error: str | None = None
         self._tasks = Background()
         self._plan_cache: dict[str, Plan] = {}
+        self.sources: frozenset[str] = frozenset()
+
+    def register_source(self, name: str) -> None:
+        """The hook for optional measurements: shadow comparison calls
+        ``register_source("mismatch_rate")`` at start-up, then ``recorder.record_comparison(flag,
+        mismatch)`` per compared pair; until then mismatch-rate triggers read ``no_source``."""
+        self.sources = self.sources | {name}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -203,7 +210,8 @@ class Safety:
                 )
                 continue
             prober = self.probers.get(trigger.name)
-            result.append(evaluate(trigger, flag, by_name.get(trigger.name), streak, prober.state if prober else None))
+            probe = prober.state if prober else None
+            result.append(evaluate(trigger, flag, by_name.get(trigger.name), streak, probe, self.sources))
         return result
 
     def _mark_unavailable(self) -> None:

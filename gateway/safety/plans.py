@@ -87,8 +87,8 @@ def blockers(plan: Plan, verdicts: Sequence[Mapping[str, Any]], requests: int | 
     """Why the current step may not advance yet (empty: it may)."""
     reasons = []
     for v in verdicts:
-        if v["dryRun"]:
-            continue  # dry-run triggers only report
+        if v["dryRun"] or v["status"] == "no_source":
+            continue  # dry-run triggers only report; a trigger with nothing to measure cannot judge
         if v["status"] == "insufficient_data":
             reasons.append(f"waiting for traffic: {v['trigger']}: {v['detail']}")
         elif v["status"] != "ok":

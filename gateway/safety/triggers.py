@@ -3,7 +3,8 @@
 Every verdict is one of: ``ok``, ``firing``, ``insufficient_data`` (too few requests or
 comparisons in the window, or no probe answered yet: never silently healthy, never silently
 failing), or ``store_unavailable`` (the shared counters could not be read: decisions pause
-rather than fire on partial data).
+rather than fire on partial data), or ``no_source`` (a mismatch-rate trigger while nothing in
+this gateway produces shadow comparisons: it cannot fire, and it does not hold a plan back).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.safety.windows import WindowStats
 
 __all__ = ["ProbeState", "Verdict", "VerdictStatus", "evaluate", "is_window_trigger"]
 
-VerdictStatus = Literal["ok", "firing", "insufficient_data", "store_unavailable"]
+VerdictStatus = Literal["ok", "firing", "insufficient_data", "store_unavailable", "no_source"]
 WINDOW_KINDS = (ErrorRateTrigger, LatencyTrigger, MismatchRateTrigger)
 
 
@@ -87,8 +88,10 @@ def evaluate(
     stats: WindowStats | None = None,
     streak: int = 0,
     probe: ProbeState | None = None,
+    sources: frozenset[str] = frozenset(),
 ) -> Verdict:
-    """``stats`` for window triggers (None: store unavailable), ``streak`` and ``probe`` for the rest."""
+    """``stats`` for window triggers (None: store unavailable), ``streak`` and ``probe`` for the rest;
+    ``sources``: optional metric sources registered in this gateway (``"mismatch_rate"``)."""
 
     def verdict(status: VerdictStatus, detail: str, **kw: Any) -> Verdict:
         return Verdict(trigger.name, trigger.kind, flag, status, detail, dry_run=trigger.dry_run, **kw)
@@ -109,6 +112,10 @@ def evaluate(
     if isinstance(trigger, LatencyTrigger):
         assert stats is not None
         return _latency(trigger, flag, stats)
+    if isinstance(trigger, MismatchRateTrigger) and "mismatch_rate" not in sources:
+        return verdict(
+            "no_source", "no shadow comparison runs in this gateway: nothing to measure", window=trigger.window
+        )
     if isinstance(trigger, MismatchRateTrigger):
         assert stats is not None
         n, rate = stats.comparisons, stats.mismatch_rate()
