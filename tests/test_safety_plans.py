@@ -73,7 +73,7 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
         "--steps",
         "20,50,100",
         "--soak",
-        "1",
+        "2",
         "--min-requests",
         "5",
         "--admin",
@@ -86,9 +86,10 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
         status = await cli("rollout", "plan", "status", "default", "--admin", b.admin_url)
         assert "RUNNING" in status and "step 2/3 at 50%" in status and "candidate-errors" in status
         faulty["candidate_mode"]["fail"] = True  # mid-step
-        await until(
-            lambda: a.state.store.snapshot()["default"] == 0 and b.state.store.snapshot()["default"] == 0, timeout=3 + 1
+        took = await until(
+            lambda: a.state.store.snapshot()["default"] == 0 and b.state.store.snapshot()["default"] == 0, timeout=6
         )
+        assert took < 2 + 1  # the trigger's window plus one second, on both instances
     finally:
         await pump.stop()
     await until(lambda: _status_is(a, "rolled_back"), timeout=3)
