@@ -92,6 +92,11 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     store = build_store(config, metrics)
     safety = build_safety(config, store, metrics)
     decommission = Decommission(config)
+    shadow = Shadow(config, upstreams, metrics, build_parity_store(config, metrics))
+    if config.safety.enabled and shadow.policies:
+        # Shadow comparisons feed mismatch-rate triggers; without them those read "no_source".
+        safety.register_source("mismatch_rate")
+        shadow.on_compared = safety.recorder.record_comparison
     return GatewayState(
         config=config,
         metrics=metrics,
@@ -100,7 +105,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         splitter=Splitter(config.bucketing, force),
         upstreams=upstreams,
         protection=build_protection(config, metrics),
-        shadow=Shadow(config, upstreams, metrics, build_parity_store(config, metrics)),
+        shadow=shadow,
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
         safety=safety,

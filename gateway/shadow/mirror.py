@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
@@ -61,11 +61,13 @@ class Policy:
     methods: frozenset[str]
     rules: Rules
     learn_noise: bool
+    flag: str | None = None  # the route's flag, for mismatch-rate triggers (None when pinned)
 
     @classmethod
-    def from_rule(cls, route: str, rule: ShadowRule) -> Policy:
+    def from_rule(cls, route: str, rule: ShadowRule, flag: str | None = None) -> Policy:
         return cls(
             route=route,
+            flag=flag,
             percent=rule.percent,
             methods=rule.methods,
             rules=Rules(
@@ -169,14 +171,16 @@ class Shadow:
             chosen = rule.shadow or (flag_rules.get(rule.flag) if rule.flag else None)
             route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
             if chosen is not None and chosen.percent > 0 and route not in self._policies:
-                self._policies[route] = Policy.from_rule(rule.label, chosen)
+                self._policies[route] = Policy.from_rule(rule.label, chosen, rule.flag)
         default_rule = flag_rules.get(DEFAULT_ROUTE.flag or "")
         if default_rule is not None and default_rule.percent > 0:
-            self._policies[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule)
+            self._policies[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule, DEFAULT_ROUTE.flag)
         self._queue: asyncio.Queue[_Job] | None = None
         self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
         self._random = random.Random().random
         self._background = Background()
+        # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
+        self.on_compared: Callable[[str, bool], None] | None = None
 
     @property
     def policies(self) -> Mapping[Route, Policy]:
@@ -304,6 +308,8 @@ class Shadow:
         comparison = compare(job.answer, shadow, policy.rules, self.noise.ignores(route))
         outcome: Outcome = "match" if comparison.match else "mismatch"
         metrics.shadow_comparisons.labels(route, outcome).inc()
+        if self.on_compared is not None and policy.flag is not None:
+            self.on_compared(policy.flag, not comparison.match)
         metrics.shadow_latency.labels(route, job.served, "primary").observe(job.latency)
         metrics.shadow_latency.labels(route, shadow_side, "shadow").observe(shadow_latency)
         if not comparison.body_compared:
