@@ -35,12 +35,12 @@ from gateway.protection.middleware import (
 from gateway.protection.policy import build_protection
 from gateway.proxy import error_middleware, expect_handler, handle
 from gateway.routing import RouteTable
-from gateway.shadow.mirror import Shadow
-from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
 from gateway.safety.admin import safety_routes
 from gateway.safety.guard import Safety
 from gateway.safety.readonly import Decommission
 from gateway.safety.store import MemorySafetyStore, SafetyStore
+from gateway.shadow.mirror import Shadow
+from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
 from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
@@ -97,7 +97,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         # Shadow comparisons feed mismatch-rate triggers; without them those read "no_source".
         safety.register_source("mismatch_rate")
         shadow.on_compared = safety.recorder.record_comparison
-    return GatewayState(
+    state = GatewayState(
         config=config,
         metrics=metrics,
         store=store,
@@ -112,6 +112,8 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         recorder=safety.recorder if config.safety.enabled else None,
         decommission=decommission if decommission.active else None,
     )
+    metrics.track_in_flight(lambda: state.in_flight)
+    return state
 
 
 async def _flag_store_ctx(app: web.Application) -> AsyncIterator[None]:

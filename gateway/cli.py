@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 import orjson
@@ -258,7 +258,7 @@ def _command_state(args: argparse.Namespace) -> int:
     if args.action == "export":
         document: dict[str, Any] = {
             "format": STATE_FORMAT,
-            "exportedAt": datetime.now(timezone.utc).isoformat(),
+            "exportedAt": datetime.now(UTC).isoformat(),
             "flags": flags,
         }
         text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"

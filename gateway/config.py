@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
-from gateway.shadow.settings import ShadowConfig, ShadowRule
 from gateway.safety.config import SafetyConfig
+from gateway.shadow.settings import ShadowConfig, ShadowRule
 
 __all__ = [
     "AdminConfig",

@@ -16,13 +16,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway.bucketing import bucket
 from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.protection.limits import BodyLimit
 from gateway.responses import json_error, send_and_close
-from gateway.shadow.mirror import Tap
 from gateway.safety.readonly import legacy_read_only
+from gateway.shadow.mirror import Tap
 from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
@@ -43,7 +42,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     """Give every request an id and its client; turn anything unexpected into a JSON 500."""
     state = request.app[STATE]
-    request_id = request_id_from(request.headers.get(state.config.request_id_header))
+    request_id = request_id_from(request.headers.get(state.config.request_id_header), state.request_ids)
     request[REQUEST_ID] = request_id
     request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
     try:
@@ -128,7 +127,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             body = tap.tee_request(body)
 
     state.in_flight += 1
-    state.metrics.in_flight.inc()
+    if state.metrics.multiprocess:
+        state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
     status = 0
     sent = 0
     error_kind: str | None = None
@@ -175,7 +175,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         state.in_flight -= 1
-        state.metrics.in_flight.dec()
+        if state.metrics.multiprocess:
+            state.metrics.in_flight.dec()
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
         state.stats.record(decision.side, status, duration)
@@ -205,7 +206,14 @@ def _sketch(state: GatewayState, decision: Decision, flag: str | None, request: 
         state.sketch.add(flag, decision.subject, decision.bucket)
     elif flag is not None and decision.reason == "bucket" and state.sketch.should_sample():
         subject, _, _ = state.splitter.subject(request.headers, client_ip)
-        state.sketch.add(flag, subject, bucket(flag, subject))
+        state.sketch.add(flag, subject, state.splitter.bucket(flag, subject))
+
+
+class _ProxyResponse(web.StreamResponse):
+    """A streamed response whose headers go out with the first body bytes (as web.Response's do):
+    one write instead of two for the common small answer, nothing held back for large ones."""
+
+    _send_headers_immediately = False
 
 
 async def _stream_back(
@@ -217,12 +225,12 @@ async def _stream_back(
     tap: Tap | None = None,
 ) -> tuple[int, str | None]:
     """Stream the upstream's answer to the client; returns (bytes sent, error kind or None)."""
-    response = web.StreamResponse(
-        status=upstream_response.status,
-        reason=upstream_response.reason,
-        headers=downstream_headers(
-            upstream_response.headers, request_id_header=state.config.request_id_header, request_id=request_id
-        ),
+    response = _ProxyResponse(status=upstream_response.status, reason=upstream_response.reason)
+    downstream_headers(
+        upstream_response.headers,
+        request_id_header=state.config.request_id_header,
+        request_id=request_id,
+        into=response.headers,
     )
     if decision.issue_cookie is not None:
         response.set_cookie(

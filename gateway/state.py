@@ -15,15 +15,16 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.forecast import SubjectSketch
+from gateway.headers import RequestIds
 from gateway.observability import Metrics
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
-from gateway.shadow.mirror import Shadow
 from gateway.safety.guard import Safety
 from gateway.safety.readonly import Decommission
 from gateway.safety.windows import Recorder
+from gateway.shadow.mirror import Shadow
 from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
@@ -47,6 +48,7 @@ class GatewayState:
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    request_ids: RequestIds = field(default_factory=RequestIds)
     reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
     safety: Safety | None = None
     recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off

@@ -487,7 +487,10 @@ async def test_paused_redis_adds_no_latency_to_requests(upstreams, make_gateway,
         pauser.close()
     assert saw_degraded, "the watcher should have timed out on the paused Redis"
     assert len(during) > 50
-    assert max(during) < base_p90 + 0.05, f"max {max(during):.4f}s during pause vs p90 {base_p90:.4f}s before"
+    # A request that waited on Redis would take the socket timeout (0.5 s) or the whole pause (2 s);
+    # 0.3 s above the baseline tells those apart while tolerating a loaded 2-core machine's jitter.
+    assert max(during) < base_p90 + 0.3, f"max {max(during):.4f}s during pause vs p90 {base_p90:.4f}s before"
+    assert sorted(during)[int(len(during) * 0.9)] < base_p90 + 0.05, "the typical request slowed down"
     await wait_for(ready_is(gw, "ready"), timeout=5)
 
 
