@@ -89,6 +89,16 @@ def start_gateway(
     return proc, port
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        print(f"  (gateway {proc.pid} did not stop within 10 s of SIGTERM; killed)")
+        proc.kill()
+        proc.wait(10)
+
+
 def wrk(port: int, duration: int, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/api/v1/items"],
@@ -148,9 +158,9 @@ def main() -> int:
         rule.write_text(RULE)
         variants: list[tuple[str, Path, Path | None, str | None]] = []
         if opts.baseline_tree is not None:
-            variants.append(("baseline tree, no rule", opts.baseline_tree.resolve(), None, redis_url))
+            variants.append(("baseline tree, no rule", opts.baseline_tree.resolve(), None, None))
         variants += [
-            ("no rule", REPO, None, redis_url),
+            ("no rule", REPO, None, None),
             ("rule, local limiter", REPO, rule, None),
             ("rule, redis limiter", REPO, rule, redis_url),
         ]
@@ -161,8 +171,7 @@ def main() -> int:
                 try:
                     result = wrk(port, opts.duration, opts.connections)
                 finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(30)
+                    stop(proc)
                 rps, p50, p99 = result
                 print(f"round {round_ + 1} {name:24} {rps:9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
                 if name not in best or result[0] > best[name][0]:
