@@ -15,7 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.admin.auth import admin_middleware
+from gateway.admin.openapi import openapi_routes
 from gateway.admin.routes import admin_routes
+from gateway.admin.status import status_routes
 from gateway.config import Config, LimitsConfig
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
@@ -126,4 +128,6 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[admin_middleware], client_max_size=ADMIN_MAX_BODY)
     app[STATE] = state
     app.router.add_routes(admin_routes)
+    app.router.add_routes(status_routes)
+    app.router.add_routes(openapi_routes)
     return app

@@ -409,6 +409,13 @@ class LogConfig(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+class ReloadConfig(_Model):
+    """Rules are re-read on SIGHUP; with ``watch`` also when the file's content changes."""
+
+    watch: bool = False
+    interval: float = Field(default=2.0, gt=0, le=3600)
+
+
 class Config(_Model):
     listen: HostPort = HostPort(host="0.0.0.0", port=8080)
     admin: AdminConfig = AdminConfig()
@@ -421,6 +428,7 @@ class Config(_Model):
     log: LogConfig = LogConfig()
     drain_timeout: float = Field(default=20.0, ge=0)
     request_id_header: str = "X-Request-ID"
+    reload: ReloadConfig = ReloadConfig()
     trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
     rate_limits: RateLimitConfig = RateLimitConfig()
     security_headers: SecurityHeadersConfig = SecurityHeadersConfig()

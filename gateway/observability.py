@@ -125,6 +125,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total",
+            "Rules file reloads by result (ok: applied, error: invalid, old rules kept).",
+            ["result"],
+            registry=registry,
+        )
         self.log_dropped = Counter(
             "gateway_log_lines_dropped_total",
             "Log lines dropped because the log writer fell behind.",

@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from gateway.bucketing import bucket
 from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.protection.limits import BodyLimit
@@ -92,6 +93,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     client = request[CLIENT]
     client_ip = client.ip
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
+    _sketch(state, decision, route.flag, request, client_ip)
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
         request.headers,
@@ -150,6 +152,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
+        state.stats.record(decision.side, status, duration)
         if state.access_log:
             access.info(
                 "request",
@@ -166,6 +169,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 client=client_ip,
                 error=error_kind,
             )
+
+
+def _sketch(state: GatewayState, decision: Decision, flag: str | None, request: web.Request, client_ip: str) -> None:
+    """Remember recent subjects' buckets for `gateway rollout forecast` (bounded, sampled at 0/100%)."""
+    if decision.subject is not None and decision.bucket is not None and flag is not None:
+        state.sketch.add(flag, decision.subject, decision.bucket)
+    elif flag is not None and decision.reason == "bucket" and state.sketch.should_sample():
+        subject, _, _ = state.splitter.subject(request.headers, client_ip)
+        state.sketch.add(flag, subject, bucket(flag, subject))
 
 
 async def _stream_back(

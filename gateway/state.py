@@ -8,17 +8,20 @@ it holds (client sessions, the flag store) are opened and closed by the proxy ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from gateway.config import Config
 from gateway.flags.store import FlagStore
+from gateway.forecast import SubjectSketch
 from gateway.observability import Metrics
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
+from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
 __all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
@@ -33,10 +36,13 @@ class GatewayState:
     splitter: Splitter
     upstreams: Upstreams
     protection: Protection
+    stats: RollingStats = field(default_factory=RollingStats)
+    sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
