@@ -105,7 +105,7 @@ class Metrics:
         )
         self.ratelimit_backend_up = Gauge(
             "gateway_ratelimit_backend_up",
-            "1 when rate limits are shared through Redis, 0 while each instance limits on its own.",
+            "0 while the Redis rate limiter is down and each instance limits on its own, else 1.",
             registry=registry,
             multiprocess_mode="min",
         )
