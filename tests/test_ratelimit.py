@@ -50,13 +50,23 @@ async def test_limit_is_exact_under_concurrency_across_two_instances(upstreams, 
 
 async def test_unlimited_routes_carry_no_limit_and_no_headers(upstreams, make_gateway, redis_server, key_prefix):
     gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=1))
+    client = redis_server.client()
+
+    def script_calls() -> int:
+        stats = client.info("commandstats")
+        return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    before = script_calls()
     for _ in range(5):
         status, headers, _ = await fetch(gw, "/free")
         assert status == 200 and "RateLimit-Limit" not in headers and "X-RateLimit-Limit" not in headers
+    assert script_calls() == before, "an unlimited route paid a Redis round trip"
     assert (await fetch(gw, "/limited"))[0] == 200
     assert (await fetch(gw, "/limited"))[0] == 429
     # Whole segments: /limitedx is not /limited.
     assert (await fetch(gw, "/limitedx"))[0] == 200
+    assert script_calls() == before + 2
+    client.close()
 
 
 async def test_no_double_burst_right_after_the_burst(upstreams, make_gateway, redis_server, key_prefix):
