@@ -130,3 +130,27 @@ async def test_limits_key_on_the_resolved_client_ip(upstreams, make_gateway):
     assert (await fetch(untrusted, "/limited", headers={"X-Forwarded-For": "198.51.100.1"}))[0] == 200
     for spoof in ("198.51.100.2", "203.0.113.9", "10.0.0.1"):
         assert (await fetch(untrusted, "/limited", headers={"X-Forwarded-For": spoof}))[0] == 429
+
+
+async def test_redis_refusing_the_script_does_not_flap(upstreams, make_gateway, private_redis):
+    """A Redis that answers PING but refuses writes (out of memory) keeps the limiter on its
+    fallback until the script itself works again: no healthy/degraded flapping."""
+    gw = await make_gateway(limited_config(upstreams, private_redis.url, limit=3))
+    limiter = gw.state.protection.limiter
+    admin = private_redis.client()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        with capture_logs() as logs:
+            assert [(await fetch(gw, "/limited"))[0] for _ in range(4)] == [200, 200, 200, 429]
+
+            async def failed_calls() -> bool:  # the decision + 3 failed probes
+                return await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_errors_total") >= 4
+
+            await wait_for(failed_calls, timeout=10)
+            assert not limiter.healthy
+        assert [entry["event"] for entry in logs if entry["event"].startswith("ratelimit_")] == ["ratelimit_degraded"]
+    finally:
+        admin.config_set("maxmemory", "0")
+    await wait_for(lambda: limiter.healthy, timeout=10)
+    admin.close()

@@ -7,8 +7,8 @@ a full burst, in the same command: there is no key that counts but never expires
 
 When Redis fails (refused, timeout, error), the decision is made by a per-process
 ``LocalLimiter`` instead: requests are never failed or delayed because the limiter is down.
-While degraded, requests do not touch Redis at all; one background probe pings it with backoff
-and switches back when it answers. In fallback each instance enforces the limits on its own,
+While degraded, requests do not touch Redis at all; one background probe runs the script with
+backoff and switches back when it succeeds. In fallback each instance enforces the limits on its own,
 so N instances admit up to N times a limit.
 """
 
@@ -133,7 +133,9 @@ class RedisLimiter:
         while True:
             await asyncio.sleep(backoff)
             try:
-                await self._redis.ping()
+                # The real script, not PING: a Redis that answers but refuses the script (out of
+                # memory, a cluster's CROSSSLOT) must not flap between healthy and degraded.
+                await self._script(keys=[self._prefix + "probe"], args=[1, 1])
             except _DOWN:
                 self._metrics.ratelimit_errors.inc()
                 backoff = min(backoff * 2, BACKOFF_MAX)
