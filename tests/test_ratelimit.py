@@ -154,3 +154,17 @@ async def test_redis_refusing_the_script_does_not_flap(upstreams, make_gateway, 
         admin.config_set("maxmemory", "0")
     await wait_for(lambda: limiter.healthy, timeout=10)
     admin.close()
+
+
+async def test_script_flushed_from_redis_is_reloaded_without_fallback(
+    upstreams, make_gateway, redis_server, key_prefix
+):
+    gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=3))
+    assert (await fetch(gw, "/limited"))[0] == 200
+    client = redis_server.client()
+    client.script_flush()
+    client.close()
+    statuses = [s for s, _, _ in await asyncio.gather(*(fetch(gw, "/limited") for _ in range(4)))]
+    assert sorted(statuses) == [200, 200, 429, 429]
+    assert gw.state.protection.limiter.healthy
+    assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_fallback_decisions_total") == 0
