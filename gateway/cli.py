@@ -1,4 +1,5 @@
-"""Command line: ``gateway run|demo|rollout|rollback``. Thin: operator commands talk to the admin API.
+"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers``.
+Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
 overrides listed in ``gateway.config.ENV_OVERRIDES``.
@@ -21,6 +22,7 @@ import orjson
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.safety.cli import add_commands, add_plan_command, run_events, run_plan, run_triggers
 
 __all__ = ["main"]
 
@@ -90,9 +92,32 @@ def _parser() -> argparse.ArgumentParser:
     forecast.add_argument("--json", action="store_true")
     admin_args(forecast)
 
+    add_plan_command(rsub, admin_args)
+    add_commands(sub, admin_args)
+
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(rollback)
+
+    parity = sub.add_parser("parity", help="shadow traffic: parity report, stored mismatches, learned noise")
+    psub = parity.add_subparsers(dest="action", required=True, metavar="ACTION")
+    report = psub.add_parser("report", help="one row per route: compared, match %%, top fields, p50/p95, speed-up")
+    report.add_argument("--route", help="only this route")
+    fmt = report.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the raw JSON")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    admin_args(report)
+    diffs = psub.add_parser("diffs", help="stored mismatches of a route, newest first")
+    diffs.add_argument("--route", required=True)
+    diffs.add_argument("--limit", type=int, default=20, help="at most this many (1..1000)")
+    diffs.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(diffs)
+    noise = psub.add_parser("noise", help="fields learned as noise, per route; --reset forgets them")
+    noise.add_argument("--route", help="only this route")
+    noise.add_argument("--reset", action="store_true", help="forget learned noise (needs the admin token)")
+    admin_args(noise)
+    reset = psub.add_parser("reset", help="forget the report's counters and stored mismatches")
+    admin_args(reset)
     return parser
 
 
@@ -144,6 +169,8 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 def _command_rollout(args: argparse.Namespace) -> int:
+    if args.action == "plan":
+        return run_plan(args, _admin_call, CliError)
     if args.action == "status":
         data = _admin_call(args.admin, "GET", "/api/v1/flags")
         if args.json:
@@ -270,6 +297,43 @@ def _command_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_parity(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from gateway.shadow.render import diffs_text, report_markdown, report_table
+
+    def dump(data: Any) -> None:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+    route = f"?route={quote(args.route, safe='')}" if getattr(args, "route", None) else ""
+    if args.action == "report":
+        data = _admin_call(args.admin, "GET", "/api/v1/parity" + route)
+        if args.json:
+            dump(data)
+        else:
+            print(report_markdown(data) if args.markdown else report_table(data))
+    elif args.action == "diffs":
+        data = _admin_call(args.admin, "GET", f"/api/v1/parity/diffs{route}&limit={args.limit}")
+        if args.json:
+            dump(data)
+        else:
+            print(diffs_text(data))
+    elif args.action == "noise" and args.reset:
+        data = _admin_call(args.admin, "DELETE", "/api/v1/parity/noise" + route)
+        print(f"learned noise forgotten for: {', '.join(data['reset']) or '(nothing learned)'}")
+    elif args.action == "noise":
+        learned = _admin_call(args.admin, "GET", "/api/v1/parity/noise")["noise"]
+        for name, fields in sorted(learned.items()):
+            if not args.route or name == args.route:
+                print(f"{name}: {', '.join(fields)}")
+        if not learned:
+            print("no noise learned (yet)")
+    else:
+        _admin_call(args.admin, "DELETE", "/api/v1/parity")
+        print("parity counters and stored mismatches reset")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -305,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             return _command_config_check(args)
         if args.command == "state":
             return _command_state(args)
+        if args.command == "parity":
+            return _command_parity(args)
+        if args.command == "events":
+            return run_events(args, _admin_call, CliError)
+        if args.command == "triggers":
+            return run_triggers(args, _admin_call)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

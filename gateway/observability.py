@@ -136,6 +136,80 @@ class Metrics:
             "Log lines dropped because the log writer fell behind.",
             registry=registry,
         )
+        # Shadow traffic (gateway.shadow): outcomes, both sides' latency for the same request.
+        self.shadow_comparisons = Counter(
+            "gateway_shadow_comparisons_total",
+            "Shadowed requests by route and outcome (match, mismatch, shadow_error, skipped, dropped).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "gateway_shadow_answer_duration_seconds",
+            "Each side's time to a full answer for the same shadowed request, by route, side and role.",
+            ["route", "side", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_over_cap = Counter(
+            "gateway_shadow_body_over_cap_total",
+            "Shadow comparisons of status and headers only, because a body was over the capture cap.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_noise_learned = Counter(
+            "gateway_shadow_noise_fields_learned_total",
+            "Fields learned as noise (differing between two answers of the same side), by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_store_errors = Counter(
+            "gateway_shadow_store_errors_total",
+            "Failed writes or reads of the shadow mismatch store (Redis); requests are never affected.",
+            registry=registry,
+        )
+        # -- safety net (gateway.safety) --
+        self.safety_events = Counter(
+            "gateway_safety_events_total",
+            "Safety events (rollback, dry_run, ack, plan_*) recorded by this instance, by flag and trigger.",
+            ["kind", "flag", "trigger", "dry_run"],
+            registry=registry,
+        )
+        self.trigger_status = Gauge(
+            "gateway_safety_trigger_status",
+            "1 for a trigger's current verdict on a flag (ok, firing, insufficient_data, store_unavailable).",
+            ["trigger", "flag", "status"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.safety_store_up = Gauge(
+            "gateway_safety_store_up",
+            "1 when the shared window counters are readable and writable, 0 while decisions are paused.",
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.safety_store_errors = Counter(
+            "gateway_safety_store_errors_total",
+            "Failed safety store operations (flush, window read, rollback, plan).",
+            registry=registry,
+        )
+        self.webhook_deliveries = Counter(
+            "gateway_safety_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (delivered, retried, failed, dropped).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.probes = Counter(
+            "gateway_safety_probes_total",
+            "Active health and synthetic checks of the candidate, by trigger and outcome.",
+            ["trigger", "outcome"],
+            registry=registry,
+        )
+        self.read_only_refusals = Counter(
+            "gateway_legacy_read_only_total",
+            "Writes that would have reached read-only legacy, by flag and action (refused, to_candidate).",
+            ["flag", "action"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:

@@ -1,12 +1,15 @@
-"""The request path, top-down: route -> pick side -> forward -> stream back -> account.
+"""The request path, top-down: route -> pick side (-> decommission) -> forward -> stream back -> account
+-> shadow.
 
 Nothing here waits on Redis (flags come from the in-process snapshot), on logging I/O (lines go
-to a writer thread) or on anything but the client and the chosen upstream.
+to a writer thread) or on anything but the client and the chosen upstream. A request sampled
+for shadowing is only tapped (its answer copied up to a cap as it streams) and handed to the
+shadow queue without waiting (``gateway.shadow.mirror``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from time import perf_counter
 
 import aiohttp
@@ -18,6 +21,8 @@ from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.protection.limits import BodyLimit
 from gateway.responses import json_error, send_and_close
+from gateway.shadow.mirror import Tap
+from gateway.safety.readonly import legacy_read_only
 from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
@@ -93,6 +98,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     client = request[CLIENT]
     client_ip = client.ip
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
+    if state.decommission is not None:
+        decision, read_only = state.decommission.adjust(decision, request.method)
+        if read_only is not None:
+            return legacy_read_only(state.metrics, decision, read_only.retry_after, request_id)
+        if decision.reason == "legacy_read_only":
+            state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
     _sketch(state, decision, route.flag, request, client_ip)
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
@@ -104,14 +115,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
         preserve_host=upstream.config.preserve_host,
         extra_drop=state.extra_drop,
     )
-    body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
+    body: AsyncIterable[bytes] | None = None
     body_limit: BodyLimit | None = None
+    tap = state.shadow.tap(route, request.method)  # None unless this request is mirrored
     if request.body_exists:
         body = request.content
         protection = state.protection
         if protection.limits_body:
             body_limit = BodyLimit(request.content, protection.max_body_bytes, protection.body_read_timeout)
             body = body_limit.stream()
+        if tap is not None:
+            body = tap.tee_request(body)
 
     state.in_flight += 1
     state.metrics.in_flight.inc()
@@ -131,20 +145,32 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if client_gone(request):
                 # The client hung up while we were sending its body: nobody to answer.
                 error_kind, status = "client_aborted", 499
+                if tap is not None:
+                    state.shadow.skip(tap, error_kind)
                 return json_error(499, "client_closed_request", "client closed the connection", request_id)
             error_kind = exc.kind
             status = exc.status
+            if tap is not None:
+                state.shadow.skip(tap, "primary_error")
             state.metrics.upstream_errors.labels(decision.side, exc.kind).inc()
             log.warning("upstream_error", request_id=request_id, upstream=decision.side, kind=exc.kind, error=str(exc.__cause__ or exc)[:300])
             code = "upstream_timeout" if status == 504 else "upstream_unavailable"
             return json_error(status, code, f"the {decision.side} upstream {exc.detail.removeprefix('the upstream ')}", request_id)
         try:
             status = upstream_response.status
-            sent, error_kind = await _stream_back(request, upstream_response, decision, state, request_id)
+            sent, error_kind = await _stream_back(request, upstream_response, decision, state, request_id, tap)
         finally:
             upstream_response.release()
         if error_kind is not None:
             state.metrics.upstream_errors.labels(decision.side, error_kind).inc()
+        if tap is not None:
+            if error_kind is None:
+                state.shadow.submit(
+                    tap, request_id=request_id, method=request.method, raw_path=raw_path, headers=headers,
+                    served=decision.side, status=status, response_headers=upstream_response.headers,
+                )
+            else:
+                state.shadow.skip(tap, error_kind)
         response: web.StreamResponse = request[_RESPONSE]
         return response
     finally:
@@ -153,6 +179,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
         state.stats.record(decision.side, status, duration)
+        if state.recorder is not None and decision.flag is not None and decision.reason == "bucket":
+            state.recorder.record(decision.flag, decision.side, status, error_kind, duration)
         if state.access_log:
             access.info(
                 "request",
@@ -186,6 +214,7 @@ async def _stream_back(
     decision: Decision,
     state: GatewayState,
     request_id: str,
+    tap: Tap | None = None,
 ) -> tuple[int, str | None]:
     """Stream the upstream's answer to the client; returns (bytes sent, error kind or None)."""
     response = web.StreamResponse(
@@ -213,6 +242,8 @@ async def _stream_back(
             async for chunk in upstream_response.content.iter_chunked(CHUNK):
                 await response.write(chunk)
                 sent += len(chunk)
+                if tap is not None:
+                    tap.feed(chunk)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             if client_gone(request):
                 return sent, "client_aborted"
@@ -230,6 +261,8 @@ async def _stream_back(
             return sent, "aborted"
         except ConnectionResetError:
             return sent, "client_aborted"
+    if tap is not None:
+        tap.upstream_done()
     try:
         await response.write_eof()
     except ConnectionResetError:

@@ -7,7 +7,7 @@ never read proxy settings from the environment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -77,7 +77,7 @@ class Upstream:
         method: str,
         raw_path: str,
         headers: CIMultiDict[str],
-        body: aiohttp.StreamReader | AsyncIterator[bytes] | None,
+        body: aiohttp.StreamReader | AsyncIterable[bytes] | bytes | None,
     ) -> aiohttp.ClientResponse:
         """Send a request and return once response headers arrived; caller releases it."""
         assert self._session is not None, "upstream used before open()"

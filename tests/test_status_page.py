@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_config
+from tests.test_safety_e2e import faulty  # noqa: F401 - fixture
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -131,7 +132,10 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
         assert resp.status == 200
     async with gw.admin("GET", "/api/v1/status", token=None) as resp:
         status = await resp.json()
-    assert status["flags"] == [{"name": "default", "percent": 0, "routes": []}]
+    assert status["flags"] == [
+        {"name": "default", "percent": 0, "routes": [], "triggers": [], "plan": None, "held": None}
+    ]
+    assert status["events"] == [] and status["parity"] == []
     assert status["upstreams"]["legacy"]["requests"] == 1 and status["upstreams"]["candidate"]["requests"] == 0
     assert status["store"]["healthy"] is True
     async with gw.admin("GET", "/", token=None) as resp:
@@ -139,3 +143,41 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
         assert "<title>Cutover" in await resp.text()
     async with gw.get("/ui") as resp:  # never on the proxy port: proxied like any path
         assert (await resp.json())["side"] == "legacy"
+
+
+@pytest.mark.slow
+async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway, tmp_path: Path) -> None:
+    """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
+    from selenium.webdriver.common.by import By
+
+    from tests.safety_support import Pump, until
+    from tests.test_mismatch_trigger import PARITY
+    from tests.test_safety_e2e import FAST
+
+    gw = await make_gateway(make_config(
+        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}},
+        safety={**FAST, "triggers": [PARITY]},
+    ))
+    faulty["candidate_mode"]["wrong"] = True
+    pump = Pump([gw], path="/api/v1/students/1").start()
+    try:
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
+    finally:
+        await pump.stop()
+    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+
+    def check() -> list[dict[str, Any]]:
+        driver.get(gw.admin_url + "/ui")
+        _poll(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
+        _poll(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
+        _poll(lambda: "default" in driver.find_element(By.ID, "parity").text)
+        assert "data.id" in driver.find_element(By.ID, "parity").text  # the differing field
+        assert "held at 0%" in driver.find_element(By.ID, "flags").text
+        driver.save_screenshot(str(tmp_path / "status-page-safety.png"))
+        return driver.get_log("browser")
+
+    try:
+        console = await asyncio.to_thread(check)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert not [e for e in console if e["level"] == "SEVERE"], console
