@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -106,7 +107,7 @@ class Metrics:
         )
         self.ratelimit_backend_up = Gauge(
             "gateway_ratelimit_backend_up",
-            "1 when rate limits are shared through Redis, 0 while each instance limits on its own.",
+            "0 while the Redis rate limiter is down and each instance limits on its own, else 1.",
             registry=registry,
             multiprocess_mode="min",
         )
@@ -355,4 +356,12 @@ def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> 
     # aiohttp and redis-py log through the standard library; route their warnings the same way.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").disabled = True
+    logging.getLogger("aiohttp.server").addFilter(_drop_client_protocol_errors)
     return writer
+
+
+def _drop_client_protocol_errors(record: logging.LogRecord) -> bool:
+    """aiohttp logs a traceback for every malformed request it refuses (a 400 it answers
+    itself). Those are the client's errors, not ours, and would let anyone flood the logs."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, HttpProcessingError)

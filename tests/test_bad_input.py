@@ -152,3 +152,20 @@ async def test_parser_level_errors_are_json_without_version(upstream, make_gatew
     status, raw = await exchange(gw.server.proxy_port, BAD_REQUESTS["garbage request line"])
     head = raw.split(b"\r\n\r\n")[0].lower()
     assert status == 400 and b"application/json" in head and b"aiohttp" not in head
+
+
+def test_parser_errors_do_not_flood_the_logs() -> None:
+    """Malformed requests are the client's errors: aiohttp's traceback for each is filtered out."""
+    import logging
+
+    from aiohttp.http_exceptions import BadStatusLine
+
+    from gateway.observability import _drop_client_protocol_errors
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (), (type(exc), exc, None)
+        )
+
+    assert not _drop_client_protocol_errors(record(BadStatusLine("GARBAGE")))
+    assert _drop_client_protocol_errors(record(RuntimeError("a real bug")))

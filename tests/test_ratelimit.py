@@ -50,13 +50,23 @@ async def test_limit_is_exact_under_concurrency_across_two_instances(upstreams, 
 
 async def test_unlimited_routes_carry_no_limit_and_no_headers(upstreams, make_gateway, redis_server, key_prefix):
     gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=1))
+    client = redis_server.client()
+
+    def script_calls() -> int:
+        stats = client.info("commandstats")
+        return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    before = script_calls()
     for _ in range(5):
         status, headers, _ = await fetch(gw, "/free")
         assert status == 200 and "RateLimit-Limit" not in headers and "X-RateLimit-Limit" not in headers
+    assert script_calls() == before, "an unlimited route paid a Redis round trip"
     assert (await fetch(gw, "/limited"))[0] == 200
     assert (await fetch(gw, "/limited"))[0] == 429
     # Whole segments: /limitedx is not /limited.
     assert (await fetch(gw, "/limitedx"))[0] == 200
+    assert script_calls() == before + 2
+    client.close()
 
 
 async def test_no_double_burst_right_after_the_burst(upstreams, make_gateway, redis_server, key_prefix):
@@ -120,3 +130,41 @@ async def test_limits_key_on_the_resolved_client_ip(upstreams, make_gateway):
     assert (await fetch(untrusted, "/limited", headers={"X-Forwarded-For": "198.51.100.1"}))[0] == 200
     for spoof in ("198.51.100.2", "203.0.113.9", "10.0.0.1"):
         assert (await fetch(untrusted, "/limited", headers={"X-Forwarded-For": spoof}))[0] == 429
+
+
+async def test_redis_refusing_the_script_does_not_flap(upstreams, make_gateway, private_redis):
+    """A Redis that answers PING but refuses writes (out of memory) keeps the limiter on its
+    fallback until the script itself works again: no healthy/degraded flapping."""
+    gw = await make_gateway(limited_config(upstreams, private_redis.url, limit=3))
+    limiter = gw.state.protection.limiter
+    admin = private_redis.client()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        with capture_logs() as logs:
+            assert [(await fetch(gw, "/limited"))[0] for _ in range(4)] == [200, 200, 200, 429]
+
+            async def failed_calls() -> bool:  # the decision + 3 failed probes
+                return await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_errors_total") >= 4
+
+            await wait_for(failed_calls, timeout=10)
+            assert not limiter.healthy
+        assert [entry["event"] for entry in logs if entry["event"].startswith("ratelimit_")] == ["ratelimit_degraded"]
+    finally:
+        admin.config_set("maxmemory", "0")
+    await wait_for(lambda: limiter.healthy, timeout=10)
+    admin.close()
+
+
+async def test_script_flushed_from_redis_is_reloaded_without_fallback(
+    upstreams, make_gateway, redis_server, key_prefix
+):
+    gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=3))
+    assert (await fetch(gw, "/limited"))[0] == 200
+    client = redis_server.client()
+    client.script_flush()
+    client.close()
+    statuses = [s for s, _, _ in await asyncio.gather(*(fetch(gw, "/limited") for _ in range(4)))]
+    assert sorted(statuses) == [200, 200, 429, 429]
+    assert gw.state.protection.limiter.healthy
+    assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_fallback_decisions_total") == 0

@@ -5,8 +5,9 @@
     redis_limiter.py the shared limiter: one Lua script per decision, local fallback
     secheaders.py   security headers on every response, leaky upstream headers removed
     cors.py         CORS from config; preflights answered here
-    limits.py       body size, body read timeout, concurrency cap
-    middleware.py   the middlewares and response hooks, built only for enabled features
+    limits.py       body size and read timeout while a body streams
+    policy.py       the features of one configuration, built once (None = off); the limiter choice
+    middleware.py   concurrency gate, preflights, declared size, rate limit; the response hook
 
 The app factory lists them, in order, in one place.
 """

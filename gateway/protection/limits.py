@@ -15,17 +15,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import StreamReader
 
-__all__ = ["BodyLimit", "BodyRejected"]
+from gateway.errors import BodyRejected
 
-
-class BodyRejected(Exception):
-    """The client body broke a limit; ``status`` is 413 (too large) or 408 (too slow)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+__all__ = ["BodyLimit"]
 
 
 class BodyLimit:

@@ -47,6 +47,7 @@ def build_limiter(config: Config, metrics: Metrics) -> Limiter:
 
 def build_protection(config: Config, metrics: Metrics) -> Protection:
     rules = RuleSet(config.rate_limits.rules) if config.rate_limits.rules else None
+    metrics.ratelimit_backend_up.set(1)  # 0 only while a Redis limiter runs on its fallback
     limits = config.limits
     return Protection(
         proxies=TrustedProxies(config.trusted_proxies),

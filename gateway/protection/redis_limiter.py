@@ -1,14 +1,16 @@
 """The shared limiter: GCRA in one Lua script per decision, on Redis server time.
 
-One ``EVALSHA`` reads and writes every key a request touches, atomically, with ``TIME`` taken
+One ``EVALSHA`` per request reads and writes every key it touches, atomically, with ``TIME`` taken
 inside the script, so instances with skewed clocks still agree and no request can slip between
 a read and a write. Each key is written with ``PX`` equal to the time until it would be back to
-a full burst, in the same command: there is no key that counts but never expires.
+a full burst, in the same command: there is no key that counts but never expires. Decisions
+made in the same event-loop iteration are sent as one pipeline (one round trip, one syscall
+each way); each script still runs atomically on its own.
 
 When Redis fails (refused, timeout, error), the decision is made by a per-process
 ``LocalLimiter`` instead: requests are never failed or delayed because the limiter is down.
-While degraded, requests do not touch Redis at all; one background probe pings it with backoff
-and switches back when it answers. In fallback each instance enforces the limits on its own,
+While degraded, requests do not touch Redis at all; one background probe runs the script with
+backoff and switches back when it succeeds. In fallback each instance enforces the limits on its own,
 so N instances admit up to N times a limit.
 """
 
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from gateway.config import RateLimitConfig, RedisConfig
@@ -92,6 +95,8 @@ class RedisLimiter:
         )
         self._script = self._redis.register_script(GCRA_SCRIPT)
         self._tasks = Background()
+        self._queue: list[tuple[list[str], list[int], asyncio.Future[list[int]]]] = []
+        self._flush_scheduled = False
         self.healthy = True
 
     async def start(self) -> None:
@@ -107,8 +112,8 @@ class RedisLimiter:
             for check in checks:
                 args += (check.interval, check.burst)
             try:
-                raw: list[int] = await self._script(keys=[self._prefix + c.key for c in checks], args=args)
-            except _DOWN as exc:
+                raw = await self._evaluate([self._prefix + c.key for c in checks], args)
+            except Exception as exc:  # the limiter must never fail a request: fall back
                 self._degrade(exc)
             else:
                 results = tuple(
@@ -118,6 +123,50 @@ class RedisLimiter:
                 return Verdict(bool(raw[0]), tuple(checks), results, self.backend)
         self._metrics.ratelimit_fallback.inc()
         return self._local.decide_now(checks)
+
+    # -- batching: decisions made in one event-loop iteration share one pipelined round trip --
+
+    def _evaluate(self, keys: list[str], args: list[int]) -> asyncio.Future[list[int]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._queue.append((keys, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        self._tasks.spawn(self._send(batch), name="ratelimit-batch")
+
+    async def _send(self, batch: list[tuple[list[str], list[int], asyncio.Future[list[int]]]]) -> None:
+        """One pipeline of EVALSHAs (each still atomic on its own); NOSCRIPT loads and retries once."""
+        try:
+            results = await self._pipeline(batch)
+            if any(isinstance(result, NoScriptError) for result in results):
+                await self._redis.script_load(GCRA_SCRIPT)  # a restarted or flushed Redis
+                results = await self._pipeline(batch)
+        except asyncio.CancelledError:  # shutdown: nobody may be left waiting
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # down, or anything unexpected: every waiter falls back
+            results = [exc] * len(batch)
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # the request went away meanwhile
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[tuple[list[str], list[int], asyncio.Future[list[int]]]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     def _degrade(self, exc: BaseException) -> None:
         if not self.healthy:
@@ -133,7 +182,9 @@ class RedisLimiter:
         while True:
             await asyncio.sleep(backoff)
             try:
-                await self._redis.ping()
+                # The real script, not PING: a Redis that answers but refuses the script (out of
+                # memory, a cluster's CROSSSLOT) must not flap between healthy and degraded.
+                await self._script(keys=[self._prefix + "probe"], args=[1, 1])
             except _DOWN:
                 self._metrics.ratelimit_errors.inc()
                 backoff = min(backoff * 2, BACKOFF_MAX)
