@@ -217,13 +217,15 @@ class Shadow:
             tap.policy, request_id, method, raw_path, headers, tap.request_body, served,
             Answer(status, response_headers, tap.body()), latency,
         )
-        assert self._queue is not None
+        queue = self._queue
+        if queue is None:
+            return  # shutting down: shadow work is best effort
         size = job.size
         if self._queued_bytes + size > self.config.queue_bytes:
             self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
             return
         try:
-            self._queue.put_nowait(job)
+            queue.put_nowait(job)
         except asyncio.QueueFull:
             self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
             return
