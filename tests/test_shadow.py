@@ -154,7 +154,8 @@ async def test_client_unaffected_by_slow_failing_or_resetting_shadow(sides: Any,
 async def test_reverse_shadowing_after_users_moved(sides: Any, make_gateway: MakeGateway) -> None:
     servers, control = sides
     gw = await make_gateway(shadow_config(servers, flags={"default": 100}))
-    status, body, _ = await get_json(gw, "/api/items", headers={"X-Request-ID": "moved-1"})
+    faked = {"X-Request-ID": "moved-1", "X-Gateway-Shadow": "1"}  # a client cannot mark its request a shadow
+    status, body, _ = await get_json(gw, "/api/items", headers=faked)
     assert status == 200
     await wait_for(lambda: control.shadows("legacy"))
     (seen,) = control.shadows()
