@@ -2,24 +2,37 @@
 
 Two applications on two listeners, so nothing on the proxy port can ever reach an admin route.
 Resources are opened in this order and closed in reverse by the proxy app's ``cleanup_ctx``:
-flag store (Redis connection + change watcher), then upstream connection pools, then shadow
-workers (which send through those pools, so they stop first).
+flag store (Redis connection + change watcher), rate limiter, then upstream connection pools, then
+shadow workers (which send through those pools, so they stop first). Protection features that
+are off install no middleware (see ``gateway/protection/``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.admin.auth import admin_middleware
+from gateway.admin.openapi import openapi_routes
 from gateway.admin.parity import parity_routes
 from gateway.admin.routes import admin_routes
-from gateway.config import Config
+from gateway.admin.status import status_routes
+from gateway.config import Config, LimitsConfig
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
 from gateway.observability import Metrics
-from gateway.proxy import error_middleware, handle
+from gateway.protection.middleware import (
+    concurrency_middleware,
+    content_length_middleware,
+    preflight_middleware,
+    ratelimit_middleware,
+    response_headers_hook,
+)
+from gateway.protection.policy import build_protection
+from gateway.proxy import error_middleware, expect_handler, handle
 from gateway.routing import RouteTable
 from gateway.shadow.mirror import Shadow
 from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
@@ -63,6 +76,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         routes=RouteTable(config.routes),
         splitter=Splitter(config.bucketing, force),
         upstreams=upstreams,
+        protection=build_protection(config, metrics),
         shadow=Shadow(config, upstreams, metrics, build_parity_store(config, metrics)),
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
@@ -74,6 +88,27 @@ async def _flag_store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.start()
     yield
     await store.close()
+
+
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    limiter = app[STATE].protection.limiter
+    if limiter is None:
+        yield
+        return
+    await limiter.start()
+    yield
+    await limiter.close()
+
+
+def parser_limits(limits: LimitsConfig) -> dict[str, Any]:
+    """aiohttp's HTTP parser and connection limits: URL (request line), header size and count,
+    and the time a connection may sit without a complete request head (slow-header clients)."""
+    return {
+        "max_line_size": limits.max_url_length,
+        "max_field_size": limits.max_header_size,
+        "max_headers": limits.max_headers,
+        "keepalive_timeout": limits.header_timeout,
+    }
 
 
 async def _upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,12 +124,24 @@ async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_proxy_app(state: GatewayState) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
+    protection, metrics = state.protection, state.metrics
+    middlewares: list[Middleware | None] = [
+        error_middleware,  # request id, client address, JSON errors: always first
+        concurrency_middleware(protection, metrics),
+        preflight_middleware(protection, metrics),
+        content_length_middleware(protection, metrics),
+        ratelimit_middleware(protection, metrics),
+    ]
+    app = web.Application(
+        middlewares=[m for m in middlewares if m is not None], handler_args=parser_limits(state.config.limits)
+    )
     app[STATE] = state
+    app.on_response_prepare.append(response_headers_hook(protection, state.config.request_id_header))
     app.cleanup_ctx.append(_flag_store_ctx)
+    app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)
     app.cleanup_ctx.append(_shadow_ctx)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     return app
 
 
@@ -102,5 +149,7 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[admin_middleware], client_max_size=ADMIN_MAX_BODY)
     app[STATE] = state
     app.router.add_routes(admin_routes)
+    app.router.add_routes(status_routes)
+    app.router.add_routes(openapi_routes)
     app.router.add_routes(parity_routes)
     return app

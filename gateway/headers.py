@@ -83,18 +83,20 @@ def request_id_from(value: str | None) -> str:
 def upstream_headers(
     incoming: CIMultiDictProxy[str],
     *,
-    client_ip: str,
+    forwarded_for: str,
     proto: str,
     request_id_header: str,
     request_id: str,
     preserve_host: bool = False,
     extra_drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names."""
+    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names.
+
+    ``forwarded_for`` is the chain from the resolved client to our peer (see
+    ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
+    """
     out = _copy(incoming, _drop_set(_REQUEST_ALWAYS_DROP, request_id_header, extra_drop))
-    previous = incoming.getall(X_FORWARDED_FOR, ())
-    chain = ", ".join([*previous, client_ip]) if previous else client_ip
-    out[X_FORWARDED_FOR] = chain
+    out[X_FORWARDED_FOR] = forwarded_for
     out[X_FORWARDED_PROTO] = proto
     host = incoming.get(HOST)
     if host:

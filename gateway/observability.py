@@ -96,6 +96,40 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.ratelimit_decisions = Counter(
+            "gateway_ratelimit_decisions_total",
+            "Rate-limit decisions on limited routes, by the rule reported and result (allowed, limited).",
+            ["rule", "result"],
+            registry=registry,
+        )
+        self.ratelimit_backend_up = Gauge(
+            "gateway_ratelimit_backend_up",
+            "1 when rate limits are shared through Redis, 0 while each instance limits on its own.",
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.ratelimit_fallback = Counter(
+            "gateway_ratelimit_fallback_decisions_total",
+            "Rate-limit decisions made by the in-process fallback because Redis was unavailable.",
+            registry=registry,
+        )
+        self.ratelimit_errors = Counter(
+            "gateway_ratelimit_errors_total",
+            "Failed Redis calls of the rate limiter (decisions and recovery probes).",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "gateway_rejected_requests_total",
+            "Requests the gateway refused itself, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total",
+            "Rules file reloads by result (ok: applied, error: invalid, old rules kept).",
+            ["result"],
+            registry=registry,
+        )
         self.log_dropped = Counter(
             "gateway_log_lines_dropped_total",
             "Log lines dropped because the log writer fell behind.",

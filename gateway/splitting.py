@@ -27,6 +27,7 @@ class Decision:
     percent: int | None = None
     bucket: int | None = None
     subject_source: str | None = None
+    subject: str | None = None
     issue_cookie: str | None = None  # value of a bucketing cookie to set on the response
 
 
@@ -108,5 +109,6 @@ class Splitter:
             percent=percent,
             bucket=bucket,
             subject_source=source,
+            subject=subject,
             issue_cookie=issue,
         )

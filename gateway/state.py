@@ -8,18 +8,24 @@ it holds (client sessions, the flag store) are opened and closed by the proxy ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from gateway.config import Config
 from gateway.flags.store import FlagStore
+from gateway.forecast import SubjectSketch
 from gateway.observability import Metrics
+from gateway.protection.clientip import ClientAddress
+from gateway.protection.policy import Protection
+from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.shadow.mirror import Shadow
 from gateway.splitting import Splitter
+from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
-__all__ = ["STATE", "GatewayState", "REQUEST_ID"]
+__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -30,12 +36,19 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    protection: Protection
     shadow: Shadow
+    stats: RollingStats = field(default_factory=RollingStats)
+    sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
 REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware
+CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
+RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
+PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered

@@ -7,7 +7,7 @@ per chunk the proxy already writes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from time import perf_counter
 
 import aiohttp
@@ -50,12 +50,13 @@ class Tap:
     def body(self) -> bytes | None:
         return None if self.over else b"".join(self.chunks)
 
-    async def tee_request(self, body: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    async def tee_request(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         """Stream a client's request body upstream, keeping a copy (up to the cap) to replay."""
         self.replayable = False
         kept: list[bytes] = []
         size = 0
-        async for chunk in body.iter_any():
+        chunks = body.iter_any() if isinstance(body, aiohttp.StreamReader) else body
+        async for chunk in chunks:
             size += len(chunk)
             if size <= self.cap:
                 kept.append(chunk)
