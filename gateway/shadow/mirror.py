@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ _HOST = istr("Host")
 _NO_BODY_STATUS = frozenset({204, 304})
 _OTHER: dict[Side, Side] = {"legacy": "candidate", "candidate": "legacy"}
 MAX_STORED_DIFFS = 20
+FLUSH_INTERVAL = 1.0  # seconds between additions of drop/skip counts to the report
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class Shadow:
         self._policies = policies(config)
         self._queue: asyncio.Queue[_Job] | None = None
         self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
+        # Drops and skips happen on the request path, which never waits on the store: counted
+        # here and added to the report's counters by a flusher, once a second.
+        self._unreported: Counter[tuple[str, str]] = Counter()
         self._random = random.Random().random
         self._background = Background()
 
@@ -108,7 +113,12 @@ class Shadow:
 
     def skip(self, tap: Tap, reason: str) -> None:
         self._metrics.shadow_comparisons.labels(tap.policy.route, "skipped").inc()
+        self._unreported[(tap.policy.route, "skipped")] += 1
         log.debug("shadow_skipped", route=tap.policy.route, reason=reason)
+
+    def _drop(self, route: str) -> None:
+        self._metrics.shadow_comparisons.labels(route, "dropped").inc()
+        self._unreported[(route, "dropped")] += 1
 
     def submit(
         self,
@@ -136,12 +146,12 @@ class Shadow:
             return  # shutting down: shadow work is best effort
         size = job.size
         if self._queued_bytes + size > self.config.queue_bytes:
-            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            self._drop(tap.policy.route)
             return
         try:
             queue.put_nowait(job)
         except asyncio.QueueFull:
-            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            self._drop(tap.policy.route)
             return
         self._queued_bytes += size
 
@@ -157,6 +167,7 @@ class Shadow:
         if any(p.learn_noise for p in self._policies.values()):
             await self._sync_noise()
             self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
+        self._background.spawn(self._flusher(), name="shadow-counts-flush")
         log.info("shadow_started", routes=sorted(p.route for p in self._policies.values()),
                  workers=self.config.concurrency, queue=self.config.queue_size, store=self.store.backend)
 
@@ -165,6 +176,7 @@ class Shadow:
         queue, self._queue = self._queue, None
         abandoned = queue.qsize() if queue is not None else 0
         await self._background.close(drain_timeout=0)
+        await self._flush()
         await self.store.close()
         if abandoned:
             log.info("shadow_jobs_abandoned", count=abandoned)
@@ -174,6 +186,19 @@ class Shadow:
         routes = None if route is None else [route]
         await self.store.reset_noise(routes)
         return self.noise.reset(routes)
+
+    async def _flush(self) -> None:
+        pending, self._unreported = self._unreported, Counter()
+        by_route: dict[str, dict[str, int]] = {}
+        for (route, outcome), count in pending.items():
+            by_route.setdefault(route, {})[outcome] = count
+        for route, counts in by_route.items():
+            await self.store.add_counts(route, counts)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
 
     async def _sync_noise(self) -> None:
         try:
