@@ -639,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             if any(t.startswith("gateway") for t in targets) and shutil.which("redis-server"):
                 redis_url = start_redis(procs, tmp)
             lua = write_lua(tmp, tokens)
-            uncommitted = f" plus uncommitted changes in {', '.join(changed)}" if changed else ""
+            shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+            uncommitted = f" plus uncommitted changes in {shown}" if changed else ""
             print(f"gateway code: {revision}{uncommitted}")
             print(f"machine: {os.cpu_count()} cores, {busy:.0f}% busy before the run"
                   + (" -- WARNING: other processes are using the CPU, figures will be noisy" if busy > 10 else ""))
@@ -736,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
           "2 processes cannot reach 2x; compare gateway-2 with bare-2, not with 2 x gateway-1.")
     print("note: closed-loop load at fixed concurrency: latency here is mostly queueing (p50 ~ connections / req/s).")
     print("note: CPU us/req is the target's own processes' CPU time per request (upstream excluded, except for "
-          "direct); it moves far less than req/s when other work shares the machine.")
+          "direct); it usually moves less than req/s when other work shares the machine, but neither is clean then.")
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps({
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

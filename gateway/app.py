@@ -2,9 +2,10 @@
 
 Two applications on two listeners, so nothing on the proxy port can ever reach an admin route.
 Resources are opened in this order and closed in reverse by the proxy app's ``cleanup_ctx``:
-flag store (Redis connection + change watcher), rate limiter, then upstream connection pools, then
-shadow workers (which send through those pools, so they stop first). Protection features that
-are off install no middleware (see ``gateway/protection/``).
+flag store (Redis connection + change watcher), rate limiter, upstream connection pools, shadow
+workers (which send through those pools, so they stop first), then the safety net (counter flush,
+trigger evaluation, probes, plan driver, webhook), which needs the store and the pools. Protection
+features that are off install no middleware (see ``gateway/protection/``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from gateway.proxy import error_middleware, expect_handler, handle
 from gateway.routing import RouteTable
 from gateway.shadow.mirror import Shadow
 from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
+from gateway.safety.admin import safety_routes
+from gateway.safety.guard import Safety
+from gateway.safety.readonly import Decommission
+from gateway.safety.store import MemorySafetyStore, SafetyStore
 from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
@@ -65,21 +70,47 @@ def build_parity_store(config: Config, metrics: Metrics) -> ParityStore:
     return RedisParityStore(config.redis, config.shadow.keep_mismatches, metrics)
 
 
+def build_safety(config: Config, store: FlagStore, metrics: Metrics) -> Safety:
+    """Same start-up decision as the flag store: Redis shared by all instances, or this process alone."""
+    cfg = config.safety
+    keep = cfg.longest_window + cfg.bucket_seconds
+    safety_store: SafetyStore
+    if config.redis.url is None:
+        safety_store = MemorySafetyStore(store, cfg.bucket_seconds, keep)
+        metrics.safety_store_up.set(1)
+    else:
+        from gateway.safety.redis_store import RedisSafetyStore
+
+        safety_store = RedisSafetyStore(config.redis, cfg.bucket_seconds, keep)
+    return Safety(config, store, safety_store, metrics)
+
+
 def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     metrics = metrics or Metrics()
     force = config.force
     upstreams = Upstreams(config)
+    store = build_store(config, metrics)
+    safety = build_safety(config, store, metrics)
+    decommission = Decommission(config)
+    shadow = Shadow(config, upstreams, metrics, build_parity_store(config, metrics))
+    if config.safety.enabled and shadow.policies:
+        # Shadow comparisons feed mismatch-rate triggers; without them those read "no_source".
+        safety.register_source("mismatch_rate")
+        shadow.on_compared = safety.recorder.record_comparison
     return GatewayState(
         config=config,
         metrics=metrics,
-        store=build_store(config, metrics),
+        store=store,
         routes=RouteTable(config.routes),
         splitter=Splitter(config.bucketing, force),
         upstreams=upstreams,
         protection=build_protection(config, metrics),
-        shadow=Shadow(config, upstreams, metrics, build_parity_store(config, metrics)),
+        shadow=shadow,
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
+        safety=safety,
+        recorder=safety.recorder if config.safety.enabled else None,
+        decommission=decommission if decommission.active else None,
     )
 
 
@@ -123,6 +154,14 @@ async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
     await shadow.close()
 
 
+async def _safety_ctx(app: web.Application) -> AsyncIterator[None]:
+    safety = app[STATE].safety
+    assert safety is not None
+    await safety.start()
+    yield
+    await safety.close()
+
+
 def create_proxy_app(state: GatewayState) -> web.Application:
     protection, metrics = state.protection, state.metrics
     middlewares: list[Middleware | None] = [
@@ -141,6 +180,7 @@ def create_proxy_app(state: GatewayState) -> web.Application:
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_upstreams_ctx)
     app.cleanup_ctx.append(_shadow_ctx)
+    app.cleanup_ctx.append(_safety_ctx)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     return app
 
@@ -152,4 +192,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app.router.add_routes(status_routes)
     app.router.add_routes(openapi_routes)
     app.router.add_routes(parity_routes)
+    app.router.add_routes(safety_routes)
     return app

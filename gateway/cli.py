@@ -1,4 +1,5 @@
-"""Command line: ``gateway run|demo|rollout|rollback|parity``. Thin: operator commands talk to the admin API.
+"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers``.
+Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
 overrides listed in ``gateway.config.ENV_OVERRIDES``.
@@ -21,6 +22,7 @@ import orjson
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.safety.cli import add_commands, add_plan_command, run_events, run_plan, run_triggers
 
 __all__ = ["main"]
 
@@ -89,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     forecast.add_argument("--percent", required=True, type=int)
     forecast.add_argument("--json", action="store_true")
     admin_args(forecast)
+
+    add_plan_command(rsub, admin_args)
+    add_commands(sub, admin_args)
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
@@ -164,6 +169,8 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 def _command_rollout(args: argparse.Namespace) -> int:
+    if args.action == "plan":
+        return run_plan(args, _admin_call, CliError)
     if args.action == "status":
         data = _admin_call(args.admin, "GET", "/api/v1/flags")
         if args.json:
@@ -364,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             return _command_state(args)
         if args.command == "parity":
             return _command_parity(args)
+        if args.command == "events":
+            return run_events(args, _admin_call, CliError)
+        if args.command == "triggers":
+            return run_triggers(args, _admin_call)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from yarl import URL
 
 from gateway.errors import ConfigError
 from gateway.shadow.settings import ShadowConfig, ShadowRule
+from gateway.safety.config import SafetyConfig
 
 __all__ = [
     "AdminConfig",
@@ -94,6 +95,8 @@ class UpstreamConfig(_Model):
     # is closing at that instant turns a POST into a 502.
     keepalive_timeout: float = Field(default=4.0, gt=0)
     preserve_host: bool = False
+    # Drained (decommissioned or disabled): never sent traffic, and no percentage needing it is accepted.
+    drained: bool = False
 
     @field_validator("url")
     @classmethod
@@ -437,6 +440,7 @@ class Config(_Model):
     cors: CorsConfig = CorsConfig()
     limits: LimitsConfig = LimitsConfig()
     shadow: ShadowConfig = ShadowConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -485,6 +489,32 @@ class Config(_Model):
             raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {declared})")
         return self
 
+    @model_validator(mode="after")
+    def _safety_uses_known_flags(self) -> Config:
+        for index, trigger in enumerate(self.safety.triggers):
+            unknown = sorted(set(trigger.flags) - set(self.flags) - {"*"})
+            if unknown:
+                raise ValueError(f"safety.triggers.{index}.flags: unknown flag(s) {unknown} (declared: {sorted(self.flags)})")
+        unknown = sorted(set(self.safety.legacy_read_only) - set(self.flags) - {"*"})
+        if unknown:
+            raise ValueError(f"safety.legacy_read_only: unknown flag(s) {unknown} (declared: {sorted(self.flags)})")
+        return self
+
+    @model_validator(mode="after")
+    def _drained_upstreams(self) -> Config:
+        drained = [side for side in SIDES if self.upstreams[side].drained]
+        if len(drained) == 2:
+            raise ValueError("upstreams: both upstreams are drained; at least one must serve traffic")
+        for side in drained:
+            bad = {f: p for f, p in self.flags.items() if (p > 0 if side == "candidate" else p < 100)}
+            if bad:
+                raise ValueError(f"upstreams.{side}.drained: flags {bad} would still send it traffic")
+        return self
+
+    @property
+    def drained(self) -> frozenset[Side]:
+        return frozenset(side for side in SIDES if self.upstreams[side].drained)
+
 
 ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_LEGACY_URL": ("upstreams", "legacy", "url"),
@@ -531,6 +561,25 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _include_rules_file(data: dict[str, Any], base: Path) -> None:
+    """Prepend the ``safety.triggers`` of ``safety.rules_file`` (relative to the config file) to the inline ones."""
+    safety = data.get("safety")
+    if not isinstance(safety, dict) or not safety.get("rules_file"):
+        return
+    rules_path = base / str(safety["rules_file"])
+    try:
+        rules = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"safety.rules_file: cannot read {rules_path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"safety.rules_file: {rules_path} is not valid YAML: {exc}") from exc
+    nested = rules.get("safety") if isinstance(rules, dict) else None
+    triggers = (nested or {}).get("triggers", []) if isinstance(nested, dict) else None
+    if not isinstance(triggers, list):
+        raise ConfigError(f"safety.rules_file: {rules_path} must hold a 'safety: triggers:' list")
+    safety["triggers"] = [*triggers, *(safety.get("triggers") or [])]
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read the YAML file (if any), apply environment overrides, validate once."""
     env = os.environ if env is None else env
@@ -553,6 +602,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
+        _include_rules_file(data, Path(path).parent)
     for var, key_path in ENV_OVERRIDES.items():
         value = env.get(var)
         if value is not None and value != "":

@@ -6,6 +6,7 @@
     │   └── StoreUnavailable     the store's backend (Redis) is down or too slow
     ├── UnknownFlag              a flag name that the configuration does not declare
     ├── InvalidFlagValue         a percentage outside 0..100 or not an integer
+    ├── SafetyRefused            held flag, drained upstream or plan conflict -> 409 / 404
     └── UpstreamError            forwarding to an upstream failed before a response started
         ├── UpstreamConnectError refused / unreachable / DNS        -> 502
         ├── UpstreamResetError   connection reset or closed early   -> 502
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "GatewayError",
     "InvalidFlagValue",
+    "SafetyRefused",
     "StoreError",
     "StoreUnavailable",
     "UnknownFlag",
@@ -82,3 +84,12 @@ class UpstreamResetError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     kind = "timeout"
+
+
+class SafetyRefused(GatewayError):
+    """A change the safety net refuses (held flag, drained upstream, plan conflict) -> 409/404."""
+
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status

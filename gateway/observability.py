@@ -166,6 +166,49 @@ class Metrics:
             "Failed writes or reads of the shadow mismatch store (Redis); requests are never affected.",
             registry=registry,
         )
+        # -- safety net (gateway.safety) --
+        self.safety_events = Counter(
+            "gateway_safety_events_total",
+            "Safety events (rollback, dry_run, ack, plan_*) recorded by this instance, by flag and trigger.",
+            ["kind", "flag", "trigger", "dry_run"],
+            registry=registry,
+        )
+        self.trigger_status = Gauge(
+            "gateway_safety_trigger_status",
+            "1 for a trigger's current verdict on a flag (ok, firing, insufficient_data, store_unavailable).",
+            ["trigger", "flag", "status"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.safety_store_up = Gauge(
+            "gateway_safety_store_up",
+            "1 when the shared window counters are readable and writable, 0 while decisions are paused.",
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.safety_store_errors = Counter(
+            "gateway_safety_store_errors_total",
+            "Failed safety store operations (flush, window read, rollback, plan).",
+            registry=registry,
+        )
+        self.webhook_deliveries = Counter(
+            "gateway_safety_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (delivered, retried, failed, dropped).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.probes = Counter(
+            "gateway_safety_probes_total",
+            "Active health and synthetic checks of the candidate, by trigger and outcome.",
+            ["trigger", "outcome"],
+            registry=registry,
+        )
+        self.read_only_refusals = Counter(
+            "gateway_legacy_read_only_total",
+            "Writes that would have reached read-only legacy, by flag and action (refused, to_candidate).",
+            ["flag", "action"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:

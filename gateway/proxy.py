@@ -1,4 +1,5 @@
-"""The request path, top-down: route -> pick side -> forward -> stream back -> account -> shadow.
+"""The request path, top-down: route -> pick side (-> decommission) -> forward -> stream back -> account
+-> shadow.
 
 Nothing here waits on Redis (flags come from the in-process snapshot), on logging I/O (lines go
 to a writer thread) or on anything but the client and the chosen upstream. A request sampled
@@ -20,6 +21,7 @@ from gateway.errors import UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
 from gateway.protection.limits import BodyLimit
 from gateway.responses import json_error, send_and_close
+from gateway.safety.readonly import legacy_read_only
 from gateway.shadow.tap import Tap
 from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
@@ -96,6 +98,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     client = request[CLIENT]
     client_ip = client.ip
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
+    if state.decommission is not None:
+        decision, read_only = state.decommission.adjust(decision, request.method)
+        if read_only is not None:
+            return legacy_read_only(state.metrics, decision, read_only.retry_after, request_id)
+        if decision.reason == "legacy_read_only":
+            state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
     _sketch(state, decision, route.flag, request, client_ip)
     upstream = state.upstreams[decision.side]
     headers = upstream_headers(
@@ -171,6 +179,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         duration = perf_counter() - started
         state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
         state.stats.record(decision.side, status, duration)
+        if state.recorder is not None and decision.flag is not None and decision.reason == "bucket":
+            state.recorder.record(decision.flag, decision.side, status, error_kind, duration)
         if state.access_log:
             access.info(
                 "request",

@@ -21,6 +21,9 @@ from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.shadow.mirror import Shadow
+from gateway.safety.guard import Safety
+from gateway.safety.readonly import Decommission
+from gateway.safety.windows import Recorder
 from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
@@ -45,6 +48,9 @@ class GatewayState:
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
     reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
+    safety: Safety | None = None
+    recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off
+    decommission: Decommission | None = None  # None unless drained upstreams or read-only legacy
 
 
 STATE = web.AppKey("gateway_state", GatewayState)

@@ -72,8 +72,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request",
         401: "Missing or wrong admin token",
         403: "No admin token configured: changes disabled",
-        404: "Unknown flag",
-        409: "No config file to reload",
+        404: "Unknown flag, plan or action",
+        409: "Refused: no config file to reload, a held flag, a drained upstream, or a plan conflict",
         413: "Body too large",
         422: "Invalid rules file; old rules kept",
         503: "Flag store unavailable; nothing changed",
@@ -152,7 +152,7 @@ def openapi_document() -> dict[str, Any]:
                                       "properties": {"flag": {"type": "string"}, "percent": {"type": "integer"},
                                                      "previous": {"type": ["integer", "null"]},
                                                      "change": {"$ref": ref + "Change"}}}, "Changed"),
-                        **_errors(*_MUTATION_ERRORS, 404),
+                        **_errors(*_MUTATION_ERRORS, 404, 409),
                     },
                 },
             },
@@ -259,6 +259,72 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [{"name": "route", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {"200": _json({"type": "object", "required": ["reset"]}, "Reset"),
                                   **_errors(401, 403, 503)},
+                },
+            },
+            "/api/v1/safety": {
+                "get": {
+                    "summary": "Every trigger's verdict per flag, held flags, the safety store's state",
+                    "responses": {"200": _json({"type": "object", "required": ["enabled", "held", "flags"]},
+                                               "Safety")},
+                }
+            },
+            "/api/v1/events": {
+                "get": {
+                    "summary": "Safety events (rollbacks, dry runs, acknowledgements, plan steps), newest first",
+                    "parameters": [{"name": "limit", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                    "responses": {"200": _json({"type": "object", "required": ["events"]}, "Events"),
+                                  **_errors(400, 503)},
+                }
+            },
+            "/api/v1/events/ack": {
+                "post": {
+                    "summary": "Acknowledge an automatic rollback so the flag may be raised again",
+                    "security": secured,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["flag"], "properties": {
+                            "flag": {"type": "string", "minLength": 1},
+                            "reason": {"type": "string", "maxLength": 500}}}}}},
+                    "responses": {"200": _json({"type": "object", "required": ["acknowledged"]}, "Acknowledged"),
+                                  **_errors(*_MUTATION_ERRORS, 404, 409)},
+                }
+            },
+            "/api/v1/plans": {
+                "get": {
+                    "summary": "Every rollout plan with its status",
+                    "responses": {"200": _json({"type": "object", "required": ["plans"]}, "Plans"), **_errors(503)},
+                }
+            },
+            "/api/v1/plans/{flag}": {
+                "parameters": [{"name": "flag", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "summary": "One plan: step, time in step, time to next step, trigger health",
+                    "responses": {"200": _json({"type": "object"}, "Plan"), **_errors(404, 503)},
+                },
+                "post": {
+                    "summary": "Start a rollout plan",
+                    "security": secured,
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {
+                            "steps": {"type": "array", "minItems": 1, "maxItems": 100,
+                                      "description": "taken in increasing order, each once",
+                                      "items": {"type": "integer", "minimum": 1, "maximum": 100}},
+                            "soak": {"type": "number", "exclusiveMinimum": 0},
+                            "minRequests": {"type": "integer", "minimum": 0}}}}}},
+                    "responses": {"200": _json({"type": "object"}, "Started"), **_errors(*_MUTATION_ERRORS, 404, 409)},
+                },
+            },
+            "/api/v1/plans/{flag}/{action}": {
+                "parameters": [
+                    {"name": "flag", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "action", "in": "path", "required": True,
+                     "schema": {"enum": ["pause", "resume", "abort", "skip"]}},
+                ],
+                "post": {
+                    "summary": "Pause, resume, abort or skip a step of a plan",
+                    "security": secured,
+                    "responses": {"200": _json({"type": "object"}, "Changed"),
+                                  **_errors(*_MUTATION_ERRORS, 404, 409)},
                 },
             },
             "/openapi.json": {

@@ -11,6 +11,8 @@
     GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
     POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
     GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
+
+Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.errors import InvalidFlagValue, StoreUnavailable, UnknownFlag
+from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
@@ -147,6 +149,8 @@ async def set_flag(request: web.Request) -> web.Response:
         if "percent" not in body:
             raise _BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
         percent = parse_percent(body["percent"])
+        if state.safety is not None:
+            await state.safety.check_percent(name, percent)  # held after a rollback, or upstream drained
         change = await state.store.set_percent(name, percent, actor=_actor(request), reason=_reason(body))
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
@@ -154,6 +158,8 @@ async def set_flag(request: web.Request) -> web.Response:
         return json_error(400, "invalid_percent", str(exc))
     except UnknownFlag:
         return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
+    except SafetyRefused as exc:
+        return json_error(exc.status, exc.code, f"{exc}; the change was NOT applied")
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", f"{exc}; the change was NOT applied, retry when the store is back")
     _audit(state, [change])

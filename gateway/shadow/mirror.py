@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
@@ -95,6 +95,8 @@ class Shadow:
         self._unreported: Counter[tuple[str, str]] = Counter()
         self._random = random.Random().random
         self._background = Background()
+        # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
+        self.on_compared: Callable[[str, bool], None] | None = None
 
     @property
     def policies(self) -> Mapping[Route, Policy]:
@@ -244,6 +246,8 @@ class Shadow:
         comparison = compare(job.answer, shadow, policy.rules, self.noise.ignores(route))
         outcome: Outcome = "match" if comparison.match else "mismatch"
         metrics.shadow_comparisons.labels(route, outcome).inc()
+        if self.on_compared is not None and policy.flag is not None:
+            self.on_compared(policy.flag, not comparison.match)
         metrics.shadow_latency.labels(route, job.served, "primary").observe(job.latency)
         metrics.shadow_latency.labels(route, shadow_side, "shadow").observe(shadow_latency)
         if not comparison.body_compared:

@@ -28,11 +28,13 @@ class Policy:
     methods: frozenset[str]
     rules: Rules
     learn_noise: bool
+    flag: str | None = None  # the route's flag, for mismatch-rate triggers (None when pinned)
 
     @classmethod
-    def from_rule(cls, route: str, rule: ShadowRule) -> Policy:
+    def from_rule(cls, route: str, rule: ShadowRule, flag: str | None = None) -> Policy:
         return cls(
             route=route,
+            flag=flag,
             percent=rule.percent,
             methods=rule.methods,
             rules=Rules(
@@ -54,8 +56,8 @@ def policies(config: Config) -> dict[Route, Policy]:
         chosen = rule.shadow or (flag_rules.get(rule.flag) if rule.flag else None)
         route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
         if chosen is not None and chosen.percent > 0 and route not in out:
-            out[route] = Policy.from_rule(rule.label, chosen)
+            out[route] = Policy.from_rule(rule.label, chosen, rule.flag)
     default_rule = flag_rules.get(DEFAULT_ROUTE.flag or "")
     if default_rule is not None and default_rule.percent > 0:
-        out[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule)
+        out[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule, DEFAULT_ROUTE.flag)
     return out

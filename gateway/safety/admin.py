@@ -1,0 +1,163 @@
+"""Admin routes of the safety net (same listener, auth and JSON errors as ``gateway.admin``).
+
+GET  /api/v1/safety                  every trigger's verdict per flag, holds, store state
+GET  /api/v1/events?limit=N          safety events, newest first
+POST /api/v1/events/ack              {"flag", "reason"}: release an automatic rollback hold  (token)
+GET  /api/v1/plans                   every rollout plan with its status
+GET  /api/v1/plans/{flag}            one plan: step, time in step, time to next, trigger health
+POST /api/v1/plans/{flag}            {"steps": [10, 50, 100], "soak": s, "minRequests": n}: start (token)
+POST /api/v1/plans/{flag}/{action}   pause | resume | abort | skip                            (token)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.routes import _actor, _BadBody, _json_body, _reason
+from gateway.errors import SafetyRefused, StoreUnavailable
+from gateway.responses import json_error, json_response
+from gateway.safety.guard import Safety
+from gateway.state import STATE
+
+__all__ = ["safety_routes"]
+
+safety_routes = web.RouteTableDef()
+
+
+def _safety(request: web.Request) -> Safety:
+    safety = request.app[STATE].safety
+    assert safety is not None
+    return safety
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 50.0 is the integer 50 (as JSON Schema's "integer" says)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _refused(exc: SafetyRefused) -> web.Response:
+    return json_error(exc.status, exc.code, str(exc))
+
+
+def _unavailable(exc: StoreUnavailable) -> web.Response:
+    return json_error(503, "store_unavailable", f"{exc}; nothing was changed, retry when the store is back")
+
+
+@safety_routes.get("/api/v1/safety")
+async def safety_view(request: web.Request) -> web.Response:
+    safety = _safety(request)
+    try:
+        holds, _epochs = await safety.store.holds_and_epochs()
+    except StoreUnavailable as exc:
+        holds, safety.store_error = {}, str(exc)
+    return json_response(
+        {
+            "enabled": safety.config.enabled,
+            "evaluatedAt": safety.evaluated_at,
+            "storeError": safety.store_error,
+            "held": holds,
+            "flags": {flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()},
+        }
+    )
+
+
+@safety_routes.get("/api/v1/events")
+async def events(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
+    try:
+        items = await _safety(request).store.events(limit)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response({"events": [e.to_json() for e in items]})
+
+
+@safety_routes.post("/api/v1/events/ack")
+async def ack(request: web.Request) -> web.Response:
+    try:
+        body = await _json_body(request)
+        flag = body.get("flag")
+        if not isinstance(flag, str) or not flag:
+            raise _BadBody('missing "flag": send {"flag": "<name>", "reason": "..."}')
+        event = await _safety(request).ack(flag, _actor(request), _reason(body))
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except SafetyRefused as exc:
+        return _refused(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response({"acknowledged": event.to_json()})
+
+
+@safety_routes.get("/api/v1/plans")
+async def list_plans(request: web.Request) -> web.Response:
+    safety = _safety(request)
+    try:
+        flags = sorted(await safety.store.plans())
+        plans = [await safety.plan_status(flag) for flag in flags]
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response({"plans": [p for p in plans if p is not None]})
+
+
+@safety_routes.get("/api/v1/plans/{flag}")
+async def get_plan(request: web.Request) -> web.Response:
+    flag = request.match_info["flag"]
+    try:
+        plan = await _safety(request).plan_status(flag)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    if plan is None:
+        return json_error(
+            404, "no_plan", f"flag {flag!r} has no rollout plan; start one with 'gateway rollout plan start'"
+        )
+    return json_response(plan)
+
+
+@safety_routes.post("/api/v1/plans/{flag}")
+async def start_plan(request: web.Request) -> web.Response:
+    flag = request.match_info["flag"]
+    safety = _safety(request)
+    try:
+        body = await _json_body(request)
+        soak, min_requests = body.get("soak"), _integral(body.get("minRequests"))
+        steps = body.get("steps")
+        if isinstance(steps, list):
+            steps = [_integral(step) for step in steps]
+        if soak is not None and (isinstance(soak, bool) or not isinstance(soak, (int, float)) or soak <= 0):
+            raise _BadBody("'soak' must be a positive number of seconds")
+        if min_requests is not None and (
+            isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
+        ):
+            raise _BadBody("'minRequests' must be a non-negative integer")
+        await safety.plan_start(flag, steps, soak, min_requests, _actor(request))
+        status = await safety.plan_status(flag)
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except SafetyRefused as exc:
+        return _refused(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response(status)
+
+
+@safety_routes.post("/api/v1/plans/{flag}/{action}")
+async def change_plan(request: web.Request) -> web.Response:
+    flag, action = request.match_info["flag"], request.match_info["action"]
+    if action not in ("pause", "resume", "abort", "skip"):
+        return json_error(404, "not_found", f"unknown plan action {action!r}: pause, resume, abort or skip")
+    safety = _safety(request)
+    try:
+        await safety.plan_change(flag, action, _actor(request))
+        status = await safety.plan_status(flag)
+    except SafetyRefused as exc:
+        return _refused(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response(status)

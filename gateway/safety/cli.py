@@ -1,0 +1,139 @@
+"""Operator commands of the safety net, plugged into ``gateway.cli`` (thin: they call the admin API).
+
+gateway events [--limit N] [--json]            safety events, newest first
+gateway events ack FLAG --reason ...           acknowledge an automatic rollback
+gateway triggers [--json]                      every trigger's verdict per flag
+gateway rollout plan start FLAG [--steps 10,50,100] [--soak S] [--min-requests N]
+gateway rollout plan pause|resume|abort|skip|status FLAG
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["add_commands", "add_plan_command", "run_events", "run_plan", "run_triggers"]
+
+AdminCall = Callable[..., Any]
+AdminArgs = Callable[[argparse.ArgumentParser], None]
+
+
+def add_commands(sub: Any, admin_args: AdminArgs) -> None:
+    events = sub.add_parser("events", help="list safety events; 'events ack FLAG' acknowledges a rollback")
+    events.add_argument("ack", nargs="?", choices=["ack"], help="acknowledge an automatic rollback of FLAG")
+    events.add_argument("flag", nargs="?", help="flag to acknowledge")
+    events.add_argument("--reason", default="", help="why it is safe to roll out again")
+    events.add_argument("--limit", type=int, default=20)
+    events.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(events)
+    triggers = sub.add_parser("triggers", help="every trigger's current verdict, per flag")
+    triggers.add_argument("--json", action="store_true")
+    admin_args(triggers)
+
+
+def add_plan_command(rsub: Any, admin_args: AdminArgs) -> None:
+    plan = rsub.add_parser("plan", help="progressive rollout plans: start|pause|resume|abort|skip|status")
+    plan.add_argument("plan_action", choices=["start", "pause", "resume", "abort", "skip", "status"])
+    plan.add_argument("flag", nargs="?", default="default", help="flag (default: 'default')")
+    plan.add_argument("--steps", help="comma-separated percentages, e.g. 10,25,50,100")
+    plan.add_argument("--soak", type=float, help="seconds per step")
+    plan.add_argument("--min-requests", type=int, help="candidate requests needed during each soak")
+    plan.add_argument("--json", action="store_true")
+    admin_args(plan)
+
+
+def _dump(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + "Z"
+
+
+def run_events(args: argparse.Namespace, call: AdminCall, error: type[Exception]) -> int:
+    if args.ack:
+        if not args.flag:
+            raise error("usage: gateway events ack FLAG --reason '...'")
+        result = call(args.admin, "POST", "/api/v1/events/ack", {"flag": args.flag, "reason": args.reason})
+        print(f"acknowledged: flag {args.flag} may be rolled out again (event {result['acknowledged']['id']})")
+        return 0
+    data = call(args.admin, "GET", f"/api/v1/events?limit={args.limit}")
+    if args.json:
+        _dump(data)
+        return 0
+    if not data["events"]:
+        print("no safety events")
+    for e in data["events"]:
+        mode = " [DRY RUN]" if e["dry_run"] else ""
+        before = f" from {e['percent_before']}%" if e.get("percent_before") is not None else ""
+        head = f"{_when(e['at'])}  {e['kind']:<17} {e['flag']:<12}{before}{mode}"
+        print(f"{head}  {e['reason']}  ({e['actor']}, id {e['id']})")
+    return 0
+
+
+def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "") -> None:
+    for v in verdicts:
+        mode = " [dry-run]" if v["dryRun"] else ""
+        print(f"{indent}{v['trigger']:<24} {v['status'].upper():<18}{mode} {v['detail']}")
+
+
+def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
+    data = call(args.admin, "GET", "/api/v1/safety")
+    if args.json:
+        _dump(data)
+        return 0
+    if data.get("storeError"):
+        print(f"SAFETY STORE UNAVAILABLE ({data['storeError']}): decisions paused")
+    for flag, verdicts in sorted(data["flags"].items()):
+        held = data["held"].get(flag)
+        print(
+            f"flag {flag}"
+            + (f"  HELD at 0% after rollback {held}: acknowledge with 'gateway events ack {flag}'" if held else "")
+        )
+        _print_verdicts(verdicts, "  ")
+    return 0
+
+
+def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) -> int:
+    path = f"/api/v1/plans/{args.flag}"
+    if args.plan_action == "status":
+        data = call(args.admin, "GET", path)
+    elif args.plan_action == "start":
+        body: dict[str, Any] = {}
+        if args.steps:
+            try:
+                body["steps"] = [int(s.strip().rstrip("%")) for s in args.steps.split(",")]
+            except ValueError as exc:
+                raise error(f"--steps must be comma-separated integers, got {args.steps!r}") from exc
+        if args.soak is not None:
+            body["soak"] = args.soak
+        if args.min_requests is not None:
+            body["minRequests"] = args.min_requests
+        data = call(args.admin, "POST", path, body)
+    else:
+        data = call(args.admin, "POST", f"{path}/{args.plan_action}", {})
+    if args.json:
+        _dump(data)
+        return 0
+    steps = " -> ".join(f"[{s}%]" if i + 1 == data["step"] else f"{s}%" for i, s in enumerate(data["steps"]))
+    print(f"plan for {data['flag']}: {data['status'].upper()}  {steps}")
+    print(
+        f"  step {data['step']}/{len(data['steps'])} at {data['percent']}% (flag now {data['currentPercent']}%), "
+        f"{data['timeInStepSeconds']:g}s in step, soak {data['soakSeconds']:g}s"
+    )
+    if data["timeToNextStepSeconds"] is not None:
+        print(
+            f"  next step in {data['timeToNextStepSeconds']:g}s if healthy; requests this step: "
+            f"{data['requestsThisStep']} (need {data['minRequests']})"
+        )
+    for reason in data["waiting"]:
+        print(f"  waiting: {reason}")
+    if data["note"]:
+        print(f"  note: {data['note']}")
+    _print_verdicts(data["triggers"], "  ")
+    return 0

@@ -1,0 +1,216 @@
+"""Configuration of the safety net: triggers, checks, webhook, plans, read-only legacy.
+
+Frozen models like the rest of ``gateway.config``; a trigger is one of several kinds chosen by
+its ``kind`` key, so an error names the trigger's index and field
+(``safety.triggers.2.threshold: Input should be greater than 0``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ConsecutiveFailuresTrigger",
+    "ErrorRateTrigger",
+    "HealthCheckTrigger",
+    "LatencyTrigger",
+    "MismatchRateTrigger",
+    "PlanDefaults",
+    "ReadOnlyConfig",
+    "SafetyConfig",
+    "SyntheticCheck",
+    "SyntheticTrigger",
+    "TriggerConfig",
+    "WebhookConfig",
+]
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Trigger(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # Flags this trigger guards; "*" means every declared flag.
+    flags: tuple[str, ...] = ("*",)
+    # Record and alert what would have happened, change nothing.
+    dry_run: bool = False
+
+    @field_validator("flags", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def guards(self, flag: str) -> bool:
+        return "*" in self.flags or flag in self.flags
+
+
+class _WindowTrigger(_Trigger):
+    window: float = Field(default=600.0, gt=0, le=86400, description="seconds")
+    # Below this many candidate requests in the window the answer is "insufficient data".
+    min_requests: int = Field(default=100, ge=1)
+
+
+class ErrorRateTrigger(_WindowTrigger):
+    """Candidate 5xx + connection failures + timeouts, as a fraction of candidate requests."""
+
+    kind: Literal["error_rate"]
+    threshold: float = Field(gt=0, le=1, description="fraction, 0.05 = 5%")
+
+
+class LatencyTrigger(_WindowTrigger):
+    """Candidate latency percentile over the window, absolute and/or relative to legacy."""
+
+    kind: Literal["latency"]
+    percentile: float = Field(default=95, gt=0, lt=100)
+    threshold: float | None = Field(default=None, gt=0, description="seconds")
+    # Fire when candidate pXX > relative_to_legacy x legacy pXX over the same window.
+    relative_to_legacy: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_a_bound(self) -> LatencyTrigger:
+        if self.threshold is None and self.relative_to_legacy is None:
+            raise ValueError("a latency trigger needs 'threshold' (seconds) and/or 'relative_to_legacy' (a factor)")
+        return self
+
+
+class ConsecutiveFailuresTrigger(_Trigger):
+    """Connection failures to the candidate in a row, across instances: trips in seconds."""
+
+    kind: Literal["consecutive_failures"]
+    threshold: int = Field(default=5, ge=1)
+
+
+class MismatchRateTrigger(_WindowTrigger):
+    """Shadow comparisons that differed, as a fraction of comparisons (fed by the shadow work)."""
+
+    kind: Literal["mismatch_rate"]
+    threshold: float = Field(gt=0, le=1)
+
+
+class _ProbeTrigger(_Trigger):
+    interval: float = Field(default=5.0, gt=0, le=3600, description="seconds between probes")
+    timeout: float = Field(default=2.0, gt=0, le=60)
+    failures: int = Field(default=3, ge=1, description="consecutive failed probes that trip the trigger")
+
+
+class HealthCheckTrigger(_ProbeTrigger):
+    """The candidate's own health endpoint (e.g. /health reporting its database connection)."""
+
+    kind: Literal["health_check"]
+    path: str = "/health"
+    expect_status: int = Field(default=200, ge=100, le=599)
+    # e.g. {database: connected}: a 200 that says the database is gone is still a failure.
+    expect_json: dict[str, Any] | None = None
+
+
+class SyntheticCheck(_Model):
+    """One request a critical feature must answer correctly."""
+
+    name: str
+    method: str = "GET"
+    path: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    expect_status: int = Field(default=200, ge=100, le=599)
+    # Dotted path into the JSON answer ("data.0.id") and the value it must hold.
+    expect_json: dict[str, Any] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected a path starting with '/', got {value!r}")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        return value.upper()
+
+
+class SyntheticTrigger(_ProbeTrigger):
+    """A few synthetic requests against the candidate; any failing one means "a critical feature broke"."""
+
+    kind: Literal["synthetic"]
+    interval: float = Field(default=30.0, gt=0, le=3600)
+    failures: int = Field(default=2, ge=1)
+    checks: tuple[SyntheticCheck, ...] = Field(min_length=1)
+
+
+TriggerConfig = Annotated[
+    ErrorRateTrigger
+    | LatencyTrigger
+    | ConsecutiveFailuresTrigger
+    | MismatchRateTrigger
+    | HealthCheckTrigger
+    | SyntheticTrigger,
+    Field(discriminator="kind"),
+]
+
+
+class WebhookConfig(_Model):
+    """Events POSTed as JSON, retried with exponential backoff, from a background worker."""
+
+    url: str
+    timeout: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_initial: float = Field(default=0.5, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)
+    queue_size: int = Field(default=1000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+
+class PlanDefaults(_Model):
+    """Defaults for ``gateway rollout plan start`` when the operator does not say."""
+
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    soak: float = Field(default=600.0, gt=0, description="seconds per step")
+    min_requests: int = Field(default=100, ge=0, description="candidate requests needed during a soak")
+    lease_ttl: float = Field(default=5.0, gt=0.5, le=300, description="seconds a driver's lease lasts unrenewed")
+
+
+class ReadOnlyConfig(_Model):
+    """Legacy read-only: writes that would reach legacy are refused, or sent to the candidate."""
+
+    mode: Literal["reject", "candidate"] = "reject"
+    retry_after: int = Field(default=300, ge=0)
+
+
+class SafetyConfig(_Model):
+    enabled: bool = True
+    # Width of one time bucket of the shared window counters.
+    bucket_seconds: int = Field(default=1, ge=1, le=60)
+    flush_interval: float = Field(default=1.0, gt=0, le=30)
+    evaluate_interval: float = Field(default=1.0, gt=0, le=60)
+    # A YAML file with a top-level 'triggers:' list (default: the team's plan in rules/); the
+    # path is relative to the config file. Inline 'triggers' are added after the file's.
+    rules_file: str | None = None
+    triggers: tuple[TriggerConfig, ...] = ()
+    webhook: WebhookConfig | None = None
+    plans: PlanDefaults = PlanDefaults()
+    # Flag name -> read-only legacy behaviour for requests that flag routes.
+    legacy_read_only: dict[str, ReadOnlyConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SafetyConfig:
+        seen: set[str] = set()
+        for index, trigger in enumerate(self.triggers):
+            if trigger.name in seen:
+                raise ValueError(f"triggers.{index}.name: duplicate trigger name {trigger.name!r}")
+            seen.add(trigger.name)
+        return self
+
+    @property
+    def longest_window(self) -> float:
+        return max((t.window for t in self.triggers if isinstance(t, _WindowTrigger)), default=60.0)

@@ -1,0 +1,174 @@
+"""Where the safety net keeps shared state: one protocol, an embedded and a Redis implementation.
+
+Shared state: the window counters, the event log, rollback holds (a flag rolled back
+automatically stays at 0 until acknowledged), window epochs (windows never reach back past an
+acknowledgement, so old failures cannot re-fire), rollout plans and the plan-driver leases.
+The embedded store lives in one process: that instance decides alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from gateway.flags.store import FlagStore
+from gateway.safety.events import Event
+from gateway.safety.windows import Batch, Counts, add_counts, sum_buckets
+
+__all__ = ["MemorySafetyStore", "SafetyStore"]
+
+Range = tuple[int, int]  # first and last bucket start, inclusive
+
+
+class SafetyStore(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add(self, batch: Batch) -> None:
+        """Add one instance's counts to the shared buckets, atomically."""
+
+    async def read(self, flag: str, ranges: Sequence[Range]) -> tuple[list[Counts], int]:
+        """Summed counts of each range, and the candidate's current connection-failure streak."""
+
+    async def holds_and_epochs(self) -> tuple[dict[str, str], dict[str, float]]:
+        """Holds (flag -> rollback event id) and epochs (flag -> time windows start after)."""
+
+    async def rollback(self, flags: Sequence[str], event: Event) -> list[Event]:
+        """Flags above 0 and not already held -> 0, held, one event each; all in one atomic step."""
+
+    async def flag_value(self, flag: str) -> int | None:
+        """The flag's value in the flag store itself (not this instance's cached copy)."""
+
+    async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
+        """Set ``flag`` to ``new`` only if it is ``expect`` and not held, atomically: a plan step can
+        never undo an operator's rollback or an automatic one that landed a moment earlier."""
+
+    async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
+        """Append ``event`` unless one with the same key was appended in the last ``ttl`` seconds."""
+
+    async def append(self, event: Event) -> Event: ...
+
+    async def ack(self, flag: str, event: Event) -> Event | None:
+        """Release a hold (None if the flag is not held) and start the flag's windows afresh."""
+
+    async def events(self, limit: int = 50) -> list[Event]: ...
+
+    async def plans(self) -> dict[str, bytes]: ...
+
+    async def put_plan(self, flag: str, new: bytes, expect: bytes | None) -> bool:
+        """Compare-and-set the plan document of ``flag`` (``expect`` None: must not exist)."""
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Acquire or renew a lease; False while someone else holds it."""
+
+    async def release(self, name: str, owner: str) -> None: ...
+
+
+class MemorySafetyStore:
+    """One process: counters in dicts, events in a deque, leases always ours."""
+
+    def __init__(self, flags: FlagStore, bucket_seconds: int, keep_seconds: float, history: int = 1000) -> None:
+        self._flags = flags
+        self._width = bucket_seconds
+        self._keep = keep_seconds
+        self._buckets: dict[str, dict[int, Counts]] = {}
+        self._streaks: dict[str, int] = {}
+        self._events: deque[Event] = deque(maxlen=history)
+        self._seq = 0
+        self._holds: dict[str, str] = {}
+        self._epochs: dict[str, float] = {}
+        self._once: dict[str, float] = {}
+        self._plans: dict[str, bytes] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def add(self, batch: Batch) -> None:
+        if not batch.buckets:
+            oldest = 0
+        else:  # relative to the newest bucket, not a wall clock: tests inject their own time
+            oldest = int(max(start for _flag, start in batch.buckets) - self._keep)
+        for (flag, start), counts in batch.buckets.items():
+            add_counts(self._buckets.setdefault(flag, {}).setdefault(start, {}), counts)
+        for flag, (reset, streak) in batch.streaks.items():
+            self._streaks[flag] = streak if reset else self._streaks.get(flag, 0) + streak
+        for per_flag in self._buckets.values() if oldest else ():
+            for start in [s for s in per_flag if s < oldest]:
+                del per_flag[start]
+
+    async def read(self, flag: str, ranges: Sequence[Range]) -> tuple[list[Counts], int]:
+        buckets = list(self._buckets.get(flag, {}).items())
+        return [sum_buckets(buckets, first, last) for first, last in ranges], self._streaks.get(flag, 0)
+
+    async def holds_and_epochs(self) -> tuple[dict[str, str], dict[str, float]]:
+        return dict(self._holds), dict(self._epochs)
+
+    def _stamp(self, event: Event) -> Event:
+        self._seq += 1
+        stamped = replace(event, id=f"{int(event.at * 1000)}-{self._seq}")
+        self._events.append(stamped)
+        return stamped
+
+    async def rollback(self, flags: Sequence[str], event: Event) -> list[Event]:
+        values: Mapping[str, int] = self._flags.snapshot()
+        done = []
+        for flag in flags:
+            before = values.get(flag, 0)
+            if flag in self._holds or before <= 0:
+                continue
+            # MemoryFlagStore.set_percent never yields: the whole loop is one atomic step.
+            await self._flags.set_percent(flag, 0, actor=event.actor, reason=event.reason)
+            stamped = self._stamp(replace(event, flag=flag, percent_before=before))
+            self._holds[flag] = stamped.id
+            done.append(stamped)
+        return done
+
+    async def flag_value(self, flag: str) -> int | None:
+        return self._flags.snapshot().get(flag)
+
+    async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
+        if flag in self._holds or self._flags.snapshot().get(flag) != expect:
+            return False
+        await self._flags.set_percent(flag, new, actor=actor, reason=reason)  # never yields: atomic
+        return True
+
+    async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
+        now = time.monotonic()
+        if self._once.get(dedupe_key, 0.0) > now:
+            return None
+        self._once[dedupe_key] = now + ttl
+        return self._stamp(event)
+
+    async def append(self, event: Event) -> Event:
+        return self._stamp(event)
+
+    async def ack(self, flag: str, event: Event) -> Event | None:
+        if self._holds.pop(flag, None) is None:
+            return None
+        self._epochs[flag] = event.at
+        return self._stamp(event)
+
+    async def events(self, limit: int = 50) -> list[Event]:
+        return list(self._events)[-limit:][::-1]
+
+    async def plans(self) -> dict[str, bytes]:
+        return dict(self._plans)
+
+    async def put_plan(self, flag: str, new: bytes, expect: bytes | None) -> bool:
+        if self._plans.get(flag) != expect:
+            return False
+        self._plans[flag] = new
+        return True
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        return True
+
+    async def release(self, name: str, owner: str) -> None:
+        return None

@@ -1,0 +1,202 @@
+"""Time-bucketed outcome counters and the statistics read from them. Pure; no I/O.
+
+Every instance counts its requests in process (one dict increment per field) and periodically
+adds its counts to shared per-bucket counters; a window is the sum of its buckets, so the
+figures are the same whichever instance reads them. Latency is a fixed histogram per bucket
+(``LATENCY_BOUNDS``), so percentiles merge across buckets and instances; a percentile is
+reported as the upper bound of the histogram bucket it falls in (conservative, never lower
+than the truth).
+
+Counter fields (``s`` is ``c`` for candidate, ``l`` for legacy):
+``sn`` requests, ``se`` errors (5xx, connection failures, timeouts, broken answers),
+``sf`` connection failures, ``sh<i>`` latency histogram; ``mc``/``mm`` shadow comparisons and
+mismatches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "LATENCY_BOUNDS",
+    "Batch",
+    "Counts",
+    "Recorder",
+    "WindowStats",
+    "add_counts",
+    "percentile",
+]
+
+# Seconds; a last, unbounded bucket catches everything slower.
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
+)
+ERROR_KINDS = frozenset({"connect", "reset", "timeout", "invalid", "aborted", "error"})
+CONNECT_KINDS = frozenset({"connect"})
+
+Counts = dict[str, int]
+
+
+def _fields(prefix: str) -> tuple[str, str, str, tuple[str, ...]]:
+    return (
+        prefix + "n",
+        prefix + "e",
+        prefix + "f",
+        tuple(f"{prefix}h{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
+    )
+
+
+_SIDE_FIELDS = {"candidate": _fields("c"), "legacy": _fields("l")}
+
+
+def add_counts(into: Counts, other: Mapping[str, int]) -> None:
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + value
+
+
+def percentile(counts: Mapping[str, int], side: str, q: float) -> float | None:
+    """The q-th percentile (0 < q < 100) of a side's latency, as a bucket's upper bound."""
+    hist = _SIDE_FIELDS[side][3]
+    total = sum(counts.get(f, 0) for f in hist)
+    if total == 0:
+        return None
+    rank = math.ceil(total * q / 100.0)
+    seen = 0
+    for index, field in enumerate(hist):
+        seen += counts.get(field, 0)
+        if seen >= rank:
+            return LATENCY_BOUNDS[index] if index < len(LATENCY_BOUNDS) else math.inf
+    return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """The summed counters of one window, with the questions triggers ask of them."""
+
+    counts: Mapping[str, int]
+
+    def requests(self, side: str = "candidate") -> int:
+        return self.counts.get(_SIDE_FIELDS[side][0], 0)
+
+    def errors(self, side: str = "candidate") -> int:
+        return self.counts.get(_SIDE_FIELDS[side][1], 0)
+
+    def error_rate(self, side: str = "candidate") -> float | None:
+        n = self.requests(side)
+        return None if n == 0 else self.errors(side) / n
+
+    def percentile(self, q: float, side: str = "candidate") -> float | None:
+        return percentile(self.counts, side, q)
+
+    @property
+    def comparisons(self) -> int:
+        return self.counts.get("mc", 0)
+
+    def mismatch_rate(self) -> float | None:
+        n = self.comparisons
+        return None if n == 0 else self.counts.get("mm", 0) / n
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one instance adds to the shared counters in one flush."""
+
+    buckets: dict[tuple[str, int], Counts]  # (flag, bucket start) -> counts
+    # flag -> (a connection succeeded since the last flush, connection failures since the last success)
+    streaks: dict[str, tuple[bool, int]]
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets or self.streaks)
+
+
+class Recorder:
+    """In-process accumulation of request outcomes: the only cost the request path pays."""
+
+    __slots__ = ("_buckets", "_clock", "_streaks", "bucket_seconds")
+
+    def __init__(self, bucket_seconds: int = 1, clock: Callable[[], float] = time.time) -> None:
+        self.bucket_seconds = bucket_seconds
+        self._clock = clock
+        self._buckets: dict[tuple[str, int], Counts] = {}
+        self._streaks: dict[str, tuple[bool, int]] = {}
+
+    def bucket_of(self, at: float) -> int:
+        return int(at) // self.bucket_seconds * self.bucket_seconds
+
+    def _counts(self, flag: str) -> Counts:
+        key = (flag, self.bucket_of(self._clock()))
+        counts = self._buckets.get(key)
+        if counts is None:
+            counts = self._buckets[key] = {}
+        return counts
+
+    def record(self, flag: str, side: str, status: int, error_kind: str | None, seconds: float) -> None:
+        """One finished request. ``error_kind`` is the proxy's upstream error kind, if any."""
+        if error_kind == "client_aborted":
+            return  # the client left: says nothing about the upstream
+        n, e, f, hist = _SIDE_FIELDS[side]
+        counts = self._counts(flag)
+        counts[n] = counts.get(n, 0) + 1
+        if status >= 500 or error_kind in ERROR_KINDS:
+            counts[e] = counts.get(e, 0) + 1
+        h = hist[bisect_left(LATENCY_BOUNDS, seconds)]
+        counts[h] = counts.get(h, 0) + 1
+        if side == "candidate":
+            reset, streak = self._streaks.get(flag, (False, 0))
+            if error_kind in CONNECT_KINDS:
+                counts[f] = counts.get(f, 0) + 1
+                self._streaks[flag] = (reset, streak + 1)
+            elif error_kind is None:  # the upstream answered: the streak is broken
+                self._streaks[flag] = (True, 0)
+
+    def record_comparison(self, flag: str, mismatch: bool) -> None:
+        """Hook for shadow comparison: one compared response pair for ``flag``."""
+        counts = self._counts(flag)
+        counts["mc"] = counts.get("mc", 0) + 1
+        if mismatch:
+            counts["mm"] = counts.get("mm", 0) + 1
+
+    def drain(self) -> Batch:
+        batch = Batch(self._buckets, self._streaks)
+        self._buckets, self._streaks = {}, {}
+        return batch
+
+    def restore(self, batch: Batch, oldest: int) -> None:
+        """Put back a batch the shared store refused, dropping buckets older than ``oldest``."""
+        for key, counts in batch.buckets.items():
+            if key[1] >= oldest:
+                add_counts(self._buckets.setdefault(key, {}), counts)
+        for flag, (reset, streak) in batch.streaks.items():
+            newer = self._streaks.get(flag)
+            if newer is None:
+                self._streaks[flag] = (reset, streak)
+            elif not newer[0]:
+                self._streaks[flag] = (reset, streak + newer[1])
+
+
+def sum_buckets(buckets: Iterable[tuple[int, Mapping[str, int]]], first: int, last: int) -> Counts:
+    """Sum the buckets whose start lies in ``[first, last]``."""
+    total: Counts = {}
+    for start, counts in buckets:
+        if first <= start <= last:
+            add_counts(total, counts)
+    return total

@@ -1,0 +1,105 @@
+"""Decommissioning legacy: read-only legacy (refuse, or send writes to the candidate) and
+drained upstreams, against real upstreams."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from tests.conftest import make_config
+from tests.safety_support import faulty_app
+
+
+@pytest.fixture
+async def sides(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[str, Any]:
+    legacy_mode: dict[str, Any] = {}
+    candidate_mode: dict[str, Any] = {}
+    return {
+        "legacy": await aiohttp_server(faulty_app("legacy", legacy_mode)),
+        "candidate": await aiohttp_server(faulty_app("candidate", candidate_mode)),
+        "legacy_mode": legacy_mode,
+        "candidate_mode": candidate_mode,
+    }
+
+
+async def test_read_only_legacy_refuses_writes_or_sends_them_to_the_candidate(
+    sides: dict[str, Any], make_gateway: Any
+) -> None:
+    config = make_config(
+        sides,
+        flags={"default": 0, "grades": 0},
+        routes=[{"prefix": "/api/v1/grades/", "flag": "grades"}],
+        safety={
+            "legacy_read_only": {"default": {"mode": "reject", "retry_after": 120}, "grades": {"mode": "candidate"}}
+        },
+    )
+    gw = await make_gateway(config)
+    async with gw.get("/api/v1/users") as resp:  # reads continue
+        assert resp.status == 200 and resp.headers["X-Side"] == "legacy"
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        async with gw.request(method, "/api/v1/users", json={"name": "x"}) as resp:
+            body = await resp.json()
+            assert resp.status == 503 and resp.headers["Retry-After"] == "120"
+            assert body["error"] == "legacy_read_only" and "retry" in body["message"] and body["requestId"]
+    assert sides["legacy_mode"].get("writes", 0) == 0
+    async with gw.request("POST", "/api/v1/grades/7", json={"grade": "A"}) as resp:
+        assert resp.status == 200 and resp.headers["X-Side"] == "candidate"
+    async with gw.get("/api/v1/grades/7") as resp:
+        assert resp.headers["X-Side"] == "legacy"
+    assert sides["legacy_mode"].get("writes", 0) == 0 and sides["candidate_mode"]["writes"] == 1
+
+
+async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_gateway: Any) -> None:
+    config = make_config(
+        sides,
+        flags={"default": 100},
+        routes=[{"prefix": "/pinned/", "pin": "legacy"}],
+        force={"secret": "s" * 16},
+    )
+    data = config.model_dump()
+    data["upstreams"]["legacy"]["drained"] = True
+    gw = await make_gateway(Config.model_validate(data))
+    for path, headers in (
+        ("/a", {}),
+        ("/pinned/x", {}),
+        ("/b", {"X-Gateway-Force": "legacy", "X-Gateway-Force-Secret": "s" * 16}),
+    ):
+        async with gw.get(path, headers=headers) as resp:
+            assert resp.status == 200 and resp.headers["X-Side"] == "candidate", path
+    assert sides["legacy_mode"].get("hits", 0) == 0
+    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 90}) as resp:
+        body = await resp.json()
+        assert resp.status == 409 and body["error"] == "upstream_drained"
+    assert gw.state.store.snapshot()["default"] == 100
+
+
+def test_config_refuses_a_percentage_that_needs_a_drained_upstream(tmp_path: Any) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "upstreams:\n  legacy: {url: 'http://127.0.0.1:1'}\n  candidate: {url: 'http://127.0.0.1:2', drained: true}\n"
+        "flags: {default: 10}\n"
+    )
+    with pytest.raises(ConfigError, match=r"upstreams.candidate.drained: flags \{'default': 10\}"):
+        load_config(path, env={})
+
+
+def test_shipped_rules_load_and_name_errors(tmp_path: Any) -> None:
+    from tests.support import REPO
+
+    config = load_config(REPO / "rules" / "gateway.yaml", env={})
+    kinds = {t.kind for t in config.safety.triggers}
+    assert kinds == {"error_rate", "latency", "consecutive_failures", "health_check", "synthetic", "mismatch_rate"}
+    errors = next(t for t in config.safety.triggers if t.kind == "error_rate")
+    assert (errors.threshold, errors.window, errors.min_requests) == (0.05, 600, 100)
+    bad = tmp_path / "gw.yaml"
+    bad.write_text(
+        "upstreams:\n  legacy: {url: 'http://127.0.0.1:1'}\n  candidate: {url: 'http://127.0.0.1:2'}\n"
+        "safety:\n  triggers:\n    - {name: e, kind: error_rate, threshold: 5}\n"
+    )
+    with pytest.raises(ConfigError, match=r"safety.triggers.0.error_rate.threshold"):
+        load_config(bad, env={})

@@ -1,0 +1,265 @@
+"""The safety net end to end on the real clock: real upstreams told to fail, real Redis, two
+gateway instances, short windows."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import free_port, make_config
+from tests.safety_support import Pump, faulty_app, until
+from tests.support import REPO, metric_value
+
+FAST = {"flush_interval": 0.2, "evaluate_interval": 0.2}
+ERRORS = {"name": "candidate-errors", "kind": "error_rate", "threshold": 0.05, "window": 2, "min_requests": 20}
+
+
+@pytest.fixture
+async def faulty(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[str, Any]:
+    legacy_mode: dict[str, Any] = {}
+    candidate_mode: dict[str, Any] = {}
+    return {
+        "legacy": await aiohttp_server(faulty_app("legacy", legacy_mode)),
+        "candidate": await aiohttp_server(faulty_app("candidate", candidate_mode)),
+        "legacy_mode": legacy_mode,
+        "candidate_mode": candidate_mode,
+    }
+
+
+def shared(redis_server: Any, key_prefix: str) -> dict[str, Any]:
+    return {"url": redis_server.url, "key_prefix": key_prefix, "poll_interval": 1.0}
+
+
+async def test_fault_rolls_back_both_instances_within_window_plus_one_second(
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    config = make_config(
+        faulty, flags={"default": 50}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [ERRORS]}
+    )
+    a, b = await make_gateway(config), await make_gateway(config)
+    pump = Pump([a]).start()  # only A sees traffic: B must decide the same from the shared windows
+    try:
+        await until(lambda: any(v.status == "ok" for v in b.state.safety.verdicts.get("default", [])), timeout=10)
+        loop = asyncio.get_running_loop()
+        faulty["candidate_mode"]["fail"] = True
+        injected = loop.time()
+        reached: dict[str, float] = {}
+
+        def both_at_zero() -> bool:
+            for name, gw in (("a", a), ("b", b)):
+                if name not in reached and gw.state.store.snapshot()["default"] == 0:
+                    reached[name] = loop.time() - injected
+            return len(reached) == 2
+
+        await until(both_at_zero, timeout=6)
+    finally:
+        await pump.stop()
+    assert max(reached.values()) < 2 + 1, reached  # the trigger's window plus one second
+    assert abs(reached["a"] - reached["b"]) < 1.0, reached
+
+    async with b.admin("GET", "/api/v1/events", token=None) as resp:
+        events = (await resp.json())["events"]
+    rollbacks = [e for e in events if e["kind"] == "rollback"]
+    assert len(rollbacks) == 1, events  # one atomic decision, whichever instance made it
+    event = rollbacks[0]
+    assert event["trigger"] == "candidate-errors" and event["flag"] == "default"
+    assert event["percent_before"] == 50 and event["window"] == 2 and event["threshold"] == 0.05
+    assert event["measured"] > 0.05 and "error rate" in event["reason"]
+    fired = sum(
+        [await metric_value(gw.session, gw.admin_url, "gateway_safety_events_total", kind="rollback") for gw in (a, b)]
+    )
+    assert fired == 1
+
+    # Held at 0 until an operator acknowledges: no automatic or manual re-promotion before that.
+    faulty["candidate_mode"]["fail"] = False
+    async with b.admin("PUT", "/api/v1/flags/default", json={"percent": 10}) as resp:
+        body = await resp.json()
+        assert resp.status == 409 and body["error"] == "rollback_unacknowledged"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "events",
+        "ack",
+        "default",
+        "--reason",
+        "db pool fixed",
+        "--admin",
+        a.admin_url,
+        cwd=REPO,
+        env={**_env(), "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"acknowledged" in out
+    async with b.admin("PUT", "/api/v1/flags/default", json={"percent": 10}) as resp:
+        assert resp.status == 200
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+
+
+async def test_below_threshold_minimum_requests_and_dry_run(
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    triggers = [
+        {**ERRORS, "min_requests": 10_000},  # armed, but can never have enough data here
+        {**ERRORS, "name": "tuning", "dry_run": True},
+    ]
+    config = make_config(
+        faulty, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": triggers}
+    )
+    gw = await make_gateway(config)
+    faulty["candidate_mode"]["fail"] = True
+    pump = Pump([gw]).start()
+    try:
+        await until(
+            lambda: gw.state.safety.verdicts.get("default", [None])[0] is not None and pump.sent > 40, timeout=10
+        )
+
+        async def dry_run_recorded() -> bool:
+            async with gw.admin("GET", "/api/v1/events", token=None) as resp:
+                return any(e["kind"] == "dry_run" for e in (await resp.json())["events"])
+
+        await until(dry_run_recorded, timeout=5)
+    finally:
+        await pump.stop()
+    async with gw.admin("GET", "/api/v1/safety", token=None) as resp:
+        view = await resp.json()
+    statuses = {v["trigger"]: v["status"] for v in view["flags"]["default"]}
+    assert statuses == {"candidate-errors": "insufficient_data", "tuning": "firing"}
+    assert gw.state.store.snapshot()["default"] == 100  # neither changed anything
+    async with gw.admin("GET", "/api/v1/events", token=None) as resp:
+        events = (await resp.json())["events"]
+    assert [e["kind"] for e in events] == ["dry_run"]  # once per window, not every evaluation
+    assert events[0]["dry_run"] is True and "would roll back" in events[0]["reason"]
+
+
+async def test_consecutive_connection_failures_trip_in_seconds(
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    dead = {"legacy": faulty["legacy"], "candidate": f"http://127.0.0.1:{free_port()}"}
+    trigger = {"name": "candidate-down", "kind": "consecutive_failures", "threshold": 5}
+    config = make_config(
+        dead, flags={"default": 100}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]}
+    )
+    gw = await make_gateway(config)
+    for _ in range(5):
+        async with gw.get("/x") as resp:
+            assert resp.status == 502
+    await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=3)
+    async with gw.get("/x") as resp:
+        assert resp.status == 200 and resp.headers["X-Side"] == "legacy"
+    events = await gw.state.safety.store.events()
+    assert events[0].trigger == "candidate-down" and events[0].measured == 5
+
+
+async def test_health_and_synthetic_checks_roll_back_without_traffic(faulty: dict[str, Any], make_gateway: Any) -> None:
+    triggers = [
+        {"name": "candidate-db", "kind": "health_check", "path": "/health", "interval": 0.1, "failures": 2},
+        {
+            "name": "student-record",
+            "kind": "synthetic",
+            "interval": 0.1,
+            "failures": 1,
+            "checks": [{"name": "read a student", "path": "/api/v1/students/1", "expect_json": {"data.id": 1}}],
+        },
+    ]
+    config = make_config(faulty, flags={"default": 30, "grades": 60}, safety={**FAST, "triggers": triggers})
+    gw = await make_gateway(config)
+    safety = gw.state.safety
+    await until(
+        lambda: all(v.status == "ok" for vs in safety.verdicts.values() for v in vs) and safety.verdicts, timeout=5
+    )
+    faulty["candidate_mode"]["db_down"] = True
+    await until(lambda: dict(gw.state.store.snapshot()) == {"default": 0, "grades": 0}, timeout=3)
+    events = await safety.store.events()
+    assert {(e.flag, e.trigger) for e in events} == {("default", "candidate-db"), ("grades", "candidate-db")}
+    assert "status 503" in events[0].reason
+
+    # Acknowledge, raise again, then break a critical feature instead.
+    faulty["candidate_mode"]["db_down"] = False
+    for flag in ("default", "grades"):
+        await safety.ack(flag, "alice", "db back")
+    await gw.state.store.set_percent("default", 20, actor="alice", reason="retry")
+    faulty["candidate_mode"]["wrong"] = True
+    await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=3)
+    latest = (await safety.store.events())[0]
+    assert latest.trigger == "student-record" and "data.id" in latest.reason
+
+
+async def test_webhook_is_retried_off_the_request_path(
+    faulty: dict[str, Any], make_gateway: Any, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        if len(received) == 1:
+            await asyncio.sleep(1.0)  # slow and failing: must not hold up anything else
+            return web.Response(status=500)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    dead = {"legacy": faulty["legacy"], "candidate": f"http://127.0.0.1:{free_port()}"}
+    safety = {
+        **FAST,
+        "triggers": [{"name": "candidate-down", "kind": "consecutive_failures", "threshold": 2}],
+        "webhook": {"url": str(receiver.make_url("/hook")), "backoff_initial": 0.1},
+    }
+    gw = await make_gateway(make_config(dead, flags={"default": 100}, safety=safety))
+    for _ in range(2):
+        async with gw.get("/x") as resp:
+            assert resp.status == 502
+    await until(lambda: len(received) == 1, timeout=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with gw.get("/x") as resp:  # while the webhook's first attempt hangs
+        assert resp.status == 200
+    assert loop.time() - started < 0.5
+    await until(lambda: len(received) == 2, timeout=5)
+    assert received[0] == received[1]
+    assert received[1]["kind"] == "rollback" and received[1]["trigger"] == "candidate-down"
+    await until(lambda: _delivered(gw), timeout=2)
+
+
+async def _delivered(gw: Any) -> bool:
+    return (
+        await metric_value(gw.session, gw.admin_url, "gateway_safety_webhook_deliveries_total", outcome="delivered")
+        == 1
+    )
+
+
+async def test_store_outage_pauses_decisions_and_never_touches_requests(
+    faulty: dict[str, Any], make_gateway: Any, private_redis: Any, key_prefix: str
+) -> None:
+    config = make_config(
+        faulty, flags={"default": 100}, redis=shared(private_redis, key_prefix), safety={**FAST, "triggers": [ERRORS]}
+    )
+    gw = await make_gateway(config)
+    private_redis.stop()
+    faulty["candidate_mode"]["fail"] = True
+    pump = Pump([gw]).start()
+    try:
+        await until(lambda: pump.sent > 50, timeout=10)
+        await until(
+            lambda: [v.status for v in gw.state.safety.verdicts.get("default", [])] == ["store_unavailable"], timeout=5
+        )
+    finally:
+        await pump.stop()
+    assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
+    assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
+    assert await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == 0
