@@ -4,7 +4,7 @@
 Nothing here waits on Redis (flags come from the in-process snapshot), on logging I/O (lines go
 to a writer thread) or on anything but the client and the chosen upstream. A request sampled
 for shadowing is only tapped (its answer copied up to a cap as it streams) and handed to the
-shadow queue without waiting (``gateway.shadow.mirror``).
+shadow queue without waiting (``gateway.shadow.tap``, ``gateway.shadow.mirror``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gateway.headers import downstream_headers, request_id_from, upstream_header
 from gateway.protection.limits import BodyLimit
 from gateway.responses import json_error, send_and_close
 from gateway.safety.readonly import legacy_read_only
-from gateway.shadow.mirror import Tap
+from gateway.shadow.tap import Tap
 from gateway.splitting import Decision
 from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone

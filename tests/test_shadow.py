@@ -154,7 +154,8 @@ async def test_client_unaffected_by_slow_failing_or_resetting_shadow(sides: Any,
 async def test_reverse_shadowing_after_users_moved(sides: Any, make_gateway: MakeGateway) -> None:
     servers, control = sides
     gw = await make_gateway(shadow_config(servers, flags={"default": 100}))
-    status, body, _ = await get_json(gw, "/api/items", headers={"X-Request-ID": "moved-1"})
+    faked = {"X-Request-ID": "moved-1", "X-Gateway-Shadow": "1"}  # a client cannot mark its request a shadow
+    status, body, _ = await get_json(gw, "/api/items", headers=faked)
     assert status == 200
     await wait_for(lambda: control.shadows("legacy"))
     (seen,) = control.shadows()
@@ -173,8 +174,9 @@ async def test_bounded_queue_drops_and_counts(sides: Any, make_gateway: MakeGate
     for _ in range(9):
         status, _, took = await get_json(gw, "/api/q?mode=block")
         assert status == 200 and took < 1.0
-    # 1 in the worker, 2 queued, 7 dropped and counted.
+    # 1 in the worker, 2 queued, 7 dropped and counted, in the metrics and in the report.
     assert await outcome(gw, "dropped") == 7
+    await wait_for(async_eq(lambda: report(gw), "dropped", 7))
     control.gate.set()
     await wait_for(lambda: outcome(gw, "match"))
     await wait_for(lambda: len(control.shadows()) == 3)
@@ -338,6 +340,7 @@ async def test_mirrored_write_over_the_cap_is_skipped_not_replayed_empty(sides: 
     async with gw.request("POST", "/api/write", data=chunks()) as resp:
         assert resp.status == 201 and len((await resp.json())["stored"]) == 4000
     await wait_for(lambda: outcome(gw, "skipped"))
+    await wait_for(async_eq(lambda: report(gw), "skipped", 1))
     assert not control.shadows()
 
 

@@ -1,7 +1,7 @@
 """Mirroring: tap a sampled request, queue it, replay it on the other side, compare, record.
 
 The request path only ever calls ``Shadow.tap`` (a dict lookup, and a random draw when the route
-samples), ``Tap.feed`` for each body chunk it already streams to the client, and
+samples), ``Tap.feed`` (``tap.py``) for each body chunk it already streams to the client, and
 ``Shadow.submit`` once the client has its full answer (``put_nowait`` on a bounded queue: when it
 is full the job is dropped and counted, never waited for). Everything else runs in
 ``concurrency`` workers: the shadow request goes to the side that did *not* serve (legacy
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
@@ -29,19 +30,19 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from gateway.config import Config, Side
 from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.observability import Metrics
-from gateway.routing import DEFAULT_ROUTE, Route
-from gateway.shadow.compare import ABSENT, Answer, Comparison, Rules, compare
+from gateway.routing import Route
+from gateway.shadow.compare import ABSENT, Answer, Comparison, compare
 from gateway.shadow.noise import NoiseLearner
-from gateway.shadow.normalize import build
-from gateway.shadow.paths import PatternSet, parse
+from gateway.shadow.policy import Policy, policies
 from gateway.shadow.redact import Redactor
-from gateway.shadow.settings import SAFE_METHODS, ShadowRule
+from gateway.shadow.settings import SAFE_METHODS
 from gateway.shadow.stats import Outcome, Result
 from gateway.shadow.store import ParityStore
+from gateway.shadow.tap import Tap
 from gateway.tasks import Background
 from gateway.upstreams import Upstreams
 
-__all__ = ["SHADOW_HEADER", "Policy", "Shadow", "Tap"]
+__all__ = ["SHADOW_HEADER", "Shadow"]
 
 log = structlog.get_logger("gateway.shadow")
 
@@ -50,86 +51,7 @@ _HOST = istr("Host")
 _NO_BODY_STATUS = frozenset({204, 304})
 _OTHER: dict[Side, Side] = {"legacy": "candidate", "candidate": "legacy"}
 MAX_STORED_DIFFS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A route's shadow rule, compiled once at start-up."""
-
-    route: str
-    percent: float
-    methods: frozenset[str]
-    rules: Rules
-    learn_noise: bool
-    flag: str | None = None  # the route's flag, for mismatch-rate triggers (None when pinned)
-
-    @classmethod
-    def from_rule(cls, route: str, rule: ShadowRule, flag: str | None = None) -> Policy:
-        return cls(
-            route=route,
-            flag=flag,
-            percent=rule.percent,
-            methods=rule.methods,
-            rules=Rules(
-                headers=tuple(h.lower() for h in rule.headers),
-                ignore=PatternSet(parse(p) for p in rule.ignore),
-                unordered=PatternSet(parse(p) for p in rule.unordered),
-                tolerance=rule.tolerance,
-                normalizer=build(rule.normalize),
-            ),
-            learn_noise=rule.learn_noise,
-        )
-
-
-class Tap:
-    """One sampled request: the primary's body, captured up to ``cap`` while it streams."""
-
-    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "replayable", "size", "started")
-
-    def __init__(self, policy: Policy, cap: int) -> None:
-        self.policy = policy
-        self.cap = cap
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.over = False
-        self.request_body: bytes | None = None  # set by tee_request for mirrored writes
-        self.replayable = True  # False while a request body is being teed, or when it was over the cap
-        self.started = perf_counter()
-        self.ended = 0.0
-
-    def upstream_done(self) -> None:
-        """The primary's last byte arrived: its latency, measured like the shadow side's."""
-        self.ended = perf_counter()
-
-    def feed(self, chunk: bytes) -> None:
-        if self.over:
-            return
-        self.size += len(chunk)
-        if self.size > self.cap:
-            self.over = True
-            self.chunks.clear()  # never hold more than the cap
-        else:
-            self.chunks.append(chunk)
-
-    def body(self) -> bytes | None:
-        return None if self.over else b"".join(self.chunks)
-
-    async def tee_request(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """Stream a client's request body upstream, keeping a copy (up to the cap) to replay."""
-        self.replayable = False
-        kept: list[bytes] = []
-        size = 0
-        chunks = body.iter_any() if isinstance(body, aiohttp.StreamReader) else body
-        async for chunk in chunks:
-            size += len(chunk)
-            if size <= self.cap:
-                kept.append(chunk)
-            elif kept:
-                kept.clear()  # never hold more than the cap
-            yield chunk
-        if size <= self.cap:
-            self.request_body = b"".join(kept)
-            self.replayable = True
+FLUSH_INTERVAL = 1.0  # seconds between additions of drop/skip counts to the report
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +87,12 @@ class Shadow:
         self.redactor = Redactor(config.shadow.redact_keys)
         self._upstreams = upstreams
         self._metrics = metrics
-        self._policies: dict[Route, Policy] = {}
-        flag_rules = config.shadow.flags
-        for rule in config.routes:
-            chosen = rule.shadow or (flag_rules.get(rule.flag) if rule.flag else None)
-            route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
-            if chosen is not None and chosen.percent > 0 and route not in self._policies:
-                self._policies[route] = Policy.from_rule(rule.label, chosen, rule.flag)
-        default_rule = flag_rules.get(DEFAULT_ROUTE.flag or "")
-        if default_rule is not None and default_rule.percent > 0:
-            self._policies[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule, DEFAULT_ROUTE.flag)
+        self._policies = policies(config)
         self._queue: asyncio.Queue[_Job] | None = None
         self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
+        # Drops and skips happen on the request path, which never waits on the store: counted
+        # here and added to the report's counters by a flusher, once a second.
+        self._unreported: Counter[tuple[str, str]] = Counter()
         self._random = random.Random().random
         self._background = Background()
         # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
@@ -199,7 +115,12 @@ class Shadow:
 
     def skip(self, tap: Tap, reason: str) -> None:
         self._metrics.shadow_comparisons.labels(tap.policy.route, "skipped").inc()
+        self._unreported[(tap.policy.route, "skipped")] += 1
         log.debug("shadow_skipped", route=tap.policy.route, reason=reason)
+
+    def _drop(self, route: str) -> None:
+        self._metrics.shadow_comparisons.labels(route, "dropped").inc()
+        self._unreported[(route, "dropped")] += 1
 
     def submit(
         self,
@@ -222,15 +143,17 @@ class Shadow:
             tap.policy, request_id, method, raw_path, headers, tap.request_body, served,
             Answer(status, response_headers, tap.body()), latency,
         )
-        assert self._queue is not None
+        queue = self._queue
+        if queue is None:
+            return  # shutting down: shadow work is best effort
         size = job.size
         if self._queued_bytes + size > self.config.queue_bytes:
-            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            self._drop(tap.policy.route)
             return
         try:
-            self._queue.put_nowait(job)
+            queue.put_nowait(job)
         except asyncio.QueueFull:
-            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            self._drop(tap.policy.route)
             return
         self._queued_bytes += size
 
@@ -246,6 +169,7 @@ class Shadow:
         if any(p.learn_noise for p in self._policies.values()):
             await self._sync_noise()
             self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
+        self._background.spawn(self._flusher(), name="shadow-counts-flush")
         log.info("shadow_started", routes=sorted(p.route for p in self._policies.values()),
                  workers=self.config.concurrency, queue=self.config.queue_size, store=self.store.backend)
 
@@ -254,6 +178,7 @@ class Shadow:
         queue, self._queue = self._queue, None
         abandoned = queue.qsize() if queue is not None else 0
         await self._background.close(drain_timeout=0)
+        await self._flush()
         await self.store.close()
         if abandoned:
             log.info("shadow_jobs_abandoned", count=abandoned)
@@ -263,6 +188,19 @@ class Shadow:
         routes = None if route is None else [route]
         await self.store.reset_noise(routes)
         return self.noise.reset(routes)
+
+    async def _flush(self) -> None:
+        pending, self._unreported = self._unreported, Counter()
+        by_route: dict[str, dict[str, int]] = {}
+        for (route, outcome), count in pending.items():
+            by_route.setdefault(route, {})[outcome] = count
+        for route, counts in by_route.items():
+            await self.store.add_counts(route, counts)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
 
     async def _sync_noise(self) -> None:
         try:

@@ -34,6 +34,8 @@ def _cells(row: Mapping[str, Any]) -> tuple[str, ...]:
         extra.append(f"{row['headersOnly']} headers-only")
     if row.get("shadowErrors"):
         extra.append(f"{row['shadowErrors']} shadow errors")
+    if row.get("dropped"):
+        extra.append(f"{row['dropped']} dropped")
     compared = str(row.get("compared", 0)) + (f" ({', '.join(extra)})" if extra else "")
     speedup = row.get("speedup")
     return (

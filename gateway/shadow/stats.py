@@ -109,6 +109,8 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
         "matchPercent": round(100 * matched / compared, 2) if compared else None,
         "headersOnly": counters.get("headers_only", 0),
         "shadowErrors": counters.get("shadow_error", 0),
+        "dropped": counters.get("dropped", 0),  # sampled, but shed by the full queue
+        "skipped": counters.get("skipped", 0),  # sampled, but the primary failed or a write was too big
         "topFields": [{"field": name, "count": count} for name, count in fields[:top]],
         "legacy": latency["legacy"],
         "candidate": latency["candidate"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -63,6 +64,9 @@ class ParityStore(Protocol):
     async def reset(self) -> None:
         """Forget all counters and mismatches; raises StoreUnavailable."""
 
+    async def add_counts(self, route: str, counts: Mapping[str, int]) -> None:
+        """Add counters (drops, skips) to a route's totals; never raises."""
+
     async def add_noise(self, route: str, fields: list[str]) -> None:
         """Share newly learned noise fields; never raises."""
 
@@ -103,6 +107,9 @@ class MemoryParityStore:
     async def reset(self) -> None:
         self._counters.clear()
         self._mismatches.clear()
+
+    async def add_counts(self, route: str, counts: Mapping[str, int]) -> None:
+        self._counters.setdefault(route, Counter()).update(counts)
 
     async def add_noise(self, route: str, fields: list[str]) -> None:
         return None  # one instance: the learner in the mirror is the only copy
@@ -166,6 +173,16 @@ class RedisParityStore:
         if self._healthy:
             self._healthy = False
             log.warning("shadow_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def add_counts(self, route: str, counts: Mapping[str, int]) -> None:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for name, amount in counts.items():
+                pipe.hincrby(f"{self._prefix}stats:{route}", name, amount)
+            pipe.sadd(f"{self._prefix}routes", route)
+            await pipe.execute()
+        except _DOWN as exc:
+            self._failed(exc)
 
     async def add_noise(self, route: str, fields: list[str]) -> None:
         try:
