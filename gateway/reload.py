@@ -3,8 +3,8 @@
 The new file is validated first; if it is invalid the old rules stay in force and the error is
 logged and counted. Route rules, flags, bucketing and forcing are swapped in one step; a request
 that already matched its route finishes on the rules it started with, and no connection is
-dropped. Listeners, upstreams, Redis and the protection sections (rate limits, headers, CORS,
-limits, trusted proxies) need a restart: a reload that changes them applies the rest and says
+dropped. Listeners, upstreams, Redis, the protection sections (rate limits, headers, CORS,
+limits, trusted proxies), shadowing and the safety net need a restart: a reload that changes them applies the rest and says
 so in the log.
 """
 
@@ -28,10 +28,11 @@ __all__ = ["ConfigSource", "Reloader", "RESTART_ONLY"]
 
 log = structlog.get_logger("gateway.reload")
 
-# Protection sections decide which middlewares exist at all, so they are fixed at start too.
+# Protection sections decide which middlewares exist at all, and the shadow workers and safety net
+# are built from their sections at start-up, so these are fixed at start too.
 RESTART_ONLY = (
     "listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload",
-    "trusted_proxies", "rate_limits", "security_headers", "cors", "limits",
+    "trusted_proxies", "rate_limits", "security_headers", "cors", "limits", "shadow", "safety",
 )
 
 
