@@ -81,6 +81,7 @@ def _instructions(port: int, admin_port: int, token: str) -> str:
 Cutover demo is running.
   gateway  {gw}        (legacy and candidate sample backends behind it)
   admin    {admin}     (token: {token})
+  status   {admin}/ui  (open it in a browser: flags, upstream health, parity, controls)
 
 Try it (another terminal):
   curl -s {gw}/api/v1/users                       # "servedBy": "legacy" at 0%
