@@ -25,6 +25,7 @@ from aiohttp import web
 
 from gateway.app import build_state, create_admin_app, create_proxy_app
 from gateway.config import Config
+from gateway import parser_errors
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, configure_logging
 from gateway.reload import ConfigSource, Reloader
@@ -70,6 +71,7 @@ class GatewayServer:
     async def start(self) -> None:
         config = self.config
         await self._proxy_runner.setup()  # opens the flag store and upstream pools
+        parser_errors.install(self._proxy_runner.server)
         try:
             await self._admin_runner.setup()
             await web.TCPSite(
