@@ -74,6 +74,7 @@ class GatewayServer:
         parser_errors.install(self._proxy_runner.server)
         try:
             await self._admin_runner.setup()
+            parser_errors.install(self._admin_runner.server)
             await web.TCPSite(
                 self._admin_runner, config.admin.listen.host, config.admin.listen.port, reuse_port=self._reuse_port
             ).start()
