@@ -263,3 +263,29 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
     assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
     assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
     assert await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == 0
+
+
+async def test_candidate_slower_than_legacy_rolls_back(
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    trigger = {
+        "name": "slower-than-legacy",
+        "kind": "latency",
+        "percentile": 95,
+        "relative_to_legacy": 1.5,
+        "window": 2,
+        "min_requests": 10,
+    }
+    config = make_config(
+        faulty, flags={"default": 50}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]}
+    )
+    gw = await make_gateway(config)
+    faulty["candidate_mode"]["delay"] = 0.3
+    pump = Pump([gw], concurrency=6).start()
+    try:
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
+    finally:
+        await pump.stop()
+    event = (await gw.state.safety.store.events())[0]
+    assert event.trigger == "slower-than-legacy" and event.measured == 0.5  # 0.3 s + overhead: bucket (0.3, 0.5]
+    assert event.threshold is not None and event.threshold < 0.3 and "x legacy" in event.reason

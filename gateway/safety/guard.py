@@ -38,6 +38,7 @@ from gateway.tasks import Background
 __all__ = ["Safety"]
 
 log = structlog.get_logger("gateway.safety")
+CLOSE_GRACE = 1.0  # seconds the loops get to finish their current iteration on shutdown
 STATUSES = ("ok", "firing", "insufficient_data", "store_unavailable", "no_source")
 
 
@@ -67,7 +68,9 @@ class Safety:
         self.verdicts: dict[str, list[Verdict]] = {}
         self.evaluated_at: float | None = None
         self.store_error: str | None = None
-        self._tasks = Background()
+        self._tasks = Background()  # Redis loops: flush, evaluate + plans
+        self._http = Background()  # probes and webhook: plain HTTP, cancelled at once on close
+        self._stopping = asyncio.Event()
         self._plan_cache: dict[str, Plan] = {}
         self.sources: frozenset[str] = frozenset()
 
@@ -86,11 +89,15 @@ class Safety:
         self._tasks.spawn(self._every(self.config.flush_interval, self.flush), name="safety-flush")
         self._tasks.spawn(self._every(self.config.evaluate_interval, self.tick), name="safety-evaluate")
         for name, prober in self.probers.items():
-            self._tasks.spawn(prober.run(), name=f"probe-{name}")
-        self._tasks.spawn(self.notifier.run_webhook(), name="safety-webhook")
+            self._http.spawn(prober.run(), name=f"probe-{name}")
+        self._http.spawn(self.notifier.run_webhook(), name="safety-webhook")
 
     async def close(self) -> None:
-        await self._tasks.close()
+        # Loops stop between iterations, so a Redis call is never cancelled half-way through;
+        # probes and the webhook (plain HTTP) are cancelled after the grace.
+        self._stopping.set()
+        await self._http.close()
+        await self._tasks.close(drain_timeout=CLOSE_GRACE)
         try:
             await self.flush()
             for flag in self._plan_cache:
@@ -100,8 +107,12 @@ class Safety:
         await self.store.close()
 
     async def _every(self, interval: float, step: Callable[[], Any]) -> None:
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 await step()
             except StoreUnavailable as exc:
@@ -158,7 +169,9 @@ class Safety:
         verdicts: dict[str, list[Verdict]] = {}
         for flag in sorted(values):
             triggers = [t for t in self.config.triggers if t.guards(flag)]
-            if triggers:
+            if triggers and values[flag] <= 0:
+                verdicts[flag] = self._idle(flag, triggers)  # no candidate traffic: spare Redis the reads
+            elif triggers:
                 verdicts[flag] = await self._judge(flag, triggers, epochs.get(flag, 0.0))
         self.verdicts = verdicts
         self.evaluated_at = self.clock()
@@ -212,6 +225,19 @@ class Safety:
             prober = self.probers.get(trigger.name)
             probe = prober.state if prober else None
             result.append(evaluate(trigger, flag, by_name.get(trigger.name), streak, probe, self.sources))
+        return result
+
+    def _idle(self, flag: str, triggers: list[TriggerConfig]) -> list[Verdict]:
+        result = []
+        for trigger in triggers:
+            prober = self.probers.get(trigger.name)
+            if prober is not None:
+                result.append(evaluate(trigger, flag, probe=prober.state))
+            else:
+                detail = "flag at 0%: the candidate gets no traffic to judge"
+                result.append(
+                    Verdict(trigger.name, trigger.kind, flag, "insufficient_data", detail, dry_run=trigger.dry_run)
+                )
         return result
 
     def _mark_unavailable(self) -> None:
