@@ -93,7 +93,7 @@ async def list_plans(request: web.Request) -> web.Response:
     safety = _safety(request)
     try:
         flags = sorted(await safety.store.plans())
-        plans = [await safety.plan_status(flag) for flag in flags]
+        plans = [await safety.plans.status(flag) for flag in flags]
     except StoreUnavailable as exc:
         return _unavailable(exc)
     return json_response({"plans": [p for p in plans if p is not None]})
@@ -103,7 +103,7 @@ async def list_plans(request: web.Request) -> web.Response:
 async def get_plan(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     try:
-        plan = await _safety(request).plan_status(flag)
+        plan = await _safety(request).plans.status(flag)
     except StoreUnavailable as exc:
         return _unavailable(exc)
     if plan is None:
@@ -126,8 +126,8 @@ async def start_plan(request: web.Request) -> web.Response:
             isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
         ):
             raise _BadBody("'minRequests' must be a non-negative integer")
-        await safety.plan_start(flag, body.get("steps"), soak, min_requests, _actor(request))
-        status = await safety.plan_status(flag)
+        await safety.plans.start(flag, body.get("steps"), soak, min_requests, _actor(request))
+        status = await safety.plans.status(flag)
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
@@ -144,8 +144,8 @@ async def change_plan(request: web.Request) -> web.Response:
         return json_error(404, "not_found", f"unknown plan action {action!r}: pause, resume, abort or skip")
     safety = _safety(request)
     try:
-        await safety.plan_change(flag, action, _actor(request))
-        status = await safety.plan_status(flag)
+        await safety.plans.change(flag, action, _actor(request))
+        status = await safety.plans.status(flag)
     except SafetyRefused as exc:
         return _refused(exc)
     except StoreUnavailable as exc:

@@ -27,9 +27,9 @@ from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
 from gateway.safety.config import HealthCheckTrigger, SyntheticTrigger, TriggerConfig
+from gateway.safety.driver import PlanDriver
 from gateway.safety.events import Event, Notifier
 from gateway.safety.healthcheck import Prober
-from gateway.safety.plans import ACTIVE, Plan, blockers, plan_event, validate_steps
 from gateway.safety.store import SafetyStore
 from gateway.safety.triggers import Verdict, evaluate, is_window_trigger
 from gateway.safety.windows import Recorder, WindowStats
@@ -71,7 +71,7 @@ class Safety:
         self._tasks = Background()  # Redis loops: flush, evaluate + plans
         self._http = Background()  # probes and webhook: plain HTTP, cancelled at once on close
         self._stopping = asyncio.Event()
-        self._plan_cache: dict[str, Plan] = {}
+        self.plans = PlanDriver(self)
         self.sources: frozenset[str] = frozenset()
 
     def register_source(self, name: str) -> None:
@@ -93,14 +93,14 @@ class Safety:
         self._http.spawn(self.notifier.run_webhook(), name="safety-webhook")
 
     async def close(self) -> None:
-        # Loops stop between iterations, so a Redis call is never cancelled half-way through;
-        # probes and the webhook (plain HTTP) are cancelled after the grace.
+        # Probes and the webhook (plain HTTP) are cancelled at once; the Redis loops stop between
+        # iterations, so a Redis call is never cancelled half-way through.
         self._stopping.set()
         await self._http.close()
         await self._tasks.close(drain_timeout=CLOSE_GRACE)
         try:
             await self.flush()
-            for flag in self._plan_cache:
+            for flag in self.plans.driving:
                 await self.store.release(f"plan:{flag}", self.instance)
         except StoreUnavailable:
             pass
@@ -117,6 +117,8 @@ class Safety:
                 await step()
             except StoreUnavailable as exc:
                 self._store_down(exc)
+            except Exception:  # a bug must not stop the safety net for good: log, try again next time
+                log.exception("safety_loop_error", step=getattr(step, "__name__", "?"))
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         if self.store_error != str(exc):
@@ -143,7 +145,8 @@ class Safety:
             self.recorder.restore(batch, oldest=int(self.clock() - self.config.longest_window))
             raise
 
-    def _range(self, seconds: float, since: float) -> tuple[int, int]:
+    def window_range(self, seconds: float, since: float) -> tuple[int, int]:
+        """Buckets of the last ``seconds`` (current one included), none from before ``since``."""
         width = self.config.bucket_seconds
         last = self.recorder.bucket_of(self.clock())
         first = last - (math.ceil(seconds / width) - 1) * width
@@ -155,7 +158,7 @@ class Safety:
 
     async def tick(self) -> None:
         await self.evaluate()
-        await self.drive_plans()
+        await self.plans.drive()
 
     async def evaluate(self) -> list[Event]:
         """Judge every trigger for every flag; roll back where an armed one fires."""
@@ -197,7 +200,7 @@ class Safety:
         window_triggers = [t for t in triggers if is_window_trigger(t)]
         stats: list[WindowStats | None] = [None] * len(window_triggers)
         streak = 0
-        ranges = [self._range(t.window, epoch) for t in window_triggers]  # type: ignore[union-attr]
+        ranges = [self.window_range(t.window, epoch) for t in window_triggers]  # type: ignore[union-attr]
         unique = sorted(set(ranges))  # triggers sharing a window share one read
         try:
             sums, streak = await self.store.read(flag, unique)
@@ -324,169 +327,3 @@ class Safety:
                     f"flag {flag!r} was rolled back automatically (event {holds[flag]}); "
                     f"acknowledge it first: gateway events ack {flag}",
                 )
-
-    # -- plans -------------------------------------------------------------------------------
-
-    async def _plans(self) -> dict[str, Plan]:
-        return {flag: Plan.loads(raw) for flag, raw in (await self.store.plans()).items()}
-
-    async def _write(self, old: Plan | None, new: Plan) -> None:
-        if not await self.store.put_plan(new.flag, new.dumps(), None if old is None else old.dumps()):
-            raise SafetyRefused("plan_conflict", f"the plan for {new.flag!r} changed meanwhile; look at it and retry")
-
-    async def plan_start(self, flag: str, steps: Any, soak: float | None, min_requests: int | None, actor: str) -> Plan:
-        if flag not in self.flags.snapshot():
-            raise SafetyRefused("unknown_flag", f"unknown flag {flag!r}", status=404)
-        defaults = self.config.plans
-        plan = Plan(
-            flag=flag,
-            steps=validate_steps(steps if steps is not None else defaults.steps),
-            soak=defaults.soak if soak is None else float(soak),
-            min_requests=defaults.min_requests if min_requests is None else int(min_requests),
-            step_started=self.clock(),
-            actor=actor,
-        )
-        old = (await self._plans()).get(flag)
-        if old is not None and old.status in ACTIVE:
-            raise SafetyRefused("plan_active", f"flag {flag!r} already has a {old.status} plan: abort it first")
-        await self.check_percent(flag, plan.percent)
-        before = self.flags.snapshot()[flag]
-        await self._write(old, plan)
-        await self.flags.set_percent(flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}")
-        await self._plan_event("plan_started", plan, actor, f"plan {list(plan.steps)} soak {plan.soak:g}s", before)
-        return plan
-
-    async def plan_change(self, flag: str, action: str, actor: str) -> Plan:
-        plan = (await self._plans()).get(flag)
-        if plan is None:
-            raise SafetyRefused("no_plan", f"flag {flag!r} has no rollout plan", status=404)
-        now = self.clock()
-        if plan.status not in ACTIVE:
-            raise SafetyRefused("plan_finished", f"the plan for {flag!r} is {plan.status}")
-        if action == "pause":
-            if plan.status == "paused":
-                return plan
-            new = plan.pause(now, f"paused by {actor}")
-        elif action == "resume":
-            if plan.status == "running":
-                return plan
-            await self.check_percent(flag, plan.percent)
-            new = plan.resume(now)
-            if self.flags.snapshot().get(flag) != plan.percent:
-                await self.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
-        elif action == "abort":
-            new = replace(plan, status="aborted", note=f"aborted by {actor}")
-        elif action == "skip":
-            new = plan.advance(now)
-            if new.status != "completed":
-                await self.check_percent(flag, new.percent)
-                await self.flags.set_percent(
-                    flag, new.percent, actor=actor, reason=f"rollout plan step skipped by {actor}"
-                )
-        else:
-            raise SafetyRefused("bad_request", f"unknown plan action {action!r}", status=400)
-        await self._write(plan, new)
-        kind = {"pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted", "skip": "plan_skipped"}[
-            action
-        ]
-        await self._plan_event(kind, new, actor, new.note or action, plan.percent)
-        return new
-
-    async def _plan_event(self, kind: Any, plan: Plan, actor: str, reason: str, before: int | None) -> None:
-        event = plan_event(kind, plan, actor, reason, self.clock(), before)
-        try:
-            self.notifier.publish(await self.store.append(event))
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-
-    async def drive_plans(self) -> None:
-        plans = await self._plans()
-        self._plan_cache = {f: p for f, p in plans.items() if p.status == "running"}
-        if not self._plan_cache:
-            return
-        holds, _ = await self.store.holds_and_epochs()
-        for flag, plan in self._plan_cache.items():
-            if await self.store.lease(f"plan:{flag}", self.instance, self.config.plans.lease_ttl):
-                await self._drive(plan, holds)
-
-    async def _drive(self, plan: Plan, holds: dict[str, str]) -> None:
-        now = self.clock()
-        flag = plan.flag
-        current = await self.store.flag_value(flag)  # the store's value: our cached copy may lag a step
-        if flag in holds:
-            new = replace(plan, status="rolled_back", note=f"automatic rollback (event {holds[flag]})")
-            await self._write(plan, new)
-            await self._plan_event("plan_rolled_back", new, f"gateway {self.instance}", new.note, plan.percent)
-            return
-        if current != plan.percent:
-            new = plan.pause(now, f"flag changed outside the plan: {current}% instead of {plan.percent}%")
-            await self._write(plan, new)
-            await self._plan_event("plan_paused", new, f"gateway {self.instance}", new.note, plan.percent)
-            return
-        if plan.in_step(now) < plan.soak:
-            return
-        if blockers(plan, [v.to_json() for v in self.verdicts.get(flag, [])], await self.soak_requests(plan)):
-            return
-        new = plan.advance(now)
-        if new.status == "completed":
-            await self._write(plan, new)
-            await self._plan_event(
-                "plan_completed",
-                new,
-                f"gateway {self.instance}",
-                f"held {plan.percent}% for {plan.soak:g}s",
-                plan.percent,
-            )
-            return
-        raised = await self.store.raise_flag(
-            flag,
-            plan.percent,
-            new.percent,
-            actor=f"gateway {self.instance}",
-            reason=f"rollout plan step {new.index + 1}/{len(new.steps)}",
-        )
-        if not raised:
-            return  # rolled back or changed a moment ago: the next tick sees why and acts on it
-        await self._write(plan, new)
-        await self._plan_event(
-            "plan_advanced",
-            new,
-            f"gateway {self.instance}",
-            f"{plan.percent}% -> {new.percent}% after a healthy soak",
-            plan.percent,
-        )
-        log.info("plan_advanced", flag=flag, percent=new.percent, step=new.index + 1, steps=len(new.steps))
-
-    async def soak_requests(self, plan: Plan) -> int | None:
-        try:
-            sums, _ = await self.store.read(plan.flag, [self._range(plan.in_step(self.clock()) + 1, plan.step_started)])
-        except StoreUnavailable:
-            return None
-        return WindowStats(sums[0]).requests()
-
-    async def plan_status(self, flag: str) -> dict[str, Any] | None:
-        plan = (await self._plans()).get(flag)
-        if plan is None:
-            return None
-        now = self.clock()
-        verdicts = [v.to_json() for v in self.verdicts.get(flag, [])]
-        requests = await self.soak_requests(plan)
-        in_step = plan.in_step(now)
-        waiting = blockers(plan, verdicts, requests) if plan.status == "running" else []
-        return {
-            "flag": flag,
-            "status": plan.status,
-            "steps": list(plan.steps),
-            "step": plan.index + 1,
-            "percent": plan.percent,
-            "currentPercent": self.flags.snapshot().get(flag),
-            "soakSeconds": plan.soak,
-            "minRequests": plan.min_requests,
-            "timeInStepSeconds": round(in_step, 1),
-            "timeToNextStepSeconds": round(max(0.0, plan.soak - in_step), 1) if plan.status == "running" else None,
-            "requestsThisStep": requests,
-            "waiting": waiting,
-            "note": plan.note,
-            "startedBy": plan.actor,
-            "triggers": verdicts,
-        }
