@@ -280,12 +280,14 @@ async def test_candidate_slower_than_legacy_rolls_back(
         faulty, flags={"default": 50}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]}
     )
     gw = await make_gateway(config)
-    faulty["candidate_mode"]["delay"] = 0.3
-    pump = Pump([gw], concurrency=6).start()
+    faulty["candidate_mode"]["delay"] = 0.6
+    pump = Pump([gw], concurrency=10).start()
     try:
         await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
     finally:
         await pump.stop()
     event = (await gw.state.safety.store.events())[0]
-    assert event.trigger == "slower-than-legacy" and event.measured == 0.5  # 0.3 s + overhead: bucket (0.3, 0.5]
-    assert event.threshold is not None and event.threshold < 0.3 and "x legacy" in event.reason
+    assert event.trigger == "slower-than-legacy"
+    assert event.measured is not None and event.measured >= 0.75  # 0.6 s + overhead: bucket (0.5, 0.75] or above
+    # 1.5 x legacy's p95 (a few ms idle, more on a loaded machine), below what the candidate took
+    assert event.threshold is not None and event.threshold < event.measured and "x legacy" in event.reason
