@@ -250,6 +250,7 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
         faulty, flags={"default": 100}, redis=shared(private_redis, key_prefix), safety={**FAST, "triggers": [ERRORS]}
     )
     gw = await make_gateway(config)
+    await until(lambda: _store_up(gw, 1), timeout=5)
     private_redis.stop()
     faulty["candidate_mode"]["fail"] = True
     pump = Pump([gw]).start()
@@ -258,11 +259,18 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
         await until(
             lambda: [v.status for v in gw.state.safety.verdicts.get("default", [])] == ["store_unavailable"], timeout=5
         )
+        assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
+        assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
+        assert await _store_up(gw, 0)
+        private_redis.start()  # back: decisions resume on the shared counts
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
     finally:
         await pump.stop()
-    assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
-    assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
-    assert await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == 0
+    assert await _store_up(gw, 1)
+
+
+async def _store_up(gw: Any, value: int) -> bool:
+    return await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == value
 
 
 async def test_candidate_slower_than_legacy_rolls_back(

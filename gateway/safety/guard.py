@@ -168,6 +168,7 @@ class Safety:
             self._store_down(exc)
             self._mark_unavailable()
             return []
+        self._store_up()
         values = self.flags.snapshot()
         verdicts: dict[str, list[Verdict]] = {}
         for flag in sorted(values):
