@@ -46,7 +46,7 @@ def build_store(config: Config, metrics: Metrics) -> FlagStore:
     return RedisFlagStore(cache, config.redis, metrics)
 
 
-def build_safety(config: Config, store: FlagStore, metrics: Metrics) -> Safety:
+def build_safety(config: Config, store: FlagStore, metrics: Metrics, decommission: Decommission) -> Safety:
     """Same start-up decision as the flag store: Redis shared by all instances, or this process alone."""
     cfg = config.safety
     keep = cfg.longest_window + cfg.bucket_seconds
@@ -58,15 +58,15 @@ def build_safety(config: Config, store: FlagStore, metrics: Metrics) -> Safety:
         from gateway.safety.redis_store import RedisSafetyStore
 
         safety_store = RedisSafetyStore(config.redis, cfg.bucket_seconds, keep)
-    return Safety(config, store, safety_store, metrics)
+    return Safety(config, store, safety_store, metrics, decommission=decommission)
 
 
 def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     metrics = metrics or Metrics()
     force = config.force
     store = build_store(config, metrics)
-    safety = build_safety(config, store, metrics)
     decommission = Decommission(config)
+    safety = build_safety(config, store, metrics, decommission)
     return GatewayState(
         config=config,
         metrics=metrics,
@@ -78,7 +78,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
         safety=safety,
         recorder=safety.recorder if config.safety.enabled else None,
-        decommission=decommission if decommission.active else None,
+        decommission=decommission,
     )
 
 

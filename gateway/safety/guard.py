@@ -26,10 +26,11 @@ from gateway.config import Config
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
-from gateway.safety.config import HealthCheckTrigger, SyntheticTrigger, TriggerConfig
+from gateway.safety.config import HealthCheckTrigger, ReadOnlyConfig, SyntheticTrigger, TriggerConfig
 from gateway.safety.driver import PlanDriver
 from gateway.safety.events import Event, Notifier
 from gateway.safety.healthcheck import Prober
+from gateway.safety.readonly import Decommission
 from gateway.safety.store import SafetyStore
 from gateway.safety.triggers import Verdict, evaluate, is_window_trigger
 from gateway.safety.windows import Recorder, WindowStats
@@ -50,6 +51,7 @@ class Safety:
         store: SafetyStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        decommission: Decommission | None = None,
     ) -> None:
         self.config = config.safety
         self.flags = flags
@@ -65,6 +67,7 @@ class Safety:
         }
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.drained = config.drained
+        self.decommission = decommission or Decommission(config)
         self.verdicts: dict[str, list[Verdict]] = {}
         self.evaluated_at: float | None = None
         self.store_error: str | None = None
@@ -159,6 +162,7 @@ class Safety:
     async def tick(self) -> None:
         await self.evaluate()
         await self.plans.drive()
+        await self.sync_switches()
 
     async def evaluate(self) -> list[Event]:
         """Judge every trigger for every flag; roll back where an armed one fires."""
@@ -313,6 +317,50 @@ class Safety:
             raise SafetyRefused("not_held", f"flag {flag!r} has no automatic rollback awaiting acknowledgement")
         self.notifier.publish(done)
         return done
+
+    async def sync_switches(self) -> None:
+        """Pick up operators' read-only switches (every evaluation; at once on this instance)."""
+        switches: dict[str, ReadOnlyConfig | None] = {}
+        for flag, raw in (await self.store.switches()).items():
+            try:
+                switches[flag] = None if raw == b"off" else ReadOnlyConfig.model_validate_json(raw)
+            except ValueError:
+                log.error("read_only_switch_invalid", flag=flag, raw=raw[:100].decode("utf-8", "replace"))
+        if self.decommission.apply_runtime(switches):
+            modes = {flag: policy.mode for flag, policy in self.decommission.read_only.items()}
+            log.info("legacy_read_only_changed", read_only=modes)
+
+    async def set_read_only(self, flag: str, mode: str, retry_after: int | None, actor: str, reason: str) -> Event:
+        if flag != "*" and flag not in self.flags.snapshot():
+            raise SafetyRefused("unknown_flag", f"unknown flag {flag!r} (or '*' for every route)", status=404)
+        if mode == "off":
+            value = b"off"
+        else:
+            try:
+                policy = ReadOnlyConfig.model_validate(
+                    {"mode": mode, "retry_after": 300 if retry_after is None else retry_after}
+                )
+            except ValueError as exc:
+                raise SafetyRefused(
+                    "bad_request", f"expected mode reject, candidate or off and retryAfter >= 0: {exc}", status=400
+                ) from exc
+            value = policy.model_dump_json().encode()
+        await self.store.set_switch(flag, value)
+        await self.sync_switches()
+        event = Event(
+            kind="read_only",
+            flag=flag,
+            at=self.clock(),
+            actor=actor,
+            reason=f"legacy read-only {mode}: {reason}".rstrip(": "),
+        )
+        try:
+            stamped = await self.store.append(event)
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            stamped = event
+        self.notifier.publish(stamped)
+        return stamped
 
     async def check_percent(self, flag: str, percent: int) -> None:
         """Refuse a percentage that a hold or a drained upstream forbids."""
