@@ -1,4 +1,5 @@
-"""Command line: ``gateway run|demo|rollout|rollback|events|triggers|readonly``. Thin: operator commands talk to the admin API.
+"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers|readonly``.
+Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
 overrides listed in ``gateway.config.ENV_OVERRIDES``.
@@ -12,7 +13,9 @@ import os
 import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 import orjson
@@ -61,12 +64,60 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(set_)
 
+    explain = sub.add_parser("explain", help="which upstream a user gets now, and why")
+    explain.add_argument("--subject", required=True, metavar="USER", help="the user's id (JWT 'sub' claim)")
+    explain.add_argument("--path", default="/", help="request path (default /)")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(explain)
+
+    config = sub.add_parser("config", help="configuration tools")
+    csub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = csub.add_parser("check", help="validate a config file and print the resulting route table")
+    check.add_argument("file", help="YAML config file")
+
+    state = sub.add_parser("state", help="back up and restore the flag state (JSON)")
+    ssub = state.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = ssub.add_parser("export", help="print (or write) every flag's percentage as JSON")
+    export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    admin_args(export)
+    import_ = ssub.add_parser("import", help="set flags from an export; validated whole before anything changes")
+    import_.add_argument("file", help="a file written by 'gateway state export' ('-' for stdin)")
+    import_.add_argument("--reason", default="state import", help="why, for the audit log")
+    admin_args(import_)
+
+    forecast = rsub.add_parser("forecast", help="share of recently seen users that would move at PERCENT")
+    forecast.add_argument("--flag", default="default")
+    forecast.add_argument("--percent", required=True, type=int)
+    forecast.add_argument("--json", action="store_true")
+    admin_args(forecast)
+
     add_plan_command(rsub, admin_args)
     add_commands(sub, admin_args)
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(rollback)
+
+    parity = sub.add_parser("parity", help="shadow traffic: parity report, stored mismatches, learned noise")
+    psub = parity.add_subparsers(dest="action", required=True, metavar="ACTION")
+    report = psub.add_parser("report", help="one row per route: compared, match %%, top fields, p50/p95, speed-up")
+    report.add_argument("--route", help="only this route")
+    fmt = report.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the raw JSON")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    admin_args(report)
+    diffs = psub.add_parser("diffs", help="stored mismatches of a route, newest first")
+    diffs.add_argument("--route", required=True)
+    diffs.add_argument("--limit", type=int, default=20, help="at most this many (1..1000)")
+    diffs.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(diffs)
+    noise = psub.add_parser("noise", help="fields learned as noise, per route; --reset forgets them")
+    noise.add_argument("--route", help="only this route")
+    noise.add_argument("--reset", action="store_true", help="forget learned noise (needs the admin token)")
+    admin_args(noise)
+    reset = psub.add_parser("reset", help="forget the report's counters and stored mismatches")
+    admin_args(reset)
     return parser
 
 
@@ -127,6 +178,20 @@ def _command_rollout(args: argparse.Namespace) -> int:
         else:
             _print_status(data)
         return 0
+    if args.action == "forecast":
+        query = urllib.parse.urlencode({"flag": args.flag, "percent": args.percent})
+        data = _admin_call(args.admin, "GET", f"/api/v1/forecast?{query}")
+        if args.json:
+            sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif not data["subjectsSeen"]:
+            print(f"flag {args.flag}: no subjects seen yet on this instance; nothing to forecast")
+        else:
+            print(
+                f"flag {args.flag}: {data['currentPercent']}% -> {data['targetPercent']}% would move "
+                f"{data['wouldMove']} of {data['subjectsSeen']} recently seen users ({data['share']:.1%}) "
+                f"{data['direction']}"
+            )
+        return 0
     percent_text = args.percent.rstrip("%")
     if not percent_text.isdigit() or not 0 <= int(percent_text) <= 100:
         raise CliError(f"PERCENT must be an integer 0..100, got {args.percent!r}")
@@ -147,6 +212,128 @@ def _command_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_explain(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({"subject": args.subject, "path": args.path, "method": args.method})
+    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{query}")
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    where = f"{data['method']} {data['path']}"
+    if data["reason"] == "pinned":
+        print(f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r}, pinned to {data['side']}")
+        return 0
+    print(
+        f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
+        f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
+    )
+    return 0
+
+
+def _command_config_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    config = load_config(args.file)
+    print(f"{args.file}: valid")
+    print(f"  legacy    {config.upstreams['legacy'].url}")
+    print(f"  candidate {config.upstreams['candidate'].url}")
+    print("flags (initial percentages; the store's values win once set):")
+    for name, percent in sorted(config.flags.items()):
+        print(f"  {name:<20} {percent:>3}%")
+    print("routes (longest prefix wins; a rule with methods beats one without):")
+    rules = sorted(config.routes, key=lambda r: (-len(r.prefix.rstrip("/")), r.methods is None))
+    for rule in rules:
+        methods = ",".join(sorted(rule.methods)) if rule.methods else "*"
+        target = f"pin {rule.pin}" if rule.pin else f"flag {rule.flag}"
+        print(f"  {rule.prefix:<32} {methods:<24} -> {target}  ({rule.label})")
+    print(f"  {'(anything else)':<32} {'*':<24} -> flag default")
+    return 0
+
+
+STATE_FORMAT = 1
+
+
+def _command_state(args: argparse.Namespace) -> int:
+    current = _admin_call(args.admin, "GET", "/api/v1/flags")
+    flags = {flag["name"]: flag["percent"] for flag in current["flags"]}
+    if args.action == "export":
+        document: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "exportedAt": datetime.now(UTC).isoformat(),
+            "flags": flags,
+        }
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            print(f"exported {len(flags)} flags to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
+        loaded: Any = orjson.loads(raw)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{args.file} is not JSON: {exc}") from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT or not isinstance(loaded.get("flags"), dict):
+        raise CliError(f"{args.file} is not a 'gateway state export' file (format {STATE_FORMAT})")
+    wanted: dict[str, Any] = loaded["flags"]
+    unknown = sorted(set(wanted) - set(flags))
+    invalid = sorted(f for f, p in wanted.items() if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 100)
+    if unknown or invalid:
+        problems = ([f"unknown flags {unknown} (this gateway declares {sorted(flags)})"] if unknown else []) + (
+            [f"invalid percentages for {invalid}"] if invalid else []
+        )
+        raise CliError("nothing imported: " + "; ".join(problems))
+    changed = 0
+    for flag, percent in sorted(wanted.items()):
+        if flags[flag] == percent:
+            continue
+        _admin_call(args.admin, "PUT", f"/api/v1/flags/{flag}", {"percent": percent, "reason": args.reason})
+        print(f"flag {flag}: {flags[flag]}% -> {percent}%")
+        changed += 1
+    print(f"imported: {changed} flag(s) changed, {len(wanted) - changed} already as in the file")
+    return 0
+
+
+def _command_parity(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from gateway.shadow.render import diffs_text, report_markdown, report_table
+
+    def dump(data: Any) -> None:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+    route = f"?route={quote(args.route, safe='')}" if getattr(args, "route", None) else ""
+    if args.action == "report":
+        data = _admin_call(args.admin, "GET", "/api/v1/parity" + route)
+        if args.json:
+            dump(data)
+        else:
+            print(report_markdown(data) if args.markdown else report_table(data))
+    elif args.action == "diffs":
+        data = _admin_call(args.admin, "GET", f"/api/v1/parity/diffs{route}&limit={args.limit}")
+        if args.json:
+            dump(data)
+        else:
+            print(diffs_text(data))
+    elif args.action == "noise" and args.reset:
+        data = _admin_call(args.admin, "DELETE", "/api/v1/parity/noise" + route)
+        print(f"learned noise forgotten for: {', '.join(data['reset']) or '(nothing learned)'}")
+    elif args.action == "noise":
+        learned = _admin_call(args.admin, "GET", "/api/v1/parity/noise")["noise"]
+        for name, fields in sorted(learned.items()):
+            if not args.route or name == args.route:
+                print(f"{name}: {', '.join(fields)}")
+        if not learned:
+            print("no noise learned (yet)")
+    else:
+        _admin_call(args.admin, "DELETE", "/api/v1/parity")
+        print("parity counters and stored mismatches reset")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -156,8 +343,11 @@ def _command_run(args: argparse.Namespace) -> int:
         env["GATEWAY_LISTEN"] = args.listen
     if args.admin_listen:
         env["GATEWAY_ADMIN_LISTEN"] = args.admin_listen
+    from gateway.reload import ConfigSource
+
     config = load_config(args.config, env)
-    return run(config, workers=args.workers)
+    source = ConfigSource(args.config, env) if args.config else None
+    return run(config, workers=args.workers, source=source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +363,14 @@ def main(argv: list[str] | None = None) -> int:
             return _command_rollout(args)
         if args.command == "rollback":
             return _command_rollback(args)
+        if args.command == "explain":
+            return _command_explain(args)
+        if args.command == "config":
+            return _command_config_check(args)
+        if args.command == "state":
+            return _command_state(args)
+        if args.command == "parity":
+            return _command_parity(args)
         if args.command == "events":
             return run_events(args, _admin_call, CliError)
         if args.command == "triggers":

@@ -7,6 +7,7 @@ Errors name the key path and what was expected, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -19,14 +20,21 @@ from yarl import URL
 
 from gateway.errors import ConfigError
 from gateway.safety.config import SafetyConfig
+from gateway.shadow.settings import ShadowConfig, ShadowRule
 
 __all__ = [
     "AdminConfig",
     "BucketingConfig",
     "Config",
+    "CorsConfig",
     "ForceConfig",
+    "HeaderRoute",
     "HostPort",
+    "LimitsConfig",
     "LogConfig",
+    "RateLimitConfig",
+    "RateLimitRule",
+    "SecurityHeadersConfig",
     "RedisConfig",
     "RouteRule",
     "Side",
@@ -38,6 +46,10 @@ __all__ = [
 Side = Literal["legacy", "candidate"]
 SIDES: tuple[Side, Side] = ("legacy", "candidate")
 SubjectSource = Literal["jwt_sub", "cookie", "ip"]
+LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 FLAG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_FLAG = "default"
 HTTP_METHODS = frozenset(
@@ -101,6 +113,188 @@ class UpstreamConfig(_Model):
         return URL(self.url)
 
 
+def _check_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"expected a path starting with '/', got {value!r}")
+    if any(ch in value for ch in "?#\x00\r\n ") or "/../" in value + "/" or "/./" in value + "/":
+        raise ValueError(f"expected a plain path prefix without ?, #, spaces or dot segments, got {value!r}")
+    return value
+
+
+def _check_methods(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        methods = {str(m).upper() for m in value}
+        unknown = sorted(methods - HTTP_METHODS)
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
+        if not methods:
+            raise ValueError("expected at least one method, or leave 'methods' out")
+        return frozenset(methods)
+    return value
+
+
+def _check_header_names(names: Any) -> Any:
+    for name in names:
+        if not isinstance(name, str) or not _HEADER_NAME_RE.fullmatch(name):
+            raise ValueError(f"expected HTTP header names, got {name!r}")
+    return names
+
+
+class RateLimitRule(_Model):
+    """``limit`` requests per ``period`` for each key on a route group; see protection/ratelimit.py."""
+
+    name: str | None = None
+    prefix: str = "/"
+    methods: frozenset[str] | None = None
+    key: LimitKey = "subject_or_ip"
+    limit: int = Field(ge=1, le=1_000_000)
+    period: float = Field(default=60.0, gt=0, le=86400.0)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000)  # requests allowed at once; default: limit
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_prefix(value)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        return _check_methods(value)
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in PERIODS:
+            return PERIODS[value.strip().lower()]
+        return value
+
+    @property
+    def label(self) -> str:
+        methods = ",".join(sorted(self.methods)) + " " if self.methods else ""
+        return self.name or f"{methods}{self.prefix} per {self.key}"
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.limit
+
+
+class RateLimitConfig(_Model):
+    """Rate limits, shared through Redis when ``redis.url`` is set, per process otherwise."""
+
+    rules: tuple[RateLimitRule, ...] = ()
+    redis_timeout: float = Field(default=0.25, gt=0, le=5)  # per decision; then the local fallback
+    local_max_keys: int = Field(default=100_000, ge=100)
+
+
+class HeaderRoute(_Model):
+    """Security headers for one path prefix: values replace the defaults, ``null`` removes one."""
+
+    prefix: str
+    headers: dict[str, str | None] = Field(default_factory=dict)
+    keep_upstream: bool | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_prefix(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        return dict(_check_header_names(value))
+
+
+DEFAULT_SECURITY_HEADERS: dict[str, str | None] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+
+
+class SecurityHeadersConfig(_Model):
+    """Headers added to every response; ``keep_upstream`` lets an upstream's own value win."""
+
+    enabled: bool = True
+    headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
+    hsts: str | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
+    keep_upstream: bool = False
+    remove: tuple[str, ...] = ("Server", "X-Powered-By")
+    routes: tuple[HeaderRoute, ...] = ()
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            _check_header_names(value)
+            return {**DEFAULT_SECURITY_HEADERS, **value}
+        return value
+
+    @field_validator("remove")
+    @classmethod
+    def _remove_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_header_names(value))
+
+
+class CorsConfig(_Model):
+    """Cross-origin access. No ``allow_origins`` means CORS is off and preflights go upstream."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: frozenset[str] = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+    allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "X-Request-ID")
+    expose_headers: tuple[str, ...] = (
+        "X-Request-ID",
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+    )
+    allow_credentials: bool = False
+    max_age: int = Field(default=600, ge=0, le=86400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin == "*":
+                continue
+            url = URL(origin)
+            if url.scheme not in ("http", "https") or not url.host or url.path != "/" or origin.endswith("/"):
+                raise ValueError(f"expected an origin like 'https://app.example.org' or '*', got {origin!r}")
+        return value
+
+    @field_validator("allow_methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        return _check_methods(value)
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _header_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_header_names(value))
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsConfig:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_origins: '*' cannot be combined with allow_credentials: true (browsers refuse it)")
+        return self
+
+
+class LimitsConfig(_Model):
+    """Input limits on the proxy listener. ``null`` switches a limit off (no per-request cost)."""
+
+    max_body_bytes: int | None = Field(default=None, ge=0)
+    max_url_length: int = Field(default=8190, ge=64, le=65536)
+    max_header_size: int = Field(default=16384, ge=256, le=65536)
+    max_headers: int = Field(default=100, ge=8, le=1000)
+    header_timeout: float = Field(default=30.0, gt=0)  # idle connection / request head must arrive
+    body_read_timeout: float | None = Field(default=None, gt=0)  # max silence while reading a body
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
+
+
 class RouteRule(_Model):
     """Maps a path prefix (and optionally methods) to a flag, or pins it to one side."""
 
@@ -109,30 +303,17 @@ class RouteRule(_Model):
     flag: str | None = None
     pin: Side | None = None
     name: str | None = None
+    shadow: ShadowRule | None = None
 
     @field_validator("prefix")
     @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"expected a path starting with '/', got {value!r}")
-        if any(ch in value for ch in "?#\x00\r\n ") or "/../" in value + "/" or "/./" in value + "/":
-            raise ValueError(f"expected a plain path prefix without ?, #, spaces or dot segments, got {value!r}")
-        return value
+    def _prefix(cls, value: str) -> str:
+        return _check_prefix(value)
 
     @field_validator("methods", mode="before")
     @classmethod
     def _upper_methods(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, (list, tuple, set, frozenset)):
-            methods = {str(m).upper() for m in value}
-            unknown = sorted(methods - HTTP_METHODS)
-            if unknown:
-                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
-            if not methods:
-                raise ValueError("expected at least one method, or leave 'methods' out")
-            return frozenset(methods)
-        return value
+        return _check_methods(value)
 
     @model_validator(mode="after")
     def _flag_xor_pin(self) -> RouteRule:
@@ -233,6 +414,13 @@ class LogConfig(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+class ReloadConfig(_Model):
+    """Rules are re-read on SIGHUP; with ``watch`` also when the file's content changes."""
+
+    watch: bool = False
+    interval: float = Field(default=2.0, gt=0, le=3600)
+
+
 class Config(_Model):
     listen: HostPort = HostPort(host="0.0.0.0", port=8080)
     admin: AdminConfig = AdminConfig()
@@ -245,6 +433,13 @@ class Config(_Model):
     log: LogConfig = LogConfig()
     drain_timeout: float = Field(default=20.0, ge=0)
     request_id_header: str = "X-Request-ID"
+    reload: ReloadConfig = ReloadConfig()
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
+    cors: CorsConfig = CorsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    shadow: ShadowConfig = ShadowConfig()
     safety: SafetyConfig = SafetyConfig()
 
     @field_validator("listen", mode="before")
@@ -284,6 +479,14 @@ class Config(_Model):
             if key in seen:
                 raise ValueError(f"routes.{index}: duplicate rule for prefix {rule.prefix!r} and the same methods")
             seen.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_flags_known(self) -> Config:
+        unknown = sorted(set(self.shadow.flags) - set(self.flags))
+        if unknown:
+            declared = sorted(self.flags)
+            raise ValueError(f"shadow.flags: flag(s) {unknown} are not declared under 'flags' (declared: {declared})")
         return self
 
     @model_validator(mode="after")

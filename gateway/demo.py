@@ -1,4 +1,11 @@
-"""``gateway demo``: two sample school-API backends and the gateway in front, on the embedded store."""
+"""``gateway demo``: two sample school-API backends and the gateway in front, on the embedded store.
+
+Shadowing is on: every GET is mirrored to the side that did not serve it and compared. The
+sample candidate differs from legacy in exactly one field on one endpoint (the dashboard's
+``attendanceRate``), which the parity report finds; every answer also carries a fresh
+``generatedAt`` timestamp (noise, learned and ignored) and names its side in ``servedBy``
+(ignored by rule).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +29,16 @@ _USERS = [
 ]
 
 
+_DEMO_SHADOW = {"percent": 100, "ignore": ["$.servedBy"], "learn_noise": True}
+
+
 def sample_backend(side: Side) -> web.Application:
     """A few of the school information system's endpoints; every answer names its side."""
 
     def answer(data: dict[str, object], status: int = 200) -> web.Response:
+        generated = datetime.now(UTC).isoformat()
         return web.Response(
-            body=orjson.dumps({**data, "servedBy": side}),
+            body=orjson.dumps({**data, "servedBy": side, "generatedAt": generated}),
             status=status,
             content_type="application/json",
             headers={"X-Served-By": side},
@@ -37,7 +48,9 @@ def sample_backend(side: Side) -> web.Application:
         return answer({"data": _USERS, "meta": {"total": len(_USERS)}})
 
     async def dashboard(request: web.Request) -> web.Response:
-        return answer({"data": {"students": 2, "teachers": 1, "attendanceRate": 0.97}})
+        # The one planted parity bug: the rewrite rounds the attendance rate differently.
+        rate = 0.97 if side == "legacy" else 0.96
+        return answer({"data": {"students": 2, "teachers": 1, "attendanceRate": rate}})
 
     async def attendance(request: web.Request) -> web.Response:
         try:
@@ -85,6 +98,11 @@ Sticky per user: the same Bearer token's 'sub' always lands on the same side:
   curl -s {gw}/api/v1/users -H 'Authorization: Bearer x.eyJzdWIiOiJzdHVkZW50LTQyIn0.x'
   curl -s {admin}/metrics | grep gateway_requests_total
 
+Shadow traffic (every GET is also sent to the other side and compared):
+  gateway parity report                           # match % per route, p50/p95 of both sides
+  gateway parity diffs --route analytics          # the planted difference, request by request
+  gateway parity noise                            # fields learned as noise (generatedAt)
+
 Ctrl-C stops everything.
 """
 
@@ -111,6 +129,7 @@ async def _demo(port: int, admin_port: int, legacy_port: int, candidate_port: in
                     {"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
                 ],
                 "drain_timeout": 5,
+                "shadow": {"flags": {"default": _DEMO_SHADOW, "analytics": _DEMO_SHADOW}},
             }
         )
         started = asyncio.Event()

@@ -6,6 +6,7 @@
     │   └── StoreUnavailable     the store's backend (Redis) is down or too slow
     ├── UnknownFlag              a flag name that the configuration does not declare
     ├── InvalidFlagValue         a percentage outside 0..100 or not an integer
+    ├── BodyRejected             a client body broke a limit while streaming -> 413 / 408
     ├── SafetyRefused            held flag, drained upstream or plan conflict -> 409 / 404
     └── UpstreamError            forwarding to an upstream failed before a response started
         ├── UpstreamConnectError refused / unreachable / DNS        -> 502
@@ -19,6 +20,7 @@ Errors of the layer below (aiohttp client errors, ``asyncio.TimeoutError``,
 from __future__ import annotations
 
 __all__ = [
+    "BodyRejected",
     "ConfigError",
     "GatewayError",
     "InvalidFlagValue",
@@ -57,6 +59,16 @@ class UnknownFlag(GatewayError):
 
 class InvalidFlagValue(GatewayError):
     """A flag value that is not an integer percentage 0..100."""
+
+
+class BodyRejected(GatewayError):
+    """A client body broke a limit; ``status`` is 413 (too large) or 408 (too slow)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class UpstreamError(GatewayError):

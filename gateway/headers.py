@@ -7,13 +7,16 @@ and sets ``X-Forwarded-For``/``-Proto``/``-Host`` and the request id.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
+from collections.abc import Callable
 from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 __all__ = [
+    "RequestIds",
     "GATEWAY_HEADER_PREFIX",
     "HOP_BY_HOP",
     "connection_tokens",
@@ -61,10 +64,17 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
 
 
-def _copy(headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset[str]) -> CIMultiDict[str]:
-    if "Connection" in headers:
-        dropped = dropped | connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+
+
+def _copy(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset[str], out: CIMultiDict[str] | None = None
+) -> CIMultiDict[str]:
+    connection = headers.get("Connection")
+    if connection is not None and connection.strip().lower() not in _PLAIN_CONNECTION:
+        dropped = dropped | connection_tokens(headers)  # names it lists are hop-by-hop too
+    if out is None:
+        out = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
         if lower in dropped or lower.startswith(GATEWAY_HEADER_PREFIX):
@@ -73,28 +83,47 @@ def _copy(headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset[
     return out
 
 
-def request_id_from(value: str | None) -> str:
+class RequestIds:
+    """Fresh request ids: a random per-process prefix and a counter.
+
+    Unique across processes and restarts (the prefix is 64 random bits) and ~10x cheaper than
+    a uuid4 per request; request ids identify, they are not secrets.
+    """
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+def request_id_from(value: str | None, fresh: Callable[[], str] | None = None) -> str:
     """Keep a client's request id if it is sane (1-128 of ``[A-Za-z0-9._:-]``), else make one."""
     if value is not None and _REQUEST_ID_RE.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return fresh() if fresh is not None else uuid.uuid4().hex
 
 
 def upstream_headers(
     incoming: CIMultiDictProxy[str],
     *,
-    client_ip: str,
+    forwarded_for: str,
     proto: str,
     request_id_header: str,
     request_id: str,
     preserve_host: bool = False,
     extra_drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names."""
+    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names.
+
+    ``forwarded_for`` is the chain from the resolved client to our peer (see
+    ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
+    """
     out = _copy(incoming, _drop_set(_REQUEST_ALWAYS_DROP, request_id_header, extra_drop))
-    previous = incoming.getall(X_FORWARDED_FOR, ())
-    chain = ", ".join([*previous, client_ip]) if previous else client_ip
-    out[X_FORWARDED_FOR] = chain
+    out[X_FORWARDED_FOR] = forwarded_for
     out[X_FORWARDED_PROTO] = proto
     host = incoming.get(HOST)
     if host:
@@ -105,8 +134,14 @@ def upstream_headers(
     return out
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str], *, request_id_header: str, request_id: str) -> CIMultiDict[str]:
-    """Headers to send the client from an upstream response."""
-    out = _copy(upstream, _drop_set(_RESPONSE_ALWAYS_DROP, request_id_header))
+def downstream_headers(
+    upstream: CIMultiDictProxy[str],
+    *,
+    request_id_header: str,
+    request_id: str,
+    into: CIMultiDict[str] | None = None,
+) -> CIMultiDict[str]:
+    """Headers to send the client from an upstream response (written ``into`` a response's own)."""
+    out = _copy(upstream, _drop_set(_RESPONSE_ALWAYS_DROP, request_id_header), into)
     out[request_id_header] = request_id
     return out

@@ -11,15 +11,18 @@ dropped and counted rather than buffered without bound.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -96,9 +99,74 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.ratelimit_decisions = Counter(
+            "gateway_ratelimit_decisions_total",
+            "Rate-limit decisions on limited routes, by the rule reported and result (allowed, limited).",
+            ["rule", "result"],
+            registry=registry,
+        )
+        self.ratelimit_backend_up = Gauge(
+            "gateway_ratelimit_backend_up",
+            "0 while the Redis rate limiter is down and each instance limits on its own, else 1.",
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.ratelimit_fallback = Counter(
+            "gateway_ratelimit_fallback_decisions_total",
+            "Rate-limit decisions made by the in-process fallback because Redis was unavailable.",
+            registry=registry,
+        )
+        self.ratelimit_errors = Counter(
+            "gateway_ratelimit_errors_total",
+            "Failed Redis calls of the rate limiter (decisions and recovery probes).",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "gateway_rejected_requests_total",
+            "Requests the gateway refused itself, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total",
+            "Rules file reloads by result (ok: applied, error: invalid, old rules kept).",
+            ["result"],
+            registry=registry,
+        )
         self.log_dropped = Counter(
             "gateway_log_lines_dropped_total",
             "Log lines dropped because the log writer fell behind.",
+            registry=registry,
+        )
+        # Shadow traffic (gateway.shadow): outcomes, both sides' latency for the same request.
+        self.shadow_comparisons = Counter(
+            "gateway_shadow_comparisons_total",
+            "Shadowed requests by route and outcome (match, mismatch, shadow_error, skipped, dropped).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "gateway_shadow_answer_duration_seconds",
+            "Each side's time to a full answer for the same shadowed request, by route, side and role.",
+            ["route", "side", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_over_cap = Counter(
+            "gateway_shadow_body_over_cap_total",
+            "Shadow comparisons of status and headers only, because a body was over the capture cap.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_noise_learned = Counter(
+            "gateway_shadow_noise_fields_learned_total",
+            "Fields learned as noise (differing between two answers of the same side), by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.shadow_store_errors = Counter(
+            "gateway_shadow_store_errors_total",
+            "Failed writes or reads of the shadow mismatch store (Redis); requests are never affected.",
             registry=registry,
         )
         # -- safety net (gateway.safety) --
@@ -146,6 +214,11 @@ class Metrics:
         )
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
+    def track_in_flight(self, read: Callable[[], int]) -> None:
+        """Single process: the gauge reads the live count at scrape time, costing requests nothing."""
+        if not self.multiprocess:
+            self.in_flight.set_function(read)
+
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:
         key = (upstream, route, method, status // 100)
         children = self._children.get(key)
@@ -173,55 +246,73 @@ class Metrics:
 
 
 class LogWriter:
-    """Writes rendered log lines from a daemon thread; bounded, drops and counts when behind."""
+    """Writes rendered log lines from a daemon thread, in batches; bounded, drops and counts when behind.
 
-    def __init__(self, stream: TextIO | None = None, max_pending: int = 100_000) -> None:
+    The request path only appends to a deque (thread-safe, no lock, no wake-up): waking a thread
+    for every line costs more than rendering it. The thread flushes every ``interval`` seconds.
+    """
+
+    def __init__(self, stream: TextIO | None = None, max_pending: int = 100_000, interval: float = 0.05) -> None:
         self._stream = stream or sys.stdout
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._pending: collections.deque[bytes] = collections.deque()
         self._max_pending = max_pending
+        self._interval = interval
+        self._closed = threading.Event()
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
     def write(self, line: bytes) -> None:
-        if self._queue.qsize() >= self._max_pending:
+        if len(self._pending) >= self._max_pending:
             self.dropped += 1
             return
-        self._queue.put(line)
+        self._pending.append(line)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        batch: list[bytes] = []
+        while pending:
+            batch.append(pending.popleft())
+        if not batch:
+            return
+        data = b"".join(batch)
+        out = getattr(self._stream, "buffer", None)
+        try:
+            if out is not None:
+                out.write(data)
+            else:
+                self._stream.write(data.decode("utf-8", "replace"))
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # stdout closed: nothing sensible left to do with log lines
 
     def _run(self) -> None:
-        out = getattr(self._stream, "buffer", None)
-        while True:
-            item = self._queue.get()
-            batch: list[bytes] = []
-            stop = item is None
-            if item is not None:
-                batch.append(item)
-            while not stop:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                else:
-                    batch.append(more)
-            if batch:
-                data = b"".join(batch)
-                try:
-                    if out is not None:
-                        out.write(data)
-                    else:
-                        self._stream.write(data.decode("utf-8", "replace"))
-                    self._stream.flush()
-                except (OSError, ValueError):
-                    pass  # stdout closed: nothing sensible left to do with log lines
-            if stop:
-                return
+        while not self._closed.wait(self._interval):
+            self._flush()
+        self._flush()
 
     def close(self, timeout: float = 2.0) -> None:
-        self._queue.put(None)
+        self._closed.set()
         self._thread.join(timeout)
+
+
+class FastTimestamper:
+    """ISO-8601 UTC timestamps with milliseconds; the seconds part is formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        return event_dict
 
 
 class _QueueLogger:
@@ -247,7 +338,7 @@ def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        FastTimestamper(),
         structlog.processors.format_exc_info,
     ]
     renderer: Any
@@ -265,4 +356,12 @@ def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> 
     # aiohttp and redis-py log through the standard library; route their warnings the same way.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").disabled = True
+    logging.getLogger("aiohttp.server").addFilter(_drop_client_protocol_errors)
     return writer
+
+
+def _drop_client_protocol_errors(record: logging.LogRecord) -> bool:
+    """aiohttp logs a traceback for every malformed request it refuses (a 400 it answers
+    itself). Those are the client's errors, not ours, and would let anyone flood the logs."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, HttpProcessingError)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["json_error", "json_response"]
+__all__ = ["json_error", "json_response", "send_and_close"]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -23,3 +23,17 @@ def json_error(
     if request_id is not None:
         body["requestId"] = request_id
     return json_response(body, status=status, headers=headers)
+
+
+async def send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """Send ``response`` now and close the connection once it is written.
+
+    For refusals while the client is still sending a body (too large, too slow): aiohttp would
+    otherwise keep reading and discarding that body for up to ``lingering_time`` before closing.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # flushes what is buffered, then closes
+    return response

@@ -27,6 +27,8 @@ from gateway.app import build_state, create_admin_app, create_proxy_app
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, configure_logging
+from gateway.reload import ConfigSource, Reloader
+from gateway.tasks import Background
 
 __all__ = ["GatewayServer", "run", "serve"]
 
@@ -47,10 +49,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class GatewayServer:
     """Both listeners of one gateway process; ``start()`` then ``stop()`` (drains)."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False, source: ConfigSource | None = None) -> None:
         self.config = config
         self.state = build_state(config)
         self._reuse_port = reuse_port
+        self._tasks = Background()
+        self.reloader = Reloader(self.state, source) if source is not None else None
+        self.state.reloader = self.reloader
         # The drain deadline is enforced by stop() itself; aiohttp's own shutdown_timeout would
         # apply twice (wait, then cancel-and-wait), so it only gets a short grace for the cancel.
         self._proxy_runner = web.AppRunner(
@@ -77,6 +82,8 @@ class GatewayServer:
             await self._admin_runner.cleanup()
             await self._proxy_runner.cleanup()
             raise
+        if self.reloader is not None and config.reload.watch:
+            self._tasks.spawn(self.reloader.watch(config.reload.interval), name="config-watch")
         self.proxy_port = self._proxy_runner.addresses[0][1]
         self.admin_port = self._admin_runner.addresses[0][1]
         log.info(
@@ -90,6 +97,13 @@ class GatewayServer:
             pid=os.getpid(),
         )
 
+    def request_reload(self, trigger: str = "SIGHUP") -> None:
+        """Reload the rules file in the background (signal handlers must not block)."""
+        if self.reloader is None:
+            log.warning("config_reload_unavailable", reason="the gateway was started without a config file")
+            return
+        self._tasks.spawn(self.reloader.reload(trigger), name="config-reload")
+
     async def stop(self) -> None:
         """Drain: readiness goes 503, stop accepting, finish in-flight work, close resources."""
         state = self.state
@@ -97,6 +111,7 @@ class GatewayServer:
         log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=self.config.drain_timeout)
         started = time.monotonic()
         cut_off = 0
+        await self._tasks.close()
         try:
             runner = self._proxy_runner
             for site in list(runner.sites):
@@ -119,6 +134,7 @@ async def serve(
     reuse_port: bool = False,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
+    source: ConfigSource | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and close.
 
@@ -128,7 +144,8 @@ async def serve(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = GatewayServer(config, reuse_port=reuse_port)
+    server = GatewayServer(config, reuse_port=reuse_port, source=source)
+    loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     try:
         await server.start()
         if started is not None:
@@ -136,59 +153,66 @@ async def serve(
         await stop.wait()
         await server.stop()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
-def _run_one(config: Config, reuse_port: bool) -> None:
+def _run_one(config: Config, reuse_port: bool, source: ConfigSource | None) -> None:
     writer = configure_logging(config.log.level, config.log.format)
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(serve(config, reuse_port=reuse_port))
+            runner.run(serve(config, reuse_port=reuse_port, source=source))
     finally:
         writer.close()
 
 
-def _worker_main(config: Config) -> None:
+def _worker_main(config: Config, source: ConfigSource | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers drain on SIGTERM
-    _run_one(config, reuse_port=True)
+    _run_one(config, reuse_port=True, source=source)
 
 
-def run(config: Config, workers: int = 1) -> int:
+def run(config: Config, workers: int = 1, source: ConfigSource | None = None) -> int:
     """Blocking entry point for ``gateway run``; returns the process exit code."""
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     if workers == 1:
-        _run_one(config, reuse_port=False)
+        _run_one(config, reuse_port=False, source=source)
         return 0
     if config.redis.url is None:
         raise ConfigError(
             f"--workers {workers} needs a shared flag store: set REDIS_URL (the embedded store "
             "lives inside one process, so workers would disagree about flag values)"
         )
-    return _supervise(config, workers)
+    return _supervise(config, workers, source)
 
 
-def _supervise(config: Config, workers: int) -> int:
+def _supervise(config: Config, workers: int, source: ConfigSource | None) -> int:
     writer = configure_logging(config.log.level, config.log.format)
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    procs: list[BaseProcess] = []
 
     def _stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    def _forward_hup(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _forward_hup)
 
     def start(index: int) -> BaseProcess:
-        proc = ctx.Process(target=_worker_main, args=(config,), name=f"gateway-worker-{index}")
+        proc = ctx.Process(target=_worker_main, args=(config, source), name=f"gateway-worker-{index}")
         proc.start()
         return proc
 
-    procs = [start(i) for i in range(workers)]
+    procs.extend(start(i) for i in range(workers))
     log.info("supervisor_started", workers=workers, pids=[p.pid for p in procs], metrics_dir=metrics_dir)
     try:
         while not stopping:

@@ -7,10 +7,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from gateway.bucketing import anonymous_id, jwt_subject, side_for
+from gateway.bucketing import anonymous_id, bucket, jwt_subject
 from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
 from gateway.routing import Route
 
@@ -27,6 +28,7 @@ class Decision:
     percent: int | None = None
     bucket: int | None = None
     subject_source: str | None = None
+    subject: str | None = None
     issue_cookie: str | None = None  # value of a bucketing cookie to set on the response
 
 
@@ -40,13 +42,51 @@ def cookie_value(cookie_headers: Iterable[str], name: str) -> str | None:
     return None
 
 
+class _Memo(dict[Any, Any]):
+    """A bounded memo for pure functions of request values (JWT -> sub, subject -> bucket).
+
+    The same users come back again and again, so most lookups hit; when full it simply starts
+    over, which bounds memory against clients sending endless distinct tokens.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: Any, value: Any) -> Any:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+_MISSING = object()
+
+
 class Splitter:
-    def __init__(self, bucketing: BucketingConfig, force: ForceConfig) -> None:
+    def __init__(self, bucketing: BucketingConfig, force: ForceConfig, memo_size: int = 16384) -> None:
         self._sources = bucketing.subject
         self._cookie_name = bucketing.cookie_name
         self._force_header = force.header
         self._force_secret_header = force.secret_header
         self._force_secret = force.secret.encode() if force.secret else None
+        self._subjects = _Memo(memo_size)  # Authorization header -> JWT sub (or None)
+        self._buckets = _Memo(memo_size)  # (flag, subject) -> bucket
+
+    def _jwt_subject(self, authorization: str | None) -> str | None:
+        if authorization is None:
+            return None
+        sub = self._subjects.get(authorization, _MISSING)
+        if sub is _MISSING:
+            sub = self._subjects.put(authorization, jwt_subject(authorization))
+        return sub  # type: ignore[no-any-return]
+
+    def bucket(self, flag: str, subject: str) -> int:
+        key = (flag, subject)
+        value = self._buckets.get(key)
+        if value is None:
+            value = self._buckets.put(key, bucket(flag, subject))
+        return value  # type: ignore[no-any-return]
 
     def forced_side(self, headers: CIMultiDictProxy[str]) -> Side | None:
         """The side a tester asked for, only if the request also carries the configured secret."""
@@ -66,7 +106,7 @@ class Splitter:
         wants_cookie = "cookie" in self._sources
         for source in self._sources:
             if source == "jwt_sub":
-                sub = jwt_subject(headers.get("Authorization"))
+                sub = self._jwt_subject(headers.get("Authorization"))
                 if sub is not None:
                     return "u:" + sub, source, None
             elif source == "cookie":
@@ -100,13 +140,14 @@ class Splitter:
             # Everyone is on one side: no need to hash, and no cookie needed to stay put.
             return Decision(side="candidate" if percent >= 100 else "legacy", reason="bucket", flag=route.flag, percent=percent)
         subject, source, issue = self.subject(headers, client_ip)
-        side, bucket = side_for(route.flag, subject, percent)
+        value = self.bucket(route.flag, subject)
         return Decision(
-            side=side,
+            side="candidate" if value < percent * 100 else "legacy",
             reason="bucket",
             flag=route.flag,
             percent=percent,
-            bucket=bucket,
+            bucket=value,
             subject_source=source,
+            subject=subject,
             issue_cookie=issue,
         )

@@ -8,20 +8,28 @@ it holds (client sessions, the flag store) are opened and closed by the proxy ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from gateway.config import Config
 from gateway.flags.store import FlagStore
+from gateway.forecast import SubjectSketch
+from gateway.headers import RequestIds
 from gateway.observability import Metrics
+from gateway.protection.clientip import ClientAddress
+from gateway.protection.policy import Protection
+from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.safety.guard import Safety
 from gateway.safety.readonly import Decommission
 from gateway.safety.windows import Recorder
+from gateway.shadow.mirror import Shadow
 from gateway.splitting import Splitter
+from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
-__all__ = ["STATE", "GatewayState", "REQUEST_ID"]
+__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -32,10 +40,16 @@ class GatewayState:
     routes: RouteTable
     splitter: Splitter
     upstreams: Upstreams
+    protection: Protection
+    shadow: Shadow
+    stats: RollingStats = field(default_factory=RollingStats)
+    sketch: SubjectSketch = field(default_factory=SubjectSketch)
     access_log: bool = True
     draining: bool = False
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
+    request_ids: RequestIds = field(default_factory=RequestIds)
+    reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
     safety: Safety | None = None
     recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off
     decommission: Decommission | None = None  # drained upstreams, read-only legacy (``active`` when either)
@@ -43,3 +57,6 @@ class GatewayState:
 
 STATE = web.AppKey("gateway_state", GatewayState)
 REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware
+CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
+RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
+PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered

@@ -1,6 +1,26 @@
 #!/usr/bin/env bash
-# Installs the package with its test extras and runs the whole suite (the README's test command).
+# The README's test command: installs what the tests need, then runs the whole suite.
+#   Debian packages: redis-server (the fixtures start their own on a free loopback port),
+#   prometheus (for promtool, used by the deploy/ checks) and chromium + chromium-driver (the
+#   status page's browser test), when missing and we may install them;
+#   Python: the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "note: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2
+  fi
+fi
+
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 exec python3 -m pytest -q -p no:cacheprovider "$@"

@@ -228,6 +228,7 @@ class GatewayProcess:
     candidate_url: str
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # extra `gateway run` arguments, e.g. --config
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -268,7 +269,7 @@ class GatewayProcess:
         env.update(self.extra_env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run"],
+                [sys.executable, "-m", "gateway", "run", *self.args],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,

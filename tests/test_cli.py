@@ -65,3 +65,70 @@ async def test_cli_errors_are_clear(gw) -> None:
     code, _, err = await gateway_cli("rollout", "status", admin=f"http://127.0.0.1:{free_port()}")
     assert code == 1 and "cannot reach the admin API" in err and "Traceback" not in err
     assert gw.state.store.snapshot()["default"] == 0
+
+
+async def test_explain_matches_what_the_proxy_does(gw) -> None:
+    from tests.test_splitting import bearer, set_flag, side_of
+
+    await set_flag(gw, "default", 40)
+    for user in ("student-1", "student-2", "teacher-9"):
+        code, out, err = await gateway_cli("explain", "--subject", user, "--path", "/api/v1/users", "--json",
+                                           admin=gw.admin_url, token=None)
+        assert code == 0, err
+        data = orjson.loads(out)
+        assert data["side"] == await side_of(gw, "/api/v1/users", headers=bearer(user))
+        assert data["flag"] == "default" and data["percent"] == 40
+        assert (data["bucket"] < 4000) == (data["side"] == "candidate")
+        assert data["movesAtPercent"] == data["bucket"] // 100 + 1
+    code, out, _ = await gateway_cli("explain", "--subject", "s1", "--path", "/api/v1/auth/login", admin=gw.admin_url)
+    assert code == 0 and "pinned to legacy" in out
+    code, out, _ = await gateway_cli("explain", "--subject", "s1", "--path", "/api/v1/analytics/x", admin=gw.admin_url)
+    assert code == 0 and "flag 'analytics' at 0%" in out and "moves to candidate at" in out
+    async with gw.admin("GET", "/api/v1/explain?path=/x", token=None) as resp:
+        assert resp.status == 400 and "subject" in (await resp.json())["message"]
+
+
+async def test_config_check(tmp_path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "upstreams: {legacy: {url: 'http://l:1'}, candidate: {url: 'http://c:2'}}\n"
+        "flags: {default: 5, grades: 0}\n"
+        "routes:\n  - {prefix: /api/v1/grades/, flag: grades}\n  - {prefix: /api/v1/auth, methods: [POST], pin: legacy}\n"
+    )
+    code, out, err = await gateway_cli("config", "check", str(good), admin=None)
+    assert code == 0, err
+    assert "valid" in out and "/api/v1/grades/" in out and "POST" in out and "-> pin legacy" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: {legacy: {url: 'http://l:1'}, candidate: {url: 'http://c:2'}}\nflags: {default: 500}\n")
+    code, _, err = await gateway_cli("config", "check", str(bad), admin=None)
+    assert code == 2 and "flags" in err and "0..100" in err and "Traceback" not in err
+
+
+async def test_state_export_import_round_trip(gw, tmp_path) -> None:
+    await gw.state.store.set_percent("default", 25, actor="t", reason="t")
+    await gw.state.store.set_percent("analytics", 60, actor="t", reason="t")
+    backup = tmp_path / "flags.json"
+    code, _, err = await gateway_cli("state", "export", "-o", str(backup), admin=gw.admin_url, token=None)
+    assert code == 0, err
+    exported = orjson.loads(backup.read_bytes())
+    assert exported["format"] == 1 and exported["flags"] == {"default": 25, "analytics": 60}
+
+    code, _, _ = await gateway_cli("rollback", admin=gw.admin_url)
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+    code, out, err = await gateway_cli("state", "import", str(backup), admin=gw.admin_url)
+    assert code == 0, err
+    assert dict(gw.state.store.snapshot()) == {"default": 25, "analytics": 60}
+    assert "2 flag(s) changed" in out
+    assert (await gw.state.store.changes())[0].reason == "state import"
+
+
+async def test_state_import_is_validated_before_anything_changes(gw, tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({"format": 1, "flags": {"default": 50, "nope": 10, "analytics": 101}}))
+    code, _, err = await gateway_cli("state", "import", str(bad), admin=gw.admin_url)
+    assert code == 1 and "nothing imported" in err and "nope" in err and "analytics" in err
+    assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    code, _, err = await gateway_cli("state", "import", str(garbage), admin=gw.admin_url)
+    assert code == 1 and "not JSON" in err and "Traceback" not in err

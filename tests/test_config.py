@@ -109,3 +109,34 @@ def test_cli_invalid_config_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "routes.0.pin" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_shipped_limits_match_the_audit() -> None:
+    config = load_config(Path(__file__).parent.parent / "rules" / "limits.yaml", BASE_ENV)
+    rules = {rule.name: rule for rule in config.rate_limits.rules}
+    assert (rules["per-user"].prefix, rules["per-user"].limit, rules["per-user"].period) == ("/", 100, 60.0)
+    for name, key in (("login-per-ip", "ip"), ("login-per-account", "subject")):
+        rule = rules[name]
+        assert (rule.prefix, rule.methods, rule.key, rule.limit, rule.period) == (
+            "/api/v1/auth/login", frozenset({"POST"}), key, 5, 60.0
+        )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("rate_limits: {rules: [{limit: 0}]}\n", "rate_limits.rules.0.limit"),
+        ("rate_limits: {rules: [{limit: 5, key: user}]}\n", "rate_limits.rules.0.key"),
+        ("rate_limits: {rules: [{limit: 5, period: fortnight}]}\n", "rate_limits.rules.0.period"),
+        ("rate_limits: {rules: [{limit: 5, methods: [FETCH]}]}\n", "unknown HTTP method"),
+        ("trusted_proxies: [10.0.0.300/8]\n", "trusted_proxies.0"),
+        ("cors: {allow_origins: ['*'], allow_credentials: true}\n", "cannot be combined"),
+        ("cors: {allow_origins: ['app.example.org']}\n", "cors.allow_origins"),
+        ("security_headers: {headers: {'Bad Header': x}}\n", "security_headers.headers"),
+        ("limits: {max_body_bytes: -1}\n", "limits.max_body_bytes"),
+    ],
+)
+def test_invalid_protection_settings_name_the_key(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, yaml_text), BASE_ENV)
+    assert expected in str(info.value), str(info.value)

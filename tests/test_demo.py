@@ -99,3 +99,54 @@ def test_demo_port_taken_is_a_clear_error() -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "address already in use" in (proc.stderr + proc.stdout).lower()
+
+
+def test_demo_parity_report_finds_the_one_planted_difference_and_nothing_else() -> None:
+    ports = {name: free_port() for name in ("port", "admin-port", "legacy-port", "candidate-port")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", *[f"--{name}={port}" for name, port in ports.items()]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        gw = f"http://127.0.0.1:{ports['port']}"
+        admin = f"http://127.0.0.1:{ports['admin-port']}"
+        _wait_http(admin + "/healthz", time.monotonic() + 15)
+        _wait_http(gw + "/health", time.monotonic() + 15)
+        for _ in range(4):
+            assert _get(gw + "/api/v1/users")[1]["servedBy"] == "legacy"
+            assert _get(gw + "/api/v1/analytics/dashboard")[1]["data"]["attendanceRate"] == 0.97
+        cli_env = {**env, "GATEWAY_ADMIN_URL": admin}
+
+        def parity(*args: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "gateway", "parity", *args],
+                                  env=cli_env, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        deadline = time.monotonic() + 20
+        while True:
+            rows = {r["route"]: r for r in orjson.loads(parity("report", "--json"))["routes"]}
+            if sum(r["compared"] for r in rows.values()) >= 9:  # 4 users + 4 dashboards + 1+ health checks
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+        assert rows["analytics"]["compared"] == 4 and rows["analytics"]["mismatched"] == 4
+        assert rows["analytics"]["topFields"] == [{"field": "$.data.attendanceRate", "count": 4}]
+        others = [r for name, r in rows.items() if name != "analytics"]
+        assert others and all(r["matchPercent"] == 100.0 and not r["topFields"] for r in others), others
+        assert all(r["legacy"]["samples"] and r["candidate"]["samples"] for r in rows.values())
+
+        table = parity("report")
+        assert "$.data.attendanceRate (4)" in table and "generatedAt" not in table and "servedBy" not in table
+        assert "| analytics | 4 | 0.00 |" in parity("report", "--markdown")
+        diffs = parity("diffs", "--route", "analytics")
+        assert "$.data.attendanceRate: legacy 0.97 -> candidate 0.96" in diffs
+        assert "generatedAt" in parity("noise")  # learned, not reported
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -187,15 +187,25 @@ async def test_every_set_cookie_reaches_the_client(upstreams, make_gateway, raw_
 # -- X-Forwarded-* and Host -------------------------------------------------------------------
 
 
-async def test_x_forwarded_for_is_set_and_appended(upstreams, make_gateway):
+async def test_x_forwarded_for_from_untrusted_peer_is_replaced(upstreams, make_gateway):
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/xff") as resp:
         seen = received_headers(await resp.json())
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
 
+    # No trusted proxies configured: a client-written chain is a spoof and never reaches upstream.
     async with gw.get("/xff", headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2"}) as resp:
         seen = received_headers(await resp.json())
-    assert seen.getall("X-Forwarded-For") == ["203.0.113.7, 198.51.100.2, 127.0.0.1"]
+    assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
+
+
+async def test_x_forwarded_for_behind_trusted_proxy_is_appended(upstreams, make_gateway):
+    gw = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]))
+    async with gw.get("/xff", headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2, 10.1.2.3"}) as resp:
+        seen = received_headers(await resp.json())
+    # Walked right to left: 10.1.2.3 is a trusted hop, 198.51.100.2 the client; left of it is the
+    # client's own writing and is dropped.
+    assert seen.getall("X-Forwarded-For") == ["198.51.100.2, 10.1.2.3, 127.0.0.1"]
 
     # Several X-Forwarded-For lines are one list, in order (RFC 9110 §5.3).
     resp = await raw_request(
@@ -203,7 +213,7 @@ async def test_x_forwarded_for_is_set_and_appended(upstreams, make_gateway):
         raw_get("/xff", "Host: a", "X-Forwarded-For: 203.0.113.7", "X-Forwarded-For: 198.51.100.2"),
     )
     seen = received_headers(json.loads(resp.body))
-    assert seen.getall("X-Forwarded-For") == ["203.0.113.7, 198.51.100.2, 127.0.0.1"]
+    assert seen.getall("X-Forwarded-For") == ["198.51.100.2, 127.0.0.1"]
 
 
 async def test_x_forwarded_proto_and_host_are_set_not_trusted(upstreams, make_gateway):

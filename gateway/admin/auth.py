@@ -49,7 +49,10 @@ async def admin_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason.lower().replace(" ", "_"), f"{request.method} {request.path}: {exc.reason}")
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 must list methods
+        return json_error(
+            exc.status, exc.reason.lower().replace(" ", "_"), f"{request.method} {request.path}: {exc.reason}", headers=allow
+        )
     except Exception:
         log.exception("admin_unhandled_error", method=request.method, path=request.path)
         return json_error(500, "internal_error", "the admin API failed to handle this request")

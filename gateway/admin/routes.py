@@ -8,6 +8,9 @@
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+    GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
+    POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
+    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
 
 Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
@@ -22,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
+from gateway.explain import explain
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.responses import json_error, json_response
@@ -64,7 +68,9 @@ def _reason(body: dict[str, Any]) -> str:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise _BadBody("'reason' must be a string")
-    return reason.strip()[:MAX_REASON]
+    if len(reason) > MAX_REASON:
+        raise _BadBody(f"'reason' is limited to {MAX_REASON} characters")
+    return reason.strip()
 
 
 def _flags_view(state: GatewayState) -> list[dict[str, Any]]:
@@ -194,3 +200,41 @@ def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
     for change in changes:
         state.metrics.flag_changes.labels(change.flag).inc()
         log.info("flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason)
+
+
+@admin_routes.get("/api/v1/explain")
+async def explain_subject(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    subject = request.query.get("subject", "").strip()
+    path = request.query.get("path", "/")
+    method = request.query.get("method", "GET")
+    if not subject or len(subject) > 256:
+        return json_error(400, "bad_request", "'subject' is required: the user's id (the JWT 'sub' claim)")
+    if not path.startswith("/"):
+        return json_error(400, "bad_request", "'path' must start with '/'")
+    return json_response(explain(state.routes, state.store.snapshot(), subject=subject, path=path, method=method))
+
+
+@admin_routes.post("/api/v1/reload")
+async def reload_rules(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.reloader is None:
+        return json_error(409, "no_config_file", "the gateway was started without --config: there is no file to re-read")
+    error = await state.reloader.reload("admin-api")
+    if error is not None:
+        return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
+    return json_response({"reloaded": True, "routes": _routes_view(state), "flags": _flags_view(state)})
+
+
+@admin_routes.get("/api/v1/forecast")
+async def forecast(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    flag = request.query.get("flag", "default")
+    values = state.store.snapshot()
+    if flag not in values:
+        return json_error(404, "unknown_flag", f"unknown flag {flag!r}; declared flags: {sorted(values)}")
+    try:
+        target = parse_percent(int(request.query.get("percent", "")))
+    except (ValueError, InvalidFlagValue):
+        return json_error(400, "bad_request", "'percent' must be an integer 0..100")
+    return json_response(state.sketch.forecast(flag, values[flag], target).to_json())

@@ -123,8 +123,9 @@ class RedisFlagStore:
         """Start the watcher and wait briefly for a first read; start degraded if Redis is away."""
         self._tasks.spawn(self._watch(), name="flag-store-watcher")
         try:
-            await asyncio.wait_for(self._synced.wait(), first_sync_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(first_sync_timeout):  # not wait_for: see _watch
+                await self._synced.wait()
+        except TimeoutError:
             log.warning("flag_store_start_degraded", reason=self._last_error, using=dict(self.cache.values))
 
     async def close(self) -> None:
@@ -133,7 +134,7 @@ class RedisFlagStore:
 
     async def reload(self) -> None:
         """Read the hash once, apply valid values, seed missing declared flags."""
-        raw: dict[bytes, bytes] = await self._redis.hgetall(self._hash)
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._hash)
         updates: dict[str, int] = {}
         missing = set(self.cache.declared)
         for key, value in raw.items():
@@ -143,7 +144,7 @@ class RedisFlagStore:
             missing.discard(flag)
             percent = parse_stored_percent(value)
             if percent is None:
-                self._invalid(flag, value)
+                self._invalid(flag, value if isinstance(value, bytes) else value.encode())
                 continue
             self._bad_raw.pop(flag, None)
             updates[flag] = percent
@@ -208,8 +209,11 @@ class RedisFlagStore:
             except _DOWN as exc:
                 self._mark_degraded(exc)
             finally:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # lands as the inner call completes, and close() would then wait on this loop forever.
                 try:
-                    await asyncio.wait_for(pubsub.aclose(), self._config.socket_timeout)
+                    async with asyncio.timeout(self._config.socket_timeout):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except _DOWN:
                     pass
             await asyncio.sleep(backoff)
@@ -257,8 +261,8 @@ class RedisFlagStore:
         except _DOWN as exc:
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
         result = []
-        for _id, fields in entries:
-            data = {_text(k): _text(v) for k, v in fields.items()}
+        for _id, fields in entries or ():
+            data = {_text(k): _text(v) for k, v in (fields or {}).items()}
             try:
                 result.append(
                     FlagChange(

@@ -50,6 +50,7 @@ class FlagStore(Protocol):
     """Where flag percentages live. Reads are in-process; writes go to the backend."""
 
     backend: str
+    cache: FlagCache
 
     def snapshot(self) -> Mapping[str, int]:
         """Current percentages of every declared flag. No I/O: safe on the request path."""
@@ -84,6 +85,14 @@ class FlagCache:
     @property
     def values(self) -> Mapping[str, int]:
         return self._values
+
+    def redeclare(self, initial: Mapping[str, int]) -> None:
+        """A reloaded config's flags: new ones start at their initial value, known ones keep theirs."""
+        self.declared = frozenset(initial)
+        values = {flag: self._values.get(flag, percent) for flag, percent in initial.items()}
+        self._values = MappingProxyType(values)
+        for listener in self._listeners:
+            listener(self._values)
 
     def check(self, flag: str) -> None:
         if flag not in self.declared:

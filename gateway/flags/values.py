@@ -10,11 +10,9 @@ __all__ = ["parse_percent", "parse_stored_percent"]
 
 
 def parse_percent(value: Any) -> int:
-    """A percentage from a JSON body: an integer 0..100 (``50`` or ``"50"``), nothing else."""
+    """A percentage from a JSON body: a JSON integer 0..100 (``50`` or ``50.0``), nothing else."""
     if isinstance(value, bool):
         raise InvalidFlagValue(f"expected an integer percentage 0..100, got {value!r}")
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 3:
-        value = int(value.strip())
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or not 0 <= value <= 100:

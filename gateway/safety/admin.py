@@ -13,6 +13,8 @@ PUT  /api/v1/readonly/{flag}         {"mode": "reject"|"candidate"|"off", "retry
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.admin.routes import _actor, _BadBody, _json_body, _reason
@@ -30,6 +32,11 @@ def _safety(request: web.Request) -> Safety:
     safety = request.app[STATE].safety
     assert safety is not None
     return safety
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 50.0 is the integer 50 (as JSON Schema's "integer" says)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _refused(exc: SafetyRefused) -> web.Response:
@@ -121,14 +128,17 @@ async def start_plan(request: web.Request) -> web.Response:
     safety = _safety(request)
     try:
         body = await _json_body(request)
-        soak, min_requests = body.get("soak"), body.get("minRequests")
+        soak, min_requests = body.get("soak"), _integral(body.get("minRequests"))
+        steps = body.get("steps")
+        if isinstance(steps, list):
+            steps = [_integral(step) for step in steps]
         if soak is not None and (isinstance(soak, bool) or not isinstance(soak, (int, float)) or soak <= 0):
             raise _BadBody("'soak' must be a positive number of seconds")
         if min_requests is not None and (
             isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
         ):
             raise _BadBody("'minRequests' must be a non-negative integer")
-        await safety.plans.start(flag, body.get("steps"), soak, min_requests, _actor(request))
+        await safety.plans.start(flag, steps, soak, min_requests, _actor(request))
         status = await safety.plans.status(flag)
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
@@ -167,7 +177,7 @@ async def set_read_only(request: web.Request) -> web.Response:
     safety = _safety(request)
     try:
         body = await _json_body(request)
-        mode, retry_after = body.get("mode"), body.get("retryAfter")
+        mode, retry_after = body.get("mode"), _integral(body.get("retryAfter"))
         if not isinstance(mode, str):
             raise _BadBody('missing "mode": send {"mode": "reject"|"candidate"|"off", "retryAfter": seconds}')
         if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):

@@ -1,0 +1,126 @@
+"""The status page (GET / and /ui) and the JSON it polls (GET /api/v1/status).
+
+The page is one static HTML file with a small dependency-free script: no build step, no CDN.
+It polls every two seconds; changes go through the same token-protected API as the CLI.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import SIDES
+from gateway.responses import json_response
+from gateway.shadow.stats import report_row
+from gateway.state import STATE, GatewayState
+
+__all__ = ["status_routes"]
+
+status_routes = web.RouteTableDef()
+WINDOW = 60
+SERIES_WINDOW, SERIES_STEP = 300, 10
+
+
+def _page() -> bytes:
+    return resources.files("gateway.admin").joinpath("static/status.html").read_bytes()
+
+
+async def build_status(state: GatewayState) -> dict[str, Any]:
+    values = state.store.snapshot()
+    routes_by_flag: dict[str, list[str]] = {}
+    for rule in state.routes.rules:
+        if rule.flag is not None:
+            routes_by_flag.setdefault(rule.flag, []).append(rule.label)
+    try:
+        changes = [c.to_json() for c in await state.store.changes(10)]
+    except Exception:  # the page must render whatever the store is doing; health says why
+        changes = []
+    upstreams = {}
+    for side in SIDES:
+        upstreams[side] = {
+            "url": state.config.upstreams[side].url,
+            "window": WINDOW,
+            **state.stats.summary(side, WINDOW).to_json(),
+            "series": state.stats.series(side, SERIES_WINDOW, SERIES_STEP),
+        }
+    safety = state.safety
+    triggers: dict[str, list[dict[str, Any]]] = {}
+    plans: dict[str, Any] = {}
+    events: list[dict[str, Any]] = []
+    held: dict[str, Any] = {}
+    checks: list[dict[str, Any]] = []
+    if safety is not None:
+        triggers = {flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()}
+        checks = [
+            {
+                "trigger": name,
+                "upstream": "candidate",
+                "runs": prober.state.runs,
+                "consecutiveFailures": prober.state.consecutive_failures,
+                "lastError": prober.state.last_error,
+                "healthy": prober.state.runs > 0 and prober.state.consecutive_failures == 0,
+            }
+            for name, prober in sorted(safety.probers.items())
+        ]
+        try:
+            held, _ = await safety.store.holds_and_epochs()
+            events = [e.to_json() for e in await safety.store.events(10)]
+            for flag in sorted(await safety.store.plans()):
+                plan = await safety.plans.status(flag)
+                if plan is not None:
+                    plans[flag] = plan
+        except Exception:  # the page renders whatever the store does; the store's health says why
+            pass
+    parity: list[dict[str, Any]] = []
+    if state.shadow.policies:
+        try:
+            counters = await state.shadow.store.counters()
+            names = sorted(set(counters) | {p.route for p in state.shadow.policies.values()})
+            parity = [report_row(name, counters.get(name, {})) for name in names]
+        except Exception:
+            pass
+    return {
+        "version": __version__,
+        "time": time.time(),
+        "draining": state.draining,
+        "store": state.store.health().to_json(),
+        "flags": [
+            {
+                "name": n,
+                "percent": values[n],
+                "routes": routes_by_flag.get(n, []),
+                "triggers": triggers.get(n, []),
+                "plan": plans.get(n),
+                "held": held.get(n),
+            }
+            for n in sorted(values)
+        ],
+        "events": events,
+        "healthChecks": checks,
+        "parity": parity,
+        "pins": [
+            {"prefix": r.prefix, "methods": sorted(r.methods) if r.methods else None, "side": r.pin}
+            for r in state.routes.rules
+            if r.pin
+        ],
+        "upstreams": upstreams,
+        "seriesStepSeconds": SERIES_STEP,
+        "changes": changes,
+        "adminTokenConfigured": state.config.admin.token is not None,
+    }
+
+
+@status_routes.get("/")
+@status_routes.get("/ui")
+async def page(request: web.Request) -> web.Response:
+    return web.Response(body=_page(), content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+
+
+@status_routes.get("/api/v1/status")
+async def status(request: web.Request) -> web.Response:
+    return json_response(await build_status(request.app[STATE]))

@@ -1,0 +1,111 @@
+"""Hot reload of the rules file: on SIGHUP and, optionally, when the file changes on disk.
+
+The new file is validated first; if it is invalid the old rules stay in force and the error is
+logged and counted. Route rules, flags, bucketing and forcing are swapped in one step; a request
+that already matched its route finishes on the rules it started with, and no connection is
+dropped. Listeners, upstreams, Redis and the protection sections (rate limits, headers, CORS,
+limits, trusted proxies) need a restart: a reload that changes them applies the rest and says
+so in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from gateway.routing import RouteTable
+from gateway.splitting import Splitter
+from gateway.state import GatewayState
+
+__all__ = ["ConfigSource", "Reloader", "RESTART_ONLY"]
+
+log = structlog.get_logger("gateway.reload")
+
+# Protection sections decide which middlewares exist at all, so they are fixed at start too.
+RESTART_ONLY = (
+    "listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload",
+    "trusted_proxies", "rate_limits", "security_headers", "cors", "limits",
+)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the running configuration came from, so it can be read again the same way."""
+
+    path: str | None
+    env: Mapping[str, str]
+
+    def load(self) -> Config:
+        return load_config(self.path, self.env)
+
+    def fingerprint(self) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+
+class Reloader:
+    def __init__(self, state: GatewayState, source: ConfigSource) -> None:
+        self.state = state
+        self.source = source
+        self._lock = asyncio.Lock()
+        self._fingerprint = source.fingerprint()
+
+    async def reload(self, trigger: str) -> str | None:
+        """Re-read and apply the file; returns the error (old rules kept) or ``None``."""
+        async with self._lock:
+            self._fingerprint = self.source.fingerprint()
+            try:
+                new = self.source.load()
+            except ConfigError as exc:
+                self.state.metrics.config_reloads.labels("error").inc()
+                log.error("config_reload_failed", trigger=trigger, path=self.source.path, error=str(exc))
+                return str(exc)
+            needs_restart = apply_config(self.state, new)
+            self.state.metrics.config_reloads.labels("ok").inc()
+            log.info(
+                "config_reloaded",
+                trigger=trigger,
+                path=self.source.path,
+                routes=len(new.routes),
+                flags=sorted(new.flags),
+                needs_restart=needs_restart or None,
+            )
+            return None
+
+    async def watch(self, interval: float) -> None:
+        """Poll the file's content hash; cheap, and works on every filesystem (no inotify)."""
+        while True:
+            await asyncio.sleep(interval)
+            current = self.source.fingerprint()
+            if current is not None and current != self._fingerprint:
+                await self.reload("file-changed")
+
+
+def apply_config(state: GatewayState, new: Config) -> list[str]:
+    """Swap the reloadable parts into ``state``; returns the keys that changed but need a restart."""
+    old = state.config
+    needs_restart = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+    kept = new.model_copy(update={key: getattr(old, key) for key in RESTART_ONLY})
+    routes = RouteTable(kept.routes)
+    splitter = Splitter(kept.bucketing, kept.force)
+    state.store.cache.redeclare(kept.flags)
+    state.routes, state.splitter, state.config = routes, splitter, kept
+    state.extra_drop = frozenset({kept.force.header.lower(), kept.force.secret_header.lower()})
+    return needs_restart
+
+
+def watch_interval(config: Config) -> float | None:
+    return config.reload.interval if config.reload.watch else None
+
+

@@ -1,0 +1,405 @@
+"""Mirroring: tap a sampled request, queue it, replay it on the other side, compare, record.
+
+The request path only ever calls ``Shadow.tap`` (a dict lookup, and a random draw when the route
+samples), ``Tap.feed`` for each body chunk it already streams to the client, and
+``Shadow.submit`` once the client has its full answer (``put_nowait`` on a bounded queue: when it
+is full the job is dropped and counted, never waited for). Everything else runs in
+``concurrency`` workers: the shadow request goes to the side that did *not* serve (legacy
+before a user moved, candidate after — reverse shadowing), with ``X-Gateway-Shadow: 1`` and the
+same request id, through that upstream's existing pool. Sharing the pool keeps connections warm
+and needs no second set of limits; the workers bound shadow traffic to ``concurrency``
+connections of the pool's ``max_connections``, and a per-request ``timeout`` keeps a slow
+shadow from pinning a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import structlog
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+
+from gateway.config import Config, Side
+from gateway.errors import StoreUnavailable, UpstreamError
+from gateway.observability import Metrics
+from gateway.routing import DEFAULT_ROUTE, Route
+from gateway.shadow.compare import ABSENT, Answer, Comparison, Rules, compare
+from gateway.shadow.noise import NoiseLearner
+from gateway.shadow.normalize import build
+from gateway.shadow.paths import PatternSet, parse
+from gateway.shadow.redact import Redactor
+from gateway.shadow.settings import SAFE_METHODS, ShadowRule
+from gateway.shadow.stats import Outcome, Result
+from gateway.shadow.store import ParityStore
+from gateway.tasks import Background
+from gateway.upstreams import Upstreams
+
+__all__ = ["SHADOW_HEADER", "Policy", "Shadow", "Tap"]
+
+log = structlog.get_logger("gateway.shadow")
+
+SHADOW_HEADER = istr("X-Gateway-Shadow")
+_HOST = istr("Host")
+_NO_BODY_STATUS = frozenset({204, 304})
+_OTHER: dict[Side, Side] = {"legacy": "candidate", "candidate": "legacy"}
+MAX_STORED_DIFFS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A route's shadow rule, compiled once at start-up."""
+
+    route: str
+    percent: float
+    methods: frozenset[str]
+    rules: Rules
+    learn_noise: bool
+    flag: str | None = None  # the route's flag, for mismatch-rate triggers (None when pinned)
+
+    @classmethod
+    def from_rule(cls, route: str, rule: ShadowRule, flag: str | None = None) -> Policy:
+        return cls(
+            route=route,
+            flag=flag,
+            percent=rule.percent,
+            methods=rule.methods,
+            rules=Rules(
+                headers=tuple(h.lower() for h in rule.headers),
+                ignore=PatternSet(parse(p) for p in rule.ignore),
+                unordered=PatternSet(parse(p) for p in rule.unordered),
+                tolerance=rule.tolerance,
+                normalizer=build(rule.normalize),
+            ),
+            learn_noise=rule.learn_noise,
+        )
+
+
+class Tap:
+    """One sampled request: the primary's body, captured up to ``cap`` while it streams."""
+
+    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "replayable", "size", "started")
+
+    def __init__(self, policy: Policy, cap: int) -> None:
+        self.policy = policy
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.over = False
+        self.request_body: bytes | None = None  # set by tee_request for mirrored writes
+        self.replayable = True  # False while a request body is being teed, or when it was over the cap
+        self.started = perf_counter()
+        self.ended = 0.0
+
+    def upstream_done(self) -> None:
+        """The primary's last byte arrived: its latency, measured like the shadow side's."""
+        self.ended = perf_counter()
+
+    def feed(self, chunk: bytes) -> None:
+        if self.over:
+            return
+        self.size += len(chunk)
+        if self.size > self.cap:
+            self.over = True
+            self.chunks.clear()  # never hold more than the cap
+        else:
+            self.chunks.append(chunk)
+
+    def body(self) -> bytes | None:
+        return None if self.over else b"".join(self.chunks)
+
+    async def tee_request(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """Stream a client's request body upstream, keeping a copy (up to the cap) to replay."""
+        self.replayable = False
+        kept: list[bytes] = []
+        size = 0
+        chunks = body.iter_any() if isinstance(body, aiohttp.StreamReader) else body
+        async for chunk in chunks:
+            size += len(chunk)
+            if size <= self.cap:
+                kept.append(chunk)
+            elif kept:
+                kept.clear()  # never hold more than the cap
+            yield chunk
+        if size <= self.cap:
+            self.request_body = b"".join(kept)
+            self.replayable = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    policy: Policy
+    request_id: str
+    method: str
+    raw_path: str
+    headers: CIMultiDict[str]
+    request_body: bytes | None
+    served: Side
+    answer: Answer
+    latency: float
+
+    @property
+    def size(self) -> int:
+        return len(self.answer.body or b"") + len(self.request_body or b"")
+
+
+class _ShadowFailed(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class Shadow:
+    """Policies per route, the bounded queue, its workers, noise learning and the store."""
+
+    def __init__(self, config: Config, upstreams: Upstreams, metrics: Metrics, store: ParityStore) -> None:
+        self.config = config.shadow
+        self.store = store
+        self.noise = NoiseLearner()
+        self.redactor = Redactor(config.shadow.redact_keys)
+        self._upstreams = upstreams
+        self._metrics = metrics
+        self._policies: dict[Route, Policy] = {}
+        flag_rules = config.shadow.flags
+        for rule in config.routes:
+            chosen = rule.shadow or (flag_rules.get(rule.flag) if rule.flag else None)
+            route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
+            if chosen is not None and chosen.percent > 0 and route not in self._policies:
+                self._policies[route] = Policy.from_rule(rule.label, chosen, rule.flag)
+        default_rule = flag_rules.get(DEFAULT_ROUTE.flag or "")
+        if default_rule is not None and default_rule.percent > 0:
+            self._policies[DEFAULT_ROUTE] = Policy.from_rule(DEFAULT_ROUTE.label, default_rule, DEFAULT_ROUTE.flag)
+        if config.drained:
+            # A drained upstream never gets traffic, shadow included (issue #5): with one side
+            # drained every mirror would go to it, so nothing is mirrored.
+            self._policies = {}
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
+        self._random = random.Random().random
+        self._background = Background()
+        # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
+        self.on_compared: Callable[[str, bool], None] | None = None
+
+    @property
+    def policies(self) -> Mapping[Route, Policy]:
+        return self._policies
+
+    # -- request path -------------------------------------------------------------------------
+
+    def tap(self, route: Route, method: str) -> Tap | None:
+        """A Tap if this request is to be mirrored, else None (the common, free case)."""
+        policy = self._policies.get(route)
+        if policy is None or method not in policy.methods or self._queue is None:
+            return None
+        if policy.percent < 100 and self._random() * 100 >= policy.percent:
+            return None
+        return Tap(policy, self.config.body_cap)
+
+    def skip(self, tap: Tap, reason: str) -> None:
+        self._metrics.shadow_comparisons.labels(tap.policy.route, "skipped").inc()
+        log.debug("shadow_skipped", route=tap.policy.route, reason=reason)
+
+    def submit(
+        self,
+        tap: Tap,
+        *,
+        request_id: str,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        served: Side,
+        status: int,
+        response_headers: CIMultiDictProxy[str],
+    ) -> None:
+        """Hand the answered request to the workers; drops (and counts) when the queue is full."""
+        latency = (tap.ended or perf_counter()) - tap.started
+        if not tap.replayable:
+            self.skip(tap, "request_body_over_cap")
+            return
+        job = _Job(
+            tap.policy, request_id, method, raw_path, headers, tap.request_body, served,
+            Answer(status, response_headers, tap.body()), latency,
+        )
+        assert self._queue is not None
+        size = job.size
+        if self._queued_bytes + size > self.config.queue_bytes:
+            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            return
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.shadow_comparisons.labels(tap.policy.route, "dropped").inc()
+            return
+        self._queued_bytes += size
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        if not self._policies:
+            return  # nothing is mirrored: no queue, no workers, tap() returns None at once
+        self._queue = asyncio.Queue(self.config.queue_size)
+        for index in range(self.config.concurrency):
+            self._background.spawn(self._worker(), name=f"shadow-worker-{index}")
+        if any(p.learn_noise for p in self._policies.values()):
+            await self._sync_noise()
+            self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
+        log.info("shadow_started", routes=sorted(p.route for p in self._policies.values()),
+                 workers=self.config.concurrency, queue=self.config.queue_size, store=self.store.backend)
+
+    async def close(self) -> None:
+        """Stop taking jobs; shadow work is best effort, so pending jobs are abandoned (logged)."""
+        queue, self._queue = self._queue, None
+        abandoned = queue.qsize() if queue is not None else 0
+        await self._background.close(drain_timeout=0)
+        await self.store.close()
+        if abandoned:
+            log.info("shadow_jobs_abandoned", count=abandoned)
+
+    async def reset_noise(self, route: str | None) -> list[str]:
+        """Forget learned noise here and in the shared store; raises StoreUnavailable."""
+        routes = None if route is None else [route]
+        await self.store.reset_noise(routes)
+        return self.noise.reset(routes)
+
+    async def _sync_noise(self) -> None:
+        try:
+            shared = await self.store.noise()
+        except StoreUnavailable:
+            return  # keep what this instance knows; the store logs and counts the failure
+        if shared is not None:
+            self.noise.replace(shared)
+
+    async def _noise_syncer(self) -> None:
+        """Install the noise other instances learned (and their resets) every few seconds."""
+        while True:
+            await asyncio.sleep(self.config.noise_sync_interval)
+            await self._sync_noise()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            job = await queue.get()
+            self._queued_bytes -= job.size
+            try:
+                await self._process(job)
+            except Exception:
+                log.exception("shadow_job_failed", request_id=job.request_id, route=job.policy.route)
+
+    async def _process(self, job: _Job) -> None:
+        policy = job.policy
+        route = policy.route
+        shadow_side = _OTHER[job.served]
+        metrics = self._metrics
+        try:
+            shadow, shadow_latency = await self._fetch(shadow_side, job)
+        except _ShadowFailed as exc:
+            metrics.shadow_comparisons.labels(route, "shadow_error").inc()
+            log.info("shadow_error", request_id=job.request_id, route=route, upstream=shadow_side, kind=exc.kind)
+            await self.store.record(route, Result("shadow_error"), None)
+            return
+        if policy.learn_noise and job.method in SAFE_METHODS and job.answer.body is not None:
+            await self._learn_noise(job)
+        comparison = compare(job.answer, shadow, policy.rules, self.noise.ignores(route))
+        outcome: Outcome = "match" if comparison.match else "mismatch"
+        metrics.shadow_comparisons.labels(route, outcome).inc()
+        if self.on_compared is not None and policy.flag is not None:
+            self.on_compared(policy.flag, not comparison.match)
+        metrics.shadow_latency.labels(route, job.served, "primary").observe(job.latency)
+        metrics.shadow_latency.labels(route, shadow_side, "shadow").observe(shadow_latency)
+        if not comparison.body_compared:
+            metrics.shadow_over_cap.labels(route).inc()
+        result = Result(
+            outcome,
+            tuple(dict.fromkeys(d.field for d in comparison.differences)),
+            {job.served: job.latency, shadow_side: shadow_latency},
+            comparison.body_compared,
+        )
+        mismatch = None if comparison.match else self._mismatch(job, shadow, shadow_side, comparison)
+        if mismatch is not None:
+            log.info("shadow_mismatch", request_id=job.request_id, route=route,
+                     fields=[d["where"] for d in mismatch["diffs"]])
+        await self.store.record(route, result, mismatch)
+
+    async def _learn_noise(self, job: _Job) -> None:
+        try:
+            again, _ = await self._fetch(job.served, job)
+        except _ShadowFailed:
+            return
+        if again.body is None or again.status != job.answer.status:
+            return
+        new = self.noise.learn(job.policy.route, compare(job.answer, again, job.policy.rules))
+        if new:
+            self._metrics.shadow_noise_learned.labels(job.policy.route).inc(len(new))
+            log.info("shadow_noise_learned", route=job.policy.route, fields=new)
+            await self.store.add_noise(job.policy.route, new)
+
+    async def _fetch(self, side: Side, job: _Job) -> tuple[Answer, float]:
+        upstream = self._upstreams[side]
+        headers = CIMultiDict(job.headers)
+        headers[SHADOW_HEADER] = "1"
+        if not upstream.config.preserve_host:
+            headers.popall(_HOST, None)
+        started = perf_counter()
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                response = await upstream.send(job.method, job.raw_path, headers, job.request_body)
+                try:
+                    body = await self._read(response, job.method)
+                finally:
+                    response.release()
+        except UpstreamError as exc:
+            raise _ShadowFailed(exc.kind) from exc
+        except TimeoutError as exc:
+            raise _ShadowFailed("timeout") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _ShadowFailed("reset") from exc
+        return Answer(response.status, response.headers, body), perf_counter() - started
+
+    async def _read(self, response: aiohttp.ClientResponse, method: str) -> bytes | None:
+        """The body up to the cap; None (and the connection dropped) when it is larger."""
+        if method == "HEAD" or response.status in _NO_BODY_STATUS:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(2**16):
+            size += len(chunk)
+            if size > self.config.body_cap:
+                response.close()
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _mismatch(self, job: _Job, shadow: Answer, shadow_side: Side, comparison: Comparison) -> dict[str, Any]:
+        """The stored, redacted record of one mismatch."""
+        redactor = self.redactor
+        diffs: list[dict[str, Any]] = []
+        for d in comparison.differences[:MAX_STORED_DIFFS]:
+            if d.where.startswith("header:"):
+                name = d.where.removeprefix("header:")
+                values = [v if v is ABSENT else redactor.header(name, v) for v in (d.primary, d.shadow)]
+            else:
+                values = [redactor.value(v, d.path or ()) for v in (d.primary, d.shadow)]
+            primary, other = (repr(v) if v is ABSENT else v for v in values)
+            diffs.append({"where": d.where, "field": d.field, job.served: primary, shadow_side: other})
+        return {
+            "requestId": job.request_id,
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "route": job.policy.route,
+            "method": job.method,
+            "path": redactor.target(job.raw_path),
+            "served": job.served,
+            "status": {job.served: job.answer.status, shadow_side: shadow.status},
+            "bodyCompared": comparison.body_compared,
+            "diffs": diffs,
+            "moreDiffs": max(0, len(comparison.differences) - MAX_STORED_DIFFS) + (1 if comparison.truncated else 0),
+        }

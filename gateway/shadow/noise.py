@@ -1,0 +1,68 @@
+"""Noise learning: what differs between two answers of the *same* side is not a parity bug.
+
+The mirror sends a safe request to the serving side a second time; every JSON field whose
+value changed between those two answers (a clock, a request id, a random order) is learned as
+ignored for that route, so the report shows only real differences. The learned set is kept per
+route, bounded, visible through the admin API and resettable. With Redis the mirror shares it
+between instances (``replace`` installs the shared set). Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from gateway.shadow.compare import ABSENT, Comparison
+from gateway.shadow.paths import PatternSet, parse
+
+__all__ = ["NoiseLearner"]
+
+MAX_PER_ROUTE = 200
+
+
+class NoiseLearner:
+    def __init__(self, max_per_route: int = MAX_PER_ROUTE) -> None:
+        self._max = max_per_route
+        self._fields: dict[str, dict[str, None]] = {}  # route -> ordered set of generic fields
+        self._compiled: dict[str, PatternSet] = {}
+
+    def learn(self, route: str, same_side: Comparison) -> list[str]:
+        """Learn the JSON fields that differ between two answers of one side; returns new ones."""
+        fields = self._fields.setdefault(route, {})
+        new = [
+            d.field
+            for d in same_side.differences
+            if d.path is not None and d.field not in fields and len(fields) < self._max
+            and _changed_value(d.primary, d.shadow)
+        ]
+        for name in dict.fromkeys(new):
+            fields[name] = None
+        if new:
+            self._compiled[route] = PatternSet(parse(name) for name in fields)
+        return list(dict.fromkeys(new))
+
+    def ignores(self, route: str) -> PatternSet | None:
+        return self._compiled.get(route)
+
+    def snapshot(self) -> dict[str, list[str]]:
+        return {route: list(fields) for route, fields in self._fields.items() if fields}
+
+    def replace(self, learned: Mapping[str, Iterable[str]]) -> None:
+        """Install a learned set from elsewhere (the shared store), replacing this one."""
+        self._fields = {route: dict.fromkeys(list(fields)[: self._max]) for route, fields in learned.items()}
+        self._compiled = {route: PatternSet(parse(name) for name in fields) for route, fields in self._fields.items()}
+
+    def reset(self, routes: Iterable[str] | None = None) -> list[str]:
+        """Forget learned fields for the given routes (all when None); returns the routes reset."""
+        targets = list(self._fields) if routes is None else [r for r in routes if r in self._fields]
+        for route in targets:
+            self._fields.pop(route, None)
+            self._compiled.pop(route, None)
+        return targets
+
+
+def _changed_value(a: object, b: object) -> bool:
+    """Only a value that changed in place is noise; a field or element that comes and goes is not.
+
+    Learning ``$.data[*]`` because a list grew between two calls would silence every element.
+    """
+    return a is not ABSENT and b is not ABSENT and not isinstance(a, (dict, list)) and not isinstance(b, (dict, list))

@@ -1,0 +1,96 @@
+"""Shadow configuration: frozen models; validation errors name the key path.
+
+A route rule (or a flag, for every route on it without a rule of its own) may carry::
+
+    shadow:
+      percent: 100                 # share of matching requests mirrored, 0..100
+      methods: [GET]               # default GET, HEAD, OPTIONS; writes need allow_writes
+      allow_writes: false          # mirroring POST/PUT/PATCH/DELETE writes twice!
+      headers: [Content-Type]      # response headers compared
+      ignore: ["$.data[*].updatedAt", "$.meta.requestId"]
+      unordered: ["$.data"]        # arrays compared as multisets at these paths
+      tolerance: 0.01              # numbers equal within this
+      normalize: [uuid, timestamp]
+      learn_noise: true            # ask the serving side twice; what differs is ignored
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.shadow.normalize import NormalizerName
+from gateway.shadow.paths import parse
+
+__all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ShadowRule(_Model):
+    """How one route (or flag) is mirrored and compared."""
+
+    percent: float = Field(ge=0, le=100)
+    methods: frozenset[str] = SAFE_METHODS
+    allow_writes: bool = False
+    headers: tuple[str, ...] = ("Content-Type",)
+    ignore: tuple[str, ...] = ()
+    unordered: tuple[str, ...] = ()
+    tolerance: float = Field(default=0.0, ge=0)
+    normalize: tuple[NormalizerName, ...] = ()
+    learn_noise: bool = False
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple, set, frozenset)):
+            methods = frozenset(str(m).upper() for m in value)
+            unknown = sorted(methods - _KNOWN_METHODS)
+            if unknown:
+                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(_KNOWN_METHODS)}")
+            if not methods:
+                raise ValueError("expected at least one method")
+            return methods
+        return value
+
+    @field_validator("ignore", "unordered")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, text in enumerate(value):
+            try:
+                parse(text)
+            except ValueError as exc:
+                raise ValueError(f"entry {index}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _writes_opt_in(self) -> ShadowRule:
+        writes = sorted(self.methods - SAFE_METHODS)
+        if writes and not self.allow_writes:
+            raise ValueError(
+                f"methods {writes} would send every such request to both backends (a double write); "
+                "set allow_writes: true only if the shadow side writes to a sandbox database"
+            )
+        return self
+
+
+class ShadowConfig(_Model):
+    """Process-wide shadowing limits and where per-flag rules live."""
+
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    queue_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # captured bodies waiting, in total
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    body_cap: int = Field(default=1024 * 1024, ge=0)
+    timeout: float = Field(default=10.0, gt=0)
+    keep_mismatches: int = Field(default=100, ge=1, le=10_000)
+    redact_keys: tuple[str, ...] = ()
+    noise_sync_interval: float = Field(default=2.0, gt=0)  # seconds between re-reads of shared noise (Redis)
+    flags: dict[str, ShadowRule] = Field(default_factory=dict)

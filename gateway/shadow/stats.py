@@ -1,0 +1,116 @@
+"""Per-route parity statistics as plain counters, and the report rows built from them. Pure.
+
+Every comparison becomes a handful of counter increments (``increments``): outcome counts,
+one per differing field, one per latency bucket for each side. Counters add up, so the same
+encoding serves the in-process store and a Redis hash that every instance ``HINCRBY``s — the
+report is then aggregated over all instances for free. Latencies go into fixed geometric
+buckets (each ~19% wider than the last), so p50/p95 are estimates within one bucket's width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.config import SIDES, Side
+
+__all__ = ["Outcome", "Result", "increments", "quantile", "report_row"]
+
+Outcome = Literal["match", "mismatch", "shadow_error"]
+TOP_FIELDS = 5
+MAX_FIELDS_PER_RESULT = 20
+
+_BASE = 0.0001  # 100 µs
+_GROWTH = 1.1892  # 2 ** 0.25: four buckets per doubling
+_LOG_GROWTH = math.log(_GROWTH)
+_MAX_BUCKET = 90  # ~ 100 µs * 2**22.5: several minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one shadowed request produced, as the store records it."""
+
+    outcome: Outcome
+    fields: tuple[str, ...] = ()
+    latency: Mapping[Side, float] | None = None  # seconds, for each side that answered
+    body_compared: bool = True
+
+
+def bucket(seconds: float) -> int:
+    if seconds <= _BASE:
+        return 0
+    return min(_MAX_BUCKET, 1 + int(math.log(seconds / _BASE) / _LOG_GROWTH))
+
+
+def _bucket_bounds(index: int) -> tuple[float, float]:
+    if index == 0:
+        return 0.0, _BASE
+    return _BASE * _GROWTH ** (index - 1), _BASE * _GROWTH**index
+
+
+def increments(result: Result) -> dict[str, int]:
+    """The counters one result adds to its route's totals."""
+    inc: dict[str, int] = {result.outcome: 1}
+    if result.outcome != "shadow_error":
+        inc["compared"] = 1
+        if not result.body_compared:
+            inc["headers_only"] = 1
+    for name in result.fields[:MAX_FIELDS_PER_RESULT]:
+        inc[f"f:{name}"] = 1
+    for side, seconds in (result.latency or {}).items():
+        inc[f"lat:{side}:{bucket(seconds)}"] = 1
+    return inc
+
+
+def quantile(buckets: Mapping[int, int], q: float) -> float | None:
+    """Estimated ``q`` quantile (seconds) from bucket counts; geometric middle of its bucket."""
+    total = sum(buckets.values())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index in sorted(buckets):
+        seen += buckets[index]
+        if seen >= rank:
+            low, high = _bucket_bounds(index)
+            return math.sqrt(low * high) if low > 0 else high / 2
+    return None  # pragma: no cover - rank <= total always lands in a bucket
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -> dict[str, Any]:
+    """One row of the parity report from a route's counters."""
+    compared = counters.get("compared", 0)
+    matched = counters.get("match", 0)
+    fields = sorted(
+        ((name[2:], count) for name, count in counters.items() if name.startswith("f:")),
+        key=lambda item: (-item[1], item[0]),
+    )
+    latency: dict[str, dict[str, float | None]] = {}
+    p50: dict[str, float | None] = {}
+    for side in SIDES:
+        prefix = f"lat:{side}:"
+        buckets = {int(k[len(prefix):]): v for k, v in counters.items() if k.startswith(prefix)}
+        p50[side] = quantile(buckets, 0.50)
+        p95 = quantile(buckets, 0.95)
+        latency[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(p95), "samples": sum(buckets.values())}
+    legacy_p50, candidate_p50 = p50["legacy"], p50["candidate"]
+    speedup = round(legacy_p50 / candidate_p50, 2) if legacy_p50 and candidate_p50 else None
+    return {
+        "route": route,
+        "compared": compared,
+        "matched": matched,
+        "mismatched": counters.get("mismatch", 0),
+        "matchPercent": round(100 * matched / compared, 2) if compared else None,
+        "headersOnly": counters.get("headers_only", 0),
+        "shadowErrors": counters.get("shadow_error", 0),
+        "topFields": [{"field": name, "count": count} for name, count in fields[:top]],
+        "legacy": latency["legacy"],
+        "candidate": latency["candidate"],
+        "speedup": speedup,  # legacy p50 / candidate p50: above 1 means the candidate is faster
+    }

@@ -1,0 +1,246 @@
+"""Where shadow results go: route counters and the latest N mismatches per route.
+
+One Protocol, two implementations, chosen once at start-up like the flag store:
+
+- ``MemoryParityStore``: counters and a ring of mismatches in this process (report per instance);
+- ``RedisParityStore``: a hash of counters per route that every instance ``HINCRBY``s (report
+  aggregated over all instances) and a stream per route capped at N entries.
+
+Keys (``prefix`` defaults to ``cutover:``): ``{prefix}parity:routes`` (set of route names),
+``{prefix}parity:stats:{route}`` (hash, see ``stats.increments``),
+``{prefix}parity:diffs:{route}`` (stream, field ``json``), ``{prefix}parity:noise:{route}`` (set
+of fields learned as noise, shared by every instance) and ``{prefix}parity:noise-routes``.
+
+Writes happen in shadow workers, never on the request path; a Redis failure is logged once per
+outage, counted in ``gateway_shadow_store_errors_total`` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.config import RedisConfig
+from gateway.errors import StoreUnavailable
+from gateway.observability import Metrics
+from gateway.shadow.stats import Result, increments
+
+__all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
+
+log = structlog.get_logger("gateway.shadow")
+_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class ParityStore(Protocol):
+    backend: str
+    scope: str  # "instance" or "aggregated": what the report covers
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def record(self, route: str, result: Result, mismatch: dict[str, Any] | None) -> None:
+        """Add one result; never raises (a failing backend is logged and counted)."""
+
+    async def counters(self) -> dict[str, dict[str, int]]:
+        """Every route's counters; raises StoreUnavailable."""
+        ...
+
+    async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
+        """The route's latest mismatches, newest first; raises StoreUnavailable."""
+        ...
+
+    async def reset(self) -> None:
+        """Forget all counters and mismatches; raises StoreUnavailable."""
+
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        """Share newly learned noise fields; never raises."""
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        """Noise learned by every instance, or None when noise is not shared; raises StoreUnavailable."""
+        ...
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        """Forget shared noise for these routes (all when None); raises StoreUnavailable."""
+
+
+class MemoryParityStore:
+    backend = "memory"
+    scope = "instance"
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._counters: dict[str, Counter[str]] = {}
+        self._mismatches: dict[str, deque[dict[str, Any]]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def record(self, route: str, result: Result, mismatch: dict[str, Any] | None) -> None:
+        self._counters.setdefault(route, Counter()).update(increments(result))
+        if mismatch is not None:
+            self._mismatches.setdefault(route, deque(maxlen=self._keep)).append(mismatch)
+
+    async def counters(self) -> dict[str, dict[str, int]]:
+        return {route: dict(counts) for route, counts in self._counters.items()}
+
+    async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
+        return list(reversed(self._mismatches.get(route, ())))[:limit]
+
+    async def reset(self) -> None:
+        self._counters.clear()
+        self._mismatches.clear()
+
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        return None  # one instance: the learner in the mirror is the only copy
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        return None
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        return None
+
+
+class RedisParityStore:
+    backend = "redis"
+    scope = "aggregated"
+
+    def __init__(self, config: RedisConfig, keep: int, metrics: Metrics) -> None:
+        assert config.url is not None
+        self._config = config
+        self._keep = keep
+        self._metrics = metrics
+        self._prefix = f"{config.key_prefix}parity:"
+        self._redis: Redis | None = None
+        self._healthy = True
+
+    async def start(self) -> None:
+        cfg = self._config
+        assert cfg.url is not None
+        self._redis = Redis.from_url(
+            cfg.url, socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout
+        )
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    def _client(self) -> Redis:
+        assert self._redis is not None, "parity store used before start()"
+        return self._redis
+
+    async def record(self, route: str, result: Result, mismatch: dict[str, Any] | None) -> None:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            stats_key = f"{self._prefix}stats:{route}"
+            for name, amount in increments(result).items():
+                pipe.hincrby(stats_key, name, amount)
+            pipe.sadd(f"{self._prefix}routes", route)
+            if mismatch is not None:
+                entry = {"json": orjson.dumps(mismatch)}
+                pipe.xadd(f"{self._prefix}diffs:{route}", entry, maxlen=self._keep, approximate=False)  # type: ignore[arg-type]
+            await pipe.execute()
+        except _DOWN as exc:
+            self._failed(exc)
+            return
+        if not self._healthy:
+            self._healthy = True
+            log.info("shadow_store_recovered")
+
+    def _failed(self, exc: BaseException) -> None:
+        self._metrics.shadow_store_errors.inc()
+        if self._healthy:
+            self._healthy = False
+            log.warning("shadow_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def add_noise(self, route: str, fields: list[str]) -> None:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.sadd(f"{self._prefix}noise:{route}", *fields)
+            pipe.sadd(f"{self._prefix}noise-routes", route)
+            await pipe.execute()
+        except _DOWN as exc:
+            self._failed(exc)
+
+    async def noise(self) -> dict[str, list[str]] | None:
+        try:
+            client = self._client()
+            routes = sorted(_text(r) for r in await client.smembers(f"{self._prefix}noise-routes"))
+            pipe = client.pipeline(transaction=False)
+            for route in routes:
+                pipe.smembers(f"{self._prefix}noise:{route}")
+            sets = await pipe.execute()
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+        learned = {route: sorted(_text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
+        return {route: fields for route, fields in learned.items() if fields}
+
+    async def reset_noise(self, routes: list[str] | None) -> None:
+        try:
+            client = self._client()
+            if routes is None:
+                routes = [_text(r) for r in await client.smembers(f"{self._prefix}noise-routes")]
+            if routes:
+                pipe = client.pipeline(transaction=False)
+                pipe.delete(*[f"{self._prefix}noise:{route}" for route in routes])
+                pipe.srem(f"{self._prefix}noise-routes", *routes)
+                await pipe.execute()
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+
+    async def counters(self) -> dict[str, dict[str, int]]:
+        try:
+            client = self._client()
+            routes = sorted(_text(r) for r in await client.smembers(f"{self._prefix}routes"))
+            pipe = client.pipeline(transaction=False)
+            for route in routes:
+                pipe.hgetall(f"{self._prefix}stats:{route}")
+            hashes = await pipe.execute()
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+        return {
+            route: {_text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)
+        }
+
+    async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
+        try:
+            entries = await self._client().xrevrange(f"{self._prefix}diffs:{route}", count=limit)
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+        out: list[dict[str, Any]] = []
+        for _id, fields in entries or ():
+            try:
+                out.append(orjson.loads((fields or {})[b"json"]))
+            except (KeyError, orjson.JSONDecodeError):
+                continue  # a hand-written entry: skip it rather than fail the whole listing
+        return out
+
+    async def reset(self) -> None:
+        try:
+            client = self._client()
+            routes = [_text(r) for r in await client.smembers(f"{self._prefix}routes")]
+            keys = [f"{self._prefix}routes"]
+            for route in routes:
+                keys += [f"{self._prefix}stats:{route}", f"{self._prefix}diffs:{route}"]
+            await client.delete(*keys)
+        except _DOWN as exc:
+            self._metrics.shadow_store_errors.inc()
+            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc

@@ -1,0 +1,51 @@
+"""Rollout forecast: which recently seen subjects would move, from a bounded sketch."""
+
+from __future__ import annotations
+
+from gateway.bucketing import side_for
+from gateway.forecast import SubjectSketch
+from tests.conftest import make_config
+from tests.test_cli import gateway_cli
+from tests.test_splitting import bearer, set_flag
+
+
+def test_sketch_counts_the_band_between_percentages_and_is_bounded() -> None:
+    sketch = SubjectSketch(capacity=3)
+    for subject, bucket in (("a", 500), ("b", 1500), ("c", 4500), ("d", 9000)):
+        sketch.add("default", subject, bucket)
+    forecast = sketch.forecast("default", 10, 50)
+    assert forecast.seen == 3  # "a" was evicted
+    assert forecast.moving == 2  # b (1500) and c (4500) are in [1000, 5000)
+    assert sketch.forecast("default", 50, 10).to_json()["direction"] == "to legacy"
+    sketch.add("default", "b", 1500)  # seen again: refreshed, not duplicated
+    assert sketch.forecast("default", 0, 100).seen == 3
+
+
+async def test_forecast_matches_what_the_proxy_then_does(upstreams, make_gateway) -> None:
+    gw = await make_gateway(make_config(upstreams))
+    await set_flag(gw, "default", 20)
+    users = [f"student-{i}" for i in range(200)]
+    for user in users:
+        async with gw.get("/api/v1/users", headers=bearer(user)) as resp:
+            assert resp.status == 200
+    code, out, err = await gateway_cli("rollout", "forecast", "--percent", "50", "--json", admin=gw.admin_url)
+    assert code == 0, err
+    import orjson
+
+    data = orjson.loads(out)
+    expected = sum(
+        1 for u in users
+        if side_for("default", "u:" + u, 20)[0] == "legacy" and side_for("default", "u:" + u, 50)[0] == "candidate"
+    )
+    assert data["subjectsSeen"] == 200 and data["wouldMove"] == expected and data["direction"] == "to candidate"
+    code, out, _ = await gateway_cli("rollout", "forecast", "--percent", "50", admin=gw.admin_url)
+    assert f"would move {expected} of 200" in out
+
+
+async def test_subjects_are_sampled_at_zero_percent(upstreams, make_gateway) -> None:
+    gw = await make_gateway(make_config(upstreams))
+    for i in range(80):
+        async with gw.get("/api/v1/users", headers=bearer(f"u{i}")) as resp:
+            assert resp.status == 200
+    forecast = gw.state.sketch.forecast("default", 0, 10)
+    assert forecast.seen == 80 // gw.state.sketch.sample_every

@@ -1,0 +1,156 @@
+"""Hot reload: SIGHUP, admin API and file watching; invalid files keep the old rules."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from structlog.testing import capture_logs
+
+from gateway.reload import ConfigSource
+from gateway.server import GatewayServer
+from tests.conftest import make_config, wait_for
+from tests.support import GatewayProcess
+
+
+def _rules(upstreams: dict[str, Any], pin: str, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
+        "upstreams": {
+            side: {"url": str(server.make_url("/")).rstrip("/")} for side, server in upstreams.items()
+        },
+        "flags": {"default": 0},
+        "routes": [{"prefix": "/api/v1/grades/", "pin": pin, "name": "grades"}],
+        "log": {"access_log": False},
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.fixture
+async def served(upstreams, tmp_path: Path, make_gateway):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(_rules(upstreams, "legacy")))
+    source = ConfigSource(str(path), {})
+    server = GatewayServer(source.load(), source=source)
+    await server.start()
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    yield server, path, session
+    await session.close()
+    await server.stop()
+
+
+async def side(server: GatewayServer, session, path: str = "/api/v1/grades/1") -> str:
+    async with session.get(f"http://127.0.0.1:{server.proxy_port}{path}") as resp:
+        return (await resp.json())["side"]
+
+
+async def test_reload_applies_new_rules_and_keeps_old_on_error(served, upstreams) -> None:
+    server, path, session = served
+    assert await side(server, session) == "legacy"
+    path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", flags={"default": 0, "grades": 0})))
+    assert await server.reloader.reload("test") is None
+    assert await side(server, session) == "candidate"
+    assert "grades" in server.state.store.snapshot()
+
+    path.write_text("routes:\n  - {prefix: /api/v1/grades/, pin: legcy}\n")
+    with capture_logs() as logs:
+        error = await server.reloader.reload("test")
+    assert error is not None and "routes.0.pin" in error
+    assert any(e["event"] == "config_reload_failed" and "routes.0.pin" in e["error"] for e in logs)
+    assert await side(server, session) == "candidate"  # old rules stay in force
+    body, _ = server.state.metrics.render()
+    assert b'gateway_config_reloads_total{result="error"} 1.0' in body
+    assert b'gateway_config_reloads_total{result="ok"} 1.0' in body
+
+
+async def test_reload_keeps_flag_values_and_reports_restart_only_changes(served, upstreams) -> None:
+    server, path, session = served
+    await server.state.store.set_percent("default", 100, actor="t", reason="t")
+    with capture_logs() as logs:
+        path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", listen="127.0.0.1:1", flags={"default": 5})))
+        assert await server.reloader.reload("test") is None
+    assert server.state.store.snapshot()["default"] == 100  # the store's value wins over the file's initial
+    assert server.state.config.listen.port != 1  # listeners need a restart
+    assert any(e["event"] == "config_reloaded" and "listen" in e["needs_restart"] for e in logs)
+    assert await side(server, session, "/other") == "candidate"
+
+
+async def test_admin_reload_endpoint(served, upstreams) -> None:
+    server, path, session = served
+    url = f"http://127.0.0.1:{server.admin_port}/api/v1/reload"
+    auth = {"Authorization": "Bearer test-admin-token"}
+    path.write_text("flags: {default: 900}\n")
+    async with session.post(url, headers=auth) as resp:
+        body = await resp.json()
+    assert resp.status == 422 and "flags" in body["message"] and "previous rules stay" in body["message"]
+    path.write_text(yaml.safe_dump(_rules(upstreams, "candidate")))
+    async with session.post(url, headers=auth) as resp:
+        assert resp.status == 200 and (await resp.json())["reloaded"] is True
+    assert await side(server, session) == "candidate"
+    async with session.post(url) as resp:
+        assert resp.status == 401
+
+
+async def test_admin_reload_without_a_file(upstreams, make_gateway) -> None:
+    gw = await make_gateway(make_config(upstreams))
+    async with gw.admin("POST", "/api/v1/reload") as resp:
+        assert resp.status == 409 and (await resp.json())["error"] == "no_config_file"
+
+
+async def test_file_watch_reloads_on_change(upstreams, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", reload={"watch": True, "interval": 0.05})))
+    source = ConfigSource(str(path), {})
+    server = GatewayServer(source.load(), source=source)
+    await server.start()
+    try:
+        path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", reload={"watch": True, "interval": 0.05})))
+        await wait_for(lambda: server.state.routes.match("/api/v1/grades/1", "GET").pin == "candidate", timeout=5)
+    finally:
+        await server.stop()
+
+
+async def test_sighup_reloads_a_running_process_without_dropping_requests(upstreams, tmp_path: Path) -> None:
+    import aiohttp
+
+    path = tmp_path / "gateway.yaml"
+    rules = _rules(upstreams, "legacy")
+    proc = GatewayProcess(
+        str(upstreams["legacy"].make_url("/")).rstrip("/"),
+        str(upstreams["candidate"].make_url("/")).rstrip("/"),
+        tmp_path / "gateway.log",
+        extra_env={},
+    )
+    path.write_text(yaml.safe_dump(rules))
+    proc.args = ["--config", str(path)]
+    proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await proc.wait_ready(session)
+            base = f"http://127.0.0.1:{proc.port}"
+            slow = asyncio.ensure_future(session.get(base + "/slow?s=1"))
+            async with session.get(base + "/api/v1/grades/1") as resp:
+                assert (await resp.json())["side"] == "legacy"
+            rules["routes"][0]["pin"] = "candidate"
+            path.write_text(yaml.safe_dump(rules))
+            proc.signal(signal.SIGHUP)
+
+            async def moved() -> bool:
+                async with session.get(base + "/api/v1/grades/1") as resp:
+                    return (await resp.json())["side"] == "candidate"
+
+            await wait_for(moved, timeout=5, interval=0.05)
+            slow_response = await slow
+            assert slow_response.status == 200  # in flight across the reload, not dropped
+            slow_response.release()
+            assert proc.proc is not None and proc.proc.poll() is None
+    finally:
+        proc.kill()

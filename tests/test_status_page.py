@@ -1,0 +1,183 @@
+"""The status page in a real headless Chromium: loads cleanly, shows and changes the rollout.
+
+A screenshot of the page is saved under the test's temporary folder (the CI artifact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_config
+from tests.test_safety_e2e import faulty  # noqa: F401 - fixture
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _browser(profile: Path) -> Any:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are not installed; scripts/test.sh installs them")
+        pytest.skip("chromium/chromedriver not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def _poll(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw = await make_gateway(make_config(upstreams, flags={"default": 10, "analytics": 0},
+                                        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+    for _ in range(5):
+        async with gw.get("/api/v1/users") as resp:
+            assert resp.status == 200
+    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+
+    def percent_shown(flag: str) -> str:
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:  # the page re-renders rows when values change; a row can go stale between find and read
+            cells = driver.find_elements(By.CSS_SELECTOR, f'tr[data-flag="{flag}"] td[data-role="percent"]')
+            return cells[0].text if cells else ""
+        except StaleElementReferenceException:
+            return ""
+
+    def drive_page() -> list[dict[str, Any]]:
+        driver.get(gw.admin_url + "/ui")
+        _poll(lambda: percent_shown("default") == "10%")
+        assert "healthy" in driver.find_element(By.ID, "store").text
+        driver.find_element(By.ID, "token").send_keys("test-admin-token")
+        driver.find_element(By.ID, "save-token").click()
+        row = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"]')
+        box = row.find_element(By.CSS_SELECTOR, 'input[data-role="input"]')
+        box.clear()
+        box.send_keys("35")
+        row.find_element(By.CSS_SELECTOR, 'button[data-role="set"]').click()
+        _poll(lambda: percent_shown("analytics") == "35%")
+        return driver.get_log("browser")
+
+    try:
+        console = await asyncio.to_thread(drive_page)
+        assert gw.state.store.snapshot()["analytics"] == 35  # the page's change reached the store
+        assert not [e for e in console if e["level"] == "SEVERE"], console
+
+        # A rollback from the CLI shows up on the open page by itself.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "rollback", "--reason", "from the CLI",
+            env={**os.environ, "GATEWAY_ADMIN_URL": gw.admin_url, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err
+
+        def sees_rollback() -> None:
+            _poll(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
+            _poll(lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8)
+            upstream_rows = driver.find_element(By.ID, "upstreams").text
+            assert "legacy" in upstream_rows and "candidate" in upstream_rows
+            driver.save_screenshot(str(tmp_path / "status-page.png"))
+
+        await asyncio.to_thread(sees_rollback)
+        assert (tmp_path / "status-page.png").stat().st_size > 1000
+        console = await asyncio.to_thread(driver.get_log, "browser")
+        assert not [e for e in console if e["level"] == "SEVERE"], console
+
+        # The page's own rollback button asks for confirmation first.
+        await gw.state.store.set_percent("default", 50, actor="t", reason="t")
+
+        def rollback_from_page() -> None:
+            _poll(lambda: percent_shown("default") == "50%")
+            driver.find_element(By.ID, "rollback").click()
+            driver.switch_to.alert.accept()
+            _poll(lambda: percent_shown("default") == "0%")
+
+        await asyncio.to_thread(rollback_from_page)
+        assert gw.state.store.snapshot()["default"] == 0
+    finally:
+        await asyncio.to_thread(driver.quit)
+
+
+async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
+    gw = await make_gateway(make_config(upstreams))
+    async with gw.get("/api/v1/users") as resp:
+        assert resp.status == 200
+    async with gw.admin("GET", "/api/v1/status", token=None) as resp:
+        status = await resp.json()
+    assert status["flags"] == [
+        {"name": "default", "percent": 0, "routes": [], "triggers": [], "plan": None, "held": None}
+    ]
+    assert status["events"] == [] and status["parity"] == []
+    assert status["upstreams"]["legacy"]["requests"] == 1 and status["upstreams"]["candidate"]["requests"] == 0
+    assert status["store"]["healthy"] is True
+    async with gw.admin("GET", "/", token=None) as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert "<title>Cutover" in await resp.text()
+    async with gw.get("/ui") as resp:  # never on the proxy port: proxied like any path
+        assert (await resp.json())["side"] == "legacy"
+
+
+@pytest.mark.slow
+async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway, tmp_path: Path) -> None:
+    """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
+    from selenium.webdriver.common.by import By
+
+    from tests.safety_support import Pump, until
+    from tests.test_mismatch_trigger import PARITY
+    from tests.test_safety_e2e import FAST
+
+    gw = await make_gateway(make_config(
+        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}},
+        safety={**FAST, "triggers": [PARITY]},
+    ))
+    faulty["candidate_mode"]["wrong"] = True
+    pump = Pump([gw], path="/api/v1/students/1").start()
+    try:
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
+    finally:
+        await pump.stop()
+    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+
+    def check() -> list[dict[str, Any]]:
+        driver.get(gw.admin_url + "/ui")
+        _poll(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
+        _poll(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
+        _poll(lambda: "default" in driver.find_element(By.ID, "parity").text)
+        assert "data.id" in driver.find_element(By.ID, "parity").text  # the differing field
+        assert "held at 0%" in driver.find_element(By.ID, "flags").text
+        driver.save_screenshot(str(tmp_path / "status-page-safety.png"))
+        return driver.get_log("browser")
+
+    try:
+        console = await asyncio.to_thread(check)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert not [e for e in console if e["level"] == "SEVERE"], console
