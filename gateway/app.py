@@ -70,7 +70,7 @@ def build_parity_store(config: Config, metrics: Metrics) -> ParityStore:
     return RedisParityStore(config.redis, config.shadow.keep_mismatches, metrics)
 
 
-def build_safety(config: Config, store: FlagStore, metrics: Metrics) -> Safety:
+def build_safety(config: Config, store: FlagStore, metrics: Metrics, decommission: Decommission) -> Safety:
     """Same start-up decision as the flag store: Redis shared by all instances, or this process alone."""
     cfg = config.safety
     keep = cfg.longest_window + cfg.bucket_seconds
@@ -82,7 +82,7 @@ def build_safety(config: Config, store: FlagStore, metrics: Metrics) -> Safety:
         from gateway.safety.redis_store import RedisSafetyStore
 
         safety_store = RedisSafetyStore(config.redis, cfg.bucket_seconds, keep)
-    return Safety(config, store, safety_store, metrics)
+    return Safety(config, store, safety_store, metrics, decommission=decommission)
 
 
 def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
@@ -90,8 +90,8 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     force = config.force
     upstreams = Upstreams(config)
     store = build_store(config, metrics)
-    safety = build_safety(config, store, metrics)
     decommission = Decommission(config)
+    safety = build_safety(config, store, metrics, decommission)
     shadow = Shadow(config, upstreams, metrics, build_parity_store(config, metrics))
     if config.safety.enabled and shadow.policies:
         # Shadow comparisons feed mismatch-rate triggers; without them those read "no_source".
@@ -110,7 +110,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
         safety=safety,
         recorder=safety.recorder if config.safety.enabled else None,
-        decommission=decommission if decommission.active else None,
+        decommission=decommission,
     )
     metrics.track_in_flight(lambda: state.in_flight)
     return state

@@ -1,4 +1,4 @@
-"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers``.
+"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers|readonly``.
 Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
@@ -22,7 +22,7 @@ import orjson
 
 from gateway import __version__
 from gateway.errors import ConfigError
-from gateway.safety.cli import add_commands, add_plan_command, run_events, run_plan, run_triggers
+from gateway.safety.cli import add_commands, add_plan_command, run_events, run_plan, run_read_only, run_triggers
 
 __all__ = ["main"]
 
@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_events(args, _admin_call, CliError)
         if args.command == "triggers":
             return run_triggers(args, _admin_call)
+        if args.command == "readonly":
+            return run_read_only(args, _admin_call, CliError)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

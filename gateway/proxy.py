@@ -97,8 +97,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     client = request[CLIENT]
     client_ip = client.ip
     decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
-    if state.decommission is not None:
-        decision, read_only = state.decommission.adjust(decision, request.method)
+    decommission = state.decommission
+    if decommission is not None and decommission.active:
+        decision, read_only = decommission.adjust(decision, request.method)
         if read_only is not None:
             return legacy_read_only(state.metrics, decision, read_only.retry_after, request_id)
         if decision.reason == "legacy_read_only":

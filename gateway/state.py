@@ -52,7 +52,7 @@ class GatewayState:
     reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
     safety: Safety | None = None
     recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off
-    decommission: Decommission | None = None  # None unless drained upstreams or read-only legacy
+    decommission: Decommission | None = None  # drained upstreams, read-only legacy (``active`` when either)
 
 
 STATE = web.AppKey("gateway_state", GatewayState)

@@ -3,6 +3,7 @@ drained upstreams, against real upstreams."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,6 +64,7 @@ async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_g
     )
     data = config.model_dump()
     data["upstreams"]["legacy"]["drained"] = True
+    data["shadow"] = {"flags": {"default": {"percent": 100}}}  # would mirror every request to legacy
     gw = await make_gateway(Config.model_validate(data))
     for path, headers in (
         ("/a", {}),
@@ -71,7 +73,8 @@ async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_g
     ):
         async with gw.get(path, headers=headers) as resp:
             assert resp.status == 200 and resp.headers["X-Side"] == "candidate", path
-    assert sides["legacy_mode"].get("hits", 0) == 0
+    await asyncio.sleep(0.2)  # give a (wrongly) queued mirror time to arrive
+    assert sides["legacy_mode"].get("hits", 0) == 0  # neither served nor shadowed
     async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 90}) as resp:
         body = await resp.json()
         assert resp.status == 409 and body["error"] == "upstream_drained"
@@ -103,3 +106,39 @@ def test_shipped_rules_load_and_name_errors(tmp_path: Any) -> None:
     )
     with pytest.raises(ConfigError, match=r"safety.triggers.0.error_rate.threshold"):
         load_config(bad, env={})
+
+
+async def test_read_only_is_a_run_time_switch_seen_by_every_instance(
+    sides: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    from tests.test_safety_plans import cli
+
+    config = make_config(
+        sides,
+        redis={"url": redis_server.url, "key_prefix": key_prefix},
+        safety={"evaluate_interval": 0.2, "legacy_read_only": {"default": {"mode": "candidate"}}},
+    )
+    a, b = await make_gateway(config), await make_gateway(config)
+    out = await cli(
+        "readonly", "default", "reject", "--retry-after", "60", "--reason", "freeze", "--admin", a.admin_url
+    )
+    assert "refused (503, Retry-After 60s)" in out
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:  # B learns it from the store at its next evaluation
+        async with b.request("POST", "/api/v1/users", json={}) as resp:
+            if resp.status == 503:
+                assert resp.headers["Retry-After"] == "60"
+                break
+        assert loop.time() - started < 3, "instance B never applied the switch"
+        await asyncio.sleep(0.05)
+    async with b.get("/api/v1/users") as resp:
+        assert resp.status == 200
+    await cli("readonly", "default", "off", "--admin", b.admin_url)  # lifts the configured one too
+    async with b.request("POST", "/api/v1/users", json={}) as resp:
+        assert resp.status == 200 and resp.headers["X-Side"] == "legacy"
+    async with a.admin("GET", "/api/v1/events", token=None) as resp:
+        kinds = [(e["kind"], e["reason"]) for e in (await resp.json())["events"]]
+    assert kinds == [("read_only", "legacy read-only off"), ("read_only", "legacy read-only reject: freeze")]
+    async with a.admin("PUT", "/api/v1/readonly/default", json={"mode": "bogus"}) as resp:
+        assert resp.status == 400

@@ -250,6 +250,7 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
         faulty, flags={"default": 100}, redis=shared(private_redis, key_prefix), safety={**FAST, "triggers": [ERRORS]}
     )
     gw = await make_gateway(config)
+    await until(lambda: _store_up(gw, 1), timeout=5)
     private_redis.stop()
     faulty["candidate_mode"]["fail"] = True
     pump = Pump([gw]).start()
@@ -258,8 +259,43 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
         await until(
             lambda: [v.status for v in gw.state.safety.verdicts.get("default", [])] == ["store_unavailable"], timeout=5
         )
+        assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
+        assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
+        assert await _store_up(gw, 0)
+        private_redis.start()  # back: decisions resume on the shared counts
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
     finally:
         await pump.stop()
-    assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
-    assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
-    assert await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == 0
+    assert await _store_up(gw, 1)
+
+
+async def _store_up(gw: Any, value: int) -> bool:
+    return await metric_value(gw.session, gw.admin_url, "gateway_safety_store_up") == value
+
+
+async def test_candidate_slower_than_legacy_rolls_back(
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+) -> None:
+    trigger = {
+        "name": "slower-than-legacy",
+        "kind": "latency",
+        "percentile": 95,
+        "relative_to_legacy": 1.5,
+        "window": 2,
+        "min_requests": 10,
+    }
+    config = make_config(
+        faulty, flags={"default": 50}, redis=shared(redis_server, key_prefix), safety={**FAST, "triggers": [trigger]}
+    )
+    gw = await make_gateway(config)
+    faulty["candidate_mode"]["delay"] = 0.6
+    pump = Pump([gw], concurrency=10).start()
+    try:
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
+    finally:
+        await pump.stop()
+    event = (await gw.state.safety.store.events())[0]
+    assert event.trigger == "slower-than-legacy"
+    assert event.measured is not None and event.measured >= 0.75  # 0.6 s + overhead: bucket (0.5, 0.75] or above
+    # 1.5 x legacy's p95 (a few ms idle, more on a loaded machine), below what the candidate took
+    assert event.threshold is not None and event.threshold < event.measured and "x legacy" in event.reason

@@ -133,16 +133,16 @@ async def test_plan_advances_on_healthy_traffic_and_waits_for_traffic() -> None:
     clock = Clock()
     safety = make_safety(PLAN_TRIGGERS, clock)
     await safety.flags.set_percent("default", 0, actor="t", reason="")
-    await safety.plan_start("default", [10, 50, 100], soak=5, min_requests=30, actor="alice")
+    await safety.plans.start("default", [10, 50, 100], soak=5, min_requests=30, actor="alice")
     assert safety.flags.snapshot()["default"] == 10
     await traffic(safety, clock, 5, 10)
     await safety.tick()
-    status = await safety.plan_status("default")
+    status = await safety.plans.status("default")
     assert status is not None and (status["step"], status["percent"]) == (2, 50)
     # No traffic in this step: the soak passes but the step waits, and says why.
     clock.now += 6
     await safety.tick()
-    status = await safety.plan_status("default")
+    status = await safety.plans.status("default")
     assert status is not None and status["step"] == 2
     assert any("waiting for traffic" in w for w in status["waiting"])
     await traffic(safety, clock, 5, 10)
@@ -150,7 +150,7 @@ async def test_plan_advances_on_healthy_traffic_and_waits_for_traffic() -> None:
     assert safety.flags.snapshot()["default"] == 100
     await traffic(safety, clock, 5, 10)
     await safety.tick()
-    status = await safety.plan_status("default")
+    status = await safety.plans.status("default")
     assert status is not None and status["status"] == "completed"
     kinds = [e.kind for e in await safety.store.events()][::-1]
     assert kinds == ["plan_started", "plan_advanced", "plan_advanced", "plan_completed"]
@@ -160,30 +160,30 @@ async def test_plan_rolls_back_on_a_fault_mid_step_and_operators_steer_it() -> N
     clock = Clock()
     safety = make_safety(PLAN_TRIGGERS, clock)
     await safety.flags.set_percent("default", 0, actor="t", reason="")
-    await safety.plan_start("default", [25, 100], soak=100, min_requests=1, actor="alice")
+    await safety.plans.start("default", [25, 100], soak=100, min_requests=1, actor="alice")
     with pytest.raises(SafetyRefused, match="already"):
-        await safety.plan_start("default", None, None, None, actor="bob")
-    paused = await safety.plan_change("default", "pause", "bob")
+        await safety.plans.start("default", None, None, None, actor="bob")
+    paused = await safety.plans.change("default", "pause", "bob")
     assert paused.status == "paused"
     clock.now += 50
-    resumed = await safety.plan_change("default", "resume", "bob")
+    resumed = await safety.plans.change("default", "resume", "bob")
     assert resumed.in_step(clock.now) == pytest.approx(0)  # paused time does not count as soak
     await traffic(safety, clock, 3, 10, error_every=2)
     await safety.tick()
-    status = await safety.plan_status("default")
+    status = await safety.plans.status("default")
     assert status is not None and status["status"] == "rolled_back" and "automatic rollback" in status["note"]
     assert safety.flags.snapshot()["default"] == 0
     with pytest.raises(SafetyRefused, match="rolled_back"):
-        await safety.plan_change("default", "skip", "bob")
+        await safety.plans.change("default", "skip", "bob")
 
 
 async def test_plan_pauses_when_the_flag_is_changed_by_hand() -> None:
     clock = Clock()
     safety = make_safety(PLAN_TRIGGERS, clock)
-    await safety.plan_start("default", [10, 100], soak=5, min_requests=0, actor="alice")
+    await safety.plans.start("default", [10, 100], soak=5, min_requests=0, actor="alice")
     await safety.flags.rollback(actor="carol", reason="manual rollback")
     await safety.tick()
-    status = await safety.plan_status("default")
+    status = await safety.plans.status("default")
     assert status is not None and status["status"] == "paused" and "outside the plan" in status["note"]
     assert safety.flags.snapshot()["default"] == 0  # the plan never undoes an operator's rollback
 
@@ -209,7 +209,7 @@ async def test_a_trigger_without_a_source_does_not_hold_a_plan_back() -> None:
     clock = Clock()
     safety = make_safety([ERROR_RATE, MISMATCH], clock)
     await safety.flags.set_percent("default", 0, actor="t", reason="")
-    await safety.plan_start("default", [10, 100], soak=3, min_requests=10, actor="alice")
+    await safety.plans.start("default", [10, 100], soak=3, min_requests=10, actor="alice")
     await traffic(safety, clock, 3, 10)
     await safety.tick()
     assert safety.flags.snapshot()["default"] == 100

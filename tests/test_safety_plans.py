@@ -95,6 +95,8 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
     await until(lambda: _status_is(a, "rolled_back"), timeout=3)
     plan = await plan_of(b)
     assert plan["step"] == 2 and "automatic rollback" in plan["note"]
+    triggers = await cli("triggers", "--admin", b.admin_url)
+    assert "flag default  HELD at 0%" in triggers and "gateway events ack default" in triggers
     async with a.admin("GET", "/api/v1/events", token=None) as resp:
         kinds = [e["kind"] for e in (await resp.json())["events"]][::-1]
     assert kinds == ["plan_started", "plan_advanced", "rollback", "plan_rolled_back"]

@@ -327,6 +327,26 @@ def openapi_document() -> dict[str, Any]:
                                   **_errors(*_MUTATION_ERRORS, 404, 409)},
                 },
             },
+            "/api/v1/readonly": {
+                "get": {
+                    "summary": "Legacy read-only policy in force, per flag ('*' = every route)",
+                    "responses": {"200": _json({"type": "object", "required": ["readOnly"]}, "Policies")},
+                }
+            },
+            "/api/v1/readonly/{flag}": {
+                "parameters": [{"name": "flag", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "put": {
+                    "summary": "Switch legacy read-only for a flag: refuse writes, send them to the candidate, or off",
+                    "security": secured,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["mode"], "properties": {
+                            "mode": {"enum": ["reject", "candidate", "off"]},
+                            "retryAfter": {"type": "integer", "minimum": 0},
+                            "reason": {"type": "string", "maxLength": 500}}}}}},
+                    "responses": {"200": _json({"type": "object", "required": ["readOnly"]}, "Switched"),
+                                  **_errors(*_MUTATION_ERRORS, 404)},
+                },
+            },
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}
             },

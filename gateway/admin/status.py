@@ -70,7 +70,7 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
             held, _ = await safety.store.holds_and_epochs()
             events = [e.to_json() for e in await safety.store.events(10)]
             for flag in sorted(await safety.store.plans()):
-                plan = await safety.plan_status(flag)
+                plan = await safety.plans.status(flag)
                 if plan is not None:
                     plans[flag] = plan
         except Exception:  # the page renders whatever the store does; the store's health says why

@@ -7,6 +7,8 @@ GET  /api/v1/plans                   every rollout plan with its status
 GET  /api/v1/plans/{flag}            one plan: step, time in step, time to next, trigger health
 POST /api/v1/plans/{flag}            {"steps": [10, 50, 100], "soak": s, "minRequests": n}: start (token)
 POST /api/v1/plans/{flag}/{action}   pause | resume | abort | skip                            (token)
+GET  /api/v1/readonly                legacy read-only policy in force, per flag
+PUT  /api/v1/readonly/{flag}         {"mode": "reject"|"candidate"|"off", "retryAfter": s}    (token)
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ async def list_plans(request: web.Request) -> web.Response:
     safety = _safety(request)
     try:
         flags = sorted(await safety.store.plans())
-        plans = [await safety.plan_status(flag) for flag in flags]
+        plans = [await safety.plans.status(flag) for flag in flags]
     except StoreUnavailable as exc:
         return _unavailable(exc)
     return json_response({"plans": [p for p in plans if p is not None]})
@@ -110,7 +112,7 @@ async def list_plans(request: web.Request) -> web.Response:
 async def get_plan(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     try:
-        plan = await _safety(request).plan_status(flag)
+        plan = await _safety(request).plans.status(flag)
     except StoreUnavailable as exc:
         return _unavailable(exc)
     if plan is None:
@@ -136,8 +138,8 @@ async def start_plan(request: web.Request) -> web.Response:
             isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
         ):
             raise _BadBody("'minRequests' must be a non-negative integer")
-        await safety.plan_start(flag, steps, soak, min_requests, _actor(request))
-        status = await safety.plan_status(flag)
+        await safety.plans.start(flag, steps, soak, min_requests, _actor(request))
+        status = await safety.plans.status(flag)
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
@@ -154,10 +156,40 @@ async def change_plan(request: web.Request) -> web.Response:
         return json_error(404, "not_found", f"unknown plan action {action!r}: pause, resume, abort or skip")
     safety = _safety(request)
     try:
-        await safety.plan_change(flag, action, _actor(request))
-        status = await safety.plan_status(flag)
+        await safety.plans.change(flag, action, _actor(request))
+        status = await safety.plans.status(flag)
     except SafetyRefused as exc:
         return _refused(exc)
     except StoreUnavailable as exc:
         return _unavailable(exc)
     return json_response(status)
+
+
+@safety_routes.get("/api/v1/readonly")
+async def read_only_view(request: web.Request) -> web.Response:
+    policies = _safety(request).decommission.read_only
+    return json_response({"readOnly": {flag: p.model_dump() for flag, p in sorted(policies.items())}})
+
+
+@safety_routes.put("/api/v1/readonly/{flag}")
+async def set_read_only(request: web.Request) -> web.Response:
+    flag = request.match_info["flag"]
+    safety = _safety(request)
+    try:
+        body = await _json_body(request)
+        mode, retry_after = body.get("mode"), _integral(body.get("retryAfter"))
+        if not isinstance(mode, str):
+            raise _BadBody('missing "mode": send {"mode": "reject"|"candidate"|"off", "retryAfter": seconds}')
+        if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):
+            raise _BadBody("'retryAfter' must be an integer number of seconds")
+        event = await safety.set_read_only(flag, mode, retry_after, _actor(request), _reason(body))
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except SafetyRefused as exc:
+        return _refused(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    policies = safety.decommission.read_only
+    return json_response(
+        {"event": event.to_json(), "readOnly": {f: p.model_dump() for f, p in sorted(policies.items())}}
+    )

@@ -5,6 +5,7 @@ gateway events ack FLAG --reason ...           acknowledge an automatic rollback
 gateway triggers [--json]                      every trigger's verdict per flag
 gateway rollout plan start FLAG [--steps 10,50,100] [--soak S] [--min-requests N]
 gateway rollout plan pause|resume|abort|skip|status FLAG
+gateway readonly [FLAG reject|candidate|off [--retry-after S]]   legacy read-only switch
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["add_commands", "add_plan_command", "run_events", "run_plan", "run_triggers"]
+__all__ = ["add_commands", "add_plan_command", "run_events", "run_plan", "run_read_only", "run_triggers"]
 
 AdminCall = Callable[..., Any]
 AdminArgs = Callable[[argparse.ArgumentParser], None]
@@ -31,6 +32,12 @@ def add_commands(sub: Any, admin_args: AdminArgs) -> None:
     events.add_argument("--limit", type=int, default=20)
     events.add_argument("--json", action="store_true", help="print the raw JSON")
     admin_args(events)
+    readonly = sub.add_parser("readonly", help="legacy read-only: show, or switch a flag ('*' = every route)")
+    readonly.add_argument("flag", nargs="?", help="flag, or '*' for every route")
+    readonly.add_argument("mode", nargs="?", choices=["reject", "candidate", "off"], help="what writes to legacy get")
+    readonly.add_argument("--retry-after", type=int, help="seconds for the Retry-After header (reject)")
+    readonly.add_argument("--reason", default="", help="why, for the event log")
+    admin_args(readonly)
     triggers = sub.add_parser("triggers", help="every trigger's current verdict, per flag")
     triggers.add_argument("--json", action="store_true")
     admin_args(triggers)
@@ -136,4 +143,22 @@ def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) 
     if data["note"]:
         print(f"  note: {data['note']}")
     _print_verdicts(data["triggers"], "  ")
+    return 0
+
+
+def run_read_only(args: argparse.Namespace, call: AdminCall, error: type[Exception]) -> int:
+    if args.flag is not None and args.mode is None:
+        raise error("usage: gateway readonly FLAG reject|candidate|off [--retry-after S]")
+    if args.flag is None:
+        data = call(args.admin, "GET", "/api/v1/readonly")
+    else:
+        body: dict[str, Any] = {"mode": args.mode, "reason": args.reason}
+        if args.retry_after is not None:
+            body["retryAfter"] = args.retry_after
+        data = call(args.admin, "PUT", f"/api/v1/readonly/{args.flag}", body)
+    if not data["readOnly"]:
+        print("legacy accepts writes on every flag")
+    for flag, policy in data["readOnly"].items():
+        refused = f"refused (503, Retry-After {policy['retry_after']}s)"
+        print(f"{flag:<20} writes to legacy are {refused if policy['mode'] == 'reject' else 'sent to the candidate'}")
     return 0

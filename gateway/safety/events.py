@@ -36,6 +36,7 @@ EventKind = Literal[
     "plan_completed",
     "plan_skipped",
     "plan_rolled_back",
+    "read_only",
 ]
 
 

@@ -10,6 +10,7 @@ Keys (``prefix`` as the flag store's, default ``cutover:``):
 - ``{prefix}safety:epochs``        hash flag -> time of the last ack; windows start after it
 - ``{prefix}safety:once:{key}``    dedupe marker for dry-run alerts (PX = the window)
 - ``{prefix}plans``                hash flag -> rollout plan JSON, compare-and-set in Lua
+- ``{prefix}safety:readonly``      hash flag -> read-only legacy switch (JSON, or ``off``)
 - ``{prefix}lease:{name}``         plan driver lease: owner id, PX = lease ttl
 
 Plan steps raise a flag with a compare-and-set on the flag store's own hash (``_RAISE``): only
@@ -140,6 +141,7 @@ class RedisSafetyStore:
         self._width = bucket_seconds
         self._keep_ms = int(keep_seconds * 1000) + 60_000
         self._flags_hash, self._changes, self._channel = f"{p}flags", f"{p}changes", f"{p}flags:changed"
+        self._switches = f"{p}safety:readonly"
         self._events, self._holds, self._epochs, self._plans = (
             f"{p}events",
             f"{p}safety:holds",
@@ -275,6 +277,13 @@ class RedisSafetyStore:
             except (KeyError, ValueError, TypeError):
                 continue  # a foreign entry: skip, never fail the listing
         return result
+
+    async def switches(self) -> dict[str, bytes]:
+        raw = await self._call(self._redis.hgetall(self._switches))
+        return {_text(k): bytes(v) for k, v in raw.items()}
+
+    async def set_switch(self, flag: str, value: bytes) -> None:
+        await self._call(self._redis.hset(self._switches, flag, value))
 
     async def plans(self) -> dict[str, bytes]:
         raw = await self._call(self._redis.hgetall(self._plans))

@@ -57,6 +57,11 @@ class SafetyStore(Protocol):
 
     async def events(self, limit: int = 50) -> list[Event]: ...
 
+    async def switches(self) -> dict[str, bytes]:
+        """Operators' read-only switches: flag -> JSON ``{"mode", "retry_after"}`` or ``off``."""
+
+    async def set_switch(self, flag: str, value: bytes) -> None: ...
+
     async def plans(self) -> dict[str, bytes]: ...
 
     async def put_plan(self, flag: str, new: bytes, expect: bytes | None) -> bool:
@@ -83,6 +88,7 @@ class MemorySafetyStore:
         self._epochs: dict[str, float] = {}
         self._once: dict[str, float] = {}
         self._plans: dict[str, bytes] = {}
+        self._switches: dict[str, bytes] = {}
 
     async def start(self) -> None:
         return None
@@ -157,6 +163,12 @@ class MemorySafetyStore:
 
     async def events(self, limit: int = 50) -> list[Event]:
         return list(self._events)[-limit:][::-1]
+
+    async def switches(self) -> dict[str, bytes]:
+        return dict(self._switches)
+
+    async def set_switch(self, flag: str, value: bytes) -> None:
+        self._switches[flag] = value
 
     async def plans(self) -> dict[str, bytes]:
         return dict(self._plans)

@@ -88,6 +88,10 @@ class Shadow:
         self._upstreams = upstreams
         self._metrics = metrics
         self._policies = policies(config)
+        if config.drained:
+            # A drained upstream never gets traffic, shadow included (issue #5): with one side
+            # drained every mirror would go to it, so nothing is mirrored.
+            self._policies = {}
         self._queue: asyncio.Queue[_Job] | None = None
         self._queued_bytes = 0  # captured bodies waiting in the queue: bounded by queue_bytes
         # Drops and skips happen on the request path, which never waits on the store: counted

@@ -1,0 +1,200 @@
+"""Driving rollout plans: start, steer, advance step by step under a lease, report status.
+
+The plan documents and their pure transitions are in ``plans``; this is the part that talks to
+the stores. One ``PlanDriver`` per gateway, owned by ``Safety``; ``drive()`` runs after every
+trigger evaluation, so a step never advances on verdicts older than one evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.errors import SafetyRefused, StoreUnavailable
+from gateway.safety.plans import ACTIVE, Plan, blockers, plan_event, validate_steps
+from gateway.safety.windows import WindowStats
+
+if TYPE_CHECKING:
+    from gateway.safety.guard import Safety
+
+__all__ = ["PlanDriver"]
+
+log = structlog.get_logger("gateway.safety")
+
+
+class PlanDriver:
+    def __init__(self, safety: Safety) -> None:
+        self.s = safety
+        self.defaults = safety.config.plans
+        self.driving: dict[str, Plan] = {}  # running plans seen at the last drive (leases to release)
+
+    async def _all(self) -> dict[str, Plan]:
+        return {flag: Plan.loads(raw) for flag, raw in (await self.s.store.plans()).items()}
+
+    async def _write(self, old: Plan | None, new: Plan) -> None:
+        if not await self.s.store.put_plan(new.flag, new.dumps(), None if old is None else old.dumps()):
+            raise SafetyRefused("plan_conflict", f"the plan for {new.flag!r} changed meanwhile; look at it and retry")
+
+    async def start(self, flag: str, steps: Any, soak: float | None, min_requests: int | None, actor: str) -> Plan:
+        if flag not in self.s.flags.snapshot():
+            raise SafetyRefused("unknown_flag", f"unknown flag {flag!r}", status=404)
+        defaults = self.defaults
+        plan = Plan(
+            flag=flag,
+            steps=validate_steps(steps if steps is not None else defaults.steps),
+            soak=defaults.soak if soak is None else float(soak),
+            min_requests=defaults.min_requests if min_requests is None else int(min_requests),
+            step_started=self.s.clock(),
+            actor=actor,
+        )
+        old = (await self._all()).get(flag)
+        if old is not None and old.status in ACTIVE:
+            raise SafetyRefused("plan_active", f"flag {flag!r} already has a {old.status} plan: abort it first")
+        await self.s.check_percent(flag, plan.percent)
+        before = self.s.flags.snapshot()[flag]
+        await self._write(old, plan)
+        await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}")
+        await self._event("plan_started", plan, actor, f"plan {list(plan.steps)} soak {plan.soak:g}s", before)
+        return plan
+
+    async def change(self, flag: str, action: str, actor: str) -> Plan:
+        plan = (await self._all()).get(flag)
+        if plan is None:
+            raise SafetyRefused("no_plan", f"flag {flag!r} has no rollout plan", status=404)
+        now = self.s.clock()
+        if plan.status not in ACTIVE:
+            raise SafetyRefused("plan_finished", f"the plan for {flag!r} is {plan.status}")
+        if action == "pause":
+            if plan.status == "paused":
+                return plan
+            new = plan.pause(now, f"paused by {actor}")
+        elif action == "resume":
+            if plan.status == "running":
+                return plan
+            await self.s.check_percent(flag, plan.percent)
+            new = plan.resume(now)
+            if self.s.flags.snapshot().get(flag) != plan.percent:
+                await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
+        elif action == "abort":
+            new = replace(plan, status="aborted", note=f"aborted by {actor}")
+        elif action == "skip":
+            new = plan.advance(now)
+            if new.status != "completed":
+                await self.s.check_percent(flag, new.percent)
+                await self.s.flags.set_percent(
+                    flag, new.percent, actor=actor, reason=f"rollout plan step skipped by {actor}"
+                )
+        else:
+            raise SafetyRefused("bad_request", f"unknown plan action {action!r}", status=400)
+        await self._write(plan, new)
+        kind = {"pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted", "skip": "plan_skipped"}[
+            action
+        ]
+        await self._event(kind, new, actor, new.note or action, plan.percent)
+        return new
+
+    async def _event(self, kind: Any, plan: Plan, actor: str, reason: str, before: int | None) -> None:
+        event = plan_event(kind, plan, actor, reason, self.s.clock(), before)
+        try:
+            self.s.notifier.publish(await self.s.store.append(event))
+        except StoreUnavailable as exc:
+            self.s._store_down(exc)
+
+    async def drive(self) -> None:
+        plans = await self._all()
+        self.driving = {f: p for f, p in plans.items() if p.status == "running"}
+        if not self.driving:
+            return
+        holds, _ = await self.s.store.holds_and_epochs()
+        for flag, plan in self.driving.items():
+            if await self.s.store.lease(f"plan:{flag}", self.s.instance, self.defaults.lease_ttl):
+                try:
+                    await self._drive(plan, holds)
+                except SafetyRefused as exc:  # an operator changed the plan meanwhile: re-read next time
+                    log.info("plan_drive_skipped", flag=flag, reason=str(exc))
+
+    async def _drive(self, plan: Plan, holds: dict[str, str]) -> None:
+        now = self.s.clock()
+        flag = plan.flag
+        current = await self.s.store.flag_value(flag)  # the store's value: our cached copy may lag a step
+        if flag in holds:
+            new = replace(plan, status="rolled_back", note=f"automatic rollback (event {holds[flag]})")
+            await self._write(plan, new)
+            await self._event("plan_rolled_back", new, f"gateway {self.s.instance}", new.note, plan.percent)
+            return
+        if current != plan.percent:
+            new = plan.pause(now, f"flag changed outside the plan: {current}% instead of {plan.percent}%")
+            await self._write(plan, new)
+            await self._event("plan_paused", new, f"gateway {self.s.instance}", new.note, plan.percent)
+            return
+        if plan.in_step(now) < plan.soak:
+            return
+        if blockers(plan, [v.to_json() for v in self.s.verdicts.get(flag, [])], await self.soak_requests(plan)):
+            return
+        new = plan.advance(now)
+        if new.status == "completed":
+            await self._write(plan, new)
+            await self._event(
+                "plan_completed",
+                new,
+                f"gateway {self.s.instance}",
+                f"held {plan.percent}% for {plan.soak:g}s",
+                plan.percent,
+            )
+            return
+        raised = await self.s.store.raise_flag(
+            flag,
+            plan.percent,
+            new.percent,
+            actor=f"gateway {self.s.instance}",
+            reason=f"rollout plan step {new.index + 1}/{len(new.steps)}",
+        )
+        if not raised:
+            return  # rolled back or changed a moment ago: the next tick sees why and acts on it
+        await self._write(plan, new)
+        await self._event(
+            "plan_advanced",
+            new,
+            f"gateway {self.s.instance}",
+            f"{plan.percent}% -> {new.percent}% after a healthy soak",
+            plan.percent,
+        )
+        log.info("plan_advanced", flag=flag, percent=new.percent, step=new.index + 1, steps=len(new.steps))
+
+    async def soak_requests(self, plan: Plan) -> int | None:
+        try:
+            sums, _ = await self.s.store.read(
+                plan.flag, [self.s.window_range(plan.in_step(self.s.clock()) + 1, plan.step_started)]
+            )
+        except StoreUnavailable:
+            return None
+        return WindowStats(sums[0]).requests()
+
+    async def status(self, flag: str) -> dict[str, Any] | None:
+        plan = (await self._all()).get(flag)
+        if plan is None:
+            return None
+        now = self.s.clock()
+        verdicts = [v.to_json() for v in self.s.verdicts.get(flag, [])]
+        requests = await self.soak_requests(plan)
+        in_step = plan.in_step(now)
+        waiting = blockers(plan, verdicts, requests) if plan.status == "running" else []
+        return {
+            "flag": flag,
+            "status": plan.status,
+            "steps": list(plan.steps),
+            "step": plan.index + 1,
+            "percent": plan.percent,
+            "currentPercent": self.s.flags.snapshot().get(flag),
+            "soakSeconds": plan.soak,
+            "minRequests": plan.min_requests,
+            "timeInStepSeconds": round(in_step, 1),
+            "timeToNextStepSeconds": round(max(0.0, plan.soak - in_step), 1) if plan.status == "running" else None,
+            "requestsThisStep": requests,
+            "waiting": waiting,
+            "note": plan.note,
+            "startedBy": plan.actor,
+            "triggers": verdicts,
+        }
