@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway.config import Config, Side
-from gateway.observability import configure_logging
+from gateway.observability import LogWriter, configure_logging
 from gateway.server import _new_loop, serve
 
 __all__ = ["run_demo", "sample_backend"]
@@ -108,7 +108,9 @@ Ctrl-C stops everything.
 """
 
 
-async def _demo(port: int, admin_port: int, legacy_port: int, candidate_port: int, token: str) -> None:
+async def _demo(
+    port: int, admin_port: int, legacy_port: int, candidate_port: int, token: str, writer: LogWriter
+) -> None:
     runners: list[web.AppRunner] = []
     try:
         for side, side_port in (("legacy", legacy_port), ("candidate", candidate_port)):
@@ -134,7 +136,7 @@ async def _demo(port: int, admin_port: int, legacy_port: int, candidate_port: in
             }
         )
         started = asyncio.Event()
-        serving = asyncio.create_task(serve(config, started=started))
+        serving = asyncio.create_task(serve(config, started=started, log_writer=writer))
         ready = asyncio.create_task(started.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
         if started.is_set():
@@ -152,7 +154,7 @@ def run_demo(port: int, admin_port: int, legacy_port: int, candidate_port: int) 
     writer = configure_logging("info", "auto")
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(_demo(port, admin_port, legacy_port, candidate_port, token))
+            runner.run(_demo(port, admin_port, legacy_port, candidate_port, token, writer))
     finally:
         writer.close()
     return 0

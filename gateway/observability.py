@@ -26,7 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["Metrics", "LogWriter", "configure_logging", "status_class"]
+__all__ = ["AccessLog", "Metrics", "LogWriter", "configure_logging", "status_class"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -259,6 +259,7 @@ class LogWriter:
         self._interval = interval
         self._closed = threading.Event()
         self.dropped = 0
+        self.json_lines = False  # set by configure_logging: JSON renderer and info level on
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -331,10 +332,35 @@ class _QueueLogger:
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class AccessLog:
+    """One line per proxied request.
+
+    With JSON logs at info level the line is rendered straight to the writer (one ``orjson.dumps``,
+    a few microseconds); otherwise, or on a terminal, it goes through structlog like every other
+    event. The fields and the line's shape are the same either way.
+    """
+
+    def __init__(self, writer: LogWriter | None = None) -> None:
+        self._writer = writer if writer is not None and writer.json_lines else None
+        self._stamp = FastTimestamper()
+        self._log = structlog.get_logger("gateway.access")
+
+    def emit(self, fields: dict[str, Any]) -> None:
+        writer = self._writer
+        if writer is None:
+            self._log.info("request", **fields)
+            return
+        fields["event"] = "request"
+        fields["level"] = "info"
+        self._stamp(None, "info", fields)
+        writer.write(orjson.dumps(fields) + b"\n")
+
+
 def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> LogWriter:
     """Set up structlog once per process: JSON lines, or a pretty console on a terminal."""
     writer = writer or LogWriter()
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    writer.json_lines = not use_console and _LEVELS[level] <= logging.INFO
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -29,7 +29,6 @@ from gateway.upstreams import client_gone
 __all__ = ["error_middleware", "expect_handler", "handle"]
 
 log = structlog.get_logger("gateway.proxy")
-access = structlog.get_logger("gateway.access")
 
 CHUNK = 2**16
 _RESPONSE = web.RequestKey("gateway_response", web.StreamResponse)  # prepared, returned once streamed
@@ -184,20 +183,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if state.recorder is not None and decision.flag is not None and decision.reason == "bucket":
             state.recorder.record(decision.flag, decision.side, status, error_kind, duration)
         if state.access_log:
-            access.info(
-                "request",
-                request_id=request_id,
-                method=request.method,
-                path=request.path,
-                route=route.label,
-                upstream=decision.side,
-                reason=decision.reason,
-                flag=decision.flag,
-                status=status,
-                duration_ms=round(duration * 1000, 3),
-                bytes=sent,
-                client=client_ip,
-                error=error_kind,
+            state.access.emit(
+                {
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route.label,
+                    "upstream": decision.side,
+                    "reason": decision.reason,
+                    "flag": decision.flag,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "bytes": sent,
+                    "client": client_ip,
+                    "error": error_kind,
+                }
             )
 
 

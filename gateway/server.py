@@ -27,7 +27,7 @@ from gateway.app import build_state, create_admin_app, create_proxy_app
 from gateway.config import Config
 from gateway import parser_errors
 from gateway.errors import ConfigError
-from gateway.observability import MULTIPROC_ENV, configure_logging
+from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
 from gateway.reload import ConfigSource, Reloader
 from gateway.tasks import Background
 
@@ -50,9 +50,17 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class GatewayServer:
     """Both listeners of one gateway process; ``start()`` then ``stop()`` (drains)."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False, source: ConfigSource | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reuse_port: bool = False,
+        source: ConfigSource | None = None,
+        log_writer: LogWriter | None = None,
+    ) -> None:
         self.config = config
         self.state = build_state(config)
+        self.state.access = AccessLog(log_writer)
         self._reuse_port = reuse_port
         self._tasks = Background()
         self.reloader = Reloader(self.state, source) if source is not None else None
@@ -138,6 +146,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
     source: ConfigSource | None = None,
+    log_writer: LogWriter | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and close.
 
@@ -147,7 +156,7 @@ async def serve(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = GatewayServer(config, reuse_port=reuse_port, source=source)
+    server = GatewayServer(config, reuse_port=reuse_port, source=source, log_writer=log_writer)
     loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     try:
         await server.start()
@@ -164,7 +173,7 @@ def _run_one(config: Config, reuse_port: bool, source: ConfigSource | None) -> N
     writer = configure_logging(config.log.level, config.log.format)
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(serve(config, reuse_port=reuse_port, source=source))
+            runner.run(serve(config, reuse_port=reuse_port, source=source, log_writer=writer))
     finally:
         writer.close()
 

@@ -16,7 +16,7 @@ from gateway.config import Config
 from gateway.flags.store import FlagStore
 from gateway.forecast import SubjectSketch
 from gateway.headers import RequestIds
-from gateway.observability import Metrics
+from gateway.observability import AccessLog, Metrics
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
@@ -49,6 +49,7 @@ class GatewayState:
     in_flight: int = 0
     extra_drop: frozenset[str] = field(default_factory=frozenset)
     request_ids: RequestIds = field(default_factory=RequestIds)
+    access: AccessLog = field(default_factory=AccessLog)
     reloader: Any = None  # gateway.reload.Reloader when started from a file (typed Any: import cycle)
     safety: Safety | None = None
     recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off

@@ -1,0 +1,51 @@
+"""Logging plumbing: the batched writer, the fast access-log path, timestamps."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import orjson
+from structlog.testing import capture_logs
+
+from gateway.observability import AccessLog, FastTimestamper, LogWriter
+
+
+class _Stream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = io.BytesIO()
+
+
+def test_access_lines_go_straight_to_the_writer_as_json() -> None:
+    stream = _Stream()
+    writer = LogWriter(stream, interval=0.01)
+    writer.json_lines = True
+    AccessLog(writer).emit({"request_id": "r1", "status": 200, "upstream": "legacy"})
+    writer.close()
+    line = orjson.loads(stream.buffer.getvalue().splitlines()[0])
+    assert line["event"] == "request" and line["level"] == "info" and line["request_id"] == "r1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
+
+
+def test_without_json_lines_the_access_log_goes_through_structlog() -> None:
+    writer = LogWriter(_Stream(), interval=0.01)
+    with capture_logs() as logs:
+        AccessLog(writer).emit({"request_id": "r2", "status": 502})
+    writer.close()
+    assert logs == [{"request_id": "r2", "status": 502, "event": "request", "log_level": "info"}]
+
+
+def test_writer_is_bounded_and_counts_drops() -> None:
+    stream = _Stream()
+    writer = LogWriter(stream, max_pending=3, interval=60)
+    for i in range(5):
+        writer.write(b"%d\n" % i)
+    assert writer.dropped == 2
+    writer.close()  # flushes what was kept
+    assert stream.buffer.getvalue() == b"0\n1\n2\n"
+
+
+def test_timestamps_are_utc_with_milliseconds() -> None:
+    event = FastTimestamper()(None, "info", {})
+    assert event["timestamp"].endswith("Z") and len(event["timestamp"]) == len("2026-11-25T12:00:00.000Z")
