@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule
 
@@ -398,8 +399,14 @@ class RedisConfig(_Model):
         if value in (None, ""):
             return None
         assert value is not None
-        if URL(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme in SENTINEL_SCHEMES:
+            parse_sentinel_url(value)  # ValueError names what is wrong
+            return value
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "expected a redis://, rediss:// (TLS), unix:// or redis+sentinel://host:26379,.../service URL"
+            )
         return value
 
 

@@ -23,9 +23,9 @@ from multiprocessing.process import BaseProcess
 import structlog
 from aiohttp import web
 
+from gateway import parser_errors
 from gateway.app import build_state, create_admin_app, create_proxy_app
 from gateway.config import Config
-from gateway import parser_errors
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
 from gateway.reload import ConfigSource, Reloader

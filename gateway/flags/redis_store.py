@@ -32,6 +32,7 @@ from gateway.errors import StoreUnavailable
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
+from gateway.redis_client import redis_client
 from gateway.tasks import Background
 
 __all__ = ["RedisFlagStore"]
@@ -86,7 +87,7 @@ class RedisFlagStore:
         self._hash = f"{config.key_prefix}flags"
         self._channel = f"{config.key_prefix}flags:changed"
         self._stream = f"{config.key_prefix}changes"
-        self._redis: Redis = Redis.from_url(
+        self._redis: Redis = redis_client(
             config.url,
             socket_timeout=config.socket_timeout,
             socket_connect_timeout=config.connect_timeout,

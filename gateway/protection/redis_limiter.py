@@ -29,6 +29,7 @@ from redis.retry import Retry
 from gateway.config import RateLimitConfig, RedisConfig
 from gateway.observability import Metrics
 from gateway.protection.ratelimit import Check, CheckResult, LocalLimiter, Verdict
+from gateway.redis_client import redis_client
 from gateway.tasks import Background
 
 __all__ = ["RedisLimiter"]
@@ -85,7 +86,7 @@ class RedisLimiter:
         self._prefix = f"{redis.key_prefix}rl:"
         self._metrics = metrics
         self._local = local
-        self._redis: Redis = Redis.from_url(
+        self._redis: Redis = redis_client(
             redis.url,
             socket_timeout=config.redis_timeout,
             socket_connect_timeout=config.redis_timeout,

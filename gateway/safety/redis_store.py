@@ -38,6 +38,7 @@ from redis.retry import Retry
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.flags.values import parse_stored_percent
+from gateway.redis_client import redis_client
 from gateway.safety.events import Event
 from gateway.safety.windows import Batch, Counts
 
@@ -148,7 +149,7 @@ class RedisSafetyStore:
             f"{p}safety:epochs",
             f"{p}plans",
         )
-        self._redis: Redis = Redis.from_url(
+        self._redis: Redis = redis_client(
             config.url,
             socket_timeout=config.socket_timeout,
             socket_connect_timeout=config.connect_timeout,

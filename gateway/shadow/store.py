@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
+from gateway.redis_client import redis_client
 from gateway.shadow.stats import Result, increments
 
 __all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
@@ -137,7 +138,7 @@ class RedisParityStore:
     async def start(self) -> None:
         cfg = self._config
         assert cfg.url is not None
-        self._redis = Redis.from_url(
+        self._redis = redis_client(
             cfg.url, socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout
         )
 

@@ -1,0 +1,77 @@
+"""One way to get a Redis client for every feature: plain URLs or Redis Sentinel.
+
+- ``redis://host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock?db=0``: redis-py's own
+  ``from_url``;
+- ``redis+sentinel://[:password@]host1:26379,host2:26379/service_name[/db]`` (and
+  ``rediss+sentinel://`` for TLS to the master): the client asks the sentinels which server is
+  the master of ``service_name`` and follows it through failovers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+__all__ = ["SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client"]
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    hosts: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse a Sentinel URL; ValueError says what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"expected a {' or '.join(SENTINEL_SCHEMES)} URL, got {url!r}")
+    netloc = parts.netloc
+    password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        password = unquote(userinfo.partition(":")[2] or userinfo) or None
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        host = host.strip("[]")
+        if not host:
+            raise ValueError(f"sentinel URL {url!r}: expected host[:port] entries separated by commas")
+        try:
+            hosts.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
+        except ValueError:
+            raise ValueError(f"sentinel URL {url!r}: port {port!r} is not a number") from None
+    segments = [s for s in parts.path.split("/") if s]
+    if not segments:
+        raise ValueError(f"sentinel URL {url!r}: expected the master's service name as the path, e.g. /mymaster/0")
+    try:
+        db = int(segments[1]) if len(segments) > 1 else 0
+    except ValueError:
+        raise ValueError(f"sentinel URL {url!r}: database {segments[1]!r} is not a number") from None
+    return SentinelURL(tuple(hosts), segments[0], db, password, parts.scheme.startswith("rediss"))
+
+
+def redis_client(url: str, **kwargs: Any) -> Redis:
+    """A client for ``url`` with the given connection options (timeouts, retry, decoding)."""
+    if not url.startswith(tuple(f"{scheme}://" for scheme in SENTINEL_SCHEMES)):
+        return Redis.from_url(url, **kwargs)
+    target = parse_sentinel_url(url)
+    timeouts = {k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(list(target.hosts), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    extra: dict[str, Any] = {"db": target.db}
+    if target.password is not None:
+        extra["password"] = target.password
+    if target.tls:
+        extra["ssl"] = True
+    client: Redis = sentinel.master_for(target.service, redis_class=Redis, **kwargs, **extra)
+    return client
