@@ -39,8 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("--config", "-c", metavar="FILE", default=os.environ.get("GATEWAY_CONFIG"), help="YAML config file")
-    run.add_argument("--workers", "-w", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")), help="worker processes (needs REDIS_URL when > 1)")
+    run.add_argument(
+        "--config", "-c", metavar="FILE", default=os.environ.get("GATEWAY_CONFIG"), help="YAML config file"
+    )
+    run.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=int(os.environ.get("GATEWAY_WORKERS", "1")),
+        help="worker processes (needs REDIS_URL when > 1)",
+    )
     run.add_argument("--listen", metavar="HOST:PORT", help="proxy listener (overrides GATEWAY_LISTEN)")
     run.add_argument("--admin-listen", metavar="HOST:PORT", help="admin listener (overrides GATEWAY_ADMIN_LISTEN)")
 
@@ -51,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--candidate-port", type=int, default=8082)
 
     def admin_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--admin", metavar="URL", default=os.environ.get("GATEWAY_ADMIN_URL", DEFAULT_ADMIN_URL), help="admin API base URL (GATEWAY_ADMIN_URL)")
+        p.add_argument(
+            "--admin",
+            metavar="URL",
+            default=os.environ.get("GATEWAY_ADMIN_URL", DEFAULT_ADMIN_URL),
+            help="admin API base URL (GATEWAY_ADMIN_URL)",
+        )
 
     rollout = sub.add_parser("rollout", help="read or set rollout percentages")
     rsub = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -276,7 +289,11 @@ def _command_state(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{args.file} is not JSON: {exc}") from exc
-    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT or not isinstance(loaded.get("flags"), dict):
+    if (
+        not isinstance(loaded, dict)
+        or loaded.get("format") != STATE_FORMAT
+        or not isinstance(loaded.get("flags"), dict)
+    ):
         raise CliError(f"{args.file} is not a 'gateway state export' file (format {STATE_FORMAT})")
     wanted: dict[str, Any] = loaded["flags"]
     unknown = sorted(set(wanted) - set(flags))

@@ -53,9 +53,7 @@ PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 FLAG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_FLAG = "default"
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
-)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 class _Model(BaseModel):
@@ -501,7 +499,9 @@ class Config(_Model):
         for index, trigger in enumerate(self.safety.triggers):
             unknown = sorted(set(trigger.flags) - set(self.flags) - {"*"})
             if unknown:
-                raise ValueError(f"safety.triggers.{index}.flags: unknown flag(s) {unknown} (declared: {sorted(self.flags)})")
+                raise ValueError(
+                    f"safety.triggers.{index}.flags: unknown flag(s) {unknown} (declared: {sorted(self.flags)})"
+                )
         unknown = sorted(set(self.safety.legacy_read_only) - set(self.flags) - {"*"})
         if unknown:
             raise ValueError(f"safety.legacy_read_only: unknown flag(s) {unknown} (declared: {sorted(self.flags)})")
@@ -558,8 +558,10 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             message = f"required: set GATEWAY_{side.upper()}_URL or {path} in the config file"
         elif err["type"] == "missing" and path == "upstreams":
             message = "required: set GATEWAY_LEGACY_URL and GATEWAY_CANDIDATE_URL, or 'upstreams' in the config file"
-        elif "input" in err and err["type"] not in ("missing", "extra_forbidden") and not isinstance(
-            err["input"], (dict, list)
+        elif (
+            "input" in err
+            and err["type"] not in ("missing", "extra_forbidden")
+            and not isinstance(err["input"], (dict, list))
         ):
             message = f"{message} (got {err['input']!r})"
         elif err["type"] == "extra_forbidden":

@@ -23,7 +23,9 @@ class Forecast:
     moving: int
 
     def to_json(self) -> dict[str, Any]:
-        direction = "to candidate" if self.target > self.current else "to legacy" if self.target < self.current else "none"
+        direction = (
+            "to candidate" if self.target > self.current else "to legacy" if self.target < self.current else "none"
+        )
         return {
             "flag": self.flag,
             "currentPercent": self.current,

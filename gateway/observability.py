@@ -380,7 +380,9 @@ def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> 
         cache_logger_on_first_use=True,
     )
     # aiohttp and redis-py log through the standard library; route their warnings the same way.
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiohttp.access").disabled = True
     logging.getLogger("aiohttp.server").addFilter(_drop_client_protocol_errors)
     return writer

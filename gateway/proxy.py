@@ -153,9 +153,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if tap is not None:
                 state.shadow.skip(tap, "primary_error")
             state.metrics.upstream_errors.labels(decision.side, exc.kind).inc()
-            log.warning("upstream_error", request_id=request_id, upstream=decision.side, kind=exc.kind, error=str(exc.__cause__ or exc)[:300])
+            log.warning(
+                "upstream_error",
+                request_id=request_id,
+                upstream=decision.side,
+                kind=exc.kind,
+                error=str(exc.__cause__ or exc)[:300],
+            )
             code = "upstream_timeout" if status == 504 else "upstream_unavailable"
-            return json_error(status, code, f"the {decision.side} upstream {exc.detail.removeprefix('the upstream ')}", request_id)
+            return json_error(
+                status, code, f"the {decision.side} upstream {exc.detail.removeprefix('the upstream ')}", request_id
+            )
         try:
             status = upstream_response.status
             sent, error_kind = await _stream_back(request, upstream_response, decision, state, request_id, tap)
@@ -166,8 +174,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if tap is not None:
             if error_kind is None:
                 state.shadow.submit(
-                    tap, request_id=request_id, method=request.method, raw_path=raw_path, headers=headers,
-                    served=decision.side, status=status, response_headers=upstream_response.headers,
+                    tap,
+                    request_id=request_id,
+                    method=request.method,
+                    raw_path=raw_path,
+                    headers=headers,
+                    served=decision.side,
+                    status=status,
+                    response_headers=upstream_response.headers,
                 )
             else:
                 state.shadow.skip(tap, error_kind)
@@ -277,4 +291,3 @@ async def _stream_back(
     except ConnectionResetError:
         return sent, "client_aborted"
     return sent, None
-

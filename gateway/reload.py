@@ -4,8 +4,8 @@ The new file is validated first; if it is invalid the old rules stay in force an
 logged and counted. Route rules, flags, bucketing and forcing are swapped in one step; a request
 that already matched its route finishes on the rules it started with, and no connection is
 dropped. Listeners, upstreams, Redis, the protection sections (rate limits, headers, CORS,
-limits, trusted proxies), shadowing and the safety net need a restart: a reload that changes them applies the rest and says
-so in the log.
+limits, trusted proxies), shadowing and the safety net need a restart: a reload that changes
+them applies the rest and says so in the log.
 """
 
 from __future__ import annotations
@@ -31,8 +31,21 @@ log = structlog.get_logger("gateway.reload")
 # Protection sections decide which middlewares exist at all, and the shadow workers and safety net
 # are built from their sections at start-up, so these are fixed at start too.
 RESTART_ONLY = (
-    "listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload",
-    "trusted_proxies", "rate_limits", "security_headers", "cors", "limits", "shadow", "safety",
+    "listen",
+    "admin",
+    "upstreams",
+    "redis",
+    "log",
+    "drain_timeout",
+    "request_id_header",
+    "reload",
+    "trusted_proxies",
+    "rate_limits",
+    "security_headers",
+    "cors",
+    "limits",
+    "shadow",
+    "safety",
 )
 
 
@@ -108,5 +121,3 @@ def apply_config(state: GatewayState, new: Config) -> list[str]:
 
 def watch_interval(config: Config) -> float | None:
     return config.reload.interval if config.reload.watch else None
-
-

@@ -262,5 +262,3 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
     except OSError:
         pass
-
-

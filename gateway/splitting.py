@@ -138,7 +138,9 @@ class Splitter:
         percent = flags.get(route.flag, 0)
         if percent <= 0 or percent >= 100:
             # Everyone is on one side: no need to hash, and no cookie needed to stay put.
-            return Decision(side="candidate" if percent >= 100 else "legacy", reason="bucket", flag=route.flag, percent=percent)
+            return Decision(
+                side="candidate" if percent >= 100 else "legacy", reason="bucket", flag=route.flag, percent=percent
+            )
         subject, source, issue = self.subject(headers, client_ip)
         value = self.bucket(route.flag, subject)
         return Decision(

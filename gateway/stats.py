@@ -14,7 +14,21 @@ from dataclasses import dataclass
 __all__ = ["LATENCY_EDGES", "RollingStats", "WindowSummary", "percentile"]
 
 LATENCY_EDGES: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf")
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    float("inf"),
 )
 
 

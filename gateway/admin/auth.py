@@ -51,7 +51,10 @@ async def admin_middleware(
             raise
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 must list methods
         return json_error(
-            exc.status, exc.reason.lower().replace(" ", "_"), f"{request.method} {request.path}: {exc.reason}", headers=allow
+            exc.status,
+            exc.reason.lower().replace(" ", "_"),
+            f"{request.method} {request.path}: {exc.reason}",
+            headers=allow,
         )
     except Exception:
         log.exception("admin_unhandled_error", method=request.method, path=request.path)

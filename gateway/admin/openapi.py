@@ -102,36 +102,65 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
-                    "responses": {"200": _json({"type": "object", "required": ["status"],
-                                                "properties": {"status": {"const": "ok"}}}, "Alive")},
+                    "responses": {
+                        "200": _json(
+                            {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+                            "Alive",
+                        )
+                    },
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "Readiness: ready, degraded (still serving on last known values) or draining",
                     "responses": {
-                        "200": _json({"type": "object", "required": ["status", "store"], "properties": {
-                            "status": {"enum": ["ready", "degraded"]}, "store": {"$ref": ref + "StoreHealth"}}},
-                            "Serving"),
-                        "503": _json({"type": "object", "required": ["status"], "properties": {
-                            "status": {"const": "draining"}, "store": {"$ref": ref + "StoreHealth"}}}, "Draining"),
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "store"],
+                                "properties": {
+                                    "status": {"enum": ["ready", "degraded"]},
+                                    "store": {"$ref": ref + "StoreHealth"},
+                                },
+                            },
+                            "Serving",
+                        ),
+                        "503": _json(
+                            {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {"status": {"const": "draining"}, "store": {"$ref": ref + "StoreHealth"}},
+                            },
+                            "Draining",
+                        ),
                     },
                 }
             },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus exposition",
-                    "responses": {"200": {"description": "Metrics",
-                                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                    "responses": {
+                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    },
                 }
             },
             "/api/v1/flags": {
                 "get": {
                     "summary": "Every flag, the route table and the store's health",
-                    "responses": {"200": _json({"type": "object", "required": ["flags", "routes", "store"], "properties": {
-                        "flags": {"type": "array", "items": {"$ref": ref + "Flag"}},
-                        "routes": {"type": "array", "items": {"$ref": ref + "Route"}},
-                        "store": {"$ref": ref + "StoreHealth"}}}, "Flags")},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["flags", "routes", "store"],
+                                "properties": {
+                                    "flags": {"type": "array", "items": {"$ref": ref + "Flag"}},
+                                    "routes": {"type": "array", "items": {"$ref": ref + "Route"}},
+                                    "store": {"$ref": ref + "StoreHealth"},
+                                },
+                            },
+                            "Flags",
+                        )
+                    },
                 }
             },
             "/api/v1/flags/{name}": {
@@ -143,15 +172,35 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "summary": "Set a flag's percentage",
                     "security": secured,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["percent"], "properties": {
-                            "percent": {"type": "integer", "minimum": 0, "maximum": 100},
-                            "reason": {"type": "string", "maxLength": 500}}}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["percent"],
+                                    "properties": {
+                                        "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                                        "reason": {"type": "string", "maxLength": 500},
+                                    },
+                                }
+                            }
+                        },
+                    },
                     "responses": {
-                        "200": _json({"type": "object", "required": ["flag", "percent", "previous", "change"],
-                                      "properties": {"flag": {"type": "string"}, "percent": {"type": "integer"},
-                                                     "previous": {"type": ["integer", "null"]},
-                                                     "change": {"$ref": ref + "Change"}}}, "Changed"),
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["flag", "percent", "previous", "change"],
+                                "properties": {
+                                    "flag": {"type": "string"},
+                                    "percent": {"type": "integer"},
+                                    "previous": {"type": ["integer", "null"]},
+                                    "change": {"$ref": ref + "Change"},
+                                },
+                            },
+                            "Changed",
+                        ),
                         **_errors(*_MUTATION_ERRORS, 404, 409),
                     },
                 },
@@ -160,11 +209,26 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Every flag to 0 in one atomic write",
                     "security": secured,
-                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                        "type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}}}},
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"reason": {"type": "string", "maxLength": 500}},
+                                }
+                            }
+                        },
+                    },
                     "responses": {
-                        "200": _json({"type": "object", "required": ["rolledBack"], "properties": {
-                            "rolledBack": {"type": "array", "items": {"$ref": ref + "Change"}}}}, "Rolled back"),
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["rolledBack"],
+                                "properties": {"rolledBack": {"type": "array", "items": {"$ref": ref + "Change"}}},
+                            },
+                            "Rolled back",
+                        ),
                         **_errors(*_MUTATION_ERRORS),
                     },
                 }
@@ -172,26 +236,59 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/changes": {
                 "get": {
                     "summary": "Audited changes, newest first",
-                    "parameters": [{"name": "limit", "in": "query", "required": False,
-                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-                    "responses": {"200": _json({"type": "object", "required": ["changes"], "properties": {
-                        "changes": {"type": "array", "items": {"$ref": ref + "Change"}}}}, "Changes"),
-                        **_errors(400, 503)},
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["changes"],
+                                "properties": {"changes": {"type": "array", "items": {"$ref": ref + "Change"}}},
+                            },
+                            "Changes",
+                        ),
+                        **_errors(400, 503),
+                    },
                 }
             },
             "/api/v1/explain": {
                 "get": {
                     "summary": "Which side a subject gets for a path, and why",
                     "parameters": [
-                        {"name": "subject", "in": "query", "required": True,
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
-                        {"name": "path", "in": "query", "required": False, "schema": {"type": "string", "pattern": "^/"}},
+                        {
+                            "name": "subject",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                        },
+                        {
+                            "name": "path",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^/"},
+                        },
                         {"name": "method", "in": "query", "required": False, "schema": {"type": "string"}},
                     ],
-                    "responses": {"200": _json({"type": "object", "required": ["subject", "route", "side", "reason"],
-                                                "properties": {"side": {"enum": ["legacy", "candidate"]},
-                                                               "reason": {"enum": ["pinned", "bucket"]}}},
-                                               "Explanation"), **_errors(400)},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["subject", "route", "side", "reason"],
+                                "properties": {
+                                    "side": {"enum": ["legacy", "candidate"]},
+                                    "reason": {"enum": ["pinned", "bucket"]},
+                                },
+                            },
+                            "Explanation",
+                        ),
+                        **_errors(400),
+                    },
                 }
             },
             "/api/v1/forecast": {
@@ -199,27 +296,48 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Share of recently seen subjects that would move at another percentage",
                     "parameters": [
                         {"name": "flag", "in": "query", "required": False, "schema": {"type": "string"}},
-                        {"name": "percent", "in": "query", "required": True,
-                         "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                        {
+                            "name": "percent",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 100},
+                        },
                     ],
-                    "responses": {"200": _json({"type": "object", "required": [
-                        "flag", "currentPercent", "targetPercent", "subjectsSeen", "wouldMove", "share"]},
-                        "Forecast"), **_errors(400, 404)},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": [
+                                    "flag",
+                                    "currentPercent",
+                                    "targetPercent",
+                                    "subjectsSeen",
+                                    "wouldMove",
+                                    "share",
+                                ],
+                            },
+                            "Forecast",
+                        ),
+                        **_errors(400, 404),
+                    },
                 }
             },
             "/api/v1/reload": {
                 "post": {
                     "summary": "Re-read the rules file (same as SIGHUP)",
                     "security": secured,
-                    "responses": {"200": _json({"type": "object", "required": ["reloaded"]}, "Reloaded"),
-                                  **_errors(401, 403, 409, 413, 422)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["reloaded"]}, "Reloaded"),
+                        **_errors(401, 403, 409, 413, 422),
+                    },
                 }
             },
             "/api/v1/status": {
                 "get": {
                     "summary": "Everything the status page shows",
-                    "responses": {"200": _json({"type": "object", "required": ["flags", "store", "upstreams"]},
-                                               "Status")},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["flags", "store", "upstreams"]}, "Status")
+                    },
                 }
             },
             "/api/v1/parity": {
@@ -231,62 +349,99 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {
                     "summary": "Forget parity counters and stored mismatches",
                     "security": secured,
-                    "responses": {"200": _json({"type": "object", "required": ["reset"]}, "Reset"),
-                                  **_errors(401, 403, 503)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["reset"]}, "Reset"),
+                        **_errors(401, 403, 503),
+                    },
                 },
             },
             "/api/v1/parity/diffs": {
                 "get": {
                     "summary": "Latest stored mismatches of a route, newest first",
                     "parameters": [
-                        {"name": "route", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
-                        {"name": "limit", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                        {
+                            "name": "route",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
                     ],
-                    "responses": {"200": _json({"type": "object", "required": ["route", "scope", "mismatches"]},
-                                               "Mismatches"), **_errors(400, 503)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["route", "scope", "mismatches"]}, "Mismatches"),
+                        **_errors(400, 503),
+                    },
                 }
             },
             "/api/v1/parity/noise": {
                 "get": {
                     "summary": "Fields learned as noise, per route",
-                    "responses": {"200": _json({"type": "object", "required": ["scope", "noise"]}, "Noise"),
-                                  **_errors(503)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["scope", "noise"]}, "Noise"),
+                        **_errors(503),
+                    },
                 },
                 "delete": {
                     "summary": "Forget learned noise (all routes, or ?route=R)",
                     "security": secured,
                     "parameters": [{"name": "route", "in": "query", "required": False, "schema": {"type": "string"}}],
-                    "responses": {"200": _json({"type": "object", "required": ["reset"]}, "Reset"),
-                                  **_errors(401, 403, 503)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["reset"]}, "Reset"),
+                        **_errors(401, 403, 503),
+                    },
                 },
             },
             "/api/v1/safety": {
                 "get": {
                     "summary": "Every trigger's verdict per flag, held flags, the safety store's state",
-                    "responses": {"200": _json({"type": "object", "required": ["enabled", "held", "flags"]},
-                                               "Safety")},
+                    "responses": {"200": _json({"type": "object", "required": ["enabled", "held", "flags"]}, "Safety")},
                 }
             },
             "/api/v1/events": {
                 "get": {
                     "summary": "Safety events (rollbacks, dry runs, acknowledgements, plan steps), newest first",
-                    "parameters": [{"name": "limit", "in": "query", "required": False,
-                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-                    "responses": {"200": _json({"type": "object", "required": ["events"]}, "Events"),
-                                  **_errors(400, 503)},
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["events"]}, "Events"),
+                        **_errors(400, 503),
+                    },
                 }
             },
             "/api/v1/events/ack": {
                 "post": {
                     "summary": "Acknowledge an automatic rollback so the flag may be raised again",
                     "security": secured,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["flag"], "properties": {
-                            "flag": {"type": "string", "minLength": 1},
-                            "reason": {"type": "string", "maxLength": 500}}}}}},
-                    "responses": {"200": _json({"type": "object", "required": ["acknowledged"]}, "Acknowledged"),
-                                  **_errors(*_MUTATION_ERRORS, 404, 409)},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["flag"],
+                                    "properties": {
+                                        "flag": {"type": "string", "minLength": 1},
+                                        "reason": {"type": "string", "maxLength": 500},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["acknowledged"]}, "Acknowledged"),
+                        **_errors(*_MUTATION_ERRORS, 404, 409),
+                    },
                 }
             },
             "/api/v1/plans": {
@@ -304,27 +459,44 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Start a rollout plan",
                     "security": secured,
-                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                        "type": "object", "properties": {
-                            "steps": {"type": "array", "minItems": 1, "maxItems": 100,
-                                      "description": "taken in increasing order, each once",
-                                      "items": {"type": "integer", "minimum": 1, "maximum": 100}},
-                            "soak": {"type": "number", "exclusiveMinimum": 0},
-                            "minRequests": {"type": "integer", "minimum": 0}}}}}},
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "steps": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": 100,
+                                            "description": "taken in increasing order, each once",
+                                            "items": {"type": "integer", "minimum": 1, "maximum": 100},
+                                        },
+                                        "soak": {"type": "number", "exclusiveMinimum": 0},
+                                        "minRequests": {"type": "integer", "minimum": 0},
+                                    },
+                                }
+                            }
+                        },
+                    },
                     "responses": {"200": _json({"type": "object"}, "Started"), **_errors(*_MUTATION_ERRORS, 404, 409)},
                 },
             },
             "/api/v1/plans/{flag}/{action}": {
                 "parameters": [
                     {"name": "flag", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "action", "in": "path", "required": True,
-                     "schema": {"enum": ["pause", "resume", "abort", "skip"]}},
+                    {
+                        "name": "action",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"enum": ["pause", "resume", "abort", "skip"]},
+                    },
                 ],
                 "post": {
                     "summary": "Pause, resume, abort or skip a step of a plan",
                     "security": secured,
-                    "responses": {"200": _json({"type": "object"}, "Changed"),
-                                  **_errors(*_MUTATION_ERRORS, 404, 409)},
+                    "responses": {"200": _json({"type": "object"}, "Changed"), **_errors(*_MUTATION_ERRORS, 404, 409)},
                 },
             },
             "/api/v1/readonly": {
@@ -338,13 +510,26 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "summary": "Switch legacy read-only for a flag: refuse writes, send them to the candidate, or off",
                     "security": secured,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["mode"], "properties": {
-                            "mode": {"enum": ["reject", "candidate", "off"]},
-                            "retryAfter": {"type": "integer", "minimum": 0},
-                            "reason": {"type": "string", "maxLength": 500}}}}}},
-                    "responses": {"200": _json({"type": "object", "required": ["readOnly"]}, "Switched"),
-                                  **_errors(*_MUTATION_ERRORS, 404)},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["mode"],
+                                    "properties": {
+                                        "mode": {"enum": ["reject", "candidate", "off"]},
+                                        "retryAfter": {"type": "integer", "minimum": 0},
+                                        "reason": {"type": "string", "maxLength": 500},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["readOnly"]}, "Switched"),
+                        **_errors(*_MUTATION_ERRORS, 404),
+                    },
                 },
             },
             "/openapi.json": {

@@ -79,10 +79,7 @@ def _flags_view(state: GatewayState) -> list[dict[str, Any]]:
     for rule in state.routes.rules:
         if rule.flag is not None:
             routes_by_flag.setdefault(rule.flag, []).append(rule.label)
-    return [
-        {"name": name, "percent": values[name], "routes": routes_by_flag.get(name, [])}
-        for name in sorted(values)
-    ]
+    return [{"name": name, "percent": values[name], "routes": routes_by_flag.get(name, [])} for name in sorted(values)]
 
 
 def _routes_view(state: GatewayState) -> list[dict[str, Any]]:
@@ -157,7 +154,9 @@ async def set_flag(request: web.Request) -> web.Response:
     except InvalidFlagValue as exc:
         return json_error(400, "invalid_percent", str(exc))
     except UnknownFlag:
-        return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
+        return json_error(
+            404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}"
+        )
     except SafetyRefused as exc:
         return json_error(exc.status, exc.code, f"{exc}; the change was NOT applied")
     except StoreUnavailable as exc:
@@ -175,7 +174,9 @@ async def rollback(request: web.Request) -> web.Response:
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except StoreUnavailable as exc:
-        return json_error(503, "store_unavailable", f"{exc}; the rollback was NOT applied, retry when the store is back")
+        return json_error(
+            503, "store_unavailable", f"{exc}; the rollback was NOT applied, retry when the store is back"
+        )
     _audit(state, changes)
     return json_response({"rolledBack": [c.to_json() for c in changes]})
 
@@ -199,7 +200,9 @@ async def changes(request: web.Request) -> web.Response:
 def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
     for change in changes:
         state.metrics.flag_changes.labels(change.flag).inc()
-        log.info("flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason)
+        log.info(
+            "flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason
+        )
 
 
 @admin_routes.get("/api/v1/explain")
@@ -219,7 +222,9 @@ async def explain_subject(request: web.Request) -> web.Response:
 async def reload_rules(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.reloader is None:
-        return json_error(409, "no_config_file", "the gateway was started without --config: there is no file to re-read")
+        return json_error(
+            409, "no_config_file", "the gateway was started without --config: there is no file to re-read"
+        )
     error = await state.reloader.reload("admin-api")
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")

@@ -117,8 +117,12 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
 @status_routes.get("/")
 @status_routes.get("/ui")
 async def page(request: web.Request) -> web.Response:
-    return web.Response(body=_page(), content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+    return web.Response(
+        body=_page(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+    )
 
 
 @status_routes.get("/api/v1/status")

@@ -144,8 +144,15 @@ class Shadow:
             self.skip(tap, "request_body_over_cap")
             return
         job = _Job(
-            tap.policy, request_id, method, raw_path, headers, tap.request_body, served,
-            Answer(status, response_headers, tap.body()), latency,
+            tap.policy,
+            request_id,
+            method,
+            raw_path,
+            headers,
+            tap.request_body,
+            served,
+            Answer(status, response_headers, tap.body()),
+            latency,
         )
         queue = self._queue
         if queue is None:
@@ -174,8 +181,13 @@ class Shadow:
             await self._sync_noise()
             self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
         self._background.spawn(self._flusher(), name="shadow-counts-flush")
-        log.info("shadow_started", routes=sorted(p.route for p in self._policies.values()),
-                 workers=self.config.concurrency, queue=self.config.queue_size, store=self.store.backend)
+        log.info(
+            "shadow_started",
+            routes=sorted(p.route for p in self._policies.values()),
+            workers=self.config.concurrency,
+            queue=self.config.queue_size,
+            store=self.store.backend,
+        )
 
     async def close(self) -> None:
         """Stop taking jobs; shadow work is best effort, so pending jobs are abandoned (logged)."""
@@ -264,8 +276,12 @@ class Shadow:
         )
         mismatch = None if comparison.match else self._mismatch(job, shadow, shadow_side, comparison)
         if mismatch is not None:
-            log.info("shadow_mismatch", request_id=job.request_id, route=route,
-                     fields=[d["where"] for d in mismatch["diffs"]])
+            log.info(
+                "shadow_mismatch",
+                request_id=job.request_id,
+                route=route,
+                fields=[d["where"] for d in mismatch["diffs"]],
+            )
         await self.store.record(route, result, mismatch)
 
     async def _learn_noise(self, job: _Job) -> None:

@@ -31,7 +31,9 @@ class NoiseLearner:
         new = [
             d.field
             for d in same_side.differences
-            if d.path is not None and d.field not in fields and len(fields) < self._max
+            if d.path is not None
+            and d.field not in fields
+            and len(fields) < self._max
             and _changed_value(d.primary, d.shadow)
         ]
         for name in dict.fromkeys(new):

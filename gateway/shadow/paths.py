@@ -47,7 +47,7 @@ def parse(text: str) -> Pattern:
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
         if match is None:
-            raise ValueError(f"cannot parse JSON path {text!r} at position {pos}: expected .key, [n], [*] or [\"key\"]")
+            raise ValueError(f'cannot parse JSON path {text!r} at position {pos}: expected .key, [n], [*] or ["key"]')
         if match.group("key") is not None:
             key = match.group("key")
             tokens.append(ANY_KEY if key == "*" else key)

@@ -18,11 +18,34 @@ __all__ = ["REDACTED", "Redactor"]
 REDACTED = "[REDACTED]"
 MAX_VALUE_CHARS = 200
 
-_BUILTIN = frozenset({
-    "password", "passwd", "pwd", "passphrase", "secret", "token", "accesstoken", "refreshtoken", "idtoken",
-    "apikey", "authorization", "auth", "cookie", "setcookie", "sessionid", "session", "creditcard",
-    "cardnumber", "cvv", "cvc", "ssn", "privatekey", "clientsecret", "otp",
-})
+_BUILTIN = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "apikey",
+        "authorization",
+        "auth",
+        "cookie",
+        "setcookie",
+        "sessionid",
+        "session",
+        "creditcard",
+        "cardnumber",
+        "cvv",
+        "cvc",
+        "ssn",
+        "privatekey",
+        "clientsecret",
+        "otp",
+    }
+)
 _SUFFIXES = ("password", "passwd", "token", "secret", "apikey", "privatekey")
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
 

@@ -95,7 +95,7 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
     p50: dict[str, float | None] = {}
     for side in SIDES:
         prefix = f"lat:{side}:"
-        buckets = {int(k[len(prefix):]): v for k, v in counters.items() if k.startswith(prefix)}
+        buckets = {int(k[len(prefix) :]): v for k, v in counters.items() if k.startswith(prefix)}
         p50[side] = quantile(buckets, 0.50)
         p95 = quantile(buckets, 0.95)
         latency[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(p95), "samples": sum(buckets.values())}

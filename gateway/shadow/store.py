@@ -233,9 +233,7 @@ class RedisParityStore:
         except _DOWN as exc:
             self._metrics.shadow_store_errors.inc()
             raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
-        return {
-            route: {_text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)
-        }
+        return {route: {_text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
