@@ -134,7 +134,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_admin_url(base: str) -> None:
+    parts = urllib.parse.urlsplit(base)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise CliError(
+            f"--admin / GATEWAY_ADMIN_URL must be the admin listener's URL, like http://127.0.0.1:9090 (got {base!r})"
+        )
+
+
 def _admin_call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    try:
+        _check_admin_url(base)
+    except ValueError as exc:  # malformed IPv6 literals and the like
+        raise CliError(f"--admin / GATEWAY_ADMIN_URL is not a valid URL: {base!r} ({exc})") from exc
     url = base.rstrip("/") + path
     headers = {"Accept": "application/json", "X-Gateway-Actor": f"{getpass.getuser()}@{socket.gethostname()} (cli)"}
     data = None
@@ -150,6 +166,10 @@ def _admin_call(base: str, method: str, path: str, body: dict[str, Any] | None =
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         raw = exc.read()
+        if exc.code == 404 and path.startswith("/api/") and b'"error"' not in raw:
+            raise CliError(
+                f"{base} answered 404 for {path}: is it the gateway's admin listener (not the proxy port)?"
+            ) from exc
         try:
             message = orjson.loads(raw).get("message") or raw.decode()
         except (orjson.JSONDecodeError, AttributeError):
@@ -163,6 +183,8 @@ def _admin_call(base: str, method: str, path: str, body: dict[str, Any] | None =
         ) from exc
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{url} did not answer JSON: is it the gateway's admin listener?") from exc
+    except ValueError as exc:  # http.client.InvalidURL and friends: a URL urllib cannot use
+        raise CliError(f"--admin / GATEWAY_ADMIN_URL is not a usable URL: {base!r} ({exc})") from exc
 
 
 def _print_status(data: dict[str, Any]) -> None:

@@ -180,12 +180,25 @@ async def test_plan_rolls_back_on_a_fault_mid_step_and_operators_steer_it() -> N
 async def test_plan_pauses_when_the_flag_is_changed_by_hand() -> None:
     clock = Clock()
     safety = make_safety(PLAN_TRIGGERS, clock)
-    await safety.plans.start("default", [10, 100], soak=5, min_requests=0, actor="alice")
+    await safety.plans.start("default", [50, 100], soak=5, min_requests=0, actor="alice")
     await safety.flags.rollback(actor="carol", reason="manual rollback")
     await safety.tick()
     status = await safety.plans.status("default")
     assert status is not None and status["status"] == "paused" and "outside the plan" in status["note"]
     assert safety.flags.snapshot()["default"] == 0  # the plan never undoes an operator's rollback
+
+
+async def test_a_plan_never_starts_below_the_current_percentage() -> None:
+    from gateway.errors import SafetyRefused
+
+    safety = make_safety(PLAN_TRIGGERS, Clock())
+    before = safety.flags.snapshot()["default"]
+    assert before > 10
+    with pytest.raises(SafetyRefused, match="would move users back to legacy") as info:
+        await safety.plans.start("default", [10, 100], soak=5, min_requests=0, actor="alice")
+    assert info.value.code == "plan_below_current"
+    assert safety.flags.snapshot()["default"] == before  # nothing moved
+    assert await safety.plans.status("default") is None
 
 
 MISMATCH = {"name": "parity", "kind": "mismatch_rate", "threshold": 0.01, "window": 10, "min_requests": 20}

@@ -72,7 +72,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request",
         401: "Missing or wrong admin token",
         403: "No admin token configured: changes disabled",
-        404: "Unknown flag, plan or action",
+        404: "Unknown flag, plan, action or route",
         409: "Refused: no config file to reload, a held flag, a drained upstream, or a plan conflict",
         413: "Body too large",
         422: "Invalid rules file; old rules kept",
@@ -344,7 +344,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Parity report: one row per shadowed route",
                     "parameters": [{"name": "route", "in": "query", "required": False, "schema": {"type": "string"}}],
-                    "responses": {"200": _json({"type": "object", "required": ["routes"]}, "Report"), **_errors(503)},
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["routes"]}, "Report"),
+                        **_errors(404, 503),
+                    },
                 },
                 "delete": {
                     "summary": "Forget parity counters and stored mismatches",
@@ -374,7 +377,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json({"type": "object", "required": ["route", "scope", "mismatches"]}, "Mismatches"),
-                        **_errors(400, 503),
+                        **_errors(400, 404, 503),
                     },
                 }
             },

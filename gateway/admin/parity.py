@@ -42,7 +42,9 @@ async def report(request: web.Request) -> web.Response:
         return json_error(503, "store_unavailable", str(exc))
     names = sorted(set(counters) | set(_shadowed_routes(state)))
     if only is not None:
-        names = [name for name in names if name == only]
+        if only not in names:
+            return json_error(404, "unknown_route", f"route {only!r} is not shadowed; shadowed routes: {names}")
+        names = [only]
     rows = [report_row(name, counters.get(name, {})) for name in names]
     body: dict[str, Any] = {"scope": state.shadow.store.scope, "backend": state.shadow.store.backend, "routes": rows}
     return json_response(body)
@@ -64,6 +66,10 @@ async def diffs(request: web.Request) -> web.Response:
         items = await state.shadow.store.mismatches(route, limit)
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
+    if not items and route not in _shadowed_routes(state):
+        return json_error(
+            404, "unknown_route", f"route {route!r} is not shadowed; shadowed routes: {_shadowed_routes(state)}"
+        )
     return json_response({"route": route, "scope": state.shadow.store.scope, "mismatches": items})
 
 

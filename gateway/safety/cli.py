@@ -96,6 +96,8 @@ def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
         return 0
     if data.get("storeError"):
         print(f"SAFETY STORE UNAVAILABLE ({data['storeError']}): decisions paused")
+    if not data["flags"]:
+        print("no triggers configured (see README, 'Triggers'; rules/rollback.yaml is the team's plan)")
     for flag, verdicts in sorted(data["flags"].items()):
         held = data["held"].get(flag)
         print(
