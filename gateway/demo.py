@@ -117,7 +117,12 @@ async def _demo(
             runner = web.AppRunner(sample_backend(side), access_log=None)  # type: ignore[arg-type]
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, "127.0.0.1", side_port).start()
+            try:
+                await web.TCPSite(runner, "127.0.0.1", side_port).start()
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, _taken(f"the {side} sample backend", side_port, f"--{side}-port", exc)
+                ) from exc
         config = Config.model_validate(
             {
                 "listen": f"127.0.0.1:{port}",
@@ -143,10 +148,20 @@ async def _demo(
             print(_instructions(port, admin_port, token), flush=True)
         else:
             ready.cancel()
-        await serving
+        try:
+            await serving
+        except OSError as exc:
+            raise OSError(
+                exc.errno, _taken("the gateway", None, "--port / --admin-port", exc) + f" (ports {port}, {admin_port})"
+            ) from exc
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+def _taken(what: str, port: int | None, option: str, exc: OSError) -> str:
+    where = f" on port {port}" if port is not None else ""
+    return f"cannot start {what}{where}: {exc.strerror or exc}; choose other ports with {option}"
 
 
 def run_demo(port: int, admin_port: int, legacy_port: int, candidate_port: int) -> int:
