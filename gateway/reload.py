@@ -32,6 +32,9 @@ log = structlog.get_logger("gateway.reload")
 RESTART_ONLY = (
     "listen", "admin", "upstreams", "redis", "log", "drain_timeout", "request_id_header", "reload",
     "trusted_proxies", "rate_limits", "security_headers", "cors", "limits",
+    # Triggers, probes, webhook and plan defaults are built once into the safety net (its loops
+    # and probes hold them); operators switch read-only legacy at run time with `gateway readonly`.
+    "safety",
 )
 
 
