@@ -61,10 +61,11 @@ class _Memo(dict[Any, Any]):
 
 
 _MISSING = object()
+MEMO_KEY_MAX = 2048  # longer Authorization headers are decoded every time, never kept
 
 
 class Splitter:
-    def __init__(self, bucketing: BucketingConfig, force: ForceConfig, memo_size: int = 16384) -> None:
+    def __init__(self, bucketing: BucketingConfig, force: ForceConfig, memo_size: int = 8192) -> None:
         self._sources = bucketing.subject
         self._cookie_name = bucketing.cookie_name
         self._force_header = force.header
@@ -76,6 +77,8 @@ class Splitter:
     def _jwt_subject(self, authorization: str | None) -> str | None:
         if authorization is None:
             return None
+        if len(authorization) > MEMO_KEY_MAX:  # memory per entry stays small whatever clients send
+            return jwt_subject(authorization)
         sub = self._subjects.get(authorization, _MISSING)
         if sub is _MISSING:
             sub = self._subjects.put(authorization, jwt_subject(authorization))

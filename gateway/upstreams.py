@@ -25,7 +25,8 @@ from gateway.errors import (
 
 __all__ = ["Upstream", "Upstreams", "open_upstreams"]
 
-URL_MEMO = 8192  # distinct request targets whose parsed upstream URL is kept
+URL_MEMO = 4096  # distinct request targets whose parsed upstream URL is kept
+URL_MEMO_KEY_MAX = 512  # at most ~2 MiB of keys whatever clients send
 POOL_WAIT = 5.0  # seconds a request may wait for a free pooled connection
 _NO_CONTENT_TYPE: CIMultiDict[None] = CIMultiDict({"Content-Type": None})
 
@@ -85,6 +86,8 @@ class Upstream:
         Parsed URLs are memoised (bounded): APIs see the same paths over and over, and parsing
         is a measurable share of a proxied request.
         """
+        if len(raw_path) > URL_MEMO_KEY_MAX:  # long, probably unique targets are not kept
+            return URL(f"{self._origin}{self._base_path}{raw_path}", encoded=True)
         url = self._urls.get(raw_path)
         if url is None:
             if len(self._urls) >= URL_MEMO:

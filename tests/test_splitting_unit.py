@@ -61,3 +61,15 @@ def test_decision_explains_itself() -> None:
     assert d.reason == "bucket" and d.flag == "default" and d.percent == 50
     assert d.bucket is not None and (d.side == "candidate") == (d.bucket < 5000)
     assert d.issue_cookie == anonymous_id("9.9.9.9")
+
+
+def test_memos_are_bounded_in_entries_and_key_size() -> None:
+    from gateway.splitting import MEMO_KEY_MAX
+
+    s = Splitter(BucketingConfig(), ForceConfig(), memo_size=4)
+    for i in range(10):
+        s.subject(headers(Authorization=f"Bearer a.{i}.c"), "1.2.3.4")
+        s.bucket("default", f"s{i}")
+    assert len(s._subjects) <= 4 and len(s._buckets) <= 4
+    s.subject(headers(Authorization="Bearer " + "x" * (MEMO_KEY_MAX + 1)), "1.2.3.4")
+    assert all(len(k) <= MEMO_KEY_MAX for k in s._subjects)
