@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client"]
 
@@ -61,8 +63,19 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     return SentinelURL(tuple(hosts), segments[0], db, password, parts.scheme.startswith("rediss"))
 
 
-def redis_client(url: str, **kwargs: Any) -> Redis:
-    """A client for ``url`` with the given connection options (timeouts, retry, decoding)."""
+def redis_client(url: str, *, timeout: float, connect_timeout: float | None = None, **kwargs: Any) -> Redis:
+    """A client for ``url``: bytes in and out, per-command ``timeout``, and one immediate retry.
+
+    The retry covers a stale pooled connection after a Redis restart without stalling a caller
+    for seconds; every feature reconnects and degrades on its own beyond that.
+    """
+    kwargs = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": connect_timeout if connect_timeout is not None else timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "decode_responses": False,
+        **kwargs,
+    }
     if not url.startswith(tuple(f"{scheme}://" for scheme in SENTINEL_SCHEMES)):
         return Redis.from_url(url, **kwargs)
     target = parse_sentinel_url(url)

@@ -23,9 +23,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
@@ -87,14 +85,9 @@ class RedisFlagStore:
         self._hash = f"{config.key_prefix}flags"
         self._channel = f"{config.key_prefix}flags:changed"
         self._stream = f"{config.key_prefix}changes"
+        # The watcher reconnects by itself; the client's one retry covers a stale connection.
         self._redis: Redis = redis_client(
-            config.url,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.connect_timeout,
-            # We reconnect ourselves in the watcher; one immediate retry covers a stale pooled
-            # connection after a Redis restart without stalling an admin call for seconds.
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=False,
+            config.url, timeout=config.socket_timeout, connect_timeout=config.connect_timeout
         )
         self._set = self._redis.register_script(_SET_SCRIPT)
         self._rollback = self._redis.register_script(_ROLLBACK_SCRIPT)

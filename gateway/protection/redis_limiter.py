@@ -22,9 +22,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
 from gateway.config import RateLimitConfig, RedisConfig
 from gateway.observability import Metrics
@@ -86,14 +84,7 @@ class RedisLimiter:
         self._prefix = f"{redis.key_prefix}rl:"
         self._metrics = metrics
         self._local = local
-        self._redis: Redis = redis_client(
-            redis.url,
-            socket_timeout=config.redis_timeout,
-            socket_connect_timeout=config.redis_timeout,
-            # One immediate retry covers a stale pooled connection after a Redis restart.
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=False,
-        )
+        self._redis: Redis = redis_client(redis.url, timeout=config.redis_timeout)
         self._script = self._redis.register_script(GCRA_SCRIPT)
         self._tasks = Background()
         self._queue: list[tuple[list[str], list[int], asyncio.Future[list[int]]]] = []

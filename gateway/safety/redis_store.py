@@ -31,9 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
@@ -150,11 +148,7 @@ class RedisSafetyStore:
             f"{p}plans",
         )
         self._redis: Redis = redis_client(
-            config.url,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.connect_timeout,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=False,
+            config.url, timeout=config.socket_timeout, connect_timeout=config.connect_timeout
         )
         self._read = self._redis.register_script(_READ)
         self._rollback = self._redis.register_script(_ROLLBACK)

@@ -138,9 +138,7 @@ class RedisParityStore:
     async def start(self) -> None:
         cfg = self._config
         assert cfg.url is not None
-        self._redis = redis_client(
-            cfg.url, socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout
-        )
+        self._redis = redis_client(cfg.url, timeout=cfg.socket_timeout, connect_timeout=cfg.connect_timeout)
 
     async def close(self) -> None:
         if self._redis is not None:
