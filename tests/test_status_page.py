@@ -181,3 +181,31 @@ async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway
     finally:
         await asyncio.to_thread(driver.quit)
     assert not [e for e in console if e["level"] == "SEVERE"], console
+
+
+async def test_status_shows_upstream_figures_of_all_instances(upstreams, make_gateway, redis_server, key_prefix) -> None:
+    from tests.conftest import wait_for
+    from tests.test_splitting import bearer
+
+    shared = {"url": redis_server.url, "key_prefix": key_prefix}
+    config = make_config(upstreams, redis=shared, safety={"flush_interval": 0.2, "evaluate_interval": 0.2})
+    first, second = await make_gateway(config), await make_gateway(config)
+    async with first.admin("PUT", "/api/v1/flags/default", json={"percent": 50}) as resp:
+        assert resp.status == 200
+    await wait_for(lambda: second.state.store.snapshot()["default"] == 50, timeout=2)
+    for i in range(20):
+        for gw in (first, second):
+            async with gw.get("/api/v1/users", headers=bearer(f"user-{i}")) as resp:
+                assert resp.status == 200
+
+    async def totals() -> tuple[int, int] | None:
+        async with first.admin("GET", "/api/v1/status", token=None) as resp:
+            status = await resp.json()
+        shared_stats = status["sharedUpstreams"]
+        local = status["upstreams"]["legacy"]["requests"] + status["upstreams"]["candidate"]["requests"]
+        total = shared_stats["legacy"]["requests"] + shared_stats["candidate"]["requests"]
+        return (local, total) if total == 40 else None
+
+    await wait_for(totals, timeout=5, interval=0.1)
+    local, total = await totals()  # type: ignore[misc]
+    assert local == 20 and total == 40  # this instance saw half; the shared windows saw both

@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.config import SIDES
 from gateway.responses import json_response
+from gateway.safety.windows import WindowStats
 from gateway.shadow.stats import report_row
 from gateway.state import STATE, GatewayState
 
@@ -48,6 +49,7 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
             "series": state.stats.series(side, SERIES_WINDOW, SERIES_STEP),
         }
     safety = state.safety
+    shared = await _shared_upstream_stats(state)
     triggers: dict[str, list[dict[str, Any]]] = {}
     plans: dict[str, Any] = {}
     events: list[dict[str, Any]] = []
@@ -108,10 +110,44 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
             if r.pin
         ],
         "upstreams": upstreams,
+        "sharedUpstreams": shared,
         "seriesStepSeconds": SERIES_STEP,
         "changes": changes,
         "adminTokenConfigured": state.config.admin.token is not None,
     }
+
+
+async def _shared_upstream_stats(state: GatewayState) -> dict[str, Any] | None:
+    """Last minute of every instance (and worker), from the trigger windows in the shared store.
+
+    Those count the requests a flag decided (not pinned or forced ones), so this complements the
+    per-process figures rather than replacing them. None when the safety net is off or unreadable.
+    """
+    safety = state.safety
+    if safety is None or not safety.config.enabled:
+        return None
+    window = safety.window_range(WINDOW, 0)
+    total: dict[str, int] = {}
+    try:
+        for flag in state.store.snapshot():
+            sums, _ = await safety.store.read(flag, [window])
+            for key, value in sums[0].items():
+                total[key] = total.get(key, 0) + value
+    except Exception:  # the page renders whatever the store does; /api/v1/safety says why
+        return None
+    stats = WindowStats(total)
+    result: dict[str, Any] = {}
+    for side in SIDES:
+        requests = stats.requests(side)
+        result[side] = {
+            "requests": requests,
+            "errors": stats.errors(side),
+            "rate": round(requests / WINDOW, 3),
+            "errorRate": round(stats.errors(side) / requests, 4) if requests else None,
+            "p50": stats.percentile(50, side),
+            "p95": stats.percentile(95, side),
+        }
+    return result
 
 
 @status_routes.get("/")
