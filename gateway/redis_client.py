@@ -18,7 +18,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client"]
+__all__ = ["SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
@@ -88,3 +88,8 @@ def redis_client(url: str, *, timeout: float, connect_timeout: float | None = No
         extra["ssl"] = True
     client: Redis = sentinel.master_for(target.service, redis_class=Redis, **kwargs, **extra)
     return client
+
+
+def text(value: bytes | str) -> str:
+    """A value read from Redis (clients here never decode) as text; garbage bytes never raise."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -30,7 +30,7 @@ from gateway.errors import StoreUnavailable
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
-from gateway.redis_client import redis_client
+from gateway.redis_client import redis_client, text
 from gateway.tasks import Background
 
 __all__ = ["RedisFlagStore"]
@@ -68,10 +68,6 @@ end
 redis.call('PUBLISH', ARGV[3], '*')
 return out
 """
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 class RedisFlagStore:
@@ -132,7 +128,7 @@ class RedisFlagStore:
         updates: dict[str, int] = {}
         missing = set(self.cache.declared)
         for key, value in raw.items():
-            flag = _text(key)
+            flag = text(key)
             if flag not in self.cache.declared:
                 continue
             missing.discard(flag)
@@ -243,7 +239,7 @@ class RedisFlagStore:
         self.cache.apply({flag: 0 for flag in self.cache.declared})
         changes = []
         for i in range(0, len(out), 2):
-            flag = _text(out[i])
+            flag = text(out[i])
             if flag in self.cache.declared:
                 old = parse_stored_percent(out[i + 1]) if out[i + 1] else None
                 changes.append(FlagChange(flag=flag, old=old, new=0, actor=actor, reason=reason, at=now))
@@ -256,7 +252,7 @@ class RedisFlagStore:
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
         result = []
         for _id, fields in entries or ():
-            data = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            data = {text(k): text(v) for k, v in (fields or {}).items()}
             try:
                 result.append(
                     FlagChange(

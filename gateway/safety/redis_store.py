@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.flags.values import parse_stored_percent
-from gateway.redis_client import redis_client
+from gateway.redis_client import redis_client, text
 from gateway.safety.events import Event
 from gateway.safety.windows import Batch, Counts
 
@@ -128,10 +128,6 @@ return 1
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 class RedisSafetyStore:
     def __init__(self, config: RedisConfig, bucket_seconds: int, keep_seconds: float) -> None:
         assert config.url is not None
@@ -195,7 +191,7 @@ class RedisSafetyStore:
         for first, last in ranges:
             args += [first, last]
         raw: list[Any] = await self._call(self._read(keys=[], args=args))
-        sums = [{_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)} for flat in raw[:-1]]
+        sums = [{text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)} for flat in raw[:-1]]
         return sums, int(raw[-1])
 
     async def holds_and_epochs(self) -> tuple[dict[str, str], dict[str, float]]:
@@ -207,7 +203,7 @@ class RedisSafetyStore:
             return holds, epochs
 
         holds, epochs = await self._call(run())
-        return {_text(k): _text(v) for k, v in holds.items()}, {_text(k): float(v) for k, v in epochs.items()}
+        return {text(k): text(v) for k, v in holds.items()}, {text(k): float(v) for k, v in epochs.items()}
 
     async def rollback(self, flags: Sequence[str], event: Event) -> list[Event]:
         out: list[bytes] = await self._call(
@@ -217,7 +213,7 @@ class RedisSafetyStore:
             )
         )
         return [
-            Event.loads(event.dumps(), flag=_text(out[i]), percent_before=int(out[i + 1]), id=_text(out[i + 2]))
+            Event.loads(event.dumps(), flag=text(out[i]), percent_before=int(out[i + 1]), id=text(out[i + 2]))
             for i in range(0, len(out), 3)
         ]
 
@@ -241,13 +237,13 @@ class RedisSafetyStore:
                 args=[max(1, int(ttl * 1000)), event.dumps(), STREAM_MAXLEN],
             )
         )
-        return None if not entry else Event.loads(event.dumps(), id=_text(entry))
+        return None if not entry else Event.loads(event.dumps(), id=text(entry))
 
     async def append(self, event: Event) -> Event:
         entry = await self._call(
             self._redis.xadd(self._events, {"json": event.dumps()}, maxlen=STREAM_MAXLEN, approximate=True)
         )
-        return Event.loads(event.dumps(), id=_text(entry))
+        return Event.loads(event.dumps(), id=text(entry))
 
     async def ack(self, flag: str, event: Event) -> Event | None:
         entry = await self._call(
@@ -256,17 +252,17 @@ class RedisSafetyStore:
                 args=[flag, repr(event.at), event.dumps(), STREAM_MAXLEN],
             )
         )
-        return None if not entry else Event.loads(event.dumps(), id=_text(entry))
+        return None if not entry else Event.loads(event.dumps(), id=text(entry))
 
     async def events(self, limit: int = 50) -> list[Event]:
         entries = await self._call(self._redis.xrevrange(self._events, count=limit))
         result = []
         for entry_id, fields in entries:
-            data = {_text(k): v for k, v in fields.items()}
+            data = {text(k): v for k, v in fields.items()}
             try:
-                overrides: dict[str, Any] = {"id": _text(entry_id)}
+                overrides: dict[str, Any] = {"id": text(entry_id)}
                 if b"flag" in fields:
-                    overrides["flag"] = _text(fields[b"flag"])
+                    overrides["flag"] = text(fields[b"flag"])
                     overrides["percent_before"] = int(fields[b"before"])
                 result.append(Event.loads(data["json"], **overrides))
             except (KeyError, ValueError, TypeError):
@@ -275,14 +271,14 @@ class RedisSafetyStore:
 
     async def switches(self) -> dict[str, bytes]:
         raw = await self._call(self._redis.hgetall(self._switches))
-        return {_text(k): bytes(v) for k, v in raw.items()}
+        return {text(k): bytes(v) for k, v in raw.items()}
 
     async def set_switch(self, flag: str, value: bytes) -> None:
         await self._call(self._redis.hset(self._switches, flag, value))
 
     async def plans(self) -> dict[str, bytes]:
         raw = await self._call(self._redis.hgetall(self._plans))
-        return {_text(k): bytes(v) for k, v in raw.items()}
+        return {text(k): bytes(v) for k, v in raw.items()}
 
     async def put_plan(self, flag: str, new: bytes, expect: bytes | None) -> bool:
         done = await self._call(self._put_plan(keys=[self._plans], args=[flag, new, expect or b""]))

@@ -30,17 +30,13 @@ from redis.exceptions import RedisError
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
-from gateway.redis_client import redis_client
+from gateway.redis_client import redis_client, text
 from gateway.shadow.stats import Result, increments
 
 __all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
 
 log = structlog.get_logger("gateway.shadow")
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 class ParityStore(Protocol):
@@ -195,7 +191,7 @@ class RedisParityStore:
     async def noise(self) -> dict[str, list[str]] | None:
         try:
             client = self._client()
-            routes = sorted(_text(r) for r in await client.smembers(f"{self._prefix}noise-routes"))
+            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}noise-routes"))
             pipe = client.pipeline(transaction=False)
             for route in routes:
                 pipe.smembers(f"{self._prefix}noise:{route}")
@@ -203,14 +199,14 @@ class RedisParityStore:
         except _DOWN as exc:
             self._metrics.shadow_store_errors.inc()
             raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
-        learned = {route: sorted(_text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
+        learned = {route: sorted(text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
         return {route: fields for route, fields in learned.items() if fields}
 
     async def reset_noise(self, routes: list[str] | None) -> None:
         try:
             client = self._client()
             if routes is None:
-                routes = [_text(r) for r in await client.smembers(f"{self._prefix}noise-routes")]
+                routes = [text(r) for r in await client.smembers(f"{self._prefix}noise-routes")]
             if routes:
                 pipe = client.pipeline(transaction=False)
                 pipe.delete(*[f"{self._prefix}noise:{route}" for route in routes])
@@ -223,7 +219,7 @@ class RedisParityStore:
     async def counters(self) -> dict[str, dict[str, int]]:
         try:
             client = self._client()
-            routes = sorted(_text(r) for r in await client.smembers(f"{self._prefix}routes"))
+            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}routes"))
             pipe = client.pipeline(transaction=False)
             for route in routes:
                 pipe.hgetall(f"{self._prefix}stats:{route}")
@@ -231,7 +227,7 @@ class RedisParityStore:
         except _DOWN as exc:
             self._metrics.shadow_store_errors.inc()
             raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
-        return {route: {_text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
+        return {route: {text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
@@ -250,7 +246,7 @@ class RedisParityStore:
     async def reset(self) -> None:
         try:
             client = self._client()
-            routes = [_text(r) for r in await client.smembers(f"{self._prefix}routes")]
+            routes = [text(r) for r in await client.smembers(f"{self._prefix}routes")]
             keys = [f"{self._prefix}routes"]
             for route in routes:
                 keys += [f"{self._prefix}stats:{route}", f"{self._prefix}diffs:{route}"]
