@@ -163,6 +163,11 @@ class RedisParityStore:
             self._healthy = True
             log.info("shadow_store_recovered")
 
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """A read or reset the caller must report (admin API): counted, then raised by the caller."""
+        self._metrics.shadow_store_errors.inc()
+        return StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}")
+
     def _failed(self, exc: BaseException) -> None:
         self._metrics.shadow_store_errors.inc()
         if self._healthy:
@@ -197,8 +202,7 @@ class RedisParityStore:
                 pipe.smembers(f"{self._prefix}noise:{route}")
             sets = await pipe.execute()
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         learned = {route: sorted(text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
         return {route: fields for route, fields in learned.items() if fields}
 
@@ -213,8 +217,7 @@ class RedisParityStore:
                 pipe.srem(f"{self._prefix}noise-routes", *routes)
                 await pipe.execute()
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     async def counters(self) -> dict[str, dict[str, int]]:
         try:
@@ -225,16 +228,14 @@ class RedisParityStore:
                 pipe.hgetall(f"{self._prefix}stats:{route}")
             hashes = await pipe.execute()
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return {route: {text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
             entries = await self._client().xrevrange(f"{self._prefix}diffs:{route}", count=limit)
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         out: list[dict[str, Any]] = []
         for _id, fields in entries or ():
             try:
@@ -252,5 +253,4 @@ class RedisParityStore:
                 keys += [f"{self._prefix}stats:{route}", f"{self._prefix}diffs:{route}"]
             await client.delete(*keys)
         except _DOWN as exc:
-            self._metrics.shadow_store_errors.inc()
-            raise StoreUnavailable(f"the parity store (Redis) is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
