@@ -73,7 +73,8 @@ def _reason(body: dict[str, Any]) -> str:
     return reason.strip()
 
 
-def _flags_view(state: GatewayState) -> list[dict[str, Any]]:
+def flags_view(state: GatewayState) -> list[dict[str, Any]]:
+    """Every declared flag with its percentage and the routes that follow it (sorted by name)."""
     values = state.store.snapshot()
     routes_by_flag: dict[str, list[str]] = {}
     for rule in state.routes.rules:
@@ -123,7 +124,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_flags(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return json_response(
-        {"flags": _flags_view(state), "routes": _routes_view(state), "store": state.store.health().to_json()}
+        {"flags": flags_view(state), "routes": _routes_view(state), "store": state.store.health().to_json()}
     )
 
 
@@ -131,7 +132,7 @@ async def list_flags(request: web.Request) -> web.Response:
 async def get_flag(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["name"]
-    for flag in _flags_view(state):
+    for flag in flags_view(state):
         if flag["name"] == name:
             return json_response(flag)
     return json_error(404, "unknown_flag", f"unknown flag {name!r}; declared flags: {sorted(state.store.snapshot())}")
@@ -228,7 +229,7 @@ async def reload_rules(request: web.Request) -> web.Response:
     error = await state.reloader.reload("admin-api")
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
-    return json_response({"reloaded": True, "routes": _routes_view(state), "flags": _flags_view(state)})
+    return json_response({"reloaded": True, "routes": _routes_view(state), "flags": flags_view(state)})
 
 
 @admin_routes.get("/api/v1/forecast")

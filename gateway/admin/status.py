@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin.routes import flags_view
 from gateway.config import SIDES
 from gateway.responses import json_response
 from gateway.safety.windows import WindowStats
@@ -31,11 +32,6 @@ def _page() -> bytes:
 
 
 async def build_status(state: GatewayState) -> dict[str, Any]:
-    values = state.store.snapshot()
-    routes_by_flag: dict[str, list[str]] = {}
-    for rule in state.routes.rules:
-        if rule.flag is not None:
-            routes_by_flag.setdefault(rule.flag, []).append(rule.label)
     try:
         changes = [c.to_json() for c in await state.store.changes(10)]
     except Exception:  # the page must render whatever the store is doing; health says why
@@ -92,14 +88,12 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
         "store": state.store.health().to_json(),
         "flags": [
             {
-                "name": n,
-                "percent": values[n],
-                "routes": routes_by_flag.get(n, []),
-                "triggers": triggers.get(n, []),
-                "plan": plans.get(n),
-                "held": held.get(n),
+                **flag,
+                "triggers": triggers.get(flag["name"], []),
+                "plan": plans.get(flag["name"]),
+                "held": held.get(flag["name"]),
             }
-            for n in sorted(values)
+            for flag in flags_view(state)
         ],
         "events": events,
         "healthChecks": checks,
