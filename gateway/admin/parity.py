@@ -32,20 +32,26 @@ def _shadowed_routes(state: GatewayState) -> list[str]:
     return sorted({policy.route for policy in state.shadow.policies.values()})
 
 
+async def parity_rows(state: GatewayState) -> list[dict[str, Any]]:
+    """One report row per shadowed route or route with stored results; raises StoreUnavailable."""
+    counters = await state.shadow.store.counters()
+    names = sorted(set(counters) | set(_shadowed_routes(state)))
+    return [report_row(name, counters.get(name, {})) for name in names]
+
+
 @parity_routes.get("/api/v1/parity")
 async def report(request: web.Request) -> web.Response:
     state = request.app[STATE]
     only = request.query.get("route")
     try:
-        counters = await state.shadow.store.counters()
+        rows = await parity_rows(state)
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
-    names = sorted(set(counters) | set(_shadowed_routes(state)))
     if only is not None:
+        names = [row["route"] for row in rows]
         if only not in names:
             return json_error(404, "unknown_route", f"route {only!r} is not shadowed; shadowed routes: {names}")
-        names = [only]
-    rows = [report_row(name, counters.get(name, {})) for name in names]
+        rows = [row for row in rows if row["route"] == only]
     body: dict[str, Any] = {"scope": state.shadow.store.scope, "backend": state.shadow.store.backend, "routes": rows}
     return json_response(body)
 

@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
 from gateway.config import SIDES
 from gateway.responses import json_response
 from gateway.safety.windows import WindowStats
-from gateway.shadow.stats import report_row
 from gateway.state import STATE, GatewayState
 
 __all__ = ["status_routes"]
@@ -76,10 +76,8 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
     parity: list[dict[str, Any]] = []
     if state.shadow.policies:
         try:
-            counters = await state.shadow.store.counters()
-            names = sorted(set(counters) | {p.route for p in state.shadow.policies.values()})
-            parity = [report_row(name, counters.get(name, {})) for name in names]
-        except Exception:
+            parity = await parity_rows(state)
+        except Exception:  # as above: the page renders whatever the store does
             pass
     return {
         "version": __version__,
