@@ -35,15 +35,21 @@ _RESPONSE = web.RequestKey("gateway_response", web.StreamResponse)  # prepared, 
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
+def _identify(request: web.Request, state: GatewayState) -> str:
+    """Give the request its id and resolved client (the first thing every path does); returns the id."""
+    request_id = request_id_from(request.headers.get(state.config.request_id_header), state.request_ids)
+    request[REQUEST_ID] = request_id
+    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
+    return request_id
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Give every request an id and its client; turn anything unexpected into a JSON 500."""
     state = request.app[STATE]
-    request_id = request_id_from(request.headers.get(state.config.request_id_header), state.request_ids)
-    request[REQUEST_ID] = request_id
-    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
+    request_id = _identify(request, state)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -71,9 +77,7 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the final response has not started yet
         return None
-    request_id = request_id_from(request.headers.get(state.config.request_id_header))
-    request[REQUEST_ID] = request_id
-    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
+    request_id = _identify(request, state)
     if expect != "100-continue":
         refusal = json_error(417, "expectation_failed", "only 'Expect: 100-continue' is supported", request_id)
     else:
