@@ -259,6 +259,7 @@ class LogWriter:
         self._interval = interval
         self._closed = threading.Event()
         self.dropped = 0
+        self.on_drop: Callable[[], None] | None = None  # e.g. the gateway_log_lines_dropped_total counter
         self.json_lines = False  # set by configure_logging: JSON renderer and info level on
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
@@ -266,6 +267,8 @@ class LogWriter:
     def write(self, line: bytes) -> None:
         if len(self._pending) >= self._max_pending:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
             return
         self._pending.append(line)
 

@@ -120,6 +120,3 @@ def apply_config(state: GatewayState, new: Config) -> list[str]:
     state.extra_drop = frozenset({kept.force.header.lower(), kept.force.secret_header.lower()})
     return needs_restart
 
-
-def watch_interval(config: Config) -> float | None:
-    return config.reload.interval if config.reload.watch else None

@@ -61,6 +61,8 @@ class GatewayServer:
         self.config = config
         self.state = build_state(config)
         self.state.access = AccessLog(log_writer)
+        if log_writer is not None:
+            log_writer.on_drop = self.state.metrics.log_dropped.inc
         self._reuse_port = reuse_port
         self._tasks = Background()
         self.reloader = Reloader(self.state, source) if source is not None else None

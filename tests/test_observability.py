@@ -39,9 +39,11 @@ def test_without_json_lines_the_access_log_goes_through_structlog() -> None:
 def test_writer_is_bounded_and_counts_drops() -> None:
     stream = _Stream()
     writer = LogWriter(stream, max_pending=3, interval=60)
+    counted: list[int] = []
+    writer.on_drop = lambda: counted.append(1)  # what the server wires to gateway_log_lines_dropped_total
     for i in range(5):
         writer.write(b"%d\n" % i)
-    assert writer.dropped == 2
+    assert writer.dropped == 2 and len(counted) == 2
     writer.close()  # flushes what was kept
     assert stream.buffer.getvalue() == b"0\n1\n2\n"
 
@@ -49,3 +51,17 @@ def test_writer_is_bounded_and_counts_drops() -> None:
 def test_timestamps_are_utc_with_milliseconds() -> None:
     event = FastTimestamper()(None, "info", {})
     assert event["timestamp"].endswith("Z") and len(event["timestamp"]) == len("2026-11-25T12:00:00.000Z")
+
+
+def test_dropped_log_lines_are_counted_in_the_metrics() -> None:
+    from gateway.server import GatewayServer
+    from tests.conftest import make_config
+
+    writer = LogWriter(_Stream(), max_pending=0, interval=60)
+    server = GatewayServer(
+        make_config({"legacy": "http://127.0.0.1:1", "candidate": "http://127.0.0.1:2"}), log_writer=writer
+    )
+    writer.write(b"lost\n")
+    writer.close()
+    body, _ = server.state.metrics.render()
+    assert b"gateway_log_lines_dropped_total 1.0" in body
