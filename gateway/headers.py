@@ -100,11 +100,11 @@ class RequestIds:
         return f"{self._prefix}{next(self._count):016x}"
 
 
-def request_id_from(value: str | None, fresh: Callable[[], str] | None = None) -> str:
+def request_id_from(value: str | None, fresh: Callable[[], str]) -> str:
     """Keep a client's request id if it is sane (1-128 of ``[A-Za-z0-9._:-]``), else make one."""
     if value is not None and _REQUEST_ID_RE.fullmatch(value):
         return value
-    return fresh() if fresh is not None else uuid.uuid4().hex
+    return fresh()
 
 
 def upstream_headers(

@@ -319,8 +319,8 @@ class FastTimestamper:
         return event_dict
 
 
-class _QueueLogger:
-    """structlog logger that hands finished lines to the writer thread."""
+class _WriterLogger:
+    """structlog logger that hands finished lines to the LogWriter (a deque its thread drains)."""
 
     def __init__(self, writer: LogWriter) -> None:
         self._writer = writer
@@ -379,7 +379,7 @@ def configure_logging(level: str, fmt: str, writer: LogWriter | None = None) -> 
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=lambda *_args: _QueueLogger(writer),
+        logger_factory=lambda *_args: _WriterLogger(writer),
         cache_logger_on_first_use=True,
     )
     # aiohttp and redis-py log through the standard library; route their warnings the same way.
