@@ -1,39 +1,34 @@
-"""App factory: the proxy and admin applications, their middlewares and resources, listed once.
+"""App factory: the gateway's state, its resources in order, the proxy listener and the admin app.
 
-Two applications on two listeners, so nothing on the proxy port can ever reach an admin route.
-Resources are opened in this order and closed in reverse by the proxy app's ``cleanup_ctx``:
-flag store (Redis connection + change watcher), rate limiter, upstream connection pools, shadow
-workers (which send through those pools, so they stop first), then the safety net (counter flush,
-trigger evaluation, probes, plan driver, webhook), which needs the store and the pools. Protection
-features that are off install no middleware (see ``gateway/protection/``).
+Two listeners, so nothing on the proxy port can ever reach an admin route: the proxy port is
+the data plane (``gateway.dataplane`` + ``gateway.proxy``), the admin port an aiohttp
+application. Protection features that are off are ``None`` in ``Protection``, and the request
+path skips them at no cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from gateway.admin.auth import admin_middleware
 from gateway.admin.openapi import openapi_routes
 from gateway.admin.parity import parity_routes
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import status_routes
-from gateway.config import Config, LimitsConfig
+from gateway.config import SIDES, Config, Side
+from gateway.dataplane.connection import ConnectionSettings
+from gateway.dataplane.listener import ProxyListener
+from gateway.dataplane.pool import UpstreamPool
+from gateway.dataplane.tls import upstream_context
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
 from gateway.observability import Metrics
-from gateway.protection.middleware import (
-    concurrency_middleware,
-    content_length_middleware,
-    preflight_middleware,
-    ratelimit_middleware,
-    response_headers_hook,
-)
 from gateway.protection.policy import build_protection
-from gateway.proxy import error_middleware, expect_handler, handle
+from gateway.proxy import Proxy
 from gateway.routing import RouteTable
 from gateway.safety.admin import safety_routes
 from gateway.safety.guard import Safety
@@ -45,7 +40,7 @@ from gateway.splitting import Splitter
 from gateway.state import STATE, GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
 
-__all__ = ["build_state", "create_admin_app", "create_proxy_app"]
+__all__ = ["build_listener", "build_state", "create_admin_app", "open_resources"]
 
 # Client bodies are streamed, never read whole by aiohttp; this only bounds admin JSON bodies.
 ADMIN_MAX_BODY = 64 * 1024
@@ -116,75 +111,61 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
     return state
 
 
-async def _flag_store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = app[STATE].store
-    await store.start()
-    yield
-    await store.close()
+@asynccontextmanager
+async def open_resources(state: GatewayState) -> AsyncIterator[None]:
+    """Open what the request path needs, in order; closed in reverse (by the exit stack).
 
-
-async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
-    limiter = app[STATE].protection.limiter
-    if limiter is None:
+    Flag store (Redis connection + change watcher), rate limiter, the shadow sender's upstream
+    sessions, shadow workers (they send through those sessions, so they stop first), then the
+    safety net (counter flush, trigger evaluation, probes, plan driver, webhook), which needs the
+    store.
+    """
+    async with AsyncExitStack() as stack:
+        await state.store.start()
+        stack.push_async_callback(state.store.close)
+        limiter = state.protection.limiter
+        if limiter is not None:
+            await limiter.start()
+            stack.push_async_callback(limiter.close)
+        await stack.enter_async_context(open_upstreams(state.upstreams))
+        await state.shadow.start()
+        stack.push_async_callback(state.shadow.close)
+        if state.safety is not None:
+            await state.safety.start()
+            stack.push_async_callback(state.safety.close)
         yield
-        return
-    await limiter.start()
-    yield
-    await limiter.close()
 
 
-def parser_limits(limits: LimitsConfig) -> dict[str, Any]:
-    """aiohttp's HTTP parser and connection limits: URL (request line), header size and count,
-    and the time a connection may sit without a complete request head (slow-header clients)."""
+def build_pools(state: GatewayState, loop: asyncio.AbstractEventLoop) -> dict[Side, UpstreamPool]:
+    """The data plane's keep-alive pools, one per side (TLS contexts built once, here)."""
+    config = state.config
     return {
-        "max_line_size": limits.max_url_length,
-        "max_field_size": limits.max_header_size,
-        "max_headers": limits.max_headers,
-        "keepalive_timeout": limits.header_timeout,
+        side: UpstreamPool(
+            side, config.upstreams[side], config.limits.client_share, upstream_context(side, config.upstreams[side]), loop
+        )
+        for side in SIDES
     }
 
 
-async def _upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_upstreams(app[STATE].upstreams):
-        yield
-
-
-async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
-    shadow = app[STATE].shadow
-    await shadow.start()
-    yield
-    await shadow.close()
-
-
-async def _safety_ctx(app: web.Application) -> AsyncIterator[None]:
-    safety = app[STATE].safety
-    assert safety is not None
-    await safety.start()
-    yield
-    await safety.close()
-
-
-def create_proxy_app(state: GatewayState) -> web.Application:
-    protection, metrics = state.protection, state.metrics
-    middlewares: list[Middleware | None] = [
-        error_middleware,  # request id, client address, JSON errors: always first
-        concurrency_middleware(protection, metrics),
-        preflight_middleware(protection, metrics),
-        content_length_middleware(protection, metrics),
-        ratelimit_middleware(protection, metrics),
-    ]
-    app = web.Application(
-        middlewares=[m for m in middlewares if m is not None], handler_args=parser_limits(state.config.limits)
+def build_listener(state: GatewayState, loop: asyncio.AbstractEventLoop) -> ProxyListener:
+    """The proxy port: the request path (``Proxy``) on the data plane's connections."""
+    config = state.config
+    pools = build_pools(state, loop)
+    proxy = Proxy(state, pools)
+    limits = config.limits
+    settings = ConnectionSettings(
+        loop,
+        proxy.handle,
+        proxy.refuse_connection,
+        max_url_length=limits.max_url_length,
+        max_header_size=limits.max_header_size,
+        max_headers=limits.max_headers,
+        header_timeout=limits.header_timeout,
+        body_read_timeout=limits.body_read_timeout,
+        send_timeout=limits.send_timeout,
+        max_body_bytes=limits.max_body_bytes,
     )
-    app[STATE] = state
-    app.on_response_prepare.append(response_headers_hook(protection, state.config.request_id_header))
-    app.cleanup_ctx.append(_flag_store_ctx)
-    app.cleanup_ctx.append(_limiter_ctx)
-    app.cleanup_ctx.append(_upstreams_ctx)
-    app.cleanup_ctx.append(_shadow_ctx)
-    app.cleanup_ctx.append(_safety_ctx)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
-    return app
+    return ProxyListener(config, settings, list(pools.values()))
 
 
 def create_admin_app(state: GatewayState) -> web.Application:

@@ -36,6 +36,8 @@ __all__ = [
     "RateLimitConfig",
     "RateLimitRule",
     "SecurityHeadersConfig",
+    "TlsConfig",
+    "UpgradesConfig",
     "RedisConfig",
     "RouteRule",
     "Side",
@@ -83,13 +85,27 @@ def parse_host_port(value: Any) -> Any:
 
 
 class UpstreamConfig(_Model):
-    """One backend. Timeouts in seconds; ``read_timeout`` is the idle time between bytes."""
+    """One backend. Timeouts in seconds.
+
+    ``read_timeout`` bounds the wait for the answer's head once the request is sent;
+    ``body_idle_timeout`` the silence between body bytes (nginx's ``proxy_read_timeout``, 60 s);
+    ``stream_idle_timeout`` the same for ``text/event-stream`` answers and upgraded tunnels, which
+    are silent by design. ``pool_wait`` bounds the wait for a free pooled connection, after which
+    the client gets ``503 gateway_busy`` (the gateway's own overload, never the upstream's error).
+    """
 
     url: str
     connect_timeout: float = Field(default=2.0, gt=0)
     read_timeout: float = Field(default=30.0, gt=0)
+    body_idle_timeout: float = Field(default=60.0, gt=0)
+    stream_idle_timeout: float = Field(default=3600.0, gt=0)
     total_timeout: float | None = Field(default=None, gt=0)
-    max_connections: int = Field(default=256, ge=1)
+    max_connections: int = Field(default=1024, ge=1)
+    pool_wait: float = Field(default=1.0, ge=0, le=60)
+    # https:// upstreams are always verified: against ``ca_file`` when set, else the system store.
+    ca_file: str | None = None
+    client_cert_file: str | None = None  # mTLS: the gateway's certificate (PEM) and key
+    client_key_file: str | None = None
     # Below the 5 s idle timeout of Node.js servers (NestJS): reusing a connection the upstream
     # is closing at that instant turns a POST into a 502.
     keepalive_timeout: float = Field(default=4.0, gt=0)
@@ -283,7 +299,13 @@ class CorsConfig(_Model):
 
 
 class LimitsConfig(_Model):
-    """Input limits on the proxy listener. ``null`` switches a limit off (no per-request cost)."""
+    """Input limits on the proxy listener. ``null`` switches a limit off (no per-request cost).
+
+    ``send_timeout``: a client that reads nothing of its answer for this long is cut and its
+    upstream connection freed (nginx's ``send_timeout``). ``client_share``: the fraction of an
+    upstream's ``max_connections`` that one client address may hold at once; past it that
+    address gets ``503 gateway_busy`` while other addresses are served.
+    """
 
     max_body_bytes: int | None = Field(default=None, ge=0)
     max_url_length: int = Field(default=8190, ge=64, le=65536)
@@ -292,6 +314,8 @@ class LimitsConfig(_Model):
     header_timeout: float = Field(default=30.0, gt=0)  # idle connection / request head must arrive
     body_read_timeout: float | None = Field(default=None, gt=0)  # max silence while reading a body
     max_concurrent_requests: int | None = Field(default=None, ge=1)
+    send_timeout: float = Field(default=60.0, gt=0)
+    client_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class RouteRule(_Model):
@@ -303,6 +327,8 @@ class RouteRule(_Model):
     pin: Side | None = None
     name: str | None = None
     shadow: ShadowRule | None = None
+    body_idle_timeout: float | None = Field(default=None, gt=0)  # overrides the upstream's (plain and streams)
+    upgrades: bool = True  # False: WebSocket/Upgrade handshakes on this route get 403 upgrade_refused
 
     @field_validator("prefix")
     @classmethod
@@ -419,6 +445,52 @@ class LogConfig(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+class UpgradesConfig(_Model):
+    """Which ``Upgrade`` protocols are forwarded; others are stripped and served as plain HTTP.
+
+    ``h2c`` is never forwarded whatever this says: a cleartext HTTP/2 channel to a backend would
+    carry requests past every rule of the gateway (h2c smuggling).
+    """
+
+    protocols: frozenset[str] = frozenset({"websocket"})
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple, set, frozenset)):
+            lowered = frozenset(str(v).strip().lower() for v in value)
+            if "h2c" in lowered:
+                raise ValueError("h2c cannot be forwarded (it would bypass every rule of the gateway)")
+            return lowered
+        return value
+
+
+class TlsConfig(_Model):
+    """TLS on the proxy listener; files are re-read on SIGHUP (existing connections keep theirs)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None  # set: clients must present a certificate signed by it
+    redirect_listen: HostPort | None = None  # a plain listener answering 308 to https://
+
+    @field_validator("redirect_listen", mode="before")
+    @classmethod
+    def _listen(cls, value: Any) -> Any:
+        return parse_host_port(value)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together")
+        if self.cert_file is None and (self.client_ca_file is not None or self.redirect_listen is not None):
+            raise ValueError("tls: client_ca_file and redirect_listen need cert_file and key_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class ReloadConfig(_Model):
     """Rules are re-read on SIGHUP; with ``watch`` also when the file's content changes."""
 
@@ -446,6 +518,8 @@ class Config(_Model):
     limits: LimitsConfig = LimitsConfig()
     shadow: ShadowConfig = ShadowConfig()
     safety: SafetyConfig = SafetyConfig()
+    upgrades: UpgradesConfig = UpgradesConfig()
+    tls: TlsConfig = TlsConfig()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -534,6 +608,8 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_LOG_LEVEL": ("log", "level"),
     "GATEWAY_LOG_FORMAT": ("log", "format"),
     "GATEWAY_DRAIN_TIMEOUT": ("drain_timeout",),
+    "GATEWAY_TLS_CERT": ("tls", "cert_file"),
+    "GATEWAY_TLS_KEY": ("tls", "key_file"),
 }
 
 

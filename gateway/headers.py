@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
-from multidict import CIMultiDict, CIMultiDictProxy, istr
+from multidict import CIMultiDict, MultiMapping, istr
 
 __all__ = [
     "RequestIds",
@@ -56,26 +56,33 @@ def _drop_set(base: frozenset[str], request_id_header: str, extra: frozenset[str
     return HOP_BY_HOP | base | extra | {request_id_header.lower()}
 
 
-def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+def connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
     """Header names the sender marked hop-by-hop in ``Connection``."""
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
+    return _tokens(headers.getall("Connection", ()))
+
+
+def _tokens(values: Iterable[str]) -> frozenset[str]:
     return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
 
 
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+Pairs = Iterable[tuple[str, str]]
 
 
-def _copy(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset[str], out: CIMultiDict[str] | None = None
-) -> CIMultiDict[str]:
-    connection = headers.get("Connection")
-    if connection is not None and connection.strip().lower() not in _PLAIN_CONNECTION:
-        dropped = dropped | connection_tokens(headers)  # names it lists are hop-by-hop too
+def _copy(headers: MultiMapping[str] | Pairs, dropped: frozenset[str], out: CIMultiDict[str] | None = None) -> CIMultiDict[str]:
+    """Copy ``headers`` (a multidict, or (name, value) pairs in wire order) without ``dropped`` names,
+    the names listed in ``Connection`` and the gateway's own namespace; order, case and duplicates kept."""
+    items: Pairs = headers.items() if isinstance(headers, MultiMapping) else headers
+    if isinstance(headers, MultiMapping):
+        connection = headers.getall("Connection", ())
+    else:
+        items = list(items)
+        connection = [value for name, value in items if len(name) == 10 and name.lower() == "connection"]
+    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION for value in connection):
+        dropped = dropped | _tokens(connection)  # names it lists are hop-by-hop too
     if out is None:
         out = CIMultiDict()
-    for name, value in headers.items():
+    for name, value in items:
         lower = name.lower()
         if lower in dropped or lower.startswith(GATEWAY_HEADER_PREFIX):
             continue
@@ -108,7 +115,7 @@ def request_id_from(value: str | None, fresh: Callable[[], str]) -> str:
 
 
 def upstream_headers(
-    incoming: CIMultiDictProxy[str],
+    incoming: MultiMapping[str],
     *,
     forwarded_for: str,
     proto: str,
@@ -135,7 +142,7 @@ def upstream_headers(
 
 
 def downstream_headers(
-    upstream: CIMultiDictProxy[str],
+    upstream: MultiMapping[str] | Pairs,
     *,
     request_id_header: str,
     request_id: str,

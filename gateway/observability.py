@@ -127,6 +127,25 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.tunnels_opened = Counter(
+            "gateway_tunnels_opened_total",
+            "Upgraded connections (WebSocket) spliced to an upstream, by upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.tunnels_active = Gauge(
+            "gateway_tunnels_active",
+            "Upgraded connections open now, by upstream.",
+            ["upstream"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.tunnel_bytes = Counter(
+            "gateway_tunnel_bytes_total",
+            "Bytes relayed through closed tunnels, by upstream and direction (up: client to upstream).",
+            ["upstream", "direction"],
+            registry=registry,
+        )
         self.config_reloads = Counter(
             "gateway_config_reloads_total",
             "Rules file reloads by result (ok: applied, error: invalid, old rules kept).",

@@ -1,297 +1,508 @@
-"""The request path, top-down: route -> pick side (-> decommission) -> forward -> stream back -> account
--> shadow.
+"""The request path, top-down: identify -> refuse early -> route -> pick side (-> decommission)
+-> forward -> stream back -> account -> shadow.
 
-Nothing here waits on Redis (flags come from the in-process snapshot), on logging I/O (lines go
-to a writer thread) or on anything but the client and the chosen upstream. A request sampled
-for shadowing is only tapped (its answer copied up to a cap as it streams) and handed to the
-shadow queue without waiting (``gateway.shadow.tap``, ``gateway.shadow.mirror``).
+Each step is a call into the module that owns it; the bytes themselves move in
+``gateway.dataplane`` (client and upstream protocols), which calls ``Proxy.handle`` once per
+request and ``Proxy.response_headers`` when the answer's head arrives. Nothing here waits on
+Redis (flags come from the in-process snapshot; a rate-limit rule is the only Redis round trip,
+and only on limited routes), on logging I/O (lines go to a writer thread) or on shadow work (a
+sampled request is only tapped, then handed to the shadow queue without waiting).
+
+Refusals come first and cheapest: a bad target, an unsupported ``Expect``, the concurrency cap, a
+CORS preflight, a declared oversized body, a refused upgrade, then the rate limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable
+import math
 from time import perf_counter
+from typing import Any
 
-import aiohttp
 import structlog
-from aiohttp import web
+from multidict import CIMultiDict
 
-from gateway.errors import UpstreamError
+from gateway.config import Side
+from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
+from gateway.dataplane.pool import PoolBusy, UpstreamPool
+from gateway.dataplane.wire import json_body, reason_for
+from gateway.errors import BodyRejected, UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
-from gateway.protection.limits import BodyLimit
-from gateway.responses import json_error, send_and_close
-from gateway.safety.readonly import legacy_read_only
+from gateway.protection.clientip import ClientAddress
+from gateway.protection.ratelimit import US, Verdict
+from gateway.routing import Route
+from gateway.safety.readonly import READ_ONLY_MESSAGE
 from gateway.shadow.tap import Tap
 from gateway.splitting import Decision
-from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
-from gateway.upstreams import client_gone
+from gateway.state import GatewayState
 
-__all__ = ["error_middleware", "expect_handler", "handle"]
+__all__ = ["Proxy"]
 
 log = structlog.get_logger("gateway.proxy")
 
-CHUNK = 2**16
-_RESPONSE = web.RequestKey("gateway_response", web.StreamResponse)  # prepared, returned once streamed
-_NO_BODY_STATUS = frozenset({204, 304})
+_CONNECTION_UPGRADE = ("Connection", "Upgrade")
 
 
-def _identify(request: web.Request, state: GatewayState) -> str:
-    """Give the request its id and resolved client (the first thing every path does); returns the id."""
-    request_id = request_id_from(request.headers.get(state.config.request_id_header), state.request_ids)
-    request[REQUEST_ID] = request_id
-    request[CLIENT] = state.protection.proxies.resolve(request.remote, request.headers, request.secure)
-    return request_id
+class _Request:
+    """What the request path learnt about one exchange, for its answer's head and its log line."""
+
+    __slots__ = ("client", "decision", "https", "request_id", "route", "verdict")
+
+    def __init__(self, request_id: str, client: ClientAddress) -> None:
+        self.request_id = request_id
+        self.client = client
+        self.https = client.https
+        self.route: Route | None = None
+        self.decision: Decision | None = None
+        self.verdict: Verdict | None = None
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Give every request an id and its client; turn anything unexpected into a JSON 500."""
-    state = request.app[STATE]
-    request_id = _identify(request, state)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, request_id)
-    except Exception:
-        log.exception("unhandled_error", request_id=request_id, method=request.method, path=request.path)
-        response = json_error(500, "internal_error", "the gateway failed to handle this request", request_id)
-    if not response.prepared:
-        # The gateway's own answers (errors) carry the id too, not only proxied responses.
-        response.headers.setdefault(state.config.request_id_header, request_id)
-    return response
+class Proxy:
+    def __init__(self, state: GatewayState, pools: dict[Side, UpstreamPool]) -> None:
+        self.state = state
+        self.pools = pools
+        config = state.config
+        self.request_id_header = config.request_id_header
+        self.upgrade_protocols = config.upgrades.protocols
+        self.cookie_name = config.bucketing.cookie_name
+        self.cookie_max_age = config.bucketing.cookie_max_age
+        self.busy = state.metrics.rejected.labels("gateway_busy")
 
+    # -- the gateway's own answers ----------------------------------------------------------
 
-async def expect_handler(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue``: refuse a declared oversized body before the client sends it.
+    def own_headers(self, request: _Request | None, ex: Exchange | None) -> list[tuple[str, str]]:
+        """Headers every answer of the gateway carries: request id, rate-limit, CORS, security."""
+        headers: CIMultiDict[str] = CIMultiDict()
+        if request is not None:
+            headers[self.request_id_header] = request.request_id
+        self._decorate(headers, request, ex, preflight=False)
+        return list(headers.items())
 
-    aiohttp runs this before any middleware, so it sets the request id itself.
-    """
-    state = request.app[STATE]
-    cap = state.protection.max_body_bytes
-    expect = request.headers.get("Expect", "").lower()
-    length = request.content_length
-    if expect == "100-continue" and (cap is None or length is None or length <= cap):
-        if request.version >= aiohttp.HttpVersion11:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # the final response has not started yet
-        return None
-    request_id = _identify(request, state)
-    if expect != "100-continue":
-        refusal = json_error(417, "expectation_failed", "only 'Expect: 100-continue' is supported", request_id)
-    else:
-        state.metrics.rejected.labels("body_too_large").inc()
-        refusal = json_error(413, "body_too_large", f"the request body exceeds {cap} bytes", request_id)
-    refusal.force_close()  # the body may follow anyway: do not read it
-    return refusal
+    def refuse_connection(self, request_id: str | None) -> tuple[str, list[tuple[str, str]]]:
+        """For parser-level refusals (no request to speak of yet): a fresh id and the headers."""
+        request_id = request_id or self.state.request_ids()
+        headers: CIMultiDict[str] = CIMultiDict({self.request_id_header: request_id})
+        security = self.state.protection.headers
+        if security is not None:
+            security.apply(headers, "/", False)
+        return request_id, list(headers.items())
 
+    def _answer(
+        self,
+        ex: Exchange,
+        request: _Request,
+        status: int,
+        code: str,
+        message: str,
+        extra: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        headers = self.own_headers(request, ex)
+        if extra:
+            headers.extend(extra.items())
+        headers.append(("Content-Type", "application/json"))
+        ex.respond(status, reason_for(status), headers, json_body(code, message, request.request_id), close)
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    started = perf_counter()  # uvloop's loop.time() has only millisecond resolution
-    request_id: str = request[REQUEST_ID]
-    raw_path = request.raw_path
-    if not raw_path.startswith("/"):
-        # Absolute-form ("GET http://other-host/ HTTP/1.1") or "*": this is not a forward proxy.
-        return json_error(400, "bad_request_target", "the request target must be a path starting with '/'", request_id)
-
-    route = state.routes.match(raw_path, request.method)
-    client = request[CLIENT]
-    client_ip = client.ip
-    decision = state.splitter.decide(route, state.store.snapshot(), request.headers, client_ip)
-    decommission = state.decommission
-    if decommission is not None and decommission.active:
-        decision, read_only = decommission.adjust(decision, request.method)
-        if read_only is not None:
-            return legacy_read_only(state.metrics, decision, read_only.retry_after, request_id)
-        if decision.reason == "legacy_read_only":
-            state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
-    _sketch(state, decision, route.flag, request, client_ip)
-    upstream = state.upstreams[decision.side]
-    headers = upstream_headers(
-        request.headers,
-        forwarded_for=client.forwarded_for,
-        proto="https" if client.https else "http",
-        request_id_header=state.config.request_id_header,
-        request_id=request_id,
-        preserve_host=upstream.config.preserve_host,
-        extra_drop=state.extra_drop,
-    )
-    body: AsyncIterable[bytes] | None = None
-    body_limit: BodyLimit | None = None
-    tap = state.shadow.tap(route, request.method)  # None unless this request is mirrored
-    if request.body_exists:
-        body = request.content
-        protection = state.protection
-        if protection.limits_body:
-            body_limit = BodyLimit(request.content, protection.max_body_bytes, protection.body_read_timeout)
-            body = body_limit.stream()
-        if tap is not None:
-            body = tap.tee_request(body)
-
-    state.in_flight += 1
-    if state.metrics.multiprocess:
-        state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
-    status = 0
-    sent = 0
-    error_kind: str | None = None
-    try:
-        try:
-            upstream_response = await upstream.send(request.method, raw_path, headers, body)
-        except UpstreamError as exc:
-            if body_limit is not None and body_limit.rejected is not None:
-                rejected = body_limit.rejected
-                error_kind, status = rejected.code, rejected.status
-                state.metrics.rejected.labels(rejected.code).inc()
-                refusal = json_error(rejected.status, rejected.code, rejected.message, request_id)
-                return await send_and_close(request, refusal)  # the rest of the body is unread
-            if client_gone(request):
-                # The client hung up while we were sending its body: nobody to answer.
-                error_kind, status = "client_aborted", 499
-                if tap is not None:
-                    state.shadow.skip(tap, error_kind)
-                return json_error(499, "client_closed_request", "client closed the connection", request_id)
-            error_kind = exc.kind
-            status = exc.status
-            if tap is not None:
-                state.shadow.skip(tap, "primary_error")
-            state.metrics.upstream_errors.labels(decision.side, exc.kind).inc()
-            log.warning(
-                "upstream_error",
-                request_id=request_id,
-                upstream=decision.side,
-                kind=exc.kind,
-                error=str(exc.__cause__ or exc)[:300],
+    def _decorate(
+        self, headers: CIMultiDict[str], request: _Request | None, ex: Exchange | None, *, preflight: bool
+    ) -> None:
+        protection = self.state.protection
+        if request is not None and request.verdict is not None:
+            headers.update(ratelimit_headers(request.verdict))
+        if protection.cors is not None and ex is not None and not preflight:
+            protection.cors.apply(headers, ex.headers)
+        if protection.headers is not None:
+            protection.headers.apply(
+                headers, ex.target if ex is not None else "/", request.https if request is not None else False
             )
-            code = "upstream_timeout" if status == 504 else "upstream_unavailable"
-            return json_error(
-                status, code, f"the {decision.side} upstream {exc.detail.removeprefix('the upstream ')}", request_id
-            )
-        try:
-            status = upstream_response.status
-            sent, error_kind = await _stream_back(request, upstream_response, decision, state, request_id, tap)
-        finally:
-            upstream_response.release()
-        if error_kind is not None:
-            state.metrics.upstream_errors.labels(decision.side, error_kind).inc()
-        if tap is not None:
-            if error_kind is None:
-                state.shadow.submit(
-                    tap,
-                    request_id=request_id,
-                    method=request.method,
-                    raw_path=raw_path,
-                    headers=headers,
-                    served=decision.side,
-                    status=status,
-                    response_headers=upstream_response.headers,
+
+    # -- the request path -----------------------------------------------------------------------
+
+    async def handle(self, ex: Exchange) -> None:
+        state = self.state
+        started = perf_counter()  # uvloop's loop.time() has only millisecond resolution
+        request_id = request_id_from(ex.headers.get(self.request_id_header), state.request_ids)
+        client = state.protection.proxies.resolve(ex.conn.peer, ex.headers, ex.conn.secure)
+        request = _Request(request_id, client)
+        ex.context = request
+        if self._refused_early(ex, request):
+            self._log_refusal(ex, request, started)
+            return
+        if state.protection.rules is not None and state.protection.limiter is not None:
+            if not await self._rate_limit(ex, request):
+                self._log_refusal(ex, request, started)
+                return
+
+        method = ex.method
+        target = ex.target
+        route = state.routes.match(target, method)
+        decision = state.splitter.decide(route, state.store.snapshot(), ex.headers, client.ip)
+        decommission = state.decommission
+        if decommission is not None and decommission.active:
+            decision, read_only = decommission.adjust(decision, method)
+            if read_only is not None:
+                state.metrics.read_only_refusals.labels(decision.flag or "", "refused").inc()
+                request.route, request.decision = route, decision
+                self._answer(
+                    ex, request, 503, "legacy_read_only", READ_ONLY_MESSAGE, {"Retry-After": str(read_only.retry_after)}
                 )
-            else:
-                state.shadow.skip(tap, error_kind)
-        response: web.StreamResponse = request[_RESPONSE]
-        return response
-    finally:
-        state.in_flight -= 1
+                self._account(ex, request, started, 503, None)
+                return
+            if decision.reason == "legacy_read_only":
+                state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
+        request.route, request.decision = route, decision
+        self._sketch(decision, route.flag, ex, client.ip)
+        upgrade = ex.upgrade and self._upgrade_protocol(ex) is not None
+        if upgrade and not route.upgrades:
+            self._answer(ex, request, 403, "upgrade_refused", "protocol upgrades are not allowed on this route")
+            self._account(ex, request, started, 403, "upgrade_refused")
+            return
+        pool = self.pools[decision.side]
+        upstream_config = pool.config
+        head = self._request_head(ex, request, pool, upgrade)
+        tap = None if upgrade else state.shadow.tap(route, method)
+        ex.tap = tap
+        ex.upgrade_forwarded = upgrade
+        if upgrade:
+            ex.on_tunnel = self._tunnel_event
+
+        state.in_flight += 1
         if state.metrics.multiprocess:
-            state.metrics.in_flight.dec()
-        duration = perf_counter() - started
-        state.metrics.observe_request(decision.side, route.label, request.method, status, duration)
-        state.stats.record(decision.side, status, duration)
-        if state.recorder is not None and decision.flag is not None and decision.reason == "bucket":
-            state.recorder.record(decision.flag, decision.side, status, error_kind, duration)
-        if state.access_log:
-            state.access.emit(
-                {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.path,
-                    "route": route.label,
-                    "upstream": decision.side,
-                    "reason": decision.reason,
-                    "flag": decision.flag,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "bytes": sent,
-                    "client": client_ip,
-                    "error": error_kind,
-                }
-            )
-
-
-def _sketch(state: GatewayState, decision: Decision, flag: str | None, request: web.Request, client_ip: str) -> None:
-    """Remember recent subjects' buckets for `gateway rollout forecast` (bounded, sampled at 0/100%)."""
-    if decision.subject is not None and decision.bucket is not None and flag is not None:
-        state.sketch.add(flag, decision.subject, decision.bucket)
-    elif flag is not None and decision.reason == "bucket" and state.sketch.should_sample():
-        subject, _, _ = state.splitter.subject(request.headers, client_ip)
-        state.sketch.add(flag, subject, state.splitter.bucket(flag, subject))
-
-
-class _ProxyResponse(web.StreamResponse):
-    """A streamed response whose headers go out with the first body bytes (as web.Response's do):
-    one write instead of two for the common small answer, nothing held back for large ones."""
-
-    _send_headers_immediately = False
-
-
-async def _stream_back(
-    request: web.Request,
-    upstream_response: aiohttp.ClientResponse,
-    decision: Decision,
-    state: GatewayState,
-    request_id: str,
-    tap: Tap | None = None,
-) -> tuple[int, str | None]:
-    """Stream the upstream's answer to the client; returns (bytes sent, error kind or None)."""
-    response = _ProxyResponse(status=upstream_response.status, reason=upstream_response.reason)
-    downstream_headers(
-        upstream_response.headers,
-        request_id_header=state.config.request_id_header,
-        request_id=request_id,
-        into=response.headers,
-    )
-    if decision.issue_cookie is not None:
-        response.set_cookie(
-            state.config.bucketing.cookie_name,
-            decision.issue_cookie,
-            max_age=state.config.bucketing.cookie_max_age,
-            path="/",
-            httponly=True,
-            samesite="Lax",
-            secure=request[CLIENT].https,  # TLS on our socket or at a trusted proxy
-        )
-    request[_RESPONSE] = response
-    await response.prepare(request)
-    sent = 0
-    if request.method != "HEAD" and upstream_response.status not in _NO_BODY_STATUS:
+            state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
+        error_kind: str | None = None
+        status = 0
         try:
-            async for chunk in upstream_response.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-                sent += len(chunk)
-                if tap is not None:
-                    tap.feed(chunk)
-        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            if client_gone(request):
-                return sent, "client_aborted"
-            # Headers are gone already: the only honest signal left is to cut the connection,
-            # so the client sees a truncated body instead of a clean end.
-            log.warning(
-                "upstream_failed_mid_response",
-                request_id=request_id,
-                upstream=decision.side,
-                bytes=sent,
-                error=f"{type(exc).__name__}: {exc}",
+            for attempt in (1, 2):
+                try:
+                    upstream = await pool.acquire(client.ip)
+                except PoolBusy as exc:
+                    self.busy.inc()
+                    log.warning("gateway_busy", request_id=request_id, upstream=decision.side, reason=str(exc))
+                    self._answer(
+                        ex,
+                        request,
+                        503,
+                        "gateway_busy",
+                        "the gateway has no free connection to the upstream right now; retry shortly",
+                        {"Retry-After": "1"},
+                    )
+                    error_kind, status = "gateway_busy", 503
+                    if tap is not None:
+                        state.shadow.skip(tap, error_kind)
+                    return
+                except UpstreamError as exc:
+                    error_kind, status = self._upstream_failed(ex, request, exc, tap)
+                    return
+                if ex.failure is not None:  # the client left, or its body broke a limit, meanwhile
+                    pool.release(upstream, client.ip, True)
+                    break
+                idle = route.body_idle_timeout
+                ex.forward(
+                    pool,
+                    upstream,
+                    client.ip,
+                    head,
+                    self.response_headers,
+                    upstream_config.read_timeout,
+                    idle or upstream_config.body_idle_timeout,
+                    idle or upstream_config.stream_idle_timeout,
+                )
+                await ex.finished
+                if attempt == 1 and isinstance(ex.failure, StaleConnection):
+                    ex.failure = None
+                    ex.forwarding = False
+                    ex.finished = ex.loop.create_future()
+                    continue
+                break
+            failure = ex.failure
+            status = ex.status
+            if failure is None:
+                error_kind = ex.error_kind
+            elif isinstance(failure, ClientAborted):
+                error_kind, status = "client_aborted", ex.status if ex.started else 499
+            elif isinstance(failure, BodyRejected):
+                error_kind, status = failure.code, failure.status
+                state.metrics.rejected.labels(failure.code).inc()
+                self._answer(ex, request, failure.status, failure.code, failure.message, close=True)
+            elif isinstance(failure, UpstreamError):
+                error_kind, status = self._upstream_failed(ex, request, failure, tap)
+                tap = None
+            if error_kind is not None and error_kind not in ("client_aborted", "body_too_large", "request_timeout"):
+                if failure is None:
+                    state.metrics.upstream_errors.labels(decision.side, error_kind).inc()
+                    log.warning(
+                        "upstream_failed_mid_response",
+                        request_id=request_id,
+                        upstream=decision.side,
+                        bytes=ex.sent,
+                        error=error_kind,
+                    )
+            if tap is not None:
+                if error_kind is None and ex.response_done:
+                    state.shadow.submit(
+                        tap,
+                        request_id=request_id,
+                        method=method,
+                        raw_path=target,
+                        headers=self._upstream_headers(ex, request, pool, False),
+                        served=decision.side,
+                        status=status,
+                        response_headers=CIMultiDict(ex.response_headers),
+                    )
+                else:
+                    state.shadow.skip(tap, error_kind or "incomplete")
+        finally:
+            state.in_flight -= 1
+            if state.metrics.multiprocess:
+                state.metrics.in_flight.dec()
+            self._account(ex, request, started, status, error_kind)
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _refused_early(self, ex: Exchange, request: _Request) -> bool:
+        """Refusals that need no route: answered here, True when the exchange is over."""
+        protection = self.state.protection
+        if not ex.target.startswith("/"):
+            # Absolute-form ("GET http://other-host/ HTTP/1.1") or "*": this is not a forward proxy.
+            self._answer(ex, request, 400, "bad_request_target", "the request target must be a path starting with '/'")
+            return True
+        if ex.failure is not None and isinstance(ex.failure, BodyRejected):
+            failure = ex.failure
+            self.state.metrics.rejected.labels(failure.code).inc()
+            self._answer(ex, request, failure.status, failure.code, failure.message, close=True)
+            return True
+        expect = ex.headers.get("Expect") if ex.expect_continue or ex.close_after else None
+        if expect is not None and expect.strip().lower() != "100-continue":
+            self._answer(ex, request, 417, "expectation_failed", "only 'Expect: 100-continue' is supported", close=True)
+            return True
+        cap = protection.max_concurrent
+        if cap is not None and self.state.in_flight >= cap:
+            self.state.metrics.rejected.labels("overloaded").inc()
+            self._answer(
+                ex, request, 503, "overloaded", "too many requests in progress, retry shortly", {"Retry-After": "1"}
             )
-            if request.transport is not None:
-                request.transport.abort()
-            return sent, "aborted"
-        except ConnectionResetError:
-            return sent, "client_aborted"
-    if tap is not None:
-        tap.upstream_done()
-    try:
-        await response.write_eof()
-    except ConnectionResetError:
-        return sent, "client_aborted"
-    return sent, None
+            return True
+        cors = protection.cors
+        if cors is not None and cors.is_preflight(ex.method, ex.headers):
+            allowed = cors.preflight(ex.headers)
+            if allowed is None:
+                self.state.metrics.rejected.labels("cors_denied").inc()
+                self._answer(ex, request, 403, "cors_denied", "this origin, method or header is not allowed")
+                return True
+            headers: CIMultiDict[str] = CIMultiDict({self.request_id_header: request.request_id})
+            headers.update(allowed)
+            self._decorate(headers, request, ex, preflight=True)
+            ex.respond(204, "No Content", list(headers.items()), b"", False)
+            return True
+        limit = protection.max_body_bytes
+        if limit is not None and ex.content_length is not None and ex.content_length > limit:
+            self.state.metrics.rejected.labels("body_too_large").inc()
+            self._answer(ex, request, 413, "body_too_large", f"the request body exceeds {limit} bytes", close=True)
+            return True
+        if ex.upgrade and ex.body_done and ex.close_after and (ex.chunked or ex.content_length):
+            self._answer(ex, request, 400, "bad_request", "a body cannot follow an upgrade request", close=True)
+            return True
+        return False
+
+    async def _rate_limit(self, ex: Exchange, request: _Request) -> bool:
+        protection = self.state.protection
+        assert protection.rules is not None and protection.limiter is not None
+        checks = protection.rules.checks(ex.target, ex.method, ex.headers, request.client.ip)
+        if not checks:
+            return True  # an unlimited route: no Redis round trip
+        verdict = await protection.limiter.decide(checks)
+        request.verdict = verdict
+        check, result = verdict.binding()
+        self.state.metrics.ratelimit_decisions.labels(check.rule, "allowed" if verdict.allowed else "limited").inc()
+        if verdict.allowed:
+            return True
+        log.info(
+            "rate_limited",
+            request_id=request.request_id,
+            rule=check.rule,
+            client=request.client.ip,
+            retry_after_s=round(result.retry_after / US, 3),
+            backend=verdict.backend,
+        )
+        self._answer(
+            ex,
+            request,
+            429,
+            "rate_limited",
+            f"too many requests ({check.rule}); retry later",
+            {"Retry-After": str(_seconds(result.retry_after))},
+        )
+        return False
+
+    def _upgrade_protocol(self, ex: Exchange) -> str | None:
+        """The Upgrade protocol this gateway forwards, if the client asked for one it allows."""
+        value = ex.headers.get("Upgrade")
+        if value is None:
+            return None
+        for token in value.split(","):
+            name = token.strip().split("/", 1)[0].lower()
+            if name in self.upgrade_protocols:
+                return value
+        return None
+
+    def _upstream_headers(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> CIMultiDict[str]:
+        state = self.state
+        extra_drop = state.extra_drop
+        if "Forwarded" in ex.headers and not state.protection.proxies.trusted_peer(ex.conn.peer):
+            extra_drop = extra_drop | {"forwarded"}  # only a trusted proxy may speak for the client
+        headers = upstream_headers(
+            ex.headers,
+            forwarded_for=request.client.forwarded_for,
+            proto="https" if request.https else "http",
+            request_id_header=self.request_id_header,
+            request_id=request.request_id,
+            preserve_host=pool.config.preserve_host,
+            extra_drop=extra_drop,
+        )
+        if "Host" not in headers:
+            headers["Host"] = pool.host_header
+        if upgrade:
+            headers.add("Connection", "Upgrade")
+            headers.add("Upgrade", ex.headers.get("Upgrade", ""))
+        return headers
+
+    def _request_head(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> bytes:
+        from gateway.dataplane.wire import request_head
+
+        headers = self._upstream_headers(ex, request, pool, upgrade)
+        items = list(headers.items())
+        # Host first, where every client and nginx put it.
+        for index, (name, _value) in enumerate(items):
+            if name.lower() == "host":
+                if index:
+                    items.insert(0, items.pop(index))
+                break
+        if ex.chunked:
+            items.append(("Transfer-Encoding", "chunked"))
+        elif ex.content_length is not None and ex.content_length > 0 and "Content-Length" not in headers:
+            items.append(("Content-Length", str(ex.content_length)))
+        return request_head(ex.method, pool.base_path + ex.target, items)
+
+    def response_headers(self, ex: Exchange, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The client's copy of an upstream's answer head: hop-by-hop out, the gateway's own in."""
+        request: _Request = ex.context  # type: ignore[attr-defined]
+        out = downstream_headers(
+            headers, request_id_header=self.request_id_header, request_id=request.request_id
+        )
+        self._decorate(out, request, ex, preflight=False)
+        decision = request.decision
+        if decision is not None and decision.issue_cookie is not None:
+            out.add("Set-Cookie", self._cookie(decision.issue_cookie, request.https))
+        return list(out.items())
+
+    def _cookie(self, value: str, secure: bool) -> str:
+        cookie = f"{self.cookie_name}={value}; HttpOnly; Max-Age={self.cookie_max_age}; Path=/; SameSite=Lax"
+        return cookie + "; Secure" if secure else cookie
+
+    def _upstream_failed(
+        self, ex: Exchange, request: _Request, exc: UpstreamError, tap: Tap | None
+    ) -> tuple[str, int]:
+        side = request.decision.side if request.decision is not None else exc.upstream
+        if tap is not None:
+            self.state.shadow.skip(tap, "primary_error")
+        self.state.metrics.upstream_errors.labels(side, exc.kind).inc()
+        log.warning(
+            "upstream_error",
+            request_id=request.request_id,
+            upstream=side,
+            kind=exc.kind,
+            error=str(exc.__cause__ or exc)[:300],
+        )
+        code = "upstream_timeout" if exc.status == 504 else "upstream_unavailable"
+        self._answer(
+            ex,
+            request,
+            exc.status,
+            code,
+            f"the {side} upstream {exc.detail.removeprefix('the upstream ')}",
+            close=not ex.body_done,
+        )
+        return exc.kind, exc.status
+
+    def _tunnel_event(self, ex: Exchange, opened: bool) -> None:
+        request: _Request = ex.context  # type: ignore[attr-defined]
+        side = request.decision.side if request.decision is not None else "legacy"
+        metrics = self.state.metrics
+        if opened:
+            metrics.tunnels_opened.labels(side).inc()
+            metrics.tunnels_active.labels(side).inc()
+        else:
+            metrics.tunnels_active.labels(side).dec()
+            up, down = ex.tunnel_bytes
+            metrics.tunnel_bytes.labels(side, "up").inc(up)
+            metrics.tunnel_bytes.labels(side, "down").inc(down)
+
+    def _sketch(self, decision: Decision, flag: str | None, ex: Exchange, client_ip: str) -> None:
+        """Remember recent subjects' buckets for `gateway rollout forecast` (bounded, sampled at 0/100%)."""
+        state = self.state
+        if decision.subject is not None and decision.bucket is not None and flag is not None:
+            state.sketch.add(flag, decision.subject, decision.bucket)
+        elif flag is not None and decision.reason == "bucket" and state.sketch.should_sample():
+            subject, _, _ = state.splitter.subject(ex.headers, client_ip)
+            state.sketch.add(flag, subject, state.splitter.bucket(flag, subject))
+
+    # -- accounting ----------------------------------------------------------------------------
+
+    def _log_refusal(self, ex: Exchange, request: _Request, started: float) -> None:
+        self._account(ex, request, started, ex.status, None)
+
+    def _account(self, ex: Exchange, request: _Request, started: float, status: int, error_kind: str | None) -> None:
+        state = self.state
+        duration = perf_counter() - started
+        decision = request.decision
+        route = request.route
+        side = decision.side if decision is not None else "gateway"
+        label = route.label if route is not None else "gateway"
+        if decision is not None:
+            state.metrics.observe_request(side, label, ex.method, status, duration)
+            state.stats.record(side, status, duration)
+            recorder = state.recorder
+            if (
+                recorder is not None
+                and decision.flag is not None
+                and decision.reason == "bucket"
+                and error_kind not in _NOT_THE_UPSTREAMS
+            ):
+                recorder.record(decision.flag, side, status, error_kind, duration)
+        if state.access_log:
+            fields: dict[str, Any] = {
+                "request_id": request.request_id,
+                "method": ex.method,
+                "path": ex.target.partition("?")[0],
+                "route": label,
+                "upstream": side,
+                "reason": decision.reason if decision is not None else None,
+                "flag": decision.flag if decision is not None else None,
+                "status": status,
+                "duration_ms": round(duration * 1000, 3),
+                "bytes": ex.sent,
+                "client": request.client.ip,
+                "error": error_kind,
+            }
+            state.access.emit(fields)
+
+
+# The gateway's own overload and the client's own doing are never the upstream's error rate.
+_NOT_THE_UPSTREAMS = frozenset({"gateway_busy", "client_aborted", "body_too_large", "request_timeout"})
+
+
+def _seconds(microseconds: int) -> int:
+    return max(1, math.ceil(microseconds / US)) if microseconds > 0 else 0
+
+
+def ratelimit_headers(verdict: Verdict) -> dict[str, str]:
+    """``RateLimit-*`` (IETF draft) and ``X-RateLimit-*``; Reset is seconds until a full burst."""
+    check, result = verdict.binding()
+    limit, remaining, reset = str(check.limit), str(result.remaining), str(_seconds(result.reset))
+    return {
+        "RateLimit-Limit": limit,
+        "RateLimit-Remaining": remaining,
+        "RateLimit-Reset": reset,
+        "X-RateLimit-Limit": limit,
+        "X-RateLimit-Remaining": remaining,
+        "X-RateLimit-Reset": reset,
+    }

@@ -27,6 +27,8 @@ class Route:
     label: str
     flag: str | None
     pin: Side | None
+    body_idle_timeout: float | None = None  # the route's override of the upstream's body idle timeouts
+    upgrades: bool = True  # False: Upgrade handshakes are refused here
 
 
 DEFAULT_ROUTE = Route(label="default", flag=DEFAULT_FLAG, pin=None)
@@ -78,7 +80,13 @@ class RouteTable:
         self.rules: tuple[RouteRule, ...] = tuple(rules)
         by_prefix: dict[str, list[tuple[frozenset[str] | None, Route]]] = {}
         for rule in self.rules:
-            route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
+            route = Route(
+                label=rule.label,
+                flag=rule.flag,
+                pin=rule.pin,
+                body_idle_timeout=rule.body_idle_timeout,
+                upgrades=rule.upgrades,
+            )
             entries = by_prefix.setdefault(_key(rule.prefix), [])
             entries.append((rule.methods, route))
             # Method-specific rules first, so they win over a catch-all at the same prefix.

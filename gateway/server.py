@@ -18,14 +18,15 @@ import shutil
 import signal
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from multiprocessing.process import BaseProcess
 
 import structlog
 from aiohttp import web
 
-from gateway import parser_errors
-from gateway.app import build_state, create_admin_app, create_proxy_app
+from gateway.app import build_listener, build_state, create_admin_app, open_resources
 from gateway.config import Config
+from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
 from gateway.reload import ConfigSource, Reloader
@@ -35,7 +36,7 @@ __all__ = ["GatewayServer", "run", "serve"]
 
 log = structlog.get_logger("gateway.server")
 
-CANCEL_GRACE = 0.1  # seconds a handler past the drain deadline gets before it is cancelled
+CANCEL_GRACE = 0.1  # seconds the exchanges cut at the drain deadline get to log themselves
 DRAIN_POLL = 0.02
 
 
@@ -67,42 +68,44 @@ class GatewayServer:
         self._tasks = Background()
         self.reloader = Reloader(self.state, source) if source is not None else None
         self.state.reloader = self.reloader
-        # The drain deadline is enforced by stop() itself; aiohttp's own shutdown_timeout would
-        # apply twice (wait, then cancel-and-wait), so it only gets a short grace for the cancel.
-        self._proxy_runner = web.AppRunner(
-            create_proxy_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=CANCEL_GRACE
-        )
+        self._resources: AsyncExitStack | None = None
+        self._listener: ProxyListener | None = None
         self._admin_runner = web.AppRunner(
             create_admin_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         self.proxy_port = 0
         self.admin_port = 0
+        self.redirect_port = 0
 
     async def start(self) -> None:
         config = self.config
-        await self._proxy_runner.setup()  # opens the flag store and upstream pools
-        parser_errors.install(self._proxy_runner.server)
+        loop = asyncio.get_running_loop()
+        resources = AsyncExitStack()
+        await resources.enter_async_context(open_resources(self.state))
+        self._resources = resources
         try:
+            self._listener = build_listener(self.state, loop)
             await self._admin_runner.setup()
-            parser_errors.install(self._admin_runner.server)
             await web.TCPSite(
                 self._admin_runner, config.admin.listen.host, config.admin.listen.port, reuse_port=self._reuse_port
             ).start()
-            await web.TCPSite(
-                self._proxy_runner, config.listen.host, config.listen.port, reuse_port=self._reuse_port, backlog=2048
-            ).start()
+            await self._listener.start(self._reuse_port)
         except BaseException:
+            if self._listener is not None:
+                await self._listener.close()
             await self._admin_runner.cleanup()
-            await self._proxy_runner.cleanup()
+            await resources.aclose()
             raise
         if self.reloader is not None and config.reload.watch:
             self._tasks.spawn(self.reloader.watch(config.reload.interval), name="config-watch")
-        self.proxy_port = self._proxy_runner.addresses[0][1]
+        self.proxy_port = self._listener.port
+        self.redirect_port = self._listener.redirect_port
         self.admin_port = self._admin_runner.addresses[0][1]
         log.info(
             "gateway_started",
             listen=f"{config.listen.host}:{self.proxy_port}",
             admin=f"{config.admin.listen.host}:{self.admin_port}",
+            tls=config.tls.enabled,
             store=self.state.store.backend,
             legacy=config.upstreams["legacy"].url,
             candidate=config.upstreams["candidate"].url,
@@ -111,7 +114,12 @@ class GatewayServer:
         )
 
     def request_reload(self, trigger: str = "SIGHUP") -> None:
-        """Reload the rules file in the background (signal handlers must not block)."""
+        """Reload the rules file (and the TLS certificate) in the background (signal handlers must not block)."""
+        if self._listener is not None and self._listener.tls is not None:
+            try:
+                self._listener.reload_tls()
+            except ConfigError as exc:
+                log.error("tls_reload_failed", error=str(exc))
         if self.reloader is None:
             log.warning("config_reload_unavailable", reason="the gateway was started without a config file")
             return
@@ -126,18 +134,21 @@ class GatewayServer:
         cut_off = 0
         await self._tasks.close()
         try:
-            runner = self._proxy_runner
-            for site in list(runner.sites):
-                await site.stop()  # stop accepting connections
-            if runner.server is not None:
-                runner.server.pre_shutdown()  # idle keep-alive connections close; busy ones after their response
-            deadline = started + self.config.drain_timeout
-            while state.in_flight > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(DRAIN_POLL)
-            cut_off = state.in_flight
-            await runner.cleanup()  # cancels what outlived the deadline, then closes pools and the store
+            listener = self._listener
+            if listener is not None:
+                listener.stop_accepting()  # idle keep-alive connections close; busy ones after their answer
+                deadline = started + self.config.drain_timeout
+                while state.in_flight > 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(DRAIN_POLL)
+                cut_off = state.in_flight
+                await listener.close()  # cuts what outlived the deadline, tunnels included
+                grace = time.monotonic() + CANCEL_GRACE
+                while state.in_flight > 0 and time.monotonic() < grace:
+                    await asyncio.sleep(0)  # let the cut exchanges account for themselves
         finally:
             await self._admin_runner.cleanup()
+            if self._resources is not None:
+                await self._resources.aclose()
         log.info("gateway_stopped", drained_in_seconds=round(time.monotonic() - started, 3), cut_off=cut_off)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from multidict import CIMultiDictProxy
+from multidict import MultiMapping
 
 from gateway.bucketing import anonymous_id, bucket, jwt_subject
 from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
@@ -91,7 +91,7 @@ class Splitter:
             value = self._buckets.put(key, bucket(flag, subject))
         return value  # type: ignore[no-any-return]
 
-    def forced_side(self, headers: CIMultiDictProxy[str]) -> Side | None:
+    def forced_side(self, headers: MultiMapping[str]) -> Side | None:
         """The side a tester asked for, only if the request also carries the configured secret."""
         wanted = headers.get(self._force_header)
         if wanted is None or self._force_secret is None:
@@ -104,7 +104,7 @@ class Splitter:
             return None
         return "candidate" if wanted == "candidate" else "legacy"
 
-    def subject(self, headers: CIMultiDictProxy[str], client_ip: str) -> tuple[str, str, str | None]:
+    def subject(self, headers: MultiMapping[str], client_ip: str) -> tuple[str, str, str | None]:
         """(subject key, source, cookie value to issue or None), trying sources in order."""
         wants_cookie = "cookie" in self._sources
         for source in self._sources:
@@ -129,7 +129,7 @@ class Splitter:
         self,
         route: Route,
         flags: Mapping[str, int],
-        headers: CIMultiDictProxy[str],
+        headers: MultiMapping[str],
         client_ip: str,
     ) -> Decision:
         forced = self.forced_side(headers)

@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
-from multidict import CIMultiDictProxy
+from multidict import MultiMapping
 
 from gateway.config import IPNetwork
 
@@ -60,7 +60,10 @@ class TrustedProxies:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
-    def resolve(self, peer: str | None, headers: CIMultiDictProxy[str], secure: bool) -> ClientAddress:
+    def trusted_peer(self, peer: str) -> bool:
+        return bool(self._networks) and self.trusted(_parse(peer))
+
+    def resolve(self, peer: str | None, headers: MultiMapping[str], secure: bool) -> ClientAddress:
         """The client behind ``peer`` given the request headers; ``secure``: TLS on our socket."""
         peer_ip = peer or "unknown"
         if not self._networks or not self.trusted(_parse(peer_ip)):

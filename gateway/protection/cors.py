@@ -10,7 +10,7 @@ headers are dropped: the gateway is the one place CORS is decided.
 
 from __future__ import annotations
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.config import CorsConfig
 
@@ -39,10 +39,10 @@ class Cors:
         return self._any or origin.lower() in self._origins
 
     @staticmethod
-    def is_preflight(method: str, headers: CIMultiDictProxy[str]) -> bool:
+    def is_preflight(method: str, headers: MultiMapping[str]) -> bool:
         return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
-    def preflight(self, headers: CIMultiDictProxy[str]) -> dict[str, str] | None:
+    def preflight(self, headers: MultiMapping[str]) -> dict[str, str] | None:
         """Headers of the answer to a preflight, or None when it must be refused."""
         origin = headers["Origin"]
         method = headers["Access-Control-Request-Method"].strip().upper()
@@ -60,7 +60,7 @@ class Cors:
         # With credentials the exact origin must be echoed; "*" alone is refused by browsers.
         return "*" if self._any and not self._credentials else origin
 
-    def apply(self, response_headers: CIMultiDict[str], request_headers: CIMultiDictProxy[str]) -> None:
+    def apply(self, response_headers: CIMultiDict[str], request_headers: MultiMapping[str]) -> None:
         for name in [name for name in response_headers if name.lower().startswith("access-control-")]:
             response_headers.popall(name, None)
         origin = request_headers.get("Origin")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from multidict import CIMultiDictProxy
+from multidict import MultiMapping
 
 from gateway.bucketing import jwt_subject
 from gateway.config import RateLimitRule
@@ -165,7 +165,7 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def checks(self, raw_path: str, method: str, headers: CIMultiDictProxy[str], client_ip: str) -> list[Check]:
+    def checks(self, raw_path: str, method: str, headers: MultiMapping[str], client_ip: str) -> list[Check]:
         path = match_path(raw_path)
         checks: list[Check] = []
         subject: str | None = None

@@ -16,15 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from aiohttp import web
-
 from gateway.config import Config, Side
-from gateway.observability import Metrics
-from gateway.responses import json_error
 from gateway.safety.config import WRITE_METHODS, ReadOnlyConfig
 from gateway.splitting import Decision
 
-__all__ = ["Decommission", "legacy_read_only"]
+__all__ = ["READ_ONLY_MESSAGE", "Decommission"]
+
+READ_ONLY_MESSAGE = (
+    "this service is being migrated and accepts no changes right now; reads still work, retry the write later"
+)
 
 _OTHER: dict[Side, Side] = {"legacy": "candidate", "candidate": "legacy"}
 
@@ -58,14 +58,3 @@ class Decommission:
         if policy.mode == "candidate" and "candidate" not in self.drained:
             return replace(decision, side="candidate", reason="legacy_read_only"), None
         return decision, policy
-
-
-def legacy_read_only(metrics: Metrics, decision: Decision, retry_after: int, request_id: str) -> web.Response:
-    metrics.read_only_refusals.labels(decision.flag or "", "refused").inc()
-    return json_error(
-        503,
-        "legacy_read_only",
-        "this service is being migrated and accepts no changes right now; reads still work, retry the write later",
-        request_id,
-        headers={"Retry-After": str(retry_after)},
-    )

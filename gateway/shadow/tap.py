@@ -7,10 +7,7 @@ per chunk the proxy already writes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
 from time import perf_counter
-
-import aiohttp
 
 from gateway.shadow.policy import Policy
 
@@ -20,7 +17,19 @@ __all__ = ["Tap"]
 class Tap:
     """One sampled request: the primary's body, captured up to ``cap`` while it streams."""
 
-    __slots__ = ("cap", "chunks", "ended", "over", "policy", "request_body", "replayable", "size", "started")
+    __slots__ = (
+        "_request_chunks",
+        "_request_size",
+        "cap",
+        "chunks",
+        "ended",
+        "over",
+        "policy",
+        "replayable",
+        "request_body",
+        "size",
+        "started",
+    )
 
     def __init__(self, policy: Policy, cap: int) -> None:
         self.policy = policy
@@ -30,6 +39,8 @@ class Tap:
         self.over = False
         self.request_body: bytes | None = None  # set by tee_request for mirrored writes
         self.replayable = True  # False while a request body is being teed, or when it was over the cap
+        self._request_chunks: list[bytes] = []
+        self._request_size = 0
         self.started = perf_counter()
         self.ended = 0.0
 
@@ -50,19 +61,21 @@ class Tap:
     def body(self) -> bytes | None:
         return None if self.over else b"".join(self.chunks)
 
-    async def tee_request(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """Stream a client's request body upstream, keeping a copy (up to the cap) to replay."""
+    def feed_request(self, chunk: bytes) -> None:
+        """A piece of a mirrored write's body, as it streams upstream (kept up to the cap)."""
         self.replayable = False
-        kept: list[bytes] = []
-        size = 0
-        chunks = body.iter_any() if isinstance(body, aiohttp.StreamReader) else body
-        async for chunk in chunks:
-            size += len(chunk)
-            if size <= self.cap:
-                kept.append(chunk)
-            elif kept:
-                kept.clear()  # never hold more than the cap
-            yield chunk
-        if size <= self.cap:
-            self.request_body = b"".join(kept)
+        if self._request_size < 0:
+            return
+        self._request_size += len(chunk)
+        if self._request_size > self.cap:
+            self._request_size = -1  # over the cap: never replayed, nothing held
+            self._request_chunks.clear()
+        else:
+            self._request_chunks.append(chunk)
+
+    def request_done(self) -> None:
+        """The request body ended: replayable if it stayed within the cap."""
+        if self._request_size >= 0:
+            self.request_body = b"".join(self._request_chunks)
+            self._request_chunks.clear()
             self.replayable = True
