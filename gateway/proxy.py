@@ -69,12 +69,14 @@ class Proxy:
 
     # -- the gateway's own answers ----------------------------------------------------------
 
-    def own_headers(self, request: _Request | None, ex: Exchange | None) -> list[tuple[str, str]]:
+    def own_headers(
+        self, request: _Request | None, ex: Exchange | None, preflight: bool = False
+    ) -> list[tuple[str, str]]:
         """Headers every answer of the gateway carries: request id, rate-limit, CORS, security."""
         headers: CIMultiDict[str] = CIMultiDict()
         if request is not None:
             headers[self.request_id_header] = request.request_id
-        self._decorate(headers, request, ex, preflight=False)
+        self._decorate(headers, request, ex, preflight=preflight)
         return list(headers.items())
 
     def refuse_connection(self, request_id: str | None) -> tuple[str, list[tuple[str, str]]]:
@@ -95,8 +97,9 @@ class Proxy:
         message: str,
         extra: dict[str, str] | None = None,
         close: bool = False,
+        preflight: bool = False,
     ) -> None:
-        headers = self.own_headers(request, ex)
+        headers = self.own_headers(request, ex, preflight)
         if extra:
             headers.extend(extra.items())
         headers.append(("Content-Type", "application/json"))
@@ -127,6 +130,29 @@ class Proxy:
         if self._refused_early(ex, request):
             self._log_refusal(ex, request, started)
             return
+        protection = state.protection
+        cap = protection.max_concurrent
+        if cap is None:
+            await self._admitted(ex, request, started)
+            return
+        if protection.active >= cap:
+            state.metrics.rejected.labels("overloaded").inc()
+            self._answer(
+                ex, request, 503, "overloaded", "too many requests in progress, retry shortly", {"Retry-After": "1"}
+            )
+            self._log_refusal(ex, request, started)
+            return
+        protection.active += 1
+        try:
+            await self._admitted(ex, request, started)
+        finally:
+            protection.active -= 1
+
+    async def _admitted(self, ex: Exchange, request: _Request, started: float) -> None:
+        """Past the cheap refusals (and the concurrency cap): rate limit, route, forward, account."""
+        state = self.state
+        client = request.client
+        request_id = request.request_id
         if state.protection.rules is not None and state.protection.limiter is not None:
             if not await self._rate_limit(ex, request):
                 self._log_refusal(ex, request, started)
@@ -274,19 +300,14 @@ class Proxy:
         if expect is not None and expect.strip().lower() != "100-continue":
             self._answer(ex, request, 417, "expectation_failed", "only 'Expect: 100-continue' is supported", close=True)
             return True
-        cap = protection.max_concurrent
-        if cap is not None and self.state.in_flight >= cap:
-            self.state.metrics.rejected.labels("overloaded").inc()
-            self._answer(
-                ex, request, 503, "overloaded", "too many requests in progress, retry shortly", {"Retry-After": "1"}
-            )
-            return True
         cors = protection.cors
         if cors is not None and cors.is_preflight(ex.method, ex.headers):
             allowed = cors.preflight(ex.headers)
             if allowed is None:
                 self.state.metrics.rejected.labels("cors_denied").inc()
-                self._answer(ex, request, 403, "cors_denied", "this origin, method or header is not allowed")
+                self._answer(
+                    ex, request, 403, "cors_denied", "this origin, method or header is not allowed", preflight=True
+                )
                 return True
             headers: CIMultiDict[str] = CIMultiDict({self.request_id_header: request.request_id})
             headers.update(allowed)

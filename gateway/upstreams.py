@@ -1,17 +1,18 @@
-"""One pooled keep-alive client session per upstream; client errors mapped to gateway errors.
+"""The shadow sender's client sessions, one per upstream; client errors mapped to gateway errors.
 
-Sessions never decompress (bodies pass through byte for byte), never follow redirects, never
+Proxied requests never come here: they go through the data plane's raw pools
+(``gateway.dataplane.pool``). Shadow copies are few, off the request path, and need a whole
+answer to compare, which is what aiohttp's client does well. Sessions never decompress (bodies pass through byte for byte), never follow redirects, never
 keep cookies (a shared cookie jar would leak one user's session into another's request) and
 never read proxy settings from the environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -25,19 +26,10 @@ from gateway.errors import (
 
 __all__ = ["Upstream", "Upstreams", "open_upstreams"]
 
-URL_MEMO = 4096  # distinct request targets whose parsed upstream URL is kept
-URL_MEMO_KEY_MAX = 512  # at most ~2 MiB of keys whatever clients send
-POOL_WAIT = 5.0  # seconds a request may wait for a free pooled connection
-_NO_CONTENT_TYPE: CIMultiDict[None] = CIMultiDict({"Content-Type": None})
-
-
-class _VerbatimRequest(aiohttp.ClientRequest):
-    """Sends exactly the client's headers: no default Accept, Accept-Encoding, User-Agent, and no
-    Content-Type invented for a streamed body. (Cheaper than ``skip_auto_headers``, which copies
-    the whole header map on every request.)"""
-
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        self._skip_auto_headers = _NO_CONTENT_TYPE
+POOL_WAIT = 5.0  # seconds a shadow request may wait for a free pooled connection
+# Sent exactly as the client's headers were: no default Accept, Accept-Encoding, User-Agent,
+# and no Content-Type invented for a replayed body.
+_SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 
 
 class Upstream:
@@ -50,7 +42,6 @@ class Upstream:
         self._origin = str(base.origin())
         self._base_path = base.path.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
 
     async def open(self) -> None:
         cfg = self.config
@@ -70,7 +61,6 @@ class Upstream:
             ),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            request_class=_VerbatimRequest,
             trust_env=False,
             read_bufsize=2**16,
         )
@@ -81,19 +71,8 @@ class Upstream:
             self._session = None
 
     def url_for(self, raw_path: str) -> URL:
-        """Upstream URL for a client's raw path+query, kept exactly as the client encoded it.
-
-        Parsed URLs are memoised (bounded): APIs see the same paths over and over, and parsing
-        is a measurable share of a proxied request.
-        """
-        if len(raw_path) > URL_MEMO_KEY_MAX:  # long, probably unique targets are not kept
-            return URL(f"{self._origin}{self._base_path}{raw_path}", encoded=True)
-        url = self._urls.get(raw_path)
-        if url is None:
-            if len(self._urls) >= URL_MEMO:
-                self._urls.clear()
-            url = self._urls[raw_path] = URL(f"{self._origin}{self._base_path}{raw_path}", encoded=True)
-        return url
+        """Upstream URL for a client's raw path+query, kept exactly as the client encoded it."""
+        return URL(f"{self._origin}{self._base_path}{raw_path}", encoded=True)
 
     async def send(
         self,
@@ -112,6 +91,7 @@ class Upstream:
                 data=body,
                 allow_redirects=False,
                 compress=None,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(self.name, "timed out waiting for the upstream") from exc
@@ -150,8 +130,3 @@ async def open_upstreams(upstreams: Upstreams) -> AsyncIterator[Upstreams]:
     finally:
         for upstream in upstreams.values():
             await upstream.close()
-
-
-def client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()

@@ -382,11 +382,9 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.check(now, self.write_paused_since is not None)
             return
         if not self.queue:
-            if now - max(self.idle_since, self.last_read if self.head_started else 0.0) > settings.header_timeout:
-                if self.head_started:
-                    self._refuse(_Refused(408, "Request Timeout", "request_timeout", "the request head took too long"))
-                else:
-                    self.close()
+            if now - self.idle_since > settings.header_timeout:
+                # Idle, or a head trickling in (slowloris): closed without an answer, as nginx does.
+                self.abort() if self.head_started else self.close()
             return
         parsing = self.parsing
         if (
