@@ -114,6 +114,7 @@ class Exchange:
         "waiting_since",
         "read_timeout",
         "on_tunnel",
+        "out",
     )
 
     def __init__(
@@ -177,6 +178,7 @@ class Exchange:
         self.tunnel = False
         self.tunnel_bytes = [0, 0]  # up, down
         self.on_tunnel: Callable[[Exchange, bool], None] | None = None
+        self.out: list[bytes] | None = None  # client output batched while one upstream read is parsed
         self.failure: BaseException | None = None
         self.error_kind: str | None = None
         self.finished: asyncio.Future[None] = self.loop.create_future()
@@ -309,23 +311,40 @@ class Exchange:
             self.head_raw.append(data)
         parser = self.parser
         assert parser is not None
+        out = self.out = []  # what one read produces goes to the client in one write
         try:
             parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            self._flush(out)
             self._upgraded(data[exc.args[0] :])
             return
         except HttpParserError as exc:
+            self._flush(out)
             if self.head_stop:
                 # A HEAD answer ends with its head: were more bytes already in this read?
                 self.head_stop = False
                 self.stray = not data.endswith(b"\r\n\r\n")
             elif not self._recover(exc):
                 return
+        else:
+            self._flush(out)
         if self.response_done and self.upstream is not None:
             if self.request_sent:
                 self._release_upstream()
             else:
                 self._drop_upstream()
+
+    def _emit(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.conn.write(data)
+        else:
+            out.append(data)
+
+    def _flush(self, out: list[bytes]) -> None:
+        self.out = None
+        if out:
+            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
 
     def on_message_begin(self) -> None:
         if self.response_done:
@@ -413,7 +432,7 @@ class Exchange:
             out.append(("Connection", "keep-alive"))
         self.response_headers = out
         self.started = True
-        self.conn.write(response_head(status, self.reason.decode("latin-1"), out))
+        self._emit(response_head(status, self.reason.decode("latin-1"), out))
         if self.method == "HEAD" and status not in (204, 304):
             # llhttp cannot be told the request was HEAD: a Content-Length would make it wait
             # for a body that never comes. The answer is complete: stop parsing here.
@@ -427,10 +446,7 @@ class Exchange:
             self.stray = True
             raise _Stop
         self.sent += len(data)
-        if self.client_framing == _CHUNKED:
-            self.conn.write(chunk(data))
-        else:
-            self.conn.write(data)
+        self._emit(chunk(data) if self.client_framing == _CHUNKED else data)
         if self.tap is not None:
             self.tap.feed(data)
 
@@ -445,7 +461,7 @@ class Exchange:
 
     def _complete(self) -> None:
         if self.client_framing == _CHUNKED:
-            self.conn.write(LAST_CHUNK)
+            self._emit(LAST_CHUNK)
         if self.tap is not None:
             self.tap.upstream_done()
         if not self.request_sent:
