@@ -47,6 +47,7 @@ __all__ = [
 Side = Literal["legacy", "candidate"]
 SIDES: tuple[Side, Side] = ("legacy", "candidate")
 SubjectSource = Literal["jwt_sub", "cookie", "ip"]
+AnonymousMode = Literal["random", "ip"]
 LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
@@ -330,6 +331,10 @@ class BucketingConfig(_Model):
     """Where the subject key comes from, in order, and the cookie issued to anonymous clients."""
 
     subject: tuple[SubjectSource, ...] = ("jwt_sub", "cookie", "ip")
+    # What a client with neither token nor cookie is bucketed on (and, with "cookie" among the
+    # sources, receives as its cookie): a fresh random id, so clients behind one NAT address
+    # spread like any others; or "ip", a key derived from its address (sticky without cookies).
+    anonymous: AnonymousMode = "random"
     cookie_name: str = "cutover_id"
     cookie_max_age: int = Field(default=365 * 24 * 3600, ge=60)
 
@@ -341,6 +346,17 @@ class BucketingConfig(_Model):
         if len(set(value)) != len(value):
             raise ValueError("subject sources must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _cookie_read_before_random_id(self) -> BucketingConfig:
+        sources = self.subject
+        if self.anonymous == "random" and "cookie" in sources and "ip" in sources:
+            if sources.index("ip") < sources.index("cookie"):
+                raise ValueError(
+                    "with anonymous: random, 'cookie' must come before 'ip' in subject "
+                    "(else the issued id is never read back); or set anonymous: ip"
+                )
+        return self
 
     @field_validator("cookie_name")
     @classmethod
