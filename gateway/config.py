@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.protection.bodykey import Normalize, parse_field_path
 from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule
@@ -48,7 +49,7 @@ Side = Literal["legacy", "candidate"]
 SIDES: tuple[Side, Side] = ("legacy", "candidate")
 SubjectSource = Literal["jwt_sub", "cookie", "ip"]
 AnonymousMode = Literal["random", "ip"]
-LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip"]
+LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip", "body_field"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -152,6 +153,9 @@ class RateLimitRule(_Model):
     limit: int = Field(ge=1, le=1_000_000)
     period: float = Field(default=60.0, gt=0, le=86400.0)
     burst: int | None = Field(default=None, ge=1, le=1_000_000)  # requests allowed at once; default: limit
+    # key: body_field — the account named in the request body (JSON path or form field), see bodykey.py
+    body_field: str | None = None
+    normalize: Normalize = "lower"  # of the body field's value: strip + lower-case (e-mails), strip, none
 
     @field_validator("prefix")
     @classmethod
@@ -162,6 +166,19 @@ class RateLimitRule(_Model):
     @classmethod
     def _methods(cls, value: Any) -> Any:
         return _check_methods(value)
+
+    @field_validator("body_field")
+    @classmethod
+    def _field_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_field_path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _body_field_with_its_key(self) -> RateLimitRule:
+        if (self.key == "body_field") != (self.body_field is not None):
+            raise ValueError("'key: body_field' and 'body_field: <field>' (e.g. email) go together")
+        return self
 
     @field_validator("period", mode="before")
     @classmethod
@@ -185,6 +202,9 @@ class RateLimitConfig(_Model):
 
     rules: tuple[RateLimitRule, ...] = ()
     redis_timeout: float = Field(default=0.25, gt=0, le=5)  # per decision; then the local fallback
+    # Bytes of a request body read (and then replayed upstream) to find a body_field key; a
+    # body longer than this is keyed on the client address instead.
+    body_cap: int = Field(default=4096, ge=64, le=65536)
     local_max_keys: int = Field(default=100_000, ge=100)
 
 

@@ -23,7 +23,7 @@ from gateway.responses import json_error, send_and_close
 from gateway.safety.readonly import legacy_read_only
 from gateway.shadow.tap import Tap
 from gateway.splitting import Decision
-from gateway.state import CLIENT, REQUEST_ID, STATE, GatewayState
+from gateway.state import CLIENT, PEEKED_BODY, REQUEST_ID, STATE, GatewayState
 from gateway.upstreams import client_gone
 
 __all__ = ["error_middleware", "expect_handler", "handle"]
@@ -122,10 +122,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     body_limit: BodyLimit | None = None
     tap = state.shadow.tap(route, request.method)  # None unless this request is mirrored
     if request.body_exists:
-        body = request.content
+        source = request.get(PEEKED_BODY) or request.content  # replays what a rate-limit rule peeked
+        body = source
         protection = state.protection
         if protection.limits_body:
-            body_limit = BodyLimit(request.content, protection.max_body_bytes, protection.body_read_timeout)
+            body_limit = BodyLimit(source, protection.max_body_bytes, protection.body_read_timeout)
             body = body_limit.stream()
         if tap is not None:
             body = tap.tee_request(body)

@@ -17,6 +17,7 @@ from gateway.flags.store import FlagStore
 from gateway.forecast import SubjectSketch
 from gateway.headers import RequestIds
 from gateway.observability import AccessLog, Metrics
+from gateway.protection.bodypeek import ReplayedBody
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import Verdict
@@ -29,7 +30,7 @@ from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
-__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
+__all__ = ["CLIENT", "PEEKED_BODY", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -61,3 +62,4 @@ REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middl
 CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
 RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
 PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered
+PEEKED_BODY = web.RequestKey("gateway_peeked_body", ReplayedBody)  # body read for a body_field rate limit

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import StreamReader
-
 from gateway.errors import BodyRejected
+from gateway.protection.bodypeek import ChunkReader
 
 __all__ = ["BodyLimit"]
 
@@ -25,7 +24,7 @@ class BodyLimit:
 
     __slots__ = ("_content", "_max_bytes", "_timeout", "rejected")
 
-    def __init__(self, content: StreamReader, max_bytes: int | None, timeout: float | None) -> None:
+    def __init__(self, content: ChunkReader, max_bytes: int | None, timeout: float | None) -> None:
         self._content = content
         self._max_bytes = max_bytes
         self._timeout = timeout

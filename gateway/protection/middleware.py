@@ -17,10 +17,11 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.typedefs import Middleware
 
 from gateway.observability import Metrics
+from gateway.protection.bodypeek import ReplayedBody, peek
 from gateway.protection.policy import Protection
 from gateway.protection.ratelimit import US, Verdict
 from gateway.responses import json_error, send_and_close
-from gateway.state import CLIENT, PREFLIGHT, RATE_VERDICT, REQUEST_ID
+from gateway.state import CLIENT, PEEKED_BODY, PREFLIGHT, RATE_VERDICT, REQUEST_ID
 
 __all__ = [
     "concurrency_middleware",
@@ -112,7 +113,11 @@ def ratelimit_middleware(protection: Protection, metrics: Metrics) -> Middleware
 
     @web.middleware
     async def ratelimit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        checks = rules.checks(request.raw_path, request.method, request.headers, request[CLIENT].ip)
+        body = None  # the start of the body, only on routes with a `key: body_field` rule
+        if request.body_exists and rules.reads_body(request.raw_path, request.method):
+            body = await peek(request.content, rules.body_cap, protection.body_read_timeout)
+            request[PEEKED_BODY] = ReplayedBody(body.data, request.content)  # proxy.py sends this
+        checks = rules.checks(request.raw_path, request.method, request.headers, request[CLIENT].ip, body)
         if not checks:
             return await handler(request)  # an unlimited route: no Redis round trip
         verdict = await limiter.decide(checks)
