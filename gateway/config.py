@@ -235,11 +235,21 @@ DEFAULT_SECURITY_HEADERS: dict[str, str | None] = {
 }
 
 
+# HTML answers (text/html, application/xhtml+xml) keep the upstream's own value of each of these,
+# and get this one only when the upstream sent none: a page may load its own scripts, styles,
+# images and frame itself, which the API policy ("default-src 'none'") forbids.
+DEFAULT_HTML_HEADERS: dict[str, str | None] = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
 class SecurityHeadersConfig(_Model):
     """Headers added to every response; ``keep_upstream`` lets an upstream's own value win."""
 
     enabled: bool = True
     headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
+    html_headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_HTML_HEADERS))
     hsts: str | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
     keep_upstream: bool = False
     remove: tuple[str, ...] = ("Server", "X-Powered-By")
@@ -251,6 +261,14 @@ class SecurityHeadersConfig(_Model):
         if isinstance(value, dict):
             _check_header_names(value)
             return {**DEFAULT_SECURITY_HEADERS, **value}
+        return value
+
+    @field_validator("html_headers", mode="before")
+    @classmethod
+    def _merge_html_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            _check_header_names(value)
+            return {**DEFAULT_HTML_HEADERS, **value}
         return value
 
     @field_validator("remove")
