@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.protection.bodykey import Normalize, parse_field_path
 from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule
@@ -49,7 +50,8 @@ __all__ = [
 Side = Literal["legacy", "candidate"]
 SIDES: tuple[Side, Side] = ("legacy", "candidate")
 SubjectSource = Literal["jwt_sub", "cookie", "ip"]
-LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip"]
+AnonymousMode = Literal["random", "ip"]
+LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip", "body_field"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -167,6 +169,9 @@ class RateLimitRule(_Model):
     limit: int = Field(ge=1, le=1_000_000)
     period: float = Field(default=60.0, gt=0, le=86400.0)
     burst: int | None = Field(default=None, ge=1, le=1_000_000)  # requests allowed at once; default: limit
+    # key: body_field — the account named in the request body (JSON path or form field), see bodykey.py
+    body_field: str | None = None
+    normalize: Normalize = "lower"  # of the body field's value: strip + lower-case (e-mails), strip, none
 
     @field_validator("prefix")
     @classmethod
@@ -177,6 +182,19 @@ class RateLimitRule(_Model):
     @classmethod
     def _methods(cls, value: Any) -> Any:
         return _check_methods(value)
+
+    @field_validator("body_field")
+    @classmethod
+    def _field_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_field_path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _body_field_with_its_key(self) -> RateLimitRule:
+        if (self.key == "body_field") != (self.body_field is not None):
+            raise ValueError("'key: body_field' and 'body_field: <field>' (e.g. email) go together")
+        return self
 
     @field_validator("period", mode="before")
     @classmethod
@@ -200,6 +218,9 @@ class RateLimitConfig(_Model):
 
     rules: tuple[RateLimitRule, ...] = ()
     redis_timeout: float = Field(default=0.25, gt=0, le=5)  # per decision; then the local fallback
+    # Bytes of a request body read (and then replayed upstream) to find a body_field key; a
+    # body longer than this is keyed on the client address instead.
+    body_cap: int = Field(default=4096, ge=64, le=65536)
     local_max_keys: int = Field(default=100_000, ge=100)
 
 
@@ -230,11 +251,21 @@ DEFAULT_SECURITY_HEADERS: dict[str, str | None] = {
 }
 
 
+# HTML answers (text/html, application/xhtml+xml) keep the upstream's own value of each of these,
+# and get this one only when the upstream sent none: a page may load its own scripts, styles,
+# images and frame itself, which the API policy ("default-src 'none'") forbids.
+DEFAULT_HTML_HEADERS: dict[str, str | None] = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
 class SecurityHeadersConfig(_Model):
     """Headers added to every response; ``keep_upstream`` lets an upstream's own value win."""
 
     enabled: bool = True
     headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
+    html_headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_HTML_HEADERS))
     hsts: str | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
     keep_upstream: bool = False
     remove: tuple[str, ...] = ("Server", "X-Powered-By")
@@ -246,6 +277,14 @@ class SecurityHeadersConfig(_Model):
         if isinstance(value, dict):
             _check_header_names(value)
             return {**DEFAULT_SECURITY_HEADERS, **value}
+        return value
+
+    @field_validator("html_headers", mode="before")
+    @classmethod
+    def _merge_html_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            _check_header_names(value)
+            return {**DEFAULT_HTML_HEADERS, **value}
         return value
 
     @field_validator("remove")
@@ -356,6 +395,10 @@ class BucketingConfig(_Model):
     """Where the subject key comes from, in order, and the cookie issued to anonymous clients."""
 
     subject: tuple[SubjectSource, ...] = ("jwt_sub", "cookie", "ip")
+    # What a client with neither token nor cookie is bucketed on (and, with "cookie" among the
+    # sources, receives as its cookie): a fresh random id, so clients behind one NAT address
+    # spread like any others; or "ip", a key derived from its address (sticky without cookies).
+    anonymous: AnonymousMode = "random"
     cookie_name: str = "cutover_id"
     cookie_max_age: int = Field(default=365 * 24 * 3600, ge=60)
 
@@ -367,6 +410,17 @@ class BucketingConfig(_Model):
         if len(set(value)) != len(value):
             raise ValueError("subject sources must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _cookie_read_before_random_id(self) -> BucketingConfig:
+        sources = self.subject
+        if self.anonymous == "random" and "cookie" in sources and "ip" in sources:
+            if sources.index("ip") < sources.index("cookie"):
+                raise ValueError(
+                    "with anonymous: random, 'cookie' must come before 'ip' in subject "
+                    "(else the issued id is never read back); or set anonymous: ip"
+                )
+        return self
 
     @field_validator("cookie_name")
     @classmethod

@@ -27,6 +27,7 @@ from gateway.dataplane.pool import PoolBusy, UpstreamPool
 from gateway.dataplane.wire import json_body, reason_for
 from gateway.errors import BodyRejected, UpstreamError
 from gateway.headers import downstream_headers, request_id_from, upstream_headers
+from gateway.protection.bodykey import BodyPrefix
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.ratelimit import US, Verdict
 from gateway.routing import Route
@@ -327,7 +328,12 @@ class Proxy:
     async def _rate_limit(self, ex: Exchange, request: _Request) -> bool:
         protection = self.state.protection
         assert protection.rules is not None and protection.limiter is not None
-        checks = protection.rules.checks(ex.target, ex.method, ex.headers, request.client.ip)
+        rules = protection.rules
+        body = None
+        if rules.reads_body(ex.target, ex.method):
+            data, complete = await ex.peek_body(rules.body_cap, protection.body_read_timeout)
+            body = BodyPrefix(data, complete)
+        checks = rules.checks(ex.target, ex.method, ex.headers, request.client.ip, body)
         if not checks:
             return True  # an unlimited route: no Redis round trip
         verdict = await protection.limiter.decide(checks)

@@ -15,7 +15,7 @@ from gateway.bucketing import anonymous_id, bucket, jwt_subject
 from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
 from gateway.routing import Route
 
-__all__ = ["Decision", "Splitter", "cookie_value"]
+__all__ = ["Decision", "Splitter", "cookie_value", "random_id"]
 
 _COOKIE_VALUE_RE = re.compile(r"[A-Za-z0-9_\-]{8,64}")
 
@@ -40,6 +40,11 @@ def cookie_value(cookie_headers: Iterable[str], name: str) -> str | None:
             if sep and key == name:
                 return value.strip().strip('"')
     return None
+
+
+def random_id() -> str:
+    """A new anonymous subject: 128 random bits, cookie-safe (matches the accepted cookie syntax)."""
+    return "r" + uuid.uuid4().hex
 
 
 class _Memo(dict[Any, Any]):
@@ -67,6 +72,7 @@ MEMO_KEY_MAX = 2048  # longer Authorization headers are decoded every time, neve
 class Splitter:
     def __init__(self, bucketing: BucketingConfig, force: ForceConfig, memo_size: int = 8192) -> None:
         self._sources = bucketing.subject
+        self._anonymous = bucketing.anonymous
         self._cookie_name = bucketing.cookie_name
         self._force_header = force.header
         self._force_secret_header = force.secret_header
@@ -105,7 +111,14 @@ class Splitter:
         return "candidate" if wanted == "candidate" else "legacy"
 
     def subject(self, headers: MultiMapping[str], client_ip: str) -> tuple[str, str, str | None]:
-        """(subject key, source, cookie value to issue or None), trying sources in order."""
+        """(subject key, source, cookie value to issue or None), trying sources in order.
+
+        A client without token or cookie reaches the "ip" source (or the end of the list). With
+        ``anonymous: random`` and cookies among the sources it gets a fresh random id, bucketed
+        now and issued as its cookie: per client, not per address. A client that never returns
+        the cookie is a new random subject on every request (no stickiness). With
+        ``anonymous: ip`` the id is derived from the address instead (sticky per address).
+        """
         wants_cookie = "cookie" in self._sources
         for source in self._sources:
             if source == "jwt_sub":
@@ -116,14 +129,13 @@ class Splitter:
                 value = cookie_value(headers.getall("Cookie", ()), self._cookie_name)
                 if value is not None and _COOKIE_VALUE_RE.fullmatch(value):
                     return value, source, None
-            else:  # "ip": anonymous clients are keyed by IP; the cookie carries the same key on.
-                key = anonymous_id(client_ip)
-                return key, source, key if wants_cookie else None
-        if wants_cookie:
-            key = "r" + uuid.uuid4().hex
+            else:
+                break
+        if wants_cookie and (self._anonymous == "random" or "ip" not in self._sources):
+            key = random_id()
             return key, "cookie", key
         key = anonymous_id(client_ip)
-        return key, "ip", None
+        return key, "ip", key if wants_cookie else None
 
     def decide(
         self,

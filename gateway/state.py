@@ -17,9 +17,7 @@ from gateway.flags.store import FlagStore
 from gateway.forecast import SubjectSketch
 from gateway.headers import RequestIds
 from gateway.observability import AccessLog, Metrics
-from gateway.protection.clientip import ClientAddress
 from gateway.protection.policy import Protection
-from gateway.protection.ratelimit import Verdict
 from gateway.routing import RouteTable
 from gateway.safety.guard import Safety
 from gateway.safety.readonly import Decommission
@@ -29,7 +27,7 @@ from gateway.splitting import Splitter
 from gateway.stats import RollingStats
 from gateway.upstreams import Upstreams
 
-__all__ = ["CLIENT", "PREFLIGHT", "RATE_VERDICT", "REQUEST_ID", "STATE", "GatewayState"]
+__all__ = ["STATE", "GatewayState"]
 
 
 @dataclass(eq=False)
@@ -57,7 +55,3 @@ class GatewayState:
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
-REQUEST_ID = web.RequestKey("gateway_request_id", str)  # set by the error middleware
-CLIENT = web.RequestKey("gateway_client", ClientAddress)  # set by the error middleware
-RATE_VERDICT = web.RequestKey("gateway_rate_verdict", Verdict)  # on rate-limited routes only
-PREFLIGHT = web.RequestKey("gateway_preflight", bool)  # a CORS preflight the gateway answered

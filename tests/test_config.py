@@ -115,7 +115,9 @@ def test_shipped_limits_match_the_audit() -> None:
     config = load_config(Path(__file__).parent.parent / "rules" / "limits.yaml", BASE_ENV)
     rules = {rule.name: rule for rule in config.rate_limits.rules}
     assert (rules["per-user"].prefix, rules["per-user"].limit, rules["per-user"].period) == ("/", 100, 60.0)
-    for name, key in (("login-per-ip", "ip"), ("login-per-account", "subject")):
+    assert (rules["login-per-account"].body_field, rules["login-per-account"].normalize) == ("email", "lower")
+    assert config.rate_limits.body_cap == 4096
+    for name, key in (("login-per-ip", "ip"), ("login-per-account", "body_field")):
         rule = rules[name]
         assert (rule.prefix, rule.methods, rule.key, rule.limit, rule.period) == (
             "/api/v1/auth/login", frozenset({"POST"}), key, 5, 60.0

@@ -104,7 +104,7 @@ async def test_anonymous_clients_get_a_cookie_that_keeps_their_side(gw) -> None:
         cookie = resp.cookies.get("cutover_id")
         side = (await resp.json())["side"]
     assert cookie is not None
-    assert cookie.value == anonymous_id("127.0.0.1")
+    assert cookie.value.startswith("r") and len(cookie.value) == 33  # a random id, not the address
     assert cookie["httponly"] and cookie["path"] == "/" and cookie["samesite"] == "Lax"
     assert side == side_for("default", cookie.value, 50)[0]
     # With the cookie the client keeps its side and is not issued a new one.
@@ -130,11 +130,12 @@ async def test_no_cookie_for_authenticated_or_unsplit_traffic(gw) -> None:
 async def test_garbage_cookie_is_replaced(gw) -> None:
     await set_flag(gw, "default", 50)
     async with gw.get("/api/v1/users", headers={"Cookie": "cutover_id=x;y"}) as resp:
-        assert resp.cookies["cutover_id"].value == anonymous_id("127.0.0.1")
+        replaced = resp.cookies["cutover_id"].value
+    assert replaced.startswith("r") and replaced not in ("x", "x;y")
 
 
 async def test_ip_only_bucketing(upstreams, make_gateway) -> None:
-    gw = await make_gateway(make_config(upstreams, bucketing={"subject": ["ip"]}))
+    gw = await make_gateway(make_config(upstreams, bucketing={"subject": ["ip"], "anonymous": "ip"}))
     await set_flag(gw, "default", 50)
     async with gw.get("/x", headers=bearer("ignored")) as resp:
         assert "cutover_id" not in resp.cookies

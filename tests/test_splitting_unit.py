@@ -42,8 +42,34 @@ def test_subject_order_is_respected() -> None:
     cookie = "r" + "1" * 31
     h = headers(Cookie=f"cutover_id={cookie}")
     assert splitter().subject(h, "1.2.3.4")[:2] == (cookie, "cookie")
-    assert splitter(subject=["ip", "cookie"]).subject(h, "1.2.3.4") == (anonymous_id("1.2.3.4"), "ip", anonymous_id("1.2.3.4"))
+    ip_first = splitter(subject=["ip", "cookie"], anonymous="ip")
+    assert ip_first.subject(h, "1.2.3.4") == (anonymous_id("1.2.3.4"), "ip", anonymous_id("1.2.3.4"))
     assert splitter(subject=["jwt_sub"]).subject(h, "1.2.3.4")[1] == "ip"  # last resort
+    assert splitter(subject=["jwt_sub", "ip"]).subject(h, "1.2.3.4") == (anonymous_id("1.2.3.4"), "ip", None)
+
+
+def test_anonymous_clients_get_a_fresh_random_id_by_default() -> None:
+    s = splitter()
+    first, source, issue = s.subject(headers(), "1.2.3.4")
+    assert source == "cookie" and issue == first and first.startswith("r") and len(first) == 33
+    again, _, issue_again = s.subject(headers(), "1.2.3.4")  # same address, no cookie: a new subject
+    assert again != first and issue_again == again
+    # The issued id, sent back, is accepted as the cookie and issues nothing new.
+    assert s.subject(headers(Cookie=f"cutover_id={first}"), "1.2.3.4") == (first, "cookie", None)
+
+
+def test_anonymous_ip_mode_keys_on_the_address() -> None:
+    s = splitter(anonymous="ip")
+    assert s.subject(headers(), "1.2.3.4") == (anonymous_id("1.2.3.4"), "ip", anonymous_id("1.2.3.4"))
+    assert s.subject(headers(), "1.2.3.4") == s.subject(headers(), "1.2.3.4")
+
+
+def test_random_mode_refuses_ip_before_cookie() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'cookie' must come before 'ip'"):
+        BucketingConfig(subject=("ip", "cookie"))
 
 
 def test_random_cookie_when_ip_is_not_a_source() -> None:
@@ -60,7 +86,8 @@ def test_decision_explains_itself() -> None:
     d = splitter().decide(FLAG_ROUTE, {"default": 50}, headers(), "9.9.9.9")
     assert d.reason == "bucket" and d.flag == "default" and d.percent == 50
     assert d.bucket is not None and (d.side == "candidate") == (d.bucket < 5000)
-    assert d.issue_cookie == anonymous_id("9.9.9.9")
+    assert d.issue_cookie == d.subject and d.subject is not None and d.subject.startswith("r")
+    assert d.bucket == splitter().bucket("default", d.subject)  # the first request uses the issued id
 
 
 def test_memos_are_bounded_in_entries_and_key_size() -> None:

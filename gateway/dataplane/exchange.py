@@ -66,6 +66,7 @@ class Exchange:
         "body_buffered",
         "body_done",
         "body_received",
+        "body_waiter",
         "chunked",
         "client_framing",
         "client_ip",
@@ -145,6 +146,7 @@ class Exchange:
         self.body_buffer: list[bytes] = []
         self.body_buffered = 0
         self.body_received = 0
+        self.body_waiter: asyncio.Future[None] | None = None
         self.expect_continue = False
         self.tap: Tap | None = None
         self.upstream: UpstreamConnection | None = None
@@ -224,9 +226,34 @@ class Exchange:
         self.body_buffered += len(data)
         if self.body_buffered > BODY_BUFFER:
             self.conn.pause(self.conn.PAUSE_BODY)
+        self._wake_peek()
+
+    def _wake_peek(self) -> None:
+        waiter = self.body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def peek_body(self, cap: int, timeout: float | None) -> tuple[bytes, bool]:
+        """The body's first bytes (at least ``cap`` unless it ended sooner) and whether it ended,
+        before anything is forwarded: a rate-limit key may live in it. The bytes stay buffered and
+        go upstream first, unchanged. A client silent for ``timeout`` yields what arrived."""
+        if self.expect_continue and not self.body_done and not self.body_buffer:
+            self.conn.write(_CONTINUE)  # the client waits for this before sending the body
+            self.expect_continue = False
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.body_done and self.body_buffered <= cap and self.failure is None:
+                    self.body_waiter = self.loop.create_future()
+                    await self.body_waiter
+        except TimeoutError:
+            pass
+        finally:
+            self.body_waiter = None
+        return b"".join(self.body_buffer), self.body_done
 
     def request_body_done(self) -> None:
         self.body_done = True
+        self._wake_peek()
         if self.forwarding and self.tap is not None:
             self.tap.request_done()
         if self.forwarding and self.upstream is not None:
@@ -626,6 +653,7 @@ class Exchange:
     def _fail(self, error: BaseException) -> None:
         if self.failure is None:
             self.failure = error
+        self._wake_peek()
         self._finish()
 
     def _finish(self) -> None:

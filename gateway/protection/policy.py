@@ -46,7 +46,7 @@ def build_limiter(config: Config, metrics: Metrics) -> Limiter:
 
 
 def build_protection(config: Config, metrics: Metrics) -> Protection:
-    rules = RuleSet(config.rate_limits.rules) if config.rate_limits.rules else None
+    rules = RuleSet(config.rate_limits.rules, config.rate_limits.body_cap) if config.rate_limits.rules else None
     metrics.ratelimit_backend_up.set(1)  # 0 only while a Redis limiter runs on its fallback
     limits = config.limits
     return Protection(

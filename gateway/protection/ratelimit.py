@@ -23,6 +23,7 @@ from multidict import MultiMapping
 
 from gateway.bucketing import jwt_subject
 from gateway.config import RateLimitRule
+from gateway.protection.bodykey import BodyFieldKey, BodyPrefix
 from gateway.routing import match_path
 
 __all__ = [
@@ -146,10 +147,15 @@ class LocalLimiter:
 
 
 class RuleSet:
-    """Which rules apply to a request, and with which keys. Unlimited routes cost a prefix scan."""
+    """Which rules apply to a request, and with which keys. Unlimited routes cost a prefix scan.
 
-    def __init__(self, rules: Sequence[RateLimitRule]) -> None:
+    A ``body_field`` rule needs the start of the request body: the caller asks ``reads_body``
+    first, peeks at most ``body_cap`` bytes when it says so, and passes them to ``checks``.
+    """
+
+    def __init__(self, rules: Sequence[RateLimitRule], body_cap: int = 4096) -> None:
         self.rules = tuple(rules)
+        self.body_cap = body_cap
         self._compiled = tuple(
             (
                 rule.prefix.rstrip("/") or "/",
@@ -161,19 +167,54 @@ class RuleSet:
             )
             for index, rule in enumerate(self.rules)
         )
+        self._body_keys = {
+            index: BodyFieldKey(rule.body_field, rule.normalize)
+            for index, rule in enumerate(self.rules)
+            if rule.body_field is not None
+        }
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def checks(self, raw_path: str, method: str, headers: MultiMapping[str], client_ip: str) -> list[Check]:
+    @staticmethod
+    def _applies(prefix: str, methods: frozenset[str] | None, path: str, method: str) -> bool:
+        if methods is not None and method not in methods:
+            return False
+        return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+    def reads_body(self, raw_path: str, method: str) -> bool:
+        """Whether a rule keyed on a body field applies (then peek the body before ``checks``)."""
+        if not self._body_keys:
+            return False
+        path = match_path(raw_path)
+        return any(
+            self._applies(prefix, methods, path, method)
+            for prefix, methods, key_kind, _, _, _ in self._compiled
+            if key_kind == "body_field"
+        )
+
+    def checks(
+        self,
+        raw_path: str,
+        method: str,
+        headers: MultiMapping[str],
+        client_ip: str,
+        body: BodyPrefix | None = None,
+    ) -> list[Check]:
         path = match_path(raw_path)
         checks: list[Check] = []
         subject: str | None = None
         subject_read = False
         for prefix, methods, key_kind, index, interval, rule in self._compiled:
-            if methods is not None and method not in methods:
+            if not self._applies(prefix, methods, path, method):
                 continue
-            if prefix != "/" and path != prefix and not path.startswith(prefix + "/"):
+            if key_kind == "body_field":
+                # No readable account (no body, not JSON/form, no field, over the cap): per address.
+                account = None
+                if body is not None:
+                    account = self._body_keys[index].extract(body.data, headers.get("Content-Type"), body.complete)
+                key = "ip:" + client_ip if account is None else "acct:" + account
+                checks.append(Check(f"{index}:{key}", interval, rule.capacity, rule.limit, rule.label))
                 continue
             if key_kind != "ip" and not subject_read:
                 subject, subject_read = jwt_subject(headers.get("Authorization")), True

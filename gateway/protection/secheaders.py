@@ -1,14 +1,24 @@
 """Security headers on every response the proxy listener sends — proxied, error, 429, preflight.
 
-Applied in ``on_response_prepare``, which aiohttp runs after it filled in its defaults (so its
-``Server: Python/x aiohttp/y`` can be removed here) and before a byte is written. Per-route
-policies are resolved once at start-up into ready tuples; a response costs a prefix scan and
-a few dict writes. HSTS only goes out when the client's side is HTTPS (TLS on our socket, or
+``SecurityHeaders.edits`` is pure: given a response's header list, its content type, the request
+path and whether the client side is HTTPS, it returns the names to remove and the values to
+set. ``apply`` performs them on aiohttp's header map in ``on_response_prepare`` (after aiohttp
+filled in its defaults, so its ``Server: Python/x aiohttp/y`` can go, and before a byte is
+written). Policies are resolved once at start-up into ready tuples, per route and per kind of
+answer:
+
+- API answers (anything but HTML) get the strict policy (``default-src 'none'``, ``DENY``);
+- HTML answers (``text/html``, ``application/xhtml+xml``) keep the upstream's own value of each
+  ``html_headers`` name (CSP, X-Frame-Options by default) and get the same-origin default only
+  when it sent none, so a page can load its own scripts, styles and images.
+
+HSTS only goes out when the client's side is HTTPS (TLS on our socket, or
 ``X-Forwarded-Proto: https`` from a trusted proxy): over plain HTTP it is meaningless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -16,9 +26,14 @@ from multidict import CIMultiDict
 from gateway.config import SecurityHeadersConfig
 from gateway.routing import match_path
 
-__all__ = ["HeaderPolicy", "SecurityHeaders"]
+__all__ = ["HTML_TYPES", "HeaderEdits", "HeaderPolicy", "SecurityHeaders", "is_html"]
 
 HSTS = "Strict-Transport-Security"
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def is_html(content_type: str | None) -> bool:
+    return (content_type or "").partition(";")[0].strip().lower() in HTML_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,56 +42,99 @@ class HeaderPolicy:
     unset: tuple[str, ...]
     keep_upstream: bool
     hsts: str | None
+    keep: frozenset[str] = frozenset()  # lower-case names whose upstream value wins whatever keep_upstream says
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """What to do to a response's headers: remove every value of ``remove``, then set ``set``."""
+
+    remove: tuple[str, ...]
+    set: tuple[tuple[str, str], ...]
 
 
 class SecurityHeaders:
     def __init__(self, config: SecurityHeadersConfig) -> None:
         self._remove = config.remove
+        self._html = config.html_headers
         self.default = self._policy(config.headers, config.keep_upstream, config.hsts)
+        self.default_html = self._html_policy(config.headers, {}, config.keep_upstream, config.hsts)
         routes = []
         for route in config.routes:
             headers = {**config.headers, **route.headers}
             keep = config.keep_upstream if route.keep_upstream is None else route.keep_upstream
             hsts = headers.pop(HSTS, config.hsts) if HSTS in route.headers else config.hsts
-            routes.append((route.prefix.rstrip("/") or "/", self._policy(headers, keep, hsts)))
+            policies = (self._policy(headers, keep, hsts), self._html_policy(headers, route.headers, keep, hsts))
+            routes.append((route.prefix.rstrip("/") or "/", policies))
         # Longest prefix first, so the most specific route wins.
         self._routes = tuple(sorted(routes, key=lambda item: -len(item[0])))
 
     @staticmethod
-    def _policy(headers: dict[str, str | None], keep_upstream: bool, hsts: str | None) -> HeaderPolicy:
+    def _policy(
+        headers: dict[str, str | None], keep_upstream: bool, hsts: str | None, keep: frozenset[str] = frozenset()
+    ) -> HeaderPolicy:
         return HeaderPolicy(
             set=tuple((name, value) for name, value in headers.items() if value is not None and name != HSTS),
             unset=tuple(name for name, value in headers.items() if value is None),
             keep_upstream=keep_upstream,
             hsts=hsts,
+            keep=keep,
         )
 
-    def policy_for(self, raw_path: str) -> HeaderPolicy:
-        if not self._routes:
-            return self.default
-        path = match_path(raw_path)
-        for prefix, policy in self._routes:
-            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
-                return policy
-        return self.default
+    def _html_policy(
+        self, headers: dict[str, str | None], explicit: dict[str, str | None], keep_upstream: bool, hsts: str | None
+    ) -> HeaderPolicy:
+        """The API headers with ``html_headers`` over them, except where a route set a name itself.
+
+        An ``html_headers`` name is the upstream's if it sent one; a ``null`` there adds nothing.
+        """
+        merged = dict(headers)
+        keep: set[str] = set()
+        explicit_names = {name.lower() for name in explicit}
+        for name, value in self._html.items():
+            if name.lower() in explicit_names:
+                continue
+            for existing in [n for n in merged if n.lower() == name.lower()]:
+                del merged[existing]
+            if value is not None:
+                merged[name] = value
+            keep.add(name.lower())
+        return self._policy(merged, keep_upstream, hsts, frozenset(keep))
+
+    def policy_for(self, raw_path: str, html: bool = False) -> HeaderPolicy:
+        if self._routes:
+            path = match_path(raw_path)
+            for prefix, (api, page) in self._routes:
+                if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                    return page if html else api
+        return self.default_html if html else self.default
+
+    def edits(
+        self, headers: Iterable[tuple[str, str]], content_type: str | None, raw_path: str, https: bool
+    ) -> HeaderEdits:
+        """The edits for one response (pure): ``headers`` as sent by the upstream (or the gateway)."""
+        present = {name.lower() for name, _ in headers}
+        policy = self.policy_for(raw_path, is_html(content_type))
+        remove = [name for name in self._remove if name.lower() in present]
+        out: list[tuple[str, str]] = []
+        for name, value in policy.set:
+            lower = name.lower()
+            if lower in present and (policy.keep_upstream or lower in policy.keep):
+                continue  # the upstream's own value wins
+            out.append((name, value))
+        if not policy.keep_upstream:
+            remove += [name for name in policy.unset if name.lower() in present]
+        if https and policy.hsts is not None:
+            if not (policy.keep_upstream and HSTS.lower() in present):
+                out.append((HSTS, policy.hsts))
+        elif not https and HSTS.lower() in present:
+            remove.append(HSTS)  # an upstream's HSTS over plain HTTP is ignored by browsers anyway
+        return HeaderEdits(tuple(remove), tuple(out))
 
     def apply(self, headers: CIMultiDict[str], raw_path: str, https: bool) -> None:
-        for name in self._remove:
+        """``edits`` performed on aiohttp's response headers."""
+        edits = self.edits(headers.items(), headers.get("Content-Type"), raw_path, https)
+        for name in edits.remove:
             headers.popall(name, None)
-        policy = self.policy_for(raw_path)
-        if policy.keep_upstream:
-            for name, value in policy.set:
-                headers.setdefault(name, value)
-        else:
-            for name, value in policy.set:
-                headers[name] = value
-        for name in policy.unset:
-            if not policy.keep_upstream:
-                headers.popall(name, None)
-        if https and policy.hsts is not None:
-            if policy.keep_upstream:
-                headers.setdefault(HSTS, policy.hsts)
-            else:
-                headers[HSTS] = policy.hsts
-        elif not https:
-            headers.popall(HSTS, None)  # an upstream's HSTS over plain HTTP is ignored by browsers anyway
+        for name, value in edits.set:
+            headers[name] = value

@@ -12,6 +12,7 @@ One module per concern; the pure ones do no I/O and are tested without sockets:
     redact.py     secrets and PII removed from everything stored or logged          (pure)
     stats.py      per-route aggregation and the parity report rows                 (pure)
     render.py     the report as a table or Markdown, mismatches as readable diffs  (pure)
+    mismatchlog.py mismatches counted per route for one summary log line per interval (pure)
     store.py      where results go: in-process ring, or Redis (one choice at start-up)
     tap.py        the request path's part: capture the answer up to a cap as it streams
     mirror.py     sampling, the bounded queue, its workers: replay, compare, record (I/O)

@@ -32,6 +32,7 @@ from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.observability import Metrics
 from gateway.routing import Route
 from gateway.shadow.compare import ABSENT, Answer, Comparison, compare
+from gateway.shadow.mismatchlog import MismatchSummary
 from gateway.shadow.noise import NoiseLearner
 from gateway.shadow.policy import Policy, policies
 from gateway.shadow.redact import Redactor
@@ -98,6 +99,7 @@ class Shadow:
         # here and added to the report's counters by a flusher, once a second.
         self._unreported: Counter[tuple[str, str]] = Counter()
         self._random = random.Random().random
+        self._mismatches = MismatchSummary()  # logged per route every mismatch_log_interval
         self._background = Background()
         # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
         self.on_compared: Callable[[str, bool], None] | None = None
@@ -181,6 +183,7 @@ class Shadow:
             await self._sync_noise()
             self._background.spawn(self._noise_syncer(), name="shadow-noise-sync")
         self._background.spawn(self._flusher(), name="shadow-counts-flush")
+        self._background.spawn(self._mismatch_logger(), name="shadow-mismatch-log")
         log.info(
             "shadow_started",
             routes=sorted(p.route for p in self._policies.values()),
@@ -194,6 +197,7 @@ class Shadow:
         queue, self._queue = self._queue, None
         abandoned = queue.qsize() if queue is not None else 0
         await self._background.close(drain_timeout=0)
+        self._log_mismatches()  # the last, partial interval
         await self._flush()
         await self.store.close()
         if abandoned:
@@ -217,6 +221,16 @@ class Shadow:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self._flush()
+
+    def _log_mismatches(self) -> None:
+        interval = self.config.mismatch_log_interval
+        for route, summary in self._mismatches.drain():
+            log.info("shadow_mismatches", route=route, interval_s=interval, **summary)
+
+    async def _mismatch_logger(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.mismatch_log_interval)
+            self._log_mismatches()
 
     async def _sync_noise(self) -> None:
         try:
@@ -275,8 +289,9 @@ class Shadow:
             comparison.body_compared,
         )
         mismatch = None if comparison.match else self._mismatch(job, shadow, shadow_side, comparison)
-        if mismatch is not None:
-            log.info(
+        self._mismatches.record(route, comparison.match, job.raw_path.partition("?")[0], result.fields)
+        if mismatch is not None:  # info goes out as a summary per route and interval
+            log.debug(
                 "shadow_mismatch",
                 request_id=job.request_id,
                 route=route,

@@ -93,4 +93,5 @@ class ShadowConfig(_Model):
     keep_mismatches: int = Field(default=100, ge=1, le=10_000)
     redact_keys: tuple[str, ...] = ()
     noise_sync_interval: float = Field(default=2.0, gt=0)  # seconds between re-reads of shared noise (Redis)
+    mismatch_log_interval: float = Field(default=60.0, gt=0)  # seconds between per-route mismatch summary lines
     flags: dict[str, ShadowRule] = Field(default_factory=dict)
