@@ -1,8 +1,11 @@
 """Header rewriting between client and upstream. Pure; no I/O.
 
-Drops hop-by-hop headers (RFC 9110 §7.6.1: the fixed list plus every name listed in
-``Connection``), the gateway's own ``X-Gateway-*`` namespace (so clients cannot spoof it),
-and sets ``X-Forwarded-For``/``-Proto``/``-Host`` and the request id.
+Headers travel as (name, value) pairs in wire order, so case, order and duplicates survive;
+these functions only drop and append. Dropped both ways: hop-by-hop headers (RFC 9110 §7.6.1:
+the fixed list plus every name listed in ``Connection``) and the gateway's own ``X-Gateway-*``
+namespace (so clients cannot spoof it). Towards the upstream ``X-Forwarded-For``/``-Proto``/
+``-Host`` and the request id are set (a client's own values never pass), ``Forwarded`` only
+passes from a trusted proxy, and ``Host`` is the upstream's unless ``preserve_host``.
 """
 
 from __future__ import annotations
@@ -11,18 +14,14 @@ import itertools
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from functools import lru_cache
-
-from multidict import CIMultiDict, MultiMapping, istr
 
 __all__ = [
-    "RequestIds",
     "GATEWAY_HEADER_PREFIX",
     "HOP_BY_HOP",
-    "connection_tokens",
-    "downstream_headers",
+    "RequestIds",
+    "downstream_pairs",
     "request_id_from",
-    "upstream_headers",
+    "upstream_pairs",
 ]
 
 HOP_BY_HOP = frozenset(
@@ -39,55 +38,49 @@ HOP_BY_HOP = frozenset(
     }
 )
 GATEWAY_HEADER_PREFIX = "x-gateway-"
-X_FORWARDED_FOR = istr("X-Forwarded-For")
-X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
-X_FORWARDED_HOST = istr("X-Forwarded-Host")
-HOST = istr("Host")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-# Never forwarded upstream: the proxy sets Host itself, answers Expect itself.
-_REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-host", "x-forwarded-proto"})
-# Content-Length is kept: the body is streamed through byte for byte (no re-encoding).
-_RESPONSE_ALWAYS_DROP: frozenset[str] = frozenset()
-
-
-@lru_cache(maxsize=32)
-def _drop_set(base: frozenset[str], request_id_header: str, extra: frozenset[str] = frozenset()) -> frozenset[str]:
-    """Lowercase names never copied; computed once per configuration, not per request."""
-    return HOP_BY_HOP | base | extra | {request_id_header.lower()}
-
-
-def connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
-    """Header names the sender marked hop-by-hop in ``Connection``."""
-    return _tokens(headers.getall("Connection", ()))
-
-
-def _tokens(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
-
-
+# Never forwarded upstream as sent: the gateway sets Host and X-Forwarded-* itself and answers
+# Expect itself. Content-Length stays where it was: the body goes through byte for byte.
+_REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
-Pairs = Iterable[tuple[str, str]]
+Pairs = list[tuple[str, str]]
 
 
-def _copy(headers: MultiMapping[str] | Pairs, dropped: frozenset[str], out: CIMultiDict[str] | None = None) -> CIMultiDict[str]:
-    """Copy ``headers`` (a multidict, or (name, value) pairs in wire order) without ``dropped`` names,
-    the names listed in ``Connection`` and the gateway's own namespace; order, case and duplicates kept."""
-    items: Pairs = headers.items() if isinstance(headers, MultiMapping) else headers
-    if isinstance(headers, MultiMapping):
-        connection = headers.getall("Connection", ())
-    else:
-        items = list(items)
-        connection = [value for name, value in items if len(name) == 10 and name.lower() == "connection"]
-    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION for value in connection):
-        dropped = dropped | _tokens(connection)  # names it lists are hop-by-hop too
-    if out is None:
-        out = CIMultiDict()
-    for name, value in items:
+def request_drop_set(request_id_header: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Lowercase request header names never copied upstream (computed once per configuration)."""
+    return HOP_BY_HOP | _REQUEST_ALWAYS_DROP | {request_id_header.lower()} | {name.lower() for name in extra}
+
+
+def response_drop_set(request_id_header: str) -> frozenset[str]:
+    """Lowercase response header names never copied to the client (computed once per configuration)."""
+    return HOP_BY_HOP | {request_id_header.lower()}
+
+
+def _listed(connection: list[str]) -> frozenset[str]:
+    """Names a sender marked hop-by-hop in ``Connection`` (beyond the plain keep-alive/close)."""
+    tokens = frozenset(t.strip().lower() for value in connection for t in value.split(",") if t.strip())
+    return tokens - _PLAIN_CONNECTION
+
+
+def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pairs, str | None, list[str]]:
+    """Pairs without ``drop``/``X-Gateway-*`` names; also the Host value and Connection values seen."""
+    out: Pairs = []
+    host: str | None = None
+    connection: list[str] = []
+    for name, value in headers:
         lower = name.lower()
-        if lower in dropped or lower.startswith(GATEWAY_HEADER_PREFIX):
+        if lower in drop or lower.startswith(GATEWAY_HEADER_PREFIX):
+            if lower == "host":
+                host = value
+            elif lower == "connection":
+                connection.append(value)
             continue
-        out.add(name, value)
-    return out
+        out.append((name, value))
+    if connection:
+        listed = _listed(connection)
+        if listed:
+            out = [(name, value) for name, value in out if name.lower() not in listed]
+    return out, host, connection
 
 
 class RequestIds:
@@ -114,41 +107,45 @@ def request_id_from(value: str | None, fresh: Callable[[], str]) -> str:
     return fresh()
 
 
-def upstream_headers(
-    incoming: MultiMapping[str],
+def upstream_pairs(
+    incoming: Iterable[tuple[str, str]],
     *,
+    drop: frozenset[str],
     forwarded_for: str,
     proto: str,
     request_id_header: str,
     request_id: str,
+    upstream_host: str,
     preserve_host: bool = False,
-    extra_drop: frozenset[str] = frozenset(),
-) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request; ``extra_drop`` are lowercase names.
+    keep_forwarded: bool = False,
+) -> Pairs:
+    """The head's headers for the upstream, Host first (where clients and nginx put it).
 
-    ``forwarded_for`` is the chain from the resolved client to our peer (see
-    ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
+    ``drop`` comes from ``request_drop_set``. ``forwarded_for`` is the chain from the resolved
+    client to our peer (see ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never
+    passes unchecked, nor its ``Forwarded`` unless ``keep_forwarded`` (a trusted peer).
     """
-    out = _copy(incoming, _drop_set(_REQUEST_ALWAYS_DROP, request_id_header, extra_drop))
-    out[X_FORWARDED_FOR] = forwarded_for
-    out[X_FORWARDED_PROTO] = proto
-    host = incoming.get(HOST)
+    kept, host, _connection = _copy(incoming, drop)
+    if not keep_forwarded:
+        kept = [(name, value) for name, value in kept if name.lower() != "forwarded"] if _has(kept, "forwarded") else kept
+    out: Pairs = [("Host", host if preserve_host and host else upstream_host)]
+    out.extend(kept)
+    out.append(("X-Forwarded-For", forwarded_for))
+    out.append(("X-Forwarded-Proto", proto))
     if host:
-        out[X_FORWARDED_HOST] = host
-        if preserve_host:
-            out[HOST] = host
-    out[request_id_header] = request_id
+        out.append(("X-Forwarded-Host", host))
+    out.append((request_id_header, request_id))
     return out
 
 
-def downstream_headers(
-    upstream: MultiMapping[str] | Pairs,
-    *,
-    request_id_header: str,
-    request_id: str,
-    into: CIMultiDict[str] | None = None,
-) -> CIMultiDict[str]:
-    """Headers to send the client from an upstream response (written ``into`` a response's own)."""
-    out = _copy(upstream, _drop_set(_RESPONSE_ALWAYS_DROP, request_id_header), into)
-    out[request_id_header] = request_id
+def _has(pairs: Pairs, lower: str) -> bool:
+    return any(len(name) == len(lower) and name.lower() == lower for name, _ in pairs)
+
+
+def downstream_pairs(
+    upstream: Iterable[tuple[str, str]], *, drop: frozenset[str], request_id_header: str, request_id: str
+) -> Pairs:
+    """The client's copy of an upstream answer's headers (``drop`` from ``response_drop_set``)."""
+    out, _host, _connection = _copy(upstream, drop)
+    out.append((request_id_header, request_id))
     return out

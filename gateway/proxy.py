@@ -24,9 +24,9 @@ from multidict import CIMultiDict
 from gateway.config import Side
 from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
 from gateway.dataplane.pool import PoolBusy, UpstreamPool
-from gateway.dataplane.wire import json_body, reason_for
+from gateway.dataplane.wire import json_body, reason_for, request_head
 from gateway.errors import BodyRejected, UpstreamError
-from gateway.headers import downstream_headers, request_id_from, upstream_headers
+from gateway.headers import downstream_pairs, request_drop_set, request_id_from, response_drop_set, upstream_pairs
 from gateway.protection.bodykey import BodyPrefix
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.ratelimit import US, Verdict
@@ -40,7 +40,6 @@ __all__ = ["Proxy"]
 
 log = structlog.get_logger("gateway.proxy")
 
-_CONNECTION_UPGRADE = ("Connection", "Upgrade")
 
 
 class _Request:
@@ -67,6 +66,8 @@ class Proxy:
         self.cookie_name = config.bucketing.cookie_name
         self.cookie_max_age = config.bucketing.cookie_max_age
         self.busy = state.metrics.rejected.labels("gateway_busy")
+        self.request_drop = request_drop_set(config.request_id_header, state.extra_drop)
+        self.response_drop = response_drop_set(config.request_id_header)
 
     # -- the gateway's own answers ----------------------------------------------------------
 
@@ -74,20 +75,17 @@ class Proxy:
         self, request: _Request | None, ex: Exchange | None, preflight: bool = False
     ) -> list[tuple[str, str]]:
         """Headers every answer of the gateway carries: request id, rate-limit, CORS, security."""
-        headers: CIMultiDict[str] = CIMultiDict()
+        headers: list[tuple[str, str]] = []
         if request is not None:
-            headers[self.request_id_header] = request.request_id
-        self._decorate(headers, request, ex, preflight=preflight)
-        return list(headers.items())
+            headers.append((self.request_id_header, request.request_id))
+        return self._decorate(headers, request, ex, preflight=preflight, content_type="application/json")
 
     def refuse_connection(self, request_id: str | None) -> tuple[str, list[tuple[str, str]]]:
         """For parser-level refusals (no request to speak of yet): a fresh id and the headers."""
         request_id = request_id or self.state.request_ids()
-        headers: CIMultiDict[str] = CIMultiDict({self.request_id_header: request_id})
-        security = self.state.protection.headers
-        if security is not None:
-            security.apply(headers, "/", False)
-        return request_id, list(headers.items())
+        return request_id, self._decorate(
+            [(self.request_id_header, request_id)], None, None, preflight=False, content_type="application/json"
+        )
 
     def _answer(
         self,
@@ -107,17 +105,32 @@ class Proxy:
         ex.respond(status, reason_for(status), headers, json_body(code, message, request.request_id), close)
 
     def _decorate(
-        self, headers: CIMultiDict[str], request: _Request | None, ex: Exchange | None, *, preflight: bool
-    ) -> None:
+        self,
+        headers: list[tuple[str, str]],
+        request: _Request | None,
+        ex: Exchange | None,
+        *,
+        preflight: bool,
+        content_type: str | None,
+    ) -> list[tuple[str, str]]:
+        """Rate-limit, CORS and security headers added to (and leaks removed from) any answer."""
         protection = self.state.protection
         if request is not None and request.verdict is not None:
-            headers.update(ratelimit_headers(request.verdict))
+            headers.extend(ratelimit_headers(request.verdict).items())
         if protection.cors is not None and ex is not None and not preflight:
-            protection.cors.apply(headers, ex.headers)
-        if protection.headers is not None:
-            protection.headers.apply(
-                headers, ex.target if ex is not None else "/", request.https if request is not None else False
-            )
+            multi: CIMultiDict[str] = CIMultiDict(headers)
+            protection.cors.apply(multi, ex.headers)
+            headers = list(multi.items())
+        security = protection.headers
+        if security is not None:
+            target = ex.target if ex is not None else "/"
+            edits = security.edits(headers, content_type, target, request.https if request is not None else False)
+            if edits.remove or edits.set:
+                replaced = {name.lower() for name in edits.remove}
+                replaced.update(name.lower() for name, _ in edits.set)
+                headers = [(name, value) for name, value in headers if name.lower() not in replaced]
+                headers.extend(edits.set)
+        return headers
 
     # -- the request path -----------------------------------------------------------------------
 
@@ -270,7 +283,7 @@ class Proxy:
                         request_id=request_id,
                         method=method,
                         raw_path=target,
-                        headers=self._upstream_headers(ex, request, pool, False),
+                        headers=CIMultiDict(self._upstream_pairs(ex, request, pool)),
                         served=decision.side,
                         status=status,
                         response_headers=CIMultiDict(ex.response_headers),
@@ -310,10 +323,8 @@ class Proxy:
                     ex, request, 403, "cors_denied", "this origin, method or header is not allowed", preflight=True
                 )
                 return True
-            headers: CIMultiDict[str] = CIMultiDict({self.request_id_header: request.request_id})
-            headers.update(allowed)
-            self._decorate(headers, request, ex, preflight=True)
-            ex.respond(204, "No Content", list(headers.items()), b"", False)
+            headers = [(self.request_id_header, request.request_id), *allowed.items()]
+            ex.respond(204, "No Content", self._decorate(headers, request, ex, preflight=True, content_type=None), b"", False)
             return True
         limit = protection.max_body_bytes
         if limit is not None and ex.content_length is not None and ex.content_length > limit:
@@ -371,55 +382,47 @@ class Proxy:
                 return value
         return None
 
-    def _upstream_headers(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> CIMultiDict[str]:
+    def _upstream_pairs(self, ex: Exchange, request: _Request, pool: UpstreamPool) -> list[tuple[str, str]]:
         state = self.state
-        extra_drop = state.extra_drop
-        if "Forwarded" in ex.headers and not state.protection.proxies.trusted_peer(ex.conn.peer):
-            extra_drop = extra_drop | {"forwarded"}  # only a trusted proxy may speak for the client
-        headers = upstream_headers(
-            ex.headers,
+        proxies = state.protection.proxies
+        return upstream_pairs(
+            ex.raw_headers,
+            drop=self.request_drop,
             forwarded_for=request.client.forwarded_for,
             proto="https" if request.https else "http",
             request_id_header=self.request_id_header,
             request_id=request.request_id,
+            upstream_host=pool.host_header,
             preserve_host=pool.config.preserve_host,
-            extra_drop=extra_drop,
+            keep_forwarded=bool(proxies) and proxies.trusted_peer(ex.conn.peer),
         )
-        if "Host" not in headers:
-            headers["Host"] = pool.host_header
-        if upgrade:
-            headers.add("Connection", "Upgrade")
-            headers.add("Upgrade", ex.headers.get("Upgrade", ""))
-        return headers
 
     def _request_head(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> bytes:
-        from gateway.dataplane.wire import request_head
-
-        headers = self._upstream_headers(ex, request, pool, upgrade)
-        items = list(headers.items())
-        # Host first, where every client and nginx put it.
-        for index, (name, _value) in enumerate(items):
-            if name.lower() == "host":
-                if index:
-                    items.insert(0, items.pop(index))
-                break
+        items = self._upstream_pairs(ex, request, pool)
+        if upgrade:
+            items.append(("Connection", "Upgrade"))
+            items.append(("Upgrade", ex.headers.get("Upgrade", "")))
         if ex.chunked:
-            items.append(("Transfer-Encoding", "chunked"))
-        elif ex.content_length is not None and ex.content_length > 0 and "Content-Length" not in headers:
-            items.append(("Content-Length", str(ex.content_length)))
+            items.append(("Transfer-Encoding", "chunked"))  # re-framed chunk by chunk, as nginx does
         return request_head(ex.method, pool.base_path + ex.target, items)
 
     def response_headers(self, ex: Exchange, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The client's copy of an upstream's answer head: hop-by-hop out, the gateway's own in."""
-        request: _Request = ex.context  # type: ignore[attr-defined]
-        out = downstream_headers(
-            headers, request_id_header=self.request_id_header, request_id=request.request_id
+        request: _Request = ex.context
+        out = downstream_pairs(
+            headers, drop=self.response_drop, request_id_header=self.request_id_header, request_id=request.request_id
         )
-        self._decorate(out, request, ex, preflight=False)
+        content_type = None
+        if self.state.protection.headers is not None:
+            for name, value in out:
+                if len(name) == 12 and name.lower() == "content-type":
+                    content_type = value
+                    break
+        out = self._decorate(out, request, ex, preflight=False, content_type=content_type)
         decision = request.decision
         if decision is not None and decision.issue_cookie is not None:
-            out.add("Set-Cookie", self._cookie(decision.issue_cookie, request.https))
-        return list(out.items())
+            out.append(("Set-Cookie", self._cookie(decision.issue_cookie, request.https)))
+        return out
 
     def _cookie(self, value: str, secure: bool) -> str:
         cookie = f"{self.cookie_name}={value}; HttpOnly; Max-Age={self.cookie_max_age}; Path=/; SameSite=Lax"
@@ -451,7 +454,7 @@ class Proxy:
         return exc.kind, exc.status
 
     def _tunnel_event(self, ex: Exchange, opened: bool) -> None:
-        request: _Request = ex.context  # type: ignore[attr-defined]
+        request: _Request = ex.context
         side = request.decision.side if request.decision is not None else "legacy"
         metrics = self.state.metrics
         if opened:

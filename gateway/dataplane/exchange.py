@@ -651,8 +651,10 @@ class Exchange:
         self.pool.release(upstream, self.client_ip, self.upstream_keep_alive and not self.stray and self.request_sent)
 
     def _fail(self, error: BaseException) -> None:
+        """The exchange ends before a complete answer: its upstream connection is never reused."""
         if self.failure is None:
             self.failure = error
+        self._drop_upstream()
         self._wake_peek()
         self._finish()
 
