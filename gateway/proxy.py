@@ -14,7 +14,9 @@ CORS preflight, a declared oversized body, a refused upgrade, then the rate limi
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Coroutine
 from time import perf_counter
 from typing import Any
 
@@ -23,16 +25,15 @@ from multidict import CIMultiDict
 
 from gateway.config import Side
 from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
-from gateway.dataplane.pool import PoolBusy, UpstreamPool
+from gateway.dataplane.pool import PoolBusy, UpstreamConnection, UpstreamPool
 from gateway.dataplane.wire import json_body, reason_for, request_head
 from gateway.errors import BodyRejected, UpstreamError
 from gateway.headers import downstream_pairs, request_drop_set, request_id_from, response_drop_set, upstream_pairs
 from gateway.protection.bodykey import BodyPrefix
 from gateway.protection.clientip import ClientAddress
-from gateway.protection.ratelimit import US, Verdict
+from gateway.protection.ratelimit import US, Check, Verdict
 from gateway.routing import Route
 from gateway.safety.readonly import READ_ONLY_MESSAGE
-from gateway.shadow.tap import Tap
 from gateway.splitting import Decision
 from gateway.state import GatewayState
 
@@ -45,15 +46,36 @@ log = structlog.get_logger("gateway.proxy")
 class _Request:
     """What the request path learnt about one exchange, for its answer's head and its log line."""
 
-    __slots__ = ("client", "decision", "https", "request_id", "route", "verdict")
+    __slots__ = (
+        "admitted",
+        "client",
+        "decision",
+        "ended",
+        "head",
+        "https",
+        "in_flight",
+        "pool",
+        "request_id",
+        "retried",
+        "route",
+        "started",
+        "verdict",
+    )
 
     def __init__(self, request_id: str, client: ClientAddress) -> None:
+        self.started = perf_counter()  # uvloop's loop.time() has only millisecond resolution
         self.request_id = request_id
         self.client = client
         self.https = client.https
         self.route: Route | None = None
         self.decision: Decision | None = None
         self.verdict: Verdict | None = None
+        self.pool: UpstreamPool | None = None
+        self.head: bytes | None = None
+        self.admitted = False  # counted by the concurrency cap
+        self.in_flight = False  # counted in gateway_requests_in_flight
+        self.retried = False
+        self.ended = False
 
 
 class Proxy:
@@ -66,6 +88,7 @@ class Proxy:
         self.cookie_name = config.bucketing.cookie_name
         self.cookie_max_age = config.bucketing.cookie_max_age
         self.busy = state.metrics.rejected.labels("gateway_busy")
+        self._tasks: set[asyncio.Task[None]] = set()
         self.request_drop = request_drop_set(config.request_id_header, state.extra_drop)
         self.response_drop = response_drop_set(config.request_id_header)
 
@@ -134,47 +157,63 @@ class Proxy:
 
     # -- the request path -----------------------------------------------------------------------
 
-    async def handle(self, ex: Exchange) -> None:
+    def handle(self, ex: Exchange) -> None:
+        """One exchange, from its parsed head to its account; the data plane calls this soon after
+        the head arrived. Synchronous unless a step must wait (a rate-limit decision, a new or
+        freed upstream connection): the common request costs no task and no future."""
+        try:
+            self._begin(ex)
+        except Exception:
+            self._crashed(ex)
+
+    def _begin(self, ex: Exchange) -> None:
         state = self.state
-        started = perf_counter()  # uvloop's loop.time() has only millisecond resolution
         request_id = request_id_from(ex.headers.get(self.request_id_header), state.request_ids)
         client = state.protection.proxies.resolve(ex.conn.peer, ex.headers, ex.conn.secure)
         request = _Request(request_id, client)
         ex.context = request
         if self._refused_early(ex, request):
-            self._log_refusal(ex, request, started)
+            self._end(ex, ex.status, None)
             return
         protection = state.protection
         cap = protection.max_concurrent
-        if cap is None:
-            await self._admitted(ex, request, started)
-            return
-        if protection.active >= cap:
-            state.metrics.rejected.labels("overloaded").inc()
-            self._answer(
-                ex, request, 503, "overloaded", "too many requests in progress, retry shortly", {"Retry-After": "1"}
-            )
-            self._log_refusal(ex, request, started)
-            return
-        protection.active += 1
-        try:
-            await self._admitted(ex, request, started)
-        finally:
-            protection.active -= 1
-
-    async def _admitted(self, ex: Exchange, request: _Request, started: float) -> None:
-        """Past the cheap refusals (and the concurrency cap): rate limit, route, forward, account."""
-        state = self.state
-        client = request.client
-        request_id = request.request_id
-        if state.protection.rules is not None and state.protection.limiter is not None:
-            if not await self._rate_limit(ex, request):
-                self._log_refusal(ex, request, started)
+        if cap is not None:
+            if protection.active >= cap:
+                state.metrics.rejected.labels("overloaded").inc()
+                self._answer(
+                    ex, request, 503, "overloaded", "too many requests in progress, retry shortly", {"Retry-After": "1"}
+                )
+                self._end(ex, 503, None)
                 return
+            protection.active += 1
+            request.admitted = True
+        rules = protection.rules
+        if rules is not None:
+            if rules.reads_body(ex.target, ex.method):
+                self._spawn(self._rate_limited(ex, None))  # the key may be in the body: peek first
+                return
+            checks = rules.checks(ex.target, ex.method, ex.headers, client.ip)
+            if checks:
+                self._spawn(self._rate_limited(ex, checks))
+                return
+        self._route(ex)
 
+    async def _rate_limited(self, ex: Exchange, checks: list[Check] | None) -> None:
+        try:
+            if await self._rate_limit(ex, ex.context, checks):
+                self._route(ex)
+            else:
+                self._end(ex, ex.status, None)
+        except Exception:
+            self._crashed(ex)
+
+    def _route(self, ex: Exchange) -> None:
+        """Route, pick a side (decommission may move or refuse it), prepare the upstream head."""
+        state = self.state
+        request: _Request = ex.context
+        client = request.client
         method = ex.method
-        target = ex.target
-        route = state.routes.match(target, method)
+        route = state.routes.match(ex.target, method)
         decision = state.splitter.decide(route, state.store.snapshot(), ex.headers, client.ip)
         decommission = state.decommission
         if decommission is not None and decommission.active:
@@ -185,7 +224,7 @@ class Proxy:
                 self._answer(
                     ex, request, 503, "legacy_read_only", READ_ONLY_MESSAGE, {"Retry-After": str(read_only.retry_after)}
                 )
-                self._account(ex, request, started, 503, None)
+                self._end(ex, 503, None)
                 return
             if decision.reason == "legacy_read_only":
                 state.metrics.read_only_refusals.labels(decision.flag or "", "to_candidate").inc()
@@ -194,107 +233,185 @@ class Proxy:
         upgrade = ex.upgrade and self._upgrade_protocol(ex) is not None
         if upgrade and not route.upgrades:
             self._answer(ex, request, 403, "upgrade_refused", "protocol upgrades are not allowed on this route")
-            self._account(ex, request, started, 403, "upgrade_refused")
+            self._end(ex, 403, "upgrade_refused")
             return
         pool = self.pools[decision.side]
-        upstream_config = pool.config
-        head = self._request_head(ex, request, pool, upgrade)
-        tap = None if upgrade else state.shadow.tap(route, method)
-        ex.tap = tap
+        request.pool = pool
+        request.head = self._request_head(ex, request, pool, upgrade)
+        ex.tap = None if upgrade else state.shadow.tap(route, method)
         ex.upgrade_forwarded = upgrade
         if upgrade:
             ex.on_tunnel = self._tunnel_event
-
         state.in_flight += 1
+        request.in_flight = True
         if state.metrics.multiprocess:
             state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
-        error_kind: str | None = None
-        status = 0
+        self._connect(ex)
+
+    def _connect(self, ex: Exchange) -> None:
+        request: _Request = ex.context
+        pool = request.pool
+        assert pool is not None
         try:
-            for attempt in (1, 2):
-                try:
-                    upstream = await pool.acquire(client.ip)
-                except PoolBusy as exc:
-                    self.busy.inc()
-                    log.warning("gateway_busy", request_id=request_id, upstream=decision.side, reason=str(exc))
-                    self._answer(
-                        ex,
-                        request,
-                        503,
-                        "gateway_busy",
-                        "the gateway has no free connection to the upstream right now; retry shortly",
-                        {"Retry-After": "1"},
-                    )
-                    error_kind, status = "gateway_busy", 503
-                    if tap is not None:
-                        state.shadow.skip(tap, error_kind)
-                    return
-                except UpstreamError as exc:
-                    error_kind, status = self._upstream_failed(ex, request, exc, tap)
-                    return
-                if ex.failure is not None:  # the client left, or its body broke a limit, meanwhile
-                    pool.release(upstream, client.ip, True)
-                    break
-                idle = route.body_idle_timeout
-                ex.forward(
-                    pool,
-                    upstream,
-                    client.ip,
-                    head,
-                    self.response_headers,
-                    upstream_config.read_timeout,
-                    idle or upstream_config.body_idle_timeout,
-                    idle or upstream_config.stream_idle_timeout,
+            upstream = pool.acquire_idle(request.client.ip)
+        except PoolBusy as exc:
+            self._busy(ex, exc)
+            return
+        if upstream is None:
+            self._spawn(self._connect_later(ex))
+        else:
+            self._forward(ex, upstream)
+
+    async def _connect_later(self, ex: Exchange) -> None:
+        """No idle pooled connection: wait for one (bounded) or open one."""
+        request: _Request = ex.context
+        assert request.pool is not None
+        try:
+            upstream = await request.pool.acquire(request.client.ip)
+        except PoolBusy as exc:
+            self._busy(ex, exc)
+            return
+        except UpstreamError as exc:
+            error_kind, status = self._upstream_failed(ex, request, exc)
+            self._end(ex, status, error_kind)
+            return
+        except Exception:
+            self._crashed(ex)
+            return
+        self._forward(ex, upstream)
+
+    def _forward(self, ex: Exchange, upstream: UpstreamConnection) -> None:
+        request: _Request = ex.context
+        pool = request.pool
+        assert pool is not None and request.route is not None and request.head is not None
+        if ex.failure is not None:  # the client left, or its body broke a limit, meanwhile
+            pool.release(upstream, request.client.ip, True)
+            self._finished(ex)
+            return
+        config = pool.config
+        idle = request.route.body_idle_timeout
+        ex.on_finish = self._finished
+        ex.forward(
+            pool,
+            upstream,
+            request.client.ip,
+            request.head,
+            self.response_headers,
+            config.read_timeout,
+            idle or config.body_idle_timeout,
+            idle or config.stream_idle_timeout,
+        )
+
+    def _finished(self, ex: Exchange) -> None:
+        """The exchange is over (answered, failed or cut): answer what is left to answer, shadow, account."""
+        try:
+            self._settle(ex)
+        except Exception:
+            self._crashed(ex)
+
+    def _settle(self, ex: Exchange) -> None:
+        state = self.state
+        request: _Request = ex.context
+        failure = ex.failure
+        if isinstance(failure, StaleConnection) and not request.retried:
+            request.retried = True  # once, and only for idempotent requests whose body was sent
+            ex.restart()
+            self._connect(ex)
+            return
+        decision = request.decision
+        assert decision is not None
+        status = ex.status
+        error_kind: str | None = None
+        tap = ex.tap
+        if failure is None:
+            error_kind = ex.error_kind
+            if error_kind is not None:
+                state.metrics.upstream_errors.labels(decision.side, error_kind).inc()
+                log.warning(
+                    "upstream_failed_mid_response",
+                    request_id=request.request_id,
+                    upstream=decision.side,
+                    bytes=ex.sent,
+                    error=error_kind,
                 )
-                await ex.finished
-                if attempt == 1 and isinstance(ex.failure, StaleConnection):
-                    ex.failure = None
-                    ex.forwarding = False
-                    ex.finished = ex.loop.create_future()
-                    continue
-                break
-            failure = ex.failure
-            status = ex.status
-            if failure is None:
-                error_kind = ex.error_kind
-            elif isinstance(failure, ClientAborted):
-                error_kind, status = "client_aborted", ex.status if ex.started else 499
-            elif isinstance(failure, BodyRejected):
-                error_kind, status = failure.code, failure.status
-                state.metrics.rejected.labels(failure.code).inc()
-                self._answer(ex, request, failure.status, failure.code, failure.message, close=True)
-            elif isinstance(failure, UpstreamError):
-                error_kind, status = self._upstream_failed(ex, request, failure, tap)
-                tap = None
-            if error_kind is not None and error_kind not in ("client_aborted", "body_too_large", "request_timeout"):
-                if failure is None:
-                    state.metrics.upstream_errors.labels(decision.side, error_kind).inc()
-                    log.warning(
-                        "upstream_failed_mid_response",
-                        request_id=request_id,
-                        upstream=decision.side,
-                        bytes=ex.sent,
-                        error=error_kind,
-                    )
-            if tap is not None:
-                if error_kind is None and ex.response_done:
-                    state.shadow.submit(
-                        tap,
-                        request_id=request_id,
-                        method=method,
-                        raw_path=target,
-                        headers=CIMultiDict(self._upstream_pairs(ex, request, pool)),
-                        served=decision.side,
-                        status=status,
-                        response_headers=CIMultiDict(ex.response_headers),
-                    )
-                else:
-                    state.shadow.skip(tap, error_kind or "incomplete")
-        finally:
+        elif isinstance(failure, ClientAborted):
+            error_kind, status = "client_aborted", ex.status if ex.started else 499
+        elif isinstance(failure, BodyRejected):
+            error_kind, status = failure.code, failure.status
+            state.metrics.rejected.labels(failure.code).inc()
+            self._answer(ex, request, failure.status, failure.code, failure.message, close=True)
+        elif isinstance(failure, UpstreamError):
+            error_kind, status = self._upstream_failed(ex, request, failure)
+        if tap is not None:
+            if error_kind is None and ex.response_done and request.pool is not None:
+                state.shadow.submit(
+                    tap,
+                    request_id=request.request_id,
+                    method=ex.method,
+                    raw_path=ex.target,
+                    headers=CIMultiDict(self._upstream_pairs(ex, request, request.pool)),
+                    served=decision.side,
+                    status=status,
+                    response_headers=CIMultiDict(ex.response_headers),
+                )
+            else:
+                state.shadow.skip(tap, error_kind or "incomplete")
+        self._end(ex, status, error_kind)
+
+    def _end(self, ex: Exchange, status: int, error_kind: str | None) -> None:
+        """Account for the exchange once, release what it held, let the connection go on."""
+        request: _Request | None = ex.context
+        if request is None or request.ended:
+            return
+        request.ended = True
+        state = self.state
+        if request.in_flight:
             state.in_flight -= 1
             if state.metrics.multiprocess:
                 state.metrics.in_flight.dec()
-            self._account(ex, request, started, status, error_kind)
+        if request.admitted:
+            state.protection.active -= 1
+        try:
+            self._account(ex, request, status, error_kind)
+        finally:
+            ex.conn.exchange_done(ex)
+
+    def _busy(self, ex: Exchange, exc: PoolBusy) -> None:
+        request: _Request = ex.context
+        self.busy.inc()
+        side = request.decision.side if request.decision is not None else ""
+        log.warning("gateway_busy", request_id=request.request_id, upstream=side, reason=str(exc))
+        self._answer(
+            ex,
+            request,
+            503,
+            "gateway_busy",
+            "the gateway has no free connection to the upstream right now; retry shortly",
+            {"Retry-After": "1"},
+        )
+        if ex.tap is not None:
+            self.state.shadow.skip(ex.tap, "gateway_busy")
+        self._end(ex, 503, "gateway_busy")
+
+    def _crashed(self, ex: Exchange) -> None:
+        """A bug, not a client: logged with its traceback, answered 500 if nothing went out yet."""
+        request: _Request | None = ex.context
+        request_id = request.request_id if request is not None else None
+        log.exception("unhandled_error", request_id=request_id, method=ex.method, path=ex.target.partition("?")[0])
+        if request is None:
+            request = _Request(request_id or self.state.request_ids(), ClientAddress(ex.conn.peer, ex.conn.peer, False))
+            ex.context = request
+        if not ex.started:
+            self._answer(ex, request, 500, "internal_error", "the gateway failed to handle this request", close=True)
+        else:
+            ex.close_after = True
+        self._end(ex, 500, "internal_error")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A step that must wait runs as a task, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -336,17 +453,16 @@ class Proxy:
             return True
         return False
 
-    async def _rate_limit(self, ex: Exchange, request: _Request) -> bool:
+    async def _rate_limit(self, ex: Exchange, request: _Request, checks: list[Check] | None) -> bool:
+        """The limiter's verdict (one Redis round trip with the shared limiter); answers 429 itself."""
         protection = self.state.protection
         assert protection.rules is not None and protection.limiter is not None
         rules = protection.rules
-        body = None
-        if rules.reads_body(ex.target, ex.method):
+        if checks is None:
             data, complete = await ex.peek_body(rules.body_cap, protection.body_read_timeout)
-            body = BodyPrefix(data, complete)
-        checks = rules.checks(ex.target, ex.method, ex.headers, request.client.ip, body)
+            checks = rules.checks(ex.target, ex.method, ex.headers, request.client.ip, BodyPrefix(data, complete))
         if not checks:
-            return True  # an unlimited route: no Redis round trip
+            return True
         verdict = await protection.limiter.decide(checks)
         request.verdict = verdict
         check, result = verdict.binding()
@@ -428,12 +544,11 @@ class Proxy:
         cookie = f"{self.cookie_name}={value}; HttpOnly; Max-Age={self.cookie_max_age}; Path=/; SameSite=Lax"
         return cookie + "; Secure" if secure else cookie
 
-    def _upstream_failed(
-        self, ex: Exchange, request: _Request, exc: UpstreamError, tap: Tap | None
-    ) -> tuple[str, int]:
+    def _upstream_failed(self, ex: Exchange, request: _Request, exc: UpstreamError) -> tuple[str, int]:
         side = request.decision.side if request.decision is not None else exc.upstream
-        if tap is not None:
-            self.state.shadow.skip(tap, "primary_error")
+        if ex.tap is not None:
+            self.state.shadow.skip(ex.tap, "primary_error")
+            ex.tap = None
         self.state.metrics.upstream_errors.labels(side, exc.kind).inc()
         log.warning(
             "upstream_error",
@@ -477,12 +592,9 @@ class Proxy:
 
     # -- accounting ----------------------------------------------------------------------------
 
-    def _log_refusal(self, ex: Exchange, request: _Request, started: float) -> None:
-        self._account(ex, request, started, ex.status, None)
-
-    def _account(self, ex: Exchange, request: _Request, started: float, status: int, error_kind: str | None) -> None:
+    def _account(self, ex: Exchange, request: _Request, status: int, error_kind: str | None) -> None:
         state = self.state
-        duration = perf_counter() - started
+        duration = perf_counter() - request.started
         decision = request.decision
         route = request.route
         side = decision.side if decision is not None else "gateway"

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from collections.abc import Callable
+from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -49,7 +49,7 @@ class ConnectionSettings:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        handler: Callable[[Exchange], Coroutine[Any, Any, None]],
+        handler: Callable[[Exchange], None],
         refuse: Callable[[str | None], tuple[str, list[tuple[str, str]]]],
         *,
         max_url_length: int,
@@ -61,7 +61,7 @@ class ConnectionSettings:
         max_body_bytes: int | None,
     ) -> None:
         self.loop = loop
-        self.handler = handler
+        self.handler = handler  # runs one exchange; calls ``exchange_done`` once its answer is out
         self.refuse = refuse  # request id -> (id, headers) for the gateway's own error answers
         self.max_url_length = max_url_length
         self.max_header_size = max_header_size
@@ -260,15 +260,10 @@ class ClientConnection(asyncio.Protocol):
     # -- running exchanges ------------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
-        self.loop.create_task(self._run(exchange))
+        # Soon, not now: never inside the parser's callbacks (the handler may answer at once).
+        self.loop.call_soon(self.settings.handler, exchange)
 
-    async def _run(self, exchange: Exchange) -> None:
-        try:
-            await self.settings.handler(exchange)
-        finally:
-            self._done(exchange)
-
-    def _done(self, exchange: Exchange) -> None:
+    def exchange_done(self, exchange: Exchange) -> None:
         """An exchange's answer is fully written: keep the connection for the next one, or close."""
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()

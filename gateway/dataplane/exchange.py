@@ -77,7 +77,8 @@ class Exchange:
         "error_kind",
         "expect_continue",
         "failure",
-        "finished",
+        "on_finish",
+        "over",
         "forwarding",
         "head_done",
         "head_raw",
@@ -183,7 +184,8 @@ class Exchange:
         self.out: list[bytes] | None = None  # client output batched while one upstream read is parsed
         self.failure: BaseException | None = None
         self.error_kind: str | None = None
-        self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.on_finish: Callable[[Exchange], None] | None = None  # the request path's, once forwarding
+        self.over = False
 
     # -- answers of the gateway's own ------------------------------------------------------
 
@@ -276,6 +278,12 @@ class Exchange:
 
     # -- forwarding -----------------------------------------------------------------------------
 
+    def restart(self) -> None:
+        """Forget a failed attempt on a stale pooled connection, to send the request again."""
+        self.failure = None
+        self.forwarding = False
+        self.over = False
+
     def forward(
         self,
         pool: UpstreamPool,
@@ -288,7 +296,7 @@ class Exchange:
         stream_idle_timeout: float,
     ) -> None:
         """Write the request head (and what body arrived) to ``upstream``; the answer comes back
-        through the parser callbacks below; ``finished`` resolves when the exchange is over."""
+        through the parser callbacks below; ``on_finish`` is called (soon) when the exchange is over."""
         self.pool = pool
         self.upstream = upstream
         self.client_ip = client_ip
@@ -594,7 +602,7 @@ class Exchange:
 
     def client_lost(self) -> None:
         """The client connection closed: free the upstream, end the exchange."""
-        if self.finished.done():
+        if self.over:
             return
         if self.tunnel:
             if self.upstream is not None:
@@ -664,8 +672,11 @@ class Exchange:
         if self.tunnel and self.on_tunnel is not None:
             self.on_tunnel(self, False)
             self.on_tunnel = None
-        if not self.finished.done():
-            self.finished.set_result(None)
+        if not self.over:
+            self.over = True
+            if self.on_finish is not None:
+                # Soon, not now: the parser that got here may still hold bytes of this read.
+                self.loop.call_soon(self.on_finish, self)
 
 
 def _dedupe_content_length(head: bytes) -> bytes | None:

@@ -125,18 +125,27 @@ class UpstreamPool:
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self.closing = False
 
-    async def acquire(self, client: str) -> UpstreamConnection:
-        """A connection for ``client``'s request; raises PoolBusy or an UpstreamError."""
+    def acquire_idle(self, client: str) -> UpstreamConnection | None:
+        """A pooled connection for ``client`` at once, or None (then ``acquire``); raises PoolBusy
+        when the client's share is used up."""
         held = self.held.get(client, 0)
         if held >= self.per_client:
             raise PoolBusy(f"this client address holds {held} of the {self.name} upstream's connections")
         conn = self._take_idle()
+        if conn is not None:
+            self.held[client] = held + 1
+        return conn
+
+    async def acquire(self, client: str) -> UpstreamConnection:
+        """A connection for ``client``'s request, waiting or connecting; raises PoolBusy or an UpstreamError."""
+        conn = self.acquire_idle(client)
+        if conn is not None:
+            return conn
+        if self.total >= self.max:
+            conn = await self._wait()
         if conn is None:
-            if self.total >= self.max:
-                conn = await self._wait()
-            if conn is None:
-                conn = await self._connect()
-        self.held[client] = held + 1
+            conn = await self._connect()
+        self.held[client] = self.held.get(client, 0) + 1
         return conn
 
     def _take_idle(self) -> UpstreamConnection | None:
