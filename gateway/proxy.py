@@ -90,7 +90,8 @@ class Proxy:
         self.busy = state.metrics.rejected.labels("gateway_busy")
         self._tasks: set[asyncio.Task[None]] = set()
         self.request_drop = request_drop_set(config.request_id_header, state.extra_drop)
-        self.response_drop = response_drop_set(config.request_id_header)
+        # Transfer-Encoding is hop-by-hop, but the data plane keeps it in place when it re-chunks.
+        self.response_drop = response_drop_set(config.request_id_header) - {"transfer-encoding"}
 
     # -- the gateway's own answers ----------------------------------------------------------
 
@@ -300,6 +301,7 @@ class Proxy:
             config.read_timeout,
             idle or config.body_idle_timeout,
             idle or config.stream_idle_timeout,
+            config.total_timeout,
         )
 
     def _finished(self, ex: Exchange) -> None:
@@ -335,7 +337,7 @@ class Proxy:
                     error=error_kind,
                 )
         elif isinstance(failure, ClientAborted):
-            error_kind, status = "client_aborted", ex.status if ex.started else 499
+            error_kind, status = "client_aborted", 499  # nginx's "client closed request", sent or not
         elif isinstance(failure, BodyRejected):
             error_kind, status = failure.code, failure.status
             state.metrics.rejected.labels(failure.code).inc()

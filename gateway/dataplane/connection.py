@@ -165,8 +165,9 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(_Refused(400, "Bad Request", "bad_request", _describe(exc)))
 
     def eof_received(self) -> bool:
-        # A half-closed client may still be waiting for its answer: keep writing (nginx does).
-        return bool(self.queue)
+        # A client that closes its side is gone, as nginx sees it (499): its answer is not
+        # waited for, and its upstream connection is freed.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

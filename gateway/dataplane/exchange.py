@@ -115,6 +115,7 @@ class Exchange:
         "version",
         "waiting_since",
         "read_timeout",
+        "deadline",
         "on_tunnel",
         "out",
     )
@@ -159,6 +160,7 @@ class Exchange:
         self.request_sent = False
         self.waiting_since = 0.0
         self.read_timeout = 0.0
+        self.deadline: float | None = None  # upstreams.*.total_timeout, for answers (not tunnels)
         self.idle_timeout = 0.0
         self.stream_idle_timeout = 0.0
         self.head_done = False
@@ -294,6 +296,7 @@ class Exchange:
         read_timeout: float,
         idle_timeout: float,
         stream_idle_timeout: float,
+        total_timeout: float | None = None,
     ) -> None:
         """Write the request head (and what body arrived) to ``upstream``; the answer comes back
         through the parser callbacks below; ``on_finish`` is called (soon) when the exchange is over."""
@@ -328,6 +331,8 @@ class Exchange:
         self.request_sent = self.body_done
         self.forwarding = True
         self.waiting_since = self.loop.time()
+        if total_timeout is not None:
+            self.deadline = self.waiting_since + total_timeout
         upstream.write(b"".join(parts))
         self.conn.resume(self.conn.PAUSE_BODY)
 
@@ -450,11 +455,11 @@ class Exchange:
         elif self.upstream_framing == _LENGTH:
             self.client_framing = _LENGTH
         elif self.version == "1.1":
-            self.client_framing = _CHUNKED  # re-framed as nginx does for HTTP/1.1 clients
-            out.append(("Transfer-Encoding", "chunked"))
+            self.client_framing = _CHUNKED  # re-framed chunk by chunk, as nginx does for HTTP/1.1 clients
         else:
             self.client_framing = _UNTIL_CLOSE
             self.close_after = True
+        _frame_transfer_encoding(out, self.client_framing == _CHUNKED)
         if status == 101:
             out.append(("Connection", "upgrade"))
             for name, value in headers:
@@ -623,6 +628,13 @@ class Exchange:
             if now - max(upstream.last_read, self.conn.last_read) > self.stream_idle_timeout:
                 self.close_tunnel()
             return
+        if self.deadline is not None and now > self.deadline:
+            if not self.started:
+                name = self.pool.name if self.pool else "upstream"
+                self._fail(UpstreamTimeout(name, "timed out: the exchange took longer than total_timeout"))
+            else:
+                self._cut("timeout")
+            return
         if not self.started:
             if self.request_sent and now - self.waiting_since > self.read_timeout:
                 name = self.pool.name if self.pool else "upstream"
@@ -677,6 +689,20 @@ class Exchange:
             if self.on_finish is not None:
                 # Soon, not now: the parser that got here may still hold bytes of this read.
                 self.loop.call_soon(self.on_finish, self)
+
+
+def _frame_transfer_encoding(headers: list[tuple[str, str]], chunked: bool) -> None:
+    """The upstream's Transfer-Encoding stays where it was when the client gets chunks too;
+    it is added (last) when the gateway chunks a read-until-close answer, and removed otherwise."""
+    for index, (name, value) in enumerate(headers):
+        if len(name) == 17 and name.lower() == "transfer-encoding":
+            if not chunked:
+                del headers[index]
+            elif not value.lower().rstrip().endswith("chunked"):
+                headers[index] = (name, f"{value}, chunked")
+            return
+    if chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
 
 
 def _dedupe_content_length(head: bytes) -> bytes | None:

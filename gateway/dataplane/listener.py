@@ -62,9 +62,8 @@ class ProxyListener:
         self.port = _port(self._server)
         redirect = config.tls.redirect_listen
         if redirect is not None:
-            tls_port = self.port
             self._redirect = await self.loop.create_server(
-                lambda: _RedirectToHttps(tls_port), redirect.host, redirect.port, reuse_port=reuse_port or None
+                _RedirectToHttps, redirect.host, redirect.port, reuse_port=reuse_port or None
             )
             self.redirect_port = _port(self._redirect)
         self._sweeper = self.loop.create_task(self._sweep(), name="proxy-deadline-sweep")
@@ -123,8 +122,7 @@ def _port(server: asyncio.Server) -> int:
 class _RedirectToHttps(asyncio.Protocol):
     """The plain listener beside a TLS one: every request gets 308 to the same target over HTTPS."""
 
-    def __init__(self, tls_port: int) -> None:
-        self.tls_port = tls_port
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.url = b""
@@ -152,8 +150,8 @@ class _RedirectToHttps(asyncio.Protocol):
         if not host or not target.startswith("/"):
             self._send(400, b"Bad Request", None)
             return
-        authority = host if self.tls_port == 443 else f"{host}:{self.tls_port}"
-        self._send(308, b"Permanent Redirect", f"https://{authority}{target}")
+        # The public HTTPS port is 443 (a load balancer in front maps it): the client's host, no port.
+        self._send(308, b"Permanent Redirect", f"https://{host}{target}")
 
     def _send(self, status: int, reason: bytes, location: str | None) -> None:
         if self.transport is None or self.transport.is_closing():
