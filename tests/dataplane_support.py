@@ -13,9 +13,12 @@ import base64
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from gateway.config import Config
+from tests.conftest import make_config
 from tests.support import _parse_head, _read_chunked
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "Recorded",
     "RecordingUpstream",
     "bearer",
+    "dp_config",
     "head_lines",
     "open_from",
     "read_head",
@@ -30,6 +34,19 @@ __all__ = [
 ]
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+def dp_config(upstreams: dict[str, Any], upstream: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """``make_config`` with the same extra ``upstreams.<side>`` keys (timeouts, pool, TLS) on both sides."""
+
+    def url(value: Any) -> str:
+        return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
+
+    sides = {
+        side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
+        for side in ("legacy", "candidate")
+    }
+    return make_config(upstreams, upstreams=sides, **overrides)
 
 
 def bearer(sub: str) -> str:
