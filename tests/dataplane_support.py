@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from gateway.config import Config
-from tests.conftest import make_config
 from tests.support import _parse_head, _read_chunked
 
 __all__ = [
@@ -37,16 +36,28 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\no
 
 
 def dp_config(upstreams: dict[str, Any], upstream: dict[str, Any] | None = None, **overrides: Any) -> Config:
-    """``make_config`` with the same extra ``upstreams.<side>`` keys (timeouts, pool, TLS) on both sides."""
+    """Like ``tests.conftest.make_config``, with the same extra ``upstreams.<side>`` keys (timeouts,
+    pool, TLS) on both sides."""
 
     def url(value: Any) -> str:
         return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
 
-    sides = {
-        side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
-        for side in ("legacy", "candidate")
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
+        "upstreams": {
+            side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
+            for side in ("legacy", "candidate")
+        },
+        "drain_timeout": 5,
+        "log": {"access_log": False},
     }
-    return make_config(upstreams, upstreams=sides, **overrides)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config.model_validate(data)
 
 
 def bearer(sub: str) -> str:
