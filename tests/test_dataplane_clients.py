@@ -276,6 +276,7 @@ def access_lines(log: str, path: str) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/big", "/hold"], ids=["mid-download", "before-the-answer"])
 async def test_client_disconnect_is_client_aborted_without_traceback(backend, tmp_path: Path, path: str) -> None:
     state, urls = backend
