@@ -152,11 +152,13 @@ class RecordingUpstream:
 
     ``answers`` maps a request target to the exact bytes written back (``OK`` by default); an
     ``answer`` coroutine may replace that entirely (it returns True to keep the connection).
-    ``closed`` counts connections the peer (the proxy) closed.
+    ``closed`` counts connections the peer (the proxy) closed; ``conn`` on each record tells which
+    connection a request came on.
     """
 
     answers: dict[str, bytes] = field(default_factory=dict)
     answer: Answer | None = None
+    read_bodies: bool = True  # False: the answer is written before any request body is read
     requests: list[Recorded] = field(default_factory=list)
     accepted: int = 0
     closed: int = 0
@@ -193,7 +195,9 @@ class RecordingUpstream:
                     return
                 _, headers = _parse_head(head)
                 body, chunked = b"", False
-                if "chunked" in headers.get("Transfer-Encoding", "").lower():
+                if not self.read_bodies:
+                    pass
+                elif "chunked" in headers.get("Transfer-Encoding", "").lower():
                     body, _raw = await _read_chunked(reader)
                     chunked = True
                 elif "Content-Length" in headers:

@@ -219,6 +219,36 @@ async def test_interim_100_before_the_final_answer(upstream, gw) -> None:
     assert final.startswith(b"HTTP/1.1 200 OK\r\n") and final.endswith(b"\r\n\r\nok")
 
 
+async def test_upstream_answering_before_the_body_is_relayed_and_not_reused(make_gateway) -> None:
+    """A 413 written before the upstream read the body: relayed to the client, and that upstream
+    connection (with the unread body in it) is never used for another request."""
+
+    async def early(request: Recorded, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if request.target == "/upload":
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+            await writer.drain()
+            return True  # keeps the connection, body unread: reusing it would be a desync
+        body = request.target.encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        return True
+
+    server = await RecordingUpstream(answer=early, read_bodies=False).start()
+    try:
+        gw = await make_gateway(make_config({"legacy": server.url, "candidate": server.url}))
+        async with await RawConnection.open(port(gw)) as conn:
+            conn.writer.write(b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: 1048576\r\n\r\n" + b"x" * 65536)
+            resp = await asyncio.wait_for(read_response(conn.reader), 5)
+        assert (resp.status, resp.body) == (413, b"too big!")
+        async with await RawConnection.open(port(gw)) as conn:
+            after = await conn.request(b"GET /after HTTP/1.1\r\n" + H + b"\r\n")
+        assert (after.status, after.body) == (200, b"/after")
+        assert [r.target for r in server.requests] == ["/upload", "/after"]
+        assert server.requests[1].conn != server.requests[0].conn
+    finally:
+        await server.close()
+
+
 # -- strict on what clients send ---------------------------------------------------------------
 
 SMUGGLING = {

@@ -7,6 +7,7 @@ protocols are forwarded (``h2c`` never).
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway.bucketing import side_for
 from tests.conftest import make_config, wait_for
 from tests.dataplane_support import Recorded, RecordingUpstream, bearer, read_head
-from tests.support import RawConnection, metric_value
+from tests.support import GatewayProcess, RawConnection, metric_value
 
 H = b"Host: gw.example\r\n"
 HANDSHAKE = (
@@ -240,3 +241,36 @@ async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(raw_sides,
     h2c, custom = raw_sides["legacy"].requests
     assert h2c.values("Upgrade") == [] and h2c.values("HTTP2-Settings") == []
     assert custom.values("Upgrade") == ["x-custom"]
+
+
+async def test_websocket_side_follows_pins_and_the_forced_side(ws_upstreams, make_gateway) -> None:
+    secret = "force-secret-0123456789"
+    gw = await make_gateway(make_config(ws_upstreams, force={"secret": secret}))  # flag at 0 %: legacy
+    async with gw.session.ws_connect(gw.url + "/ws") as ws:
+        await ws.send_str("plain")
+        assert await ws.receive_str(timeout=5) == "legacy:plain"
+    forced = {"X-Gateway-Force": "candidate", "X-Gateway-Force-Secret": secret}
+    async with gw.session.ws_connect(gw.url + "/ws", headers=forced) as ws:
+        await ws.send_str("forced")
+        assert await ws.receive_str(timeout=5) == "candidate:forced"
+
+
+@pytest.mark.slow
+async def test_tunnels_are_closed_at_the_drain_deadline_on_sigterm(ws_upstreams, tmp_path) -> None:
+    urls = {side: str(server.make_url("/")).rstrip("/") for side, server in ws_upstreams.items()}
+    proc = GatewayProcess(
+        urls["legacy"], urls["candidate"], tmp_path / "gateway.log", extra_env={"GATEWAY_DRAIN_TIMEOUT": "0.5"}
+    )
+    proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await proc.wait_ready(session)
+            async with session.ws_connect(proc.url + "/ws") as ws:
+                await ws.send_str("before")
+                assert await ws.receive_str(timeout=5) == "legacy:before"
+                proc.signal(signal.SIGTERM)
+                message = await ws.receive(timeout=10)  # the tunnel is closed, not left hanging
+                assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            assert await proc.wait_exit(10) == 0
+    finally:
+        proc.kill()
