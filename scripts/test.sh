@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, then runs the whole suite.
 #   Debian packages: redis-server (the fixtures start their own on a free loopback port),
+#   nginx-light (the reference proxy of the differential test, tests/test_dataplane_nginx.py),
 #   prometheus (for promtool, used by the deploy/ checks) and chromium + chromium-driver (the
 #   status page's browser test), when missing and we may install them;
 #   Python: the package with its test extras.
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -1,0 +1,232 @@
+"""Helpers for the data-plane behaviour tests (tests/test_dataplane_*.py): heads as lists of lines,
+a recording upstream that also notes which connection each request came on, raw clients bound to
+a chosen loopback source address, and JWT-shaped bearer tokens for bucketing by subject.
+
+Everything here is bytes on real sockets: these tests must keep passing whatever framework (or
+none) serves the proxy listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.config import Config
+from tests.support import _parse_head, _read_chunked
+
+__all__ = [
+    "OK",
+    "Recorded",
+    "RecordingUpstream",
+    "bearer",
+    "dp_config",
+    "head_lines",
+    "open_from",
+    "read_head",
+    "read_until_close",
+]
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+def dp_config(upstreams: dict[str, Any], upstream: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """Like ``tests.conftest.make_config``, with the same extra ``upstreams.<side>`` keys (timeouts,
+    pool, TLS) on both sides."""
+
+    def url(value: Any) -> str:
+        return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
+
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
+        "upstreams": {
+            side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
+            for side in ("legacy", "candidate")
+        },
+        "drain_timeout": 5,
+        "log": {"access_log": False},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config.model_validate(data)
+
+
+def bearer(sub: str) -> str:
+    """An ``Authorization`` value whose JWT payload carries ``sub`` (the gateway reads, never verifies, it)."""
+    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
+    return f"Bearer h.{payload}.s"
+
+
+def head_lines(raw_head: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """A head as its start line and its header lines in order, names with their case, values trimmed."""
+    lines = raw_head.decode("latin-1").split("\r\n")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return lines[0], headers
+
+
+async def read_head(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+
+
+async def read_until_close(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    """Everything until EOF (or a reset); fails if the peer keeps the connection open past ``timeout``."""
+    data = bytearray()
+
+    async def drain() -> None:
+        while True:
+            try:
+                chunk = await reader.read(65536)
+            except ConnectionError:
+                return
+            if not chunk:
+                return
+            data.extend(chunk)
+
+    await asyncio.wait_for(drain(), timeout)
+    return bytes(data)
+
+
+async def open_from(
+    host: str, port: int, source: str = "127.0.0.1", rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client connection from a chosen loopback source address, optionally with a tiny receive
+    buffer (so a client that never reads stops the flow after a few kB instead of a few MB)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=2**20)
+
+
+@dataclass
+class Recorded:
+    """One request as the upstream received it, and the upstream connection it came on."""
+
+    raw_head: bytes
+    body: bytes
+    chunked: bool
+    conn: int  # 1, 2, ... in the order the upstream accepted connections
+
+    @property
+    def start_line(self) -> str:
+        return head_lines(self.raw_head)[0]
+
+    @property
+    def target(self) -> str:
+        return self.start_line.split(" ")[1]
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return head_lines(self.raw_head)[1]
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+Answer = Callable[[Recorded, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+@dataclass
+class RecordingUpstream:
+    """An upstream that records each request byte for byte and answers with hand-written bytes.
+
+    ``answers`` maps a request target to the exact bytes written back (``OK`` by default); an
+    ``answer`` coroutine may replace that entirely (it returns True to keep the connection).
+    ``closed`` counts connections the peer (the proxy) closed; ``conn`` on each record tells which
+    connection a request came on.
+    """
+
+    answers: dict[str, bytes] = field(default_factory=dict)
+    answer: Answer | None = None
+    read_bodies: bool = True  # False: the answer is written before any request body is read
+    requests: list[Recorded] = field(default_factory=list)
+    accepted: int = 0
+    closed: int = 0
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> RecordingUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=2**20)
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        conn = self.accepted
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                    self.closed += 1
+                    return
+                _, headers = _parse_head(head)
+                body, chunked = b"", False
+                if not self.read_bodies:
+                    pass
+                elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+                    body, _raw = await _read_chunked(reader)
+                    chunked = True
+                elif "Content-Length" in headers:
+                    body = await reader.readexactly(int(headers["Content-Length"]))
+                request = Recorded(head, body, chunked, conn)
+                self.requests.append(request)
+                if self.answer is not None:
+                    keep = await self.answer(request, reader, writer)
+                else:
+                    writer.write(self.answers.get(request.target, OK))
+                    await writer.drain()
+                    keep = True
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.closed += 1
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            await self._server.wait_closed()
+            self._server = None
