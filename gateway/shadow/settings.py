@@ -16,6 +16,7 @@ A route rule (or a flag, for every route on it without a rule of its own) may ca
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -93,4 +94,6 @@ class ShadowConfig(_Model):
     keep_mismatches: int = Field(default=100, ge=1, le=10_000)
     redact_keys: tuple[str, ...] = ()
     noise_sync_interval: float = Field(default=2.0, gt=0)  # seconds between re-reads of shared noise (Redis)
+    # Processes comparing bodies off the event loop (pool.py): half the cores, 1 to 4.
+    compare_processes: int = Field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)), ge=1, le=64)
     flags: dict[str, ShadowRule] = Field(default_factory=dict)
