@@ -3,7 +3,8 @@
 A small subset of JSONPath, enough to name a place in a response: ``$``, ``.key``,
 ``["odd.key"]``, ``[3]``, ``[*]`` (any index), ``.*`` (any key) and ``.<id>`` (any id-like key,
 see ``id_like``), e.g. ``$.data[*].updatedAt`` or ``$.byId.<id>.grade``. A pattern matches a
-concrete path of the same length; ignoring ``$.meta`` ignores everything below it because the walker checks each level on the way down.
+concrete path of the same length; ignoring ``$.meta`` ignores everything below it because the
+walker checks each level on the way down.
 (jsonpath-ng evaluates queries against documents; we need the reverse — does this concrete
 place match a rule — on every node of a walk, which is a ten-line loop.)
 """
