@@ -21,13 +21,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.methods import HTTP_METHODS
 from gateway.shadow.normalize import NormalizerName
 from gateway.shadow.paths import parse
 
 __all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _Model(BaseModel):
@@ -54,9 +54,9 @@ class ShadowRule(_Model):
             value = [value]
         if isinstance(value, (list, tuple, set, frozenset)):
             methods = frozenset(str(m).upper() for m in value)
-            unknown = sorted(methods - _KNOWN_METHODS)
+            unknown = sorted(methods - HTTP_METHODS)
             if unknown:
-                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(_KNOWN_METHODS)}")
+                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
             if not methods:
                 raise ValueError("expected at least one method")
             return methods
