@@ -8,7 +8,6 @@ from gateway.methods import HTTP_METHODS, method_label
 from tests.conftest import make_config
 from tests.support import metric_value
 
-
 # Methods the HTTP parser (llhttp) accepts but no rule can name: each must count as OTHER.
 WEBDAV_AND_OTHERS = ("PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT", "LINK")
 
