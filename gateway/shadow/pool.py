@@ -36,7 +36,7 @@ log = structlog.get_logger("gateway.shadow")
 
 T = TypeVar("T")
 R = TypeVar("R")
-NICENESS = 10
+NICENESS = 5  # below the gateway, not starved: a queue of comparisons is shed (dropped) past its bound
 _PARENT_CHECK_INTERVAL = 1.0
 
 
