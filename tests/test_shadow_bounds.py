@@ -383,3 +383,28 @@ async def test_id_keyed_answers_through_the_gateway_make_one_counter(
 async def _route_compared(gw: Gateway, route: str, n: int) -> bool:
     row = await parity(gw, route)
     return bool(row["compared"] >= n)
+
+
+async def test_field_counters_of_an_older_version_are_moved_and_trimmed(redis_server: Any, key_prefix: str) -> None:
+    """Before the cap, field counters lived in the stats hash: 5,002 of them after 5,000 id-keyed answers."""
+    client = redis_server.client()
+    stats = f"{key_prefix}parity:stats:api"
+    old = {f"f:$.data.{uuid.uuid4()}.v": 1 for _ in range(5000)} | {"f:$.status": 2, "compared": 5002, "mismatch": 5002}
+    try:
+        client.sadd(f"{key_prefix}parity:routes", "api")
+        for i in range(0, len(old), 1000):
+            client.hset(stats, mapping=dict(list(old.items())[i : i + 1000]))
+        store = RedisParityStore(RedisConfig(url=redis_server.url, key_prefix=key_prefix), keep=10, metrics=Metrics())
+        await store.start()
+        try:
+            counters = (await store.counters())["api"]
+        finally:
+            await store.close()
+        assert client.hkeys(stats) and not [k for k in client.hkeys(stats) if k.startswith(b"f:")]
+        fields = client.hgetall(f"{key_prefix}parity:fields:api")
+    finally:
+        client.close()
+    assert len(fields) <= FIELDS_KEPT + 1 and sum(int(v) for v in fields.values()) == 5002
+    row = report_row("api", counters)
+    assert row["topFields"][0] == {"field": "$.status", "count": 2} and row["otherFields"] > 0
+    assert row["compared"] == 5002

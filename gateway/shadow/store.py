@@ -41,28 +41,53 @@ __all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
 log = structlog.get_logger("gateway.shadow")
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS[1] the route's field hash; ARGV: keep, trim_at, other, then the fields to increment.
-# Past trim_at distinct fields, keep the largest `keep` (ties: smaller name) and fold the rest
-# into `other` -- the rule of stats.trim_fields, atomic so concurrent instances cannot overshoot.
-_FIELDS_SCRIPT = """
-local key, keep, trim_at, other = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-for i = 4, #ARGV do redis.call('HINCRBY', key, ARGV[i], 1) end
-if redis.call('HLEN', key) - redis.call('HEXISTS', key, other) <= trim_at then return 0 end
-local flat = redis.call('HGETALL', key)
-local items = {}
-for i = 1, #flat, 2 do
-  if flat[i] ~= other then items[#items + 1] = {flat[i], tonumber(flat[i + 1])} end
+# The rule of stats.trim_fields, run atomically in Redis so concurrent instances cannot overshoot:
+# past trim_at distinct fields, keep the largest `keep` (ties: smaller name), fold the rest into `other`.
+_TRIM_LUA = """
+local function trim(key, keep, trim_at, other)
+  if redis.call('HLEN', key) - redis.call('HEXISTS', key, other) <= trim_at then return 0 end
+  local flat = redis.call('HGETALL', key)
+  local items = {}
+  for i = 1, #flat, 2 do
+    if flat[i] ~= other then items[#items + 1] = {flat[i], tonumber(flat[i + 1])} end
+  end
+  table.sort(items, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
+  local folded, names = 0, {}
+  for i = keep + 1, #items do
+    folded = folded + items[i][2]
+    names[#names + 1] = items[i][1]
+  end
+  for i = 1, #names, 1000 do redis.call('HDEL', key, unpack(names, i, math.min(i + 999, #names))) end
+  redis.call('HINCRBY', key, other, folded)
+  return #names
 end
-table.sort(items, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
-local folded, names = 0, {}
-for i = keep + 1, #items do
-  folded = folded + items[i][2]
-  names[#names + 1] = items[i][1]
-end
-if #names > 0 then redis.call('HDEL', key, unpack(names)) end
-redis.call('HINCRBY', key, other, folded)
-return #names
 """
+# KEYS[1] the route's field hash; ARGV: keep, trim_at, other, then the fields to increment.
+_FIELDS_SCRIPT = (
+    _TRIM_LUA
+    + """
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+return trim(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+"""
+)
+# KEYS[1] a route's stats hash, KEYS[2] its field hash; ARGV: keep, trim_at, other. Before issue #11
+# field counters lived in the stats hash, unbounded: move them over (and trim) in one step.
+_MIGRATE_SCRIPT = (
+    _TRIM_LUA
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+local moved = {}
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, 2) == 'f:' then
+    redis.call('HINCRBY', KEYS[2], string.sub(flat[i], 3), flat[i + 1])
+    moved[#moved + 1] = flat[i]
+  end
+end
+for i = 1, #moved, 1000 do redis.call('HDEL', KEYS[1], unpack(moved, i, math.min(i + 999, #moved))) end
+trim(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+return #moved
+"""
+)
 
 
 def _split(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
@@ -78,7 +103,12 @@ def _split(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _merged(plain: Mapping[str, int], fields: Mapping[str, int]) -> dict[str, int]:
-    return {**plain, **{FIELD_PREFIX + name: count for name, count in fields.items()}}
+    """A route's counters in the report's shape (fields prefixed); adds up if both hold a field."""
+    out = dict(plain)
+    for name, count in fields.items():
+        key = FIELD_PREFIX + name
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 class ParityStore(Protocol):
@@ -189,6 +219,21 @@ class RedisParityStore:
         assert cfg.url is not None
         self._redis = redis_client(cfg.url, timeout=cfg.socket_timeout, connect_timeout=cfg.connect_timeout)
         self._fields_script = self._redis.register_script(_FIELDS_SCRIPT)
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Move field counters an older version kept in the stats hashes into the bounded field hashes."""
+        client = self._client()
+        migrate = client.register_script(_MIGRATE_SCRIPT)
+        try:
+            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}routes"))
+            for route in routes:
+                keys = [f"{self._prefix}stats:{route}", f"{self._prefix}fields:{route}"]
+                moved = await migrate(keys=keys, args=[FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD])
+                if moved:
+                    log.info("shadow_field_counters_migrated", route=route, fields=moved)
+        except _DOWN as exc:
+            self._failed(exc)  # next start tries again; counters() reads both layouts meanwhile
 
     async def close(self) -> None:
         if self._redis is not None:
