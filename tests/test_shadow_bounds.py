@@ -408,3 +408,67 @@ async def test_field_counters_of_an_older_version_are_moved_and_trimmed(redis_se
     row = report_row("api", counters)
     assert row["topFields"][0] == {"field": "$.status", "count": 2} and row["otherFields"] > 0
     assert row["compared"] == 5002
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115 - one read of a proc file
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_no_comparison_process_outlives_the_gateway(heavy: Any, tmp_path: Any, how: str) -> None:
+    """SIGTERM: the pool is shut down with the gateway. SIGKILL: the orphans notice and exit."""
+    import aiohttp
+
+    from tests.support import GatewayProcess
+
+    urls = {side: str(server.make_url("")).rstrip("/") for side, server in heavy.items()}
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "routes:\n  - {prefix: /shadowed, flag: default, name: shadowed, shadow: {percent: 100}}\n"
+        "shadow: {compare_processes: 1}\n"
+    )
+    gw = GatewayProcess(urls["legacy"], urls["candidate"], tmp_path / "gw.log", args=["--config", str(config)])
+    gw.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await gw.wait_ready(session)
+            async with session.get(gw.url + "/shadowed/json") as resp:
+                assert resp.status == 200
+                await resp.read()
+
+            async def compared() -> bool:
+                async with session.get(gw.admin_url + "/api/v1/parity?route=shadowed") as resp:
+                    return bool((await resp.json())["routes"][0]["compared"] == 1)
+
+            await wait_for(compared, timeout=30)
+        # The comparison process, and multiprocessing's resource tracker.
+        children = children_of(gw.pid)
+        assert any("spawn_main" in open(f"/proc/{c}/cmdline").read() for c in children)  # noqa: SIM115
+        if how == "sigterm":
+            gw.signal(signal.SIGTERM)
+            assert await gw.wait_exit(20) == 0
+        else:
+            gw.kill()
+        await wait_for(lambda: not any(alive(c) for c in children), timeout=10)
+    finally:
+        gw.kill()
