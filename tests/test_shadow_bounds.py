@@ -26,6 +26,7 @@ from gateway.shadow.judge import MAX_VALUE_BYTES, Task, inline, judge
 from gateway.shadow.normalize import build
 from gateway.shadow.paths import ANY_ID, ANY_INDEX, PatternSet, generic, id_like, parse, render
 from gateway.shadow.redact import Redactor
+from gateway.shadow.render import report_table
 from gateway.shadow.stats import FIELDS_KEPT, FIELDS_TRIM_AT, Result, report_row, trim_fields
 from gateway.shadow.store import MemoryParityStore, RedisParityStore
 from tests.conftest import Gateway, make_config, wait_for
@@ -183,6 +184,7 @@ async def test_memory_store_counters_stay_bounded() -> None:
     row = report_row("names", counters)
     assert row["otherFields"] > 0 and row["fieldsTracked"] <= FIELDS_TRIM_AT
     assert row["mismatched"] == 5000
+    assert f"other fields ({row['otherFields']})" in report_table({"routes": [row]})
 
 
 async def test_redis_store_counters_stay_bounded(redis_server: Any, key_prefix: str) -> None:
