@@ -110,7 +110,9 @@ def test_only_small_or_identical_bodies_are_compared_inline() -> None:
     assert inline(small, answer({"a": 2}))
     assert not inline(big, Answer(200, JSON, HEAVY + b" "))
     assert inline(big, Answer(200, JSON, HEAVY))  # byte-identical: never parsed
-    assert not inline(gz, gz.__class__(200, gz.headers, gzip.compress(b"{} ")))  # may inflate to the cap
+    assert not inline(gz, Answer(200, gz.headers, gzip.compress(b"{} ")))  # may inflate to the cap
+    assert not inline(gz, gz)  # identical, but decoding alone may take milliseconds
+    assert inline(gz, Answer(200, gz.headers, None))  # over the cap: status and headers only
 
 
 def test_stored_values_are_redacted_and_clipped() -> None:
