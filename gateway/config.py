@@ -20,6 +20,7 @@ from yarl import URL
 
 from gateway.errors import ConfigError
 from gateway.protection.bodykey import Normalize, parse_field_path
+from gateway.methods import HTTP_METHODS
 from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule
@@ -57,7 +58,6 @@ PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 FLAG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_FLAG = "default"
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 class _Model(BaseModel):

@@ -26,10 +26,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.methods import HTTP_METHODS
+from gateway.methods import OTHER as OTHER_METHOD
+
 __all__ = ["AccessLog", "Metrics", "LogWriter", "configure_logging", "status_class"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -239,12 +241,12 @@ class Metrics:
             self.in_flight.set_function(read)
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:
-        key = (upstream, route, method, status // 100)
+        # Keyed by the label, not the raw method: a client inventing methods must not grow this.
+        key = (upstream, route, method if method in HTTP_METHODS else OTHER_METHOD, status // 100)
         children = self._children.get(key)
         if children is None:
-            label_method = method if method in KNOWN_METHODS else "OTHER"
             children = (
-                self.requests.labels(upstream, route, label_method, status_class(status)),
+                self.requests.labels(upstream, route, key[2], status_class(status)),
                 self.latency.labels(upstream, route),
             )
             self._children[key] = children

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from multidict import MultiMapping
@@ -47,26 +48,7 @@ def random_id() -> str:
     return "r" + uuid.uuid4().hex
 
 
-class _Memo(dict[Any, Any]):
-    """A bounded memo for pure functions of request values (JWT -> sub, subject -> bucket).
-
-    The same users come back again and again, so most lookups hit; when full it simply starts
-    over, which bounds memory against clients sending endless distinct tokens.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: Any, value: Any) -> Any:
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
-        return value
-
-
-_MISSING = object()
-MEMO_KEY_MAX = 2048  # longer Authorization headers are decoded every time, never kept
+MEMO_KEY_MAX = 2048  # longer Authorization headers (and subjects) are worked out every time, never kept
 
 
 class Splitter:
@@ -77,25 +59,28 @@ class Splitter:
         self._force_header = force.header
         self._force_secret_header = force.secret_header
         self._force_secret = force.secret.encode() if force.secret else None
-        self._subjects = _Memo(memo_size)  # Authorization header -> JWT sub (or None)
-        self._buckets = _Memo(memo_size)  # (flag, subject) -> bucket
+        # Memos of pure functions of request values, least recently used out: the same users come
+        # back again and again, so most lookups hit and active users stay cached while a client
+        # sending endless distinct tokens only churns the cold end. Bounded by count (memo_size)
+        # and by key size (MEMO_KEY_MAX): at most ~2 * memo_size * 2 KiB of keys.
+        self._subjects = lru_cache(maxsize=memo_size)(jwt_subject)  # Authorization header -> sub or None
+        self._buckets = lru_cache(maxsize=memo_size)(bucket)  # (flag, subject) -> bucket
+
+    def memo_info(self) -> dict[str, Any]:
+        """Hits, misses and size of each memo (``functools`` cache info), for tests and debugging."""
+        return {"subjects": self._subjects.cache_info(), "buckets": self._buckets.cache_info()}
 
     def _jwt_subject(self, authorization: str | None) -> str | None:
         if authorization is None:
             return None
         if len(authorization) > MEMO_KEY_MAX:  # memory per entry stays small whatever clients send
             return jwt_subject(authorization)
-        sub = self._subjects.get(authorization, _MISSING)
-        if sub is _MISSING:
-            sub = self._subjects.put(authorization, jwt_subject(authorization))
-        return sub  # type: ignore[no-any-return]
+        return self._subjects(authorization)
 
     def bucket(self, flag: str, subject: str) -> int:
-        key = (flag, subject)
-        value = self._buckets.get(key)
-        if value is None:
-            value = self._buckets.put(key, bucket(flag, subject))
-        return value  # type: ignore[no-any-return]
+        if len(subject) > MEMO_KEY_MAX:
+            return bucket(flag, subject)
+        return self._buckets(flag, subject)
 
     def forced_side(self, headers: MultiMapping[str]) -> Side | None:
         """The side a tester asked for, only if the request also carries the configured secret."""

@@ -97,6 +97,32 @@ def test_memos_are_bounded_in_entries_and_key_size() -> None:
     for i in range(10):
         s.subject(headers(Authorization=f"Bearer a.{i}.c"), "1.2.3.4")
         s.bucket("default", f"s{i}")
-    assert len(s._subjects) <= 4 and len(s._buckets) <= 4
-    s.subject(headers(Authorization="Bearer " + "x" * (MEMO_KEY_MAX + 1)), "1.2.3.4")
-    assert all(len(k) <= MEMO_KEY_MAX for k in s._subjects)
+    info = s.memo_info()
+    assert info["subjects"].currsize <= 4 and info["buckets"].currsize <= 4
+    before = s.memo_info()["subjects"]
+    long_token = "Bearer " + "x" * (MEMO_KEY_MAX + 1)
+    s.subject(headers(Authorization=long_token), "1.2.3.4")
+    s.bucket("default", "y" * (MEMO_KEY_MAX + 1))
+    after = s.memo_info()
+    # Too long to keep: worked out directly, the memos did not even look (no hit, no miss).
+    assert (after["subjects"].hits, after["subjects"].misses) == (before.hits, before.misses)
+    assert after["buckets"].misses == info["buckets"].misses
+
+
+def test_memos_keep_hot_entries_when_full() -> None:
+    """Least recently used out: a user seen on every request stays cached through a flood of new ones."""
+    s = Splitter(BucketingConfig(), ForceConfig(), memo_size=8)
+    hot = headers(Authorization="Bearer hot.token.x")
+    s.subject(hot, "1.2.3.4")
+    s.bucket("default", "hot")
+    for i in range(1000):
+        s.subject(headers(Authorization=f"Bearer cold.{i}.x"), "1.2.3.4")
+        s.bucket("default", f"cold-{i}")
+        s.subject(hot, "1.2.3.4")
+        s.bucket("default", "hot")
+    info = s.memo_info()
+    # One miss for the hot entry and one per cold entry; with a clear-all memo the hot entry
+    # was dropped every time it filled (125 more misses here).
+    assert info["subjects"].hits == 1000 and info["subjects"].misses == 1001
+    assert info["buckets"].hits == 1000 and info["buckets"].misses == 1001
+    assert info["buckets"].currsize == 8

@@ -8,6 +8,8 @@ One module per concern; the pure ones do no I/O and are tested without sockets:
     normalize.py  value normalizers: UUIDs, ISO timestamps                           (pure)
     compare.py    status, headers and structural JSON / byte-wise body comparison   (pure)
     encoding.py   gzip/deflate bodies decoded (bounded) before comparing            (pure)
+    judge.py      one comparison as a picklable task -> verdict (redacted, clipped) (pure)
+    pool.py       the comparison processes: comparisons never run on the event loop
     noise.py      learned ignores: fields that differ between two same-side answers (pure)
     redact.py     secrets and PII removed from everything stored or logged          (pure)
     stats.py      per-route aggregation and the parity report rows                 (pure)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.shadow.encoding import decode
+from gateway.shadow.encoding import DECODED_LIMIT, decode
 from gateway.shadow.normalize import Normalizer
 from gateway.shadow.paths import Path, PatternSet, generic, render
 
@@ -29,6 +29,9 @@ MAX_DIFFERENCES = 50  # a totally different 1 MiB body should not produce a mill
 class _Absent:
     def __repr__(self) -> str:
         return "(absent)"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"  # one per process: checks are by identity, also after a trip through pickle
 
 
 ABSENT: Any = _Absent()
@@ -72,7 +75,15 @@ class Comparison:
         return not self.differences
 
 
-def compare(primary: Answer, shadow: Answer, rules: Rules, learned: PatternSet | None = None) -> Comparison:
+def compare(
+    primary: Answer,
+    shadow: Answer,
+    rules: Rules,
+    learned: PatternSet | None = None,
+    *,
+    limit: int = DECODED_LIMIT,
+) -> Comparison:
+    """Compare two answers; a body that decodes to more than ``limit`` bytes is over the cap."""
     out: list[Difference] = []
     if primary.status != shadow.status:
         out.append(Difference("status", "status", primary.status, shadow.status))
@@ -81,8 +92,8 @@ def compare(primary: Answer, shadow: Answer, rules: Rules, learned: PatternSet |
         if a != b:
             where = f"header:{name.lower()}"
             out.append(Difference(where, where, ABSENT if a is None else a, ABSENT if b is None else b))
-    body_a = None if primary.body is None else decode(primary.body, primary.headers.get("content-encoding"))
-    body_b = None if shadow.body is None else decode(shadow.body, shadow.headers.get("content-encoding"))
+    body_a = None if primary.body is None else decode(primary.body, primary.headers.get("content-encoding"), limit)
+    body_b = None if shadow.body is None else decode(shadow.body, shadow.headers.get("content-encoding"), limit)
     if body_a is None or body_b is None:
         return Comparison(tuple(out), body_compared=False)
     ignore = rules.ignore | learned if learned else rules.ignore

@@ -9,7 +9,9 @@ before a user moved, candidate after — reverse shadowing), with ``X-Gateway-Sh
 same request id, through that upstream's existing pool. Sharing the pool keeps connections warm
 and needs no second set of limits; the workers bound shadow traffic to ``concurrency``
 connections of the pool's ``max_connections``, and a per-request ``timeout`` keeps a slow
-shadow from pinning a worker.
+shadow from pinning a worker. The comparison itself (CPU-bound: parsing and walking up to two
+``body_cap`` bodies) runs in the comparison processes of ``pool.py``, never on the event loop,
+unless the bodies are a few KiB (``judge.inline``).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from gateway.config import Config, Side
 from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.observability import Metrics
 from gateway.routing import Route
-from gateway.shadow.compare import ABSENT, Answer, Comparison, compare
+from gateway.shadow.compare import Answer
+from gateway.shadow.judge import NoiseTask, Task, Verdict, inline, judge, learnable, plain_answer
 from gateway.shadow.mismatchlog import MismatchSummary
 from gateway.shadow.noise import NoiseLearner
 from gateway.shadow.policy import Policy, policies
+from gateway.shadow.pool import CompareFailed, ComparePool
 from gateway.shadow.redact import Redactor
 from gateway.shadow.settings import SAFE_METHODS
 from gateway.shadow.stats import Outcome, Result
@@ -51,7 +55,6 @@ SHADOW_HEADER = istr("X-Gateway-Shadow")
 _HOST = istr("Host")
 _NO_BODY_STATUS = frozenset({204, 304})
 _OTHER: dict[Side, Side] = {"legacy": "candidate", "candidate": "legacy"}
-MAX_STORED_DIFFS = 20
 FLUSH_INTERVAL = 1.0  # seconds between additions of drop/skip counts to the report
 
 
@@ -101,6 +104,7 @@ class Shadow:
         self._random = random.Random().random
         self._mismatches = MismatchSummary()  # logged per route every mismatch_log_interval
         self._background = Background()
+        self._pool = ComparePool(config.shadow.compare_processes)
         # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
         self.on_compared: Callable[[str, bool], None] | None = None
 
@@ -120,9 +124,12 @@ class Shadow:
         return Tap(policy, self.config.body_cap)
 
     def skip(self, tap: Tap, reason: str) -> None:
-        self._metrics.shadow_comparisons.labels(tap.policy.route, "skipped").inc()
-        self._unreported[(tap.policy.route, "skipped")] += 1
-        log.debug("shadow_skipped", route=tap.policy.route, reason=reason)
+        self._skipped(tap.policy.route, reason)
+
+    def _skipped(self, route: str, reason: str) -> None:
+        self._metrics.shadow_comparisons.labels(route, "skipped").inc()
+        self._unreported[(route, "skipped")] += 1
+        log.debug("shadow_skipped", route=route, reason=reason)
 
     def _drop(self, route: str) -> None:
         self._metrics.shadow_comparisons.labels(route, "dropped").inc()
@@ -198,6 +205,7 @@ class Shadow:
         abandoned = queue.qsize() if queue is not None else 0
         await self._background.close(drain_timeout=0)
         self._log_mismatches()  # the last, partial interval
+        await self._pool.close()
         await self._flush()
         await self.store.close()
         if abandoned:
@@ -273,23 +281,39 @@ class Shadow:
             return
         if policy.learn_noise and job.method in SAFE_METHODS and job.answer.body is not None:
             await self._learn_noise(job)
-        comparison = compare(job.answer, shadow, policy.rules, self.noise.ignores(route))
-        outcome: Outcome = "match" if comparison.match else "mismatch"
+        names = policy.rules.headers
+        task = Task(
+            primary=plain_answer(job.answer.status, job.answer.headers, job.answer.body, names),
+            shadow=plain_answer(shadow.status, shadow.headers, shadow.body, names),
+            rules=policy.rules,
+            learned=self.noise.ignores(route),
+            limit=self.config.body_cap,
+            redactor=self.redactor,
+            served=job.served,
+            shadow_side=shadow_side,
+        )
+        try:
+            verdict = judge(task) if inline(task.primary, task.shadow) else await self._pool.run(judge, task)
+        except CompareFailed as exc:
+            self._skipped(route, "compare_failed")
+            log.warning("shadow_compare_failed", request_id=job.request_id, route=route, error=str(exc))
+            return
+        outcome: Outcome = "match" if verdict.match else "mismatch"
         metrics.shadow_comparisons.labels(route, outcome).inc()
         if self.on_compared is not None and policy.flag is not None:
-            self.on_compared(policy.flag, not comparison.match)
+            self.on_compared(policy.flag, not verdict.match)
         metrics.shadow_latency.labels(route, job.served, "primary").observe(job.latency)
         metrics.shadow_latency.labels(route, shadow_side, "shadow").observe(shadow_latency)
-        if not comparison.body_compared:
+        if not verdict.body_compared:
             metrics.shadow_over_cap.labels(route).inc()
         result = Result(
             outcome,
-            tuple(dict.fromkeys(d.field for d in comparison.differences)),
+            verdict.fields,
             {job.served: job.latency, shadow_side: shadow_latency},
-            comparison.body_compared,
+            verdict.body_compared,
         )
-        mismatch = None if comparison.match else self._mismatch(job, shadow, shadow_side, comparison)
-        self._mismatches.record(route, comparison.match, job.raw_path.partition("?")[0], result.fields)
+        mismatch = None if verdict.match else self._mismatch(job, shadow, shadow_side, verdict)
+        self._mismatches.record(route, verdict.match, job.raw_path.partition("?")[0], result.fields)
         if mismatch is not None:  # info goes out as a summary per route and interval
             log.debug(
                 "shadow_mismatch",
@@ -306,7 +330,18 @@ class Shadow:
             return
         if again.body is None or again.status != job.answer.status:
             return
-        new = self.noise.learn(job.policy.route, compare(job.answer, again, job.policy.rules))
+        names = job.policy.rules.headers
+        task = NoiseTask(
+            first=plain_answer(job.answer.status, job.answer.headers, job.answer.body, names),
+            again=plain_answer(again.status, again.headers, again.body, names),
+            rules=job.policy.rules,
+            limit=self.config.body_cap,
+        )
+        try:
+            candidates = learnable(task) if inline(task.first, task.again) else await self._pool.run(learnable, task)
+        except CompareFailed:
+            return  # the comparison that follows reports the broken pool
+        new = self.noise.add(job.policy.route, candidates)
         if new:
             self._metrics.shadow_noise_learned.labels(job.policy.route).inc(len(new))
             log.info("shadow_noise_learned", route=job.policy.route, fields=new)
@@ -348,27 +383,17 @@ class Shadow:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _mismatch(self, job: _Job, shadow: Answer, shadow_side: Side, comparison: Comparison) -> dict[str, Any]:
-        """The stored, redacted record of one mismatch."""
-        redactor = self.redactor
-        diffs: list[dict[str, Any]] = []
-        for d in comparison.differences[:MAX_STORED_DIFFS]:
-            if d.where.startswith("header:"):
-                name = d.where.removeprefix("header:")
-                values = [v if v is ABSENT else redactor.header(name, v) for v in (d.primary, d.shadow)]
-            else:
-                values = [redactor.value(v, d.path or ()) for v in (d.primary, d.shadow)]
-            primary, other = (repr(v) if v is ABSENT else v for v in values)
-            diffs.append({"where": d.where, "field": d.field, job.served: primary, shadow_side: other})
+    def _mismatch(self, job: _Job, shadow: Answer, shadow_side: Side, verdict: Verdict) -> dict[str, Any]:
+        """The stored, redacted record of one mismatch (diffs redacted and clipped by ``judge``)."""
         return {
             "requestId": job.request_id,
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "route": job.policy.route,
             "method": job.method,
-            "path": redactor.target(job.raw_path),
+            "path": self.redactor.target(job.raw_path),
             "served": job.served,
             "status": {job.served: job.answer.status, shadow_side: shadow.status},
-            "bodyCompared": comparison.body_compared,
-            "diffs": diffs,
-            "moreDiffs": max(0, len(comparison.differences) - MAX_STORED_DIFFS) + (1 if comparison.truncated else 0),
+            "bodyCompared": verdict.body_compared,
+            "diffs": list(verdict.diffs),
+            "moreDiffs": verdict.more_diffs,
         }

@@ -14,9 +14,21 @@ from collections.abc import Iterable, Mapping
 from gateway.shadow.compare import ABSENT, Comparison
 from gateway.shadow.paths import PatternSet, parse
 
-__all__ = ["NoiseLearner"]
+__all__ = ["NoiseLearner", "noise_fields"]
 
 MAX_PER_ROUTE = 200
+MAX_FIELD_CHARS = 512  # a longer field is never learned: memory per route stays bounded in bytes
+
+
+def noise_fields(same_side: Comparison) -> list[str]:
+    """The JSON fields whose value changed in place between two answers of one side."""
+    return list(
+        dict.fromkeys(
+            d.field
+            for d in same_side.differences
+            if d.path is not None and len(d.field) <= MAX_FIELD_CHARS and _changed_value(d.primary, d.shadow)
+        )
+    )
 
 
 class NoiseLearner:
@@ -27,20 +39,19 @@ class NoiseLearner:
 
     def learn(self, route: str, same_side: Comparison) -> list[str]:
         """Learn the JSON fields that differ between two answers of one side; returns new ones."""
+        return self.add(route, noise_fields(same_side))
+
+    def add(self, route: str, candidates: Iterable[str]) -> list[str]:
+        """Learn these fields (from ``noise_fields``) for the route, up to the bound; returns new ones."""
         fields = self._fields.setdefault(route, {})
-        new = [
-            d.field
-            for d in same_side.differences
-            if d.path is not None
-            and d.field not in fields
-            and len(fields) < self._max
-            and _changed_value(d.primary, d.shadow)
-        ]
-        for name in dict.fromkeys(new):
-            fields[name] = None
+        new: list[str] = []
+        for name in candidates:
+            if name not in fields and len(fields) < self._max:
+                fields[name] = None
+                new.append(name)
         if new:
             self._compiled[route] = PatternSet(parse(name) for name in fields)
-        return list(dict.fromkeys(new))
+        return new
 
     def ignores(self, route: str) -> PatternSet | None:
         return self._compiled.get(route)

@@ -30,17 +30,26 @@ def _timestamp(value: str) -> str:
 _BY_NAME: dict[str, Normalizer] = {"uuid": _uuid, "timestamp": _timestamp}
 
 
+class _Chain:
+    """Several normalizers in order; a class rather than a closure so rules can be pickled
+    to the comparison processes."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Normalizer, ...]) -> None:
+        self.steps = steps
+
+    def __call__(self, value: str) -> str:
+        for normalizer in self.steps:
+            value = normalizer(value)
+        return value
+
+
 def build(names: Iterable[NormalizerName]) -> Normalizer | None:
     """One function applying the named normalizers in order; None when there are none."""
-    chosen = [_BY_NAME[name] for name in names]
+    chosen = tuple(_BY_NAME[name] for name in names)
     if not chosen:
         return None
     if len(chosen) == 1:
         return chosen[0]
-
-    def apply(value: str) -> str:
-        for normalizer in chosen:
-            value = normalizer(value)
-        return value
-
-    return apply
+    return _Chain(chosen)

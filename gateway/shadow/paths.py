@@ -1,9 +1,10 @@
 """JSON path patterns for ignore rules and unordered arrays. Pure; no I/O.
 
 A small subset of JSONPath, enough to name a place in a response: ``$``, ``.key``,
-``["odd.key"]``, ``[3]``, ``[*]`` (any index) and ``.*`` (any key), e.g.
-``$.data[*].updatedAt``. A pattern matches a concrete path of the same length; ignoring
-``$.meta`` ignores everything below it because the walker checks each level on the way down.
+``["odd.key"]``, ``[3]``, ``[*]`` (any index), ``.*`` (any key) and ``.<id>`` (any id-like key,
+see ``id_like``), e.g. ``$.data[*].updatedAt`` or ``$.byId.<id>.grade``. A pattern matches a
+concrete path of the same length; ignoring ``$.meta`` ignores everything below it because the
+walker checks each level on the way down.
 (jsonpath-ng evaluates queries against documents; we need the reverse — does this concrete
 place match a rule — on every node of a walk, which is a ten-line loop.)
 """
@@ -13,29 +14,63 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["ANY_INDEX", "ANY_KEY", "Path", "Pattern", "PatternSet", "generic", "parse", "render"]
+__all__ = ["ANY_ID", "ANY_INDEX", "ANY_KEY", "Path", "Pattern", "PatternSet", "generic", "id_like", "parse", "render"]
 
 Segment = str | int
 Path = tuple[Segment, ...]
 
 
 class _Wild:
-    __slots__ = ("name",)
+    __slots__ = ("global_name", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, global_name: str) -> None:
         self.name = name
+        self.global_name = global_name
 
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> str:
+        # Matching compares wildcards by identity: unpickled in a comparison process, a wildcard
+        # must be that process's singleton, not a copy.
+        return self.global_name
 
-ANY_INDEX = _Wild("[*]")
-ANY_KEY = _Wild(".*")
+
+ANY_INDEX = _Wild("[*]", "ANY_INDEX")
+ANY_KEY = _Wild(".*", "ANY_KEY")
+ANY_ID = _Wild(".<id>", "ANY_ID")
 Token = Segment | _Wild
 Pattern = tuple[Token, ...]
 
 _TOKEN_RE = re.compile(r"""\.(?P<key>[^.\[\]]+)|\[(?P<idx>\d+|\*)\]|\[(?P<q>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\]""")
 _PLAIN_KEY = re.compile(r"[A-Za-z_$@-][A-Za-z0-9_$@-]*")
+_ID_KEY = re.compile(
+    r"-?\d+"  # integers: 42, 1001
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUIDs
+    r"|[0-9a-fA-F]{16,}"  # long hex: hashes, Mongo ObjectIds
+    r"|[A-Za-z]{1,16}[_:-]\d+"  # prefixed numbers: user_1001, stu-42, order:7
+    r"|\d{4}-\d{2}-\d{2}(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?"  # dates, timestamps: 2024-01-31
+)
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]{20,}")
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[A-Za-z]")
+MAX_ID_KEY = 256  # longer keys are ids too: nobody names a field with 256 characters
+
+
+def id_like(key: str) -> bool:
+    """Whether an object key is an identifier (generalised like a list index) rather than a field name.
+
+    Id-like: an integer; a UUID; 16 or more hex digits; letters then ``_``, ``:`` or ``-`` then
+    digits (``user_1001``); an ISO date or timestamp (``2024-01-31``); a token of 20 or more of
+    ``[A-Za-z0-9_-]`` with at least 4 digits and 4 letters (ULIDs, base64url ids); anything
+    longer than 256 characters. Field names (``updatedAt``, ``sha256``, ``addressLine2``) are
+    none of these.
+    """
+    if len(key) > MAX_ID_KEY:
+        return True
+    if _ID_KEY.fullmatch(key):
+        return True
+    return _TOKEN_CHARS.fullmatch(key) is not None and len(_DIGIT.findall(key)) >= 4 and len(_LETTER.findall(key)) >= 4
 
 
 def parse(text: str) -> Pattern:
@@ -50,7 +85,7 @@ def parse(text: str) -> Pattern:
             raise ValueError(f'cannot parse JSON path {text!r} at position {pos}: expected .key, [n], [*] or ["key"]')
         if match.group("key") is not None:
             key = match.group("key")
-            tokens.append(ANY_KEY if key == "*" else key)
+            tokens.append(ANY_KEY if key == "*" else ANY_ID if key == "<id>" else key)
         elif match.group("idx") is not None:
             idx = match.group("idx")
             tokens.append(ANY_INDEX if idx == "*" else int(idx))
@@ -70,6 +105,9 @@ def matches(pattern: Pattern, path: Sequence[Segment]) -> bool:
                 return False
         elif token is ANY_KEY:
             if not isinstance(segment, str):
+                return False
+        elif token is ANY_ID:
+            if not isinstance(segment, str) or not id_like(segment):
                 return False
         elif token != segment or type(token) is not type(segment):
             return False
@@ -102,8 +140,12 @@ class PatternSet:
 
 
 def generic(path: Sequence[Segment]) -> Pattern:
-    """The path with every index replaced by ``[*]``: the unit of noise and of 'top fields'."""
-    return tuple(ANY_INDEX if isinstance(segment, int) else segment for segment in path)
+    """The path with every index replaced by ``[*]`` and every id-like key by ``.<id>``.
+
+    The unit of noise and of 'top fields': ``{"data": {"<uuid>": ...}}`` answers must not
+    create one counter per request.
+    """
+    return tuple(ANY_INDEX if isinstance(segment, int) else ANY_ID if id_like(segment) else segment for segment in path)
 
 
 def render(path: Sequence[Token]) -> str:
@@ -114,6 +156,8 @@ def render(path: Sequence[Token]) -> str:
             out.append("[*]")
         elif token is ANY_KEY:
             out.append(".*")
+        elif token is ANY_ID:
+            out.append(".<id>")
         elif isinstance(token, int):
             out.append(f"[{token}]")
         elif isinstance(token, str) and _PLAIN_KEY.fullmatch(token):

@@ -29,6 +29,8 @@ def _latency(side: Mapping[str, Any]) -> str:
 def _cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     percent = row.get("matchPercent")
     fields = ", ".join(f"{f['field']} ({f['count']})" for f in row.get("topFields", [])) or "-"
+    if row.get("otherFields"):
+        fields += f", other fields ({row['otherFields']})"
     extra = []
     if row.get("headersOnly"):
         extra.append(f"{row['headersOnly']} headers-only")

@@ -16,17 +16,18 @@ A route rule (or a flag, for every route on it without a rule of its own) may ca
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.methods import HTTP_METHODS
 from gateway.shadow.normalize import NormalizerName
 from gateway.shadow.paths import parse
 
 __all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _Model(BaseModel):
@@ -53,9 +54,9 @@ class ShadowRule(_Model):
             value = [value]
         if isinstance(value, (list, tuple, set, frozenset)):
             methods = frozenset(str(m).upper() for m in value)
-            unknown = sorted(methods - _KNOWN_METHODS)
+            unknown = sorted(methods - HTTP_METHODS)
             if unknown:
-                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(_KNOWN_METHODS)}")
+                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
             if not methods:
                 raise ValueError("expected at least one method")
             return methods
@@ -94,4 +95,6 @@ class ShadowConfig(_Model):
     redact_keys: tuple[str, ...] = ()
     noise_sync_interval: float = Field(default=2.0, gt=0)  # seconds between re-reads of shared noise (Redis)
     mismatch_log_interval: float = Field(default=60.0, gt=0)  # seconds between per-route mismatch summary lines
+    # Processes comparing bodies off the event loop (pool.py): half the cores, 1 to 4.
+    compare_processes: int = Field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)), ge=1, le=64)
     flags: dict[str, ShadowRule] = Field(default_factory=dict)

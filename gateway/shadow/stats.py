@@ -5,6 +5,12 @@ one per differing field, one per latency bucket for each side. Counters add up, 
 encoding serves the in-process store and a Redis hash that every instance ``HINCRBY``s — the
 report is then aggregated over all instances for free. Latencies go into fixed geometric
 buckets (each ~19% wider than the last), so p50/p95 are estimates within one bucket's width.
+
+Field counters are bounded per route: ids in paths are generalised first (``paths.generic``),
+and once a route counts more than ``FIELDS_TRIM_AT`` distinct fields, only the
+``FIELDS_KEPT`` largest stay and the rest are folded into one ``OTHER_FIELD`` counter
+(``trim_fields``; the Redis store runs the same rule in a script). A field name longer than
+``MAX_FIELD_CHARS`` is counted as ``OTHER_FIELD`` at once.
 """
 
 from __future__ import annotations
@@ -16,11 +22,27 @@ from typing import Any, Literal
 
 from gateway.config import SIDES, Side
 
-__all__ = ["Outcome", "Result", "increments", "quantile", "report_row"]
+__all__ = [
+    "FIELDS_KEPT",
+    "FIELDS_TRIM_AT",
+    "FIELD_PREFIX",
+    "OTHER_FIELD",
+    "Outcome",
+    "Result",
+    "increments",
+    "quantile",
+    "report_row",
+    "trim_fields",
+]
 
 Outcome = Literal["match", "mismatch", "shadow_error"]
 TOP_FIELDS = 5
 MAX_FIELDS_PER_RESULT = 20
+FIELD_PREFIX = "f:"  # counters named f:<field> count mismatches per differing field
+FIELDS_KEPT = 100  # distinct field counters per route kept after a trim (the largest)
+FIELDS_TRIM_AT = 200  # a route with more distinct field counters than this is trimmed
+MAX_FIELD_CHARS = 512
+OTHER_FIELD = "(other)"  # real fields start with "$", "status", "header:" or "body": no clash
 
 _BASE = 0.0001  # 100 µs
 _GROWTH = 1.1892  # 2 ** 0.25: four buckets per doubling
@@ -58,10 +80,21 @@ def increments(result: Result) -> dict[str, int]:
         if not result.body_compared:
             inc["headers_only"] = 1
     for name in result.fields[:MAX_FIELDS_PER_RESULT]:
-        inc[f"f:{name}"] = 1
+        key = FIELD_PREFIX + (name if len(name) <= MAX_FIELD_CHARS else OTHER_FIELD)
+        inc[key] = inc.get(key, 0) + 1
     for side, seconds in (result.latency or {}).items():
         inc[f"lat:{side}:{bucket(seconds)}"] = 1
     return inc
+
+
+def trim_fields(fields: Mapping[str, int], keep: int = FIELDS_KEPT) -> tuple[dict[str, int], int]:
+    """(the ``keep`` largest field counters, the sum of the others); ties keep the smaller name.
+
+    ``OTHER_FIELD`` itself is never kept as a field: its count is part of the sum.
+    """
+    ranked = sorted(((n, c) for n, c in fields.items() if n != OTHER_FIELD), key=lambda item: (-item[1], item[0]))
+    kept = dict(ranked[:keep])
+    return kept, fields.get(OTHER_FIELD, 0) + sum(count for _, count in ranked[keep:])
 
 
 def quantile(buckets: Mapping[int, int], q: float) -> float | None:
@@ -88,7 +121,11 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
     compared = counters.get("compared", 0)
     matched = counters.get("match", 0)
     fields = sorted(
-        ((name[2:], count) for name, count in counters.items() if name.startswith("f:")),
+        (
+            (name[2:], count)
+            for name, count in counters.items()
+            if name.startswith(FIELD_PREFIX) and name[2:] != OTHER_FIELD
+        ),
         key=lambda item: (-item[1], item[0]),
     )
     latency: dict[str, dict[str, float | None]] = {}
@@ -112,6 +149,8 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
         "dropped": counters.get("dropped", 0),  # sampled, but shed by the full queue
         "skipped": counters.get("skipped", 0),  # sampled, but the primary failed or a write was too big
         "topFields": [{"field": name, "count": count} for name, count in fields[:top]],
+        "fieldsTracked": len(fields),  # distinct differing fields counted (bounded, see trim_fields)
+        "otherFields": counters.get(FIELD_PREFIX + OTHER_FIELD, 0),  # mismatches of fields folded away
         "legacy": latency["legacy"],
         "candidate": latency["candidate"],
         "speedup": speedup,  # legacy p50 / candidate p50: above 1 means the candidate is faster

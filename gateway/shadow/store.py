@@ -7,7 +7,9 @@ One Protocol, two implementations, chosen once at start-up like the flag store:
   aggregated over all instances) and a stream per route capped at N entries.
 
 Keys (``prefix`` defaults to ``cutover:``): ``{prefix}parity:routes`` (set of route names),
-``{prefix}parity:stats:{route}`` (hash, see ``stats.increments``),
+``{prefix}parity:stats:{route}`` (hash, see ``stats.increments``), ``{prefix}parity:fields:{route}``
+(hash of mismatches per differing field, at most ``stats.FIELDS_TRIM_AT`` + 1 entries: a script
+increments and trims it in one step),
 ``{prefix}parity:diffs:{route}`` (stream, field ``json``), ``{prefix}parity:noise:{route}`` (set
 of fields learned as noise, shared by every instance) and ``{prefix}parity:noise-routes``.
 
@@ -25,18 +27,88 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
 from gateway.redis_client import redis_client, text
-from gateway.shadow.stats import Result, increments
+from gateway.shadow.stats import FIELD_PREFIX, FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD, Result, increments, trim_fields
 
 __all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
 
 log = structlog.get_logger("gateway.shadow")
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+# The rule of stats.trim_fields, run atomically in Redis so concurrent instances cannot overshoot:
+# past trim_at distinct fields, keep the largest `keep` (ties: smaller name), fold the rest into `other`.
+_TRIM_LUA = """
+local function trim(key, keep, trim_at, other)
+  if redis.call('HLEN', key) - redis.call('HEXISTS', key, other) <= trim_at then return 0 end
+  local flat = redis.call('HGETALL', key)
+  local items = {}
+  for i = 1, #flat, 2 do
+    if flat[i] ~= other then items[#items + 1] = {flat[i], tonumber(flat[i + 1])} end
+  end
+  table.sort(items, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
+  local folded, names = 0, {}
+  for i = keep + 1, #items do
+    folded = folded + items[i][2]
+    names[#names + 1] = items[i][1]
+  end
+  for i = 1, #names, 1000 do redis.call('HDEL', key, unpack(names, i, math.min(i + 999, #names))) end
+  redis.call('HINCRBY', key, other, folded)
+  return #names
+end
+"""
+# KEYS[1] the route's field hash; ARGV: keep, trim_at, other, then the fields to increment.
+_FIELDS_SCRIPT = (
+    _TRIM_LUA
+    + """
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+return trim(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+"""
+)
+# KEYS[1] a route's stats hash, KEYS[2] its field hash; ARGV: keep, trim_at, other. Before issue #11
+# field counters lived in the stats hash, unbounded: move them over (and trim) in one step.
+_MIGRATE_SCRIPT = (
+    _TRIM_LUA
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+local moved = {}
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, 2) == 'f:' then
+    redis.call('HINCRBY', KEYS[2], string.sub(flat[i], 3), flat[i + 1])
+    moved[#moved + 1] = flat[i]
+  end
+end
+for i = 1, #moved, 1000 do redis.call('HDEL', KEYS[1], unpack(moved, i, math.min(i + 999, #moved))) end
+trim(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+return #moved
+"""
+)
+
+
+def _split(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(route counters, field counters without their prefix)."""
+    plain: dict[str, int] = {}
+    fields: dict[str, int] = {}
+    for name, amount in counts.items():
+        if name.startswith(FIELD_PREFIX):
+            fields[name[len(FIELD_PREFIX) :]] = amount
+        else:
+            plain[name] = amount
+    return plain, fields
+
+
+def _merged(plain: Mapping[str, int], fields: Mapping[str, int]) -> dict[str, int]:
+    """A route's counters in the report's shape (fields prefixed); adds up if both hold a field."""
+    out = dict(plain)
+    for name, count in fields.items():
+        key = FIELD_PREFIX + name
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 class ParityStore(Protocol):
@@ -82,6 +154,7 @@ class MemoryParityStore:
     def __init__(self, keep: int) -> None:
         self._keep = keep
         self._counters: dict[str, Counter[str]] = {}
+        self._fields: dict[str, Counter[str]] = {}  # bounded by stats.trim_fields
         self._mismatches: dict[str, deque[dict[str, Any]]] = {}
 
     async def start(self) -> None:
@@ -91,18 +164,27 @@ class MemoryParityStore:
         return None
 
     async def record(self, route: str, result: Result, mismatch: dict[str, Any] | None) -> None:
-        self._counters.setdefault(route, Counter()).update(increments(result))
+        plain, fields = _split(increments(result))
+        self._counters.setdefault(route, Counter()).update(plain)
+        if fields:
+            counts = self._fields.setdefault(route, Counter())
+            counts.update(fields)
+            if len(counts) - (OTHER_FIELD in counts) > FIELDS_TRIM_AT:
+                kept, other = trim_fields(counts, FIELDS_KEPT)
+                self._fields[route] = Counter({**kept, OTHER_FIELD: other})
         if mismatch is not None:
             self._mismatches.setdefault(route, deque(maxlen=self._keep)).append(mismatch)
 
     async def counters(self) -> dict[str, dict[str, int]]:
-        return {route: dict(counts) for route, counts in self._counters.items()}
+        routes = dict.fromkeys([*self._counters, *self._fields])
+        return {route: _merged(self._counters.get(route, {}), self._fields.get(route, {})) for route in routes}
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         return list(reversed(self._mismatches.get(route, ())))[:limit]
 
     async def reset(self) -> None:
         self._counters.clear()
+        self._fields.clear()
         self._mismatches.clear()
 
     async def add_counts(self, route: str, counts: Mapping[str, int]) -> None:
@@ -129,12 +211,29 @@ class RedisParityStore:
         self._metrics = metrics
         self._prefix = f"{config.key_prefix}parity:"
         self._redis: Redis | None = None
+        self._fields_script: AsyncScript | None = None
         self._healthy = True
 
     async def start(self) -> None:
         cfg = self._config
         assert cfg.url is not None
         self._redis = redis_client(cfg.url, timeout=cfg.socket_timeout, connect_timeout=cfg.connect_timeout)
+        self._fields_script = self._redis.register_script(_FIELDS_SCRIPT)
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Move field counters an older version kept in the stats hashes into the bounded field hashes."""
+        client = self._client()
+        migrate = client.register_script(_MIGRATE_SCRIPT)
+        try:
+            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}routes"))
+            for route in routes:
+                keys = [f"{self._prefix}stats:{route}", f"{self._prefix}fields:{route}"]
+                moved = await migrate(keys=keys, args=[FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD])
+                if moved:
+                    log.info("shadow_field_counters_migrated", route=route, fields=moved)
+        except _DOWN as exc:
+            self._failed(exc)  # next start tries again; counters() reads both layouts meanwhile
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -149,8 +248,14 @@ class RedisParityStore:
         try:
             pipe = self._client().pipeline(transaction=False)
             stats_key = f"{self._prefix}stats:{route}"
-            for name, amount in increments(result).items():
+            plain, fields = _split(increments(result))
+            for name, amount in plain.items():
                 pipe.hincrby(stats_key, name, amount)
+            if fields:
+                assert self._fields_script is not None
+                names = [name for name, amount in fields.items() for _ in range(amount)]
+                args: list[str | int] = [FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD, *names]
+                await self._fields_script(keys=[f"{self._prefix}fields:{route}"], args=args, client=pipe)
             pipe.sadd(f"{self._prefix}routes", route)
             if mismatch is not None:
                 entry = {"json": orjson.dumps(mismatch)}
@@ -226,10 +331,17 @@ class RedisParityStore:
             pipe = client.pipeline(transaction=False)
             for route in routes:
                 pipe.hgetall(f"{self._prefix}stats:{route}")
+                pipe.hgetall(f"{self._prefix}fields:{route}")
             hashes = await pipe.execute()
         except _DOWN as exc:
             raise self._unavailable(exc) from exc
-        return {route: {text(k): int(v) for k, v in data.items()} for route, data in zip(routes, hashes, strict=True)}
+        out: dict[str, dict[str, int]] = {}
+        for index, route in enumerate(routes):
+            plain, fields = hashes[2 * index], hashes[2 * index + 1]
+            out[route] = _merged(
+                {text(k): int(v) for k, v in plain.items()}, {text(k): int(v) for k, v in fields.items()}
+            )
+        return out
 
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
@@ -250,7 +362,11 @@ class RedisParityStore:
             routes = [text(r) for r in await client.smembers(f"{self._prefix}routes")]
             keys = [f"{self._prefix}routes"]
             for route in routes:
-                keys += [f"{self._prefix}stats:{route}", f"{self._prefix}diffs:{route}"]
+                keys += [
+                    f"{self._prefix}stats:{route}",
+                    f"{self._prefix}fields:{route}",
+                    f"{self._prefix}diffs:{route}",
+                ]
             await client.delete(*keys)
         except _DOWN as exc:
             raise self._unavailable(exc) from exc
