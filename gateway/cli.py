@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,8 +63,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--admin",
             metavar="URL",
-            default=os.environ.get("GATEWAY_ADMIN_URL", DEFAULT_ADMIN_URL),
-            help="admin API base URL (GATEWAY_ADMIN_URL)",
+            default=admin_urls(None)[0],
+            help="admin API base URL (GATEWAY_ADMIN_URL; the first one if it lists several)",
+        )
+
+    def every_admin_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--admin",
+            metavar="URL",
+            action="append",
+            dest="admins",
+            help="admin API base URL of an instance; repeat it to reach every instance in one command "
+            "(default: GATEWAY_ADMIN_URL, comma-separated for several)",
         )
 
     rollout = sub.add_parser("rollout", help="read or set rollout percentages")
@@ -75,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("percent", help="0..100")
     set_.add_argument("--flag", default="default", help="flag name (default: 'default')")
     set_.add_argument("--reason", default="", help="why, for the audit log")
-    admin_args(set_)
+    every_admin_args(set_)
 
     explain = sub.add_parser("explain", help="which upstream a user gets now, and why")
     explain.add_argument("--subject", required=True, metavar="USER", help="the user's id (JWT 'sub' claim)")
@@ -110,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
-    admin_args(rollback)
+    every_admin_args(rollback)
 
     parity = sub.add_parser("parity", help="shadow traffic: parity report, stored mismatches, learned noise")
     psub = parity.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -132,6 +143,35 @@ def _parser() -> argparse.ArgumentParser:
     reset = psub.add_parser("reset", help="forget the report's counters and stored mismatches")
     admin_args(reset)
     return parser
+
+
+def admin_urls(given: list[str] | None) -> list[str]:
+    """``--admin`` values (each may list several, comma-separated), else GATEWAY_ADMIN_URL, else the default."""
+    raw = given or [os.environ.get("GATEWAY_ADMIN_URL") or DEFAULT_ADMIN_URL]
+    urls = [u.strip() for value in raw for u in value.split(",") if u.strip()]
+    return urls or [DEFAULT_ADMIN_URL]
+
+
+def _on_every_instance(args: argparse.Namespace, call: Any) -> int:
+    """Run ``call(url)`` (which returns one line) against every instance; one line each, and exit
+    1 if any failed: during an incident the operator must see which instance did not take it."""
+    urls = admin_urls(args.admins)
+    if len(urls) == 1:
+        print(call(urls[0]))  # a CliError is reported by main() as for every command
+        return 0
+    failed = 0
+    for url in urls:
+        try:
+            print(f"{url}: {call(url)}", flush=True)
+        except CliError as exc:
+            failed += 1
+            print(f"{url}: FAILED: {exc}", flush=True)
+    if failed:
+        print(f"gateway: {failed} of {len(urls)} instances failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+LOCAL_NOTE = " [LOCAL OVERRIDE: flag store unreachable; written to it when it is back]"
 
 
 def _check_admin_url(base: str) -> None:
@@ -230,21 +270,36 @@ def _command_rollout(args: argparse.Namespace) -> int:
     percent_text = args.percent.rstrip("%")
     if not percent_text.isdigit() or not 0 <= int(percent_text) <= 100:
         raise CliError(f"PERCENT must be an integer 0..100, got {args.percent!r}")
-    result = _admin_call(
-        args.admin, "PUT", f"/api/v1/flags/{args.flag}", {"percent": int(percent_text), "reason": args.reason}
-    )
-    previous = result.get("previous")
-    print(f"flag {result['flag']}: {previous if previous is not None else '?'}% -> {result['percent']}%")
-    return 0
+    body = {"percent": int(percent_text), "reason": args.reason, "operation": _operation_id()}
+
+    def set_one(url: str) -> str:
+        result = _admin_call(url, "PUT", f"/api/v1/flags/{args.flag}", body)
+        previous = result.get("previous")
+        note = LOCAL_NOTE if result.get("local") else ""
+        return f"flag {result['flag']}: {previous if previous is not None else '?'}% -> {result['percent']}%{note}"
+
+    return _on_every_instance(args, set_one)
+
+
+def _operation_id() -> str:
+    """One id per command: instances that write the same change back after an outage record one event."""
+    return f"cli-{uuid.uuid4().hex[:16]}"
 
 
 def _command_rollback(args: argparse.Namespace) -> int:
-    result = _admin_call(args.admin, "POST", "/api/v1/rollback", {"reason": args.reason})
-    for change in result.get("rolledBack", []):
-        old = change.get("old")
-        print(f"flag {change['flag']}: {old if old is not None else '?'}% -> 0%")
-    print("rolled back: every flag is at 0% (all traffic to legacy)")
-    return 0
+    body = {"reason": args.reason, "operation": _operation_id()}
+
+    def rollback_one(url: str) -> str:
+        result = _admin_call(url, "POST", "/api/v1/rollback", body)
+        moved = [
+            f"{c['flag']} {c['old'] if c.get('old') is not None else '?'}%->0%"
+            for c in result.get("rolledBack", [])
+            if c.get("old") != 0
+        ]
+        note = LOCAL_NOTE if result.get("local") else ""
+        return f"rolled back: every flag is at 0% ({', '.join(moved) or 'all were at 0%'}){note}"
+
+    return _on_every_instance(args, rollback_one)
 
 
 def _command_explain(args: argparse.Namespace) -> int:

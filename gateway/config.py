@@ -390,6 +390,9 @@ class RedisConfig(_Model):
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     socket_timeout: float = Field(default=0.5, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)
+    # Where a rollback taken while Redis is unreachable is kept (see gateway.flags.overrides);
+    # None: $XDG_STATE_HOME/cutover, else ~/.local/state/cutover.
+    local_override_dir: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -534,6 +537,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_LOG_LEVEL": ("log", "level"),
     "GATEWAY_LOG_FORMAT": ("log", "format"),
     "GATEWAY_DRAIN_TIMEOUT": ("drain_timeout",),
+    "GATEWAY_STATE_DIR": ("redis", "local_override_dir"),
 }
 
 

@@ -119,4 +119,3 @@ def apply_config(state: GatewayState, new: Config) -> list[str]:
     state.routes, state.splitter, state.config = routes, splitter, kept
     state.extra_drop = frozenset({kept.force.header.lower(), kept.force.secret_header.lower()})
     return needs_restart
-
