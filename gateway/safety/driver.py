@@ -84,7 +84,7 @@ class PlanDriver:
                 return plan
             await self.s.check_percent(flag, plan.percent)
             new = plan.resume(now)
-            if self.s.flags.snapshot().get(flag) != plan.percent:
+            if await self.s.store.flag_value(flag) != plan.percent:  # the store's, not our lagging copy
                 await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
         elif action == "abort":
             new = replace(plan, status="aborted", note=f"aborted by {actor}")
