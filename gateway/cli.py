@@ -16,7 +16,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -100,12 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     check = csub.add_parser("check", help="validate a config file and print the resulting route table")
     check.add_argument("file", help="YAML config file")
 
-    state = sub.add_parser("state", help="back up and restore the flag state (JSON)")
+    state = sub.add_parser(
+        "state", help="back up and restore the operator state: flags, holds, plans, read-only, drained, noise (JSON)"
+    )
     ssub = state.add_subparsers(dest="action", required=True, metavar="ACTION")
-    export = ssub.add_parser("export", help="print (or write) every flag's percentage as JSON")
+    export = ssub.add_parser("export", help="print (or write) the operator state as JSON")
     export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     admin_args(export)
-    import_ = ssub.add_parser("import", help="set flags from an export; validated whole before anything changes")
+    import_ = ssub.add_parser(
+        "import", help="restore an export: validated whole, then applied in one atomic step (or not at all)"
+    )
     import_.add_argument("file", help="a file written by 'gateway state export' ('-' for stdin)")
     import_.add_argument("--reason", default="state import", help="why, for the audit log")
     admin_args(import_)
@@ -339,23 +342,15 @@ def _command_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-STATE_FORMAT = 1
-
-
 def _command_state(args: argparse.Namespace) -> int:
-    current = _admin_call(args.admin, "GET", "/api/v1/flags")
-    flags = {flag["name"]: flag["percent"] for flag in current["flags"]}
     if args.action == "export":
-        document: dict[str, Any] = {
-            "format": STATE_FORMAT,
-            "exportedAt": datetime.now(UTC).isoformat(),
-            "flags": flags,
-        }
+        document = _admin_call(args.admin, "GET", "/api/v1/state")
         text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
         if args.output:
             with open(args.output, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            print(f"exported {len(flags)} flags to {args.output}", file=sys.stderr)
+            counts = ", ".join(f"{len(document[k])} {k}" for k in ("flags", "holds", "plans", "readOnly", "noise"))
+            print(f"exported {counts} to {args.output}", file=sys.stderr)
         else:
             sys.stdout.write(text)
         return 0
@@ -366,28 +361,21 @@ def _command_state(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{args.file} is not JSON: {exc}") from exc
-    if (
-        not isinstance(loaded, dict)
-        or loaded.get("format") != STATE_FORMAT
-        or not isinstance(loaded.get("flags"), dict)
-    ):
-        raise CliError(f"{args.file} is not a 'gateway state export' file (format {STATE_FORMAT})")
-    wanted: dict[str, Any] = loaded["flags"]
-    unknown = sorted(set(wanted) - set(flags))
-    invalid = sorted(f for f, p in wanted.items() if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 100)
-    if unknown or invalid:
-        problems = ([f"unknown flags {unknown} (this gateway declares {sorted(flags)})"] if unknown else []) + (
-            [f"invalid percentages for {invalid}"] if invalid else []
-        )
-        raise CliError("nothing imported: " + "; ".join(problems))
-    changed = 0
-    for flag, percent in sorted(wanted.items()):
-        if flags[flag] == percent:
-            continue
-        _admin_call(args.admin, "PUT", f"/api/v1/flags/{flag}", {"percent": percent, "reason": args.reason})
-        print(f"flag {flag}: {flags[flag]}% -> {percent}%")
-        changed += 1
-    print(f"imported: {changed} flag(s) changed, {len(wanted) - changed} already as in the file")
+    if not isinstance(loaded, dict) or "format" not in loaded:
+        raise CliError(f"{args.file} is not a 'gateway state export' file")
+    try:
+        result = _admin_call(args.admin, "POST", "/api/v1/state", {"state": loaded, "reason": args.reason})
+    except CliError as exc:
+        raise CliError(str(exc).split(": ", 1)[-1] if "nothing imported" in str(exc) else str(exc)) from exc
+    changed, unchanged = result["flagsChanged"], result["flagsUnchanged"]
+    print(f"imported: {len(changed)} flag(s) changed, {len(unchanged)} already as in the file")
+    for label, key in (("holds restored", "holdsRestored"), ("plans", "plans"), ("read-only switches", "readOnly")):
+        if result[key]:
+            print(f"  {label}: {', '.join(result[key])}")
+    if result["noiseRoutes"]:
+        print(f"  learned noise for routes: {', '.join(result['noiseRoutes'])}")
+    for warning in result["warnings"]:
+        print(f"  warning: {warning}")
     return 0
 
 

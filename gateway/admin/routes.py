@@ -80,9 +80,9 @@ def _reason(body: dict[str, Any]) -> str:
 
 
 def _operation(body: dict[str, Any]) -> str | None:
-    operation = body.get("operation")
-    if operation is None:
+    if "operation" not in body:
         return None
+    operation = body["operation"]
     if not isinstance(operation, str) or not OPERATION_RE.fullmatch(operation):
         raise _BadBody("'operation' must be 1-64 of [A-Za-z0-9_.:-]")
     return operation

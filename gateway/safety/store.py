@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from gateway.flags.memory import MemoryFlagStore
+from gateway.flags.memory import MemoryFlagStore, held_error
 from gateway.flags.store import FlagStore
 from gateway.safety.events import Event
+from gateway.safety.statefile import OperatorState
 from gateway.safety.windows import Batch, Counts, add_counts, sum_buckets
 
 __all__ = ["MemorySafetyStore", "SafetyStore"]
@@ -48,6 +49,12 @@ class SafetyStore(Protocol):
     async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
         """Set ``flag`` to ``new`` only if it is ``expect`` and not held, atomically: a plan step can
         never undo an operator's rollback or an automatic one that landed a moment earlier."""
+
+    async def restore(self, state: OperatorState, *, actor: str, reason: str) -> tuple[list[str], list[str]]:
+        """Apply a validated state import in one atomic step: flags (audited), holds (each with its
+        event; existing holds are kept), plans and read-only switches. Refuses the whole import
+        (``SafetyRefused``) if it would raise a flag held here that the file does not hold.
+        Returns the flags changed and the holds restored."""
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         """Append ``event`` unless one with the same key was appended in the last ``ttl`` seconds."""
@@ -157,6 +164,24 @@ class MemorySafetyStore:
                 return False
             self._write(flag, new, actor=actor, reason=reason)
             return True
+
+    async def restore(self, state: OperatorState, *, actor: str, reason: str) -> tuple[list[str], list[str]]:
+        async with self._lock:
+            for flag, percent in state.flags.items():
+                if percent > 0 and flag not in state.holds and flag in self._holds:
+                    raise held_error(flag, self._holds[flag])
+            values = self._flags.snapshot()
+            changed = [f for f, p in sorted(state.flags.items()) if values.get(f) != p]
+            for flag in changed:
+                self._write(flag, state.flags[flag], actor=actor, reason=reason)
+            restored = []
+            for flag, raw in sorted(state.holds.items()):
+                if flag not in self._holds:
+                    self._holds[flag] = self._stamp(Event.loads(raw)).id
+                    restored.append(flag)
+            self._plans.update(state.plans)
+            self._switches.update(state.switches)
+            return changed, restored
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         now = time.monotonic()
