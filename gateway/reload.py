@@ -48,6 +48,7 @@ RESTART_ONLY = (
     # Triggers, probes, webhook and plan defaults are built once into the safety net (its loops
     # and probes hold them); operators switch read-only legacy at run time with `gateway readonly`.
     "safety",
+    "supervisor",
 )
 
 
