@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--subject", required=True, metavar="USER", help="the user's id (JWT 'sub' claim)")
     explain.add_argument("--path", default="/", help="request path (default /)")
     explain.add_argument("--method", default="GET")
+    explain.add_argument(
+        "--force",
+        choices=["legacy", "candidate"],
+        help="as if the request carried X-Gateway-Force: SIDE (and the secret)",
+    )
     explain.add_argument("--json", action="store_true", help="print the raw JSON")
     admin_args(explain)
 
@@ -306,19 +311,25 @@ def _command_rollback(args: argparse.Namespace) -> int:
 
 
 def _command_explain(args: argparse.Namespace) -> int:
-    query = urllib.parse.urlencode({"subject": args.subject, "path": args.path, "method": args.method})
-    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{query}")
+    params = {"subject": args.subject, "path": args.path, "method": args.method}
+    if args.force:
+        params["force"] = args.force
+    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{urllib.parse.urlencode(params)}")
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     where = f"{data['method']} {data['path']}"
-    if data["reason"] == "pinned":
-        print(f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r}, pinned to {data['side']}")
-        return 0
-    print(
-        f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
-        f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
-    )
+    side = "REFUSED (503, legacy read-only)" if data.get("outcome") == "refused" else data["side"]
+    if data.get("bucket") is None:
+        how = f"pinned to {data.get('decidedSide') or data['side']}" if data["reason"] != "forced" else "forced"
+        print(f"{args.subject} -> {side}: {where} matches route {data['route']!r}, {how}")
+    else:
+        print(
+            f"{args.subject} -> {side}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
+            f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
+        )
+    for note in data.get("notes", []):
+        print(f"  note: {note}")
     return 0
 
 

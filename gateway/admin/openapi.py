@@ -290,6 +290,13 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^/"},
                         },
                         {"name": "method", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "force",
+                            "in": "query",
+                            "required": False,
+                            "description": "as if the request carried X-Gateway-Force with the secret",
+                            "schema": {"enum": ["legacy", "candidate"]},
+                        },
                     ],
                     "responses": {
                         "200": _json(

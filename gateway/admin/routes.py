@@ -15,7 +15,7 @@ several instances one event. Changes go through ``gateway.safety.control.FlagCon
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
     GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
     POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
-    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
+    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET[&force=SIDE]: which side and why
 
 Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
@@ -23,12 +23,13 @@ Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gatew
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
 from aiohttp import web
 
+from gateway.config import Side
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
 from gateway.flags.store import FlagChange
@@ -263,7 +264,21 @@ async def explain_subject(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", "'subject' is required: the user's id (the JWT 'sub' claim)")
     if not path.startswith("/"):
         return json_error(400, "bad_request", "'path' must start with '/'")
-    return json_response(explain(state.routes, state.store.snapshot(), subject=subject, path=path, method=method))
+    raw_force = request.query.get("force") or None
+    if raw_force not in (None, "legacy", "candidate"):
+        return json_error(400, "bad_request", "'force' must be legacy or candidate (the X-Gateway-Force value)")
+    force = cast(Side | None, raw_force)
+    answer = explain(
+        state.routes,
+        state.store.snapshot(),
+        subject=subject,
+        path=path,
+        method=method,
+        force=force,
+        forcing_enabled=state.config.force.secret is not None,
+        decommission=state.decommission,
+    )
+    return json_response(answer)
 
 
 @admin_routes.post("/api/v1/reload")
