@@ -636,6 +636,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         value = env.get(var)
         if value is not None and value != "":
             _set_path(data, key_path, value)
+    return validate_config(data, source)
+
+
+def validate_config(data: Mapping[str, Any], source: str) -> Config:
+    """Validate a whole configuration; ``ConfigError`` names every key that is wrong and ``source``."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
