@@ -184,3 +184,17 @@ async def test_cli_reports_each_instance_and_fails_if_one_did(upstreams: Any, ma
     assert "1 of 2 instances failed" in err and "Traceback" not in err
     code, out, _ = await gateway_cli("rollback", admin=f"{gw.admin_url}, {gw.admin_url}")  # GATEWAY_ADMIN_URL list
     assert code == 0 and len(out.strip().splitlines()) == 2
+
+
+async def test_workers_of_one_host_share_the_override(
+    upstreams: Any, make_gateway: Any, aof_redis: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
+    """`--workers N` processes share the host's state dir: a rollback that reached one worker
+    (the kernel picks which) is picked up by the others from the file while Redis is down."""
+    config = instance_config(upstreams, aof_redis, key_prefix, tmp_path / "host")
+    one, other = await make_gateway(config), await make_gateway(config)
+    aof_redis.stop()
+    async with one.admin("POST", "/api/v1/rollback", json={"reason": "reached one worker"}) as resp:
+        assert resp.status == 200 and (await resp.json())["local"] is True
+    await wait_for(lambda: other.state.store.snapshot()[FLAG] == 0, timeout=3)
+    assert other.state.store.local_overrides()[FLAG].reason == "reached one worker"
