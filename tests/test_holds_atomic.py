@@ -78,6 +78,9 @@ async def test_plan_raise_refused_when_a_rollback_lands_after_the_check(gw: Gate
     assert await gw.state.safety.store.flag_value(FLAG) == 0
     await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 0, timeout=2)  # Redis: via pub/sub
     assert FLAG in await held(gw)
+    if action == "start":  # the plan written a moment before the refused raise does not stay "running"
+        status = await gw.state.safety.plans.status(FLAG)
+        assert status is not None and status["status"] == "rolled_back"
 
 
 async def test_a_held_flag_written_straight_to_the_store_is_refused(gw: Gateway) -> None:

@@ -64,7 +64,13 @@ class PlanDriver:
                 "or roll back first",
             )
         await self._write(old, plan)
-        await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}")
+        try:
+            await self.s.flags.set_percent(
+                flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}"
+            )
+        except SafetyRefused as exc:  # a rollback landed after the check: the store refused the raise
+            await self._write(plan, replace(plan, status="rolled_back", note=str(exc)))
+            raise
         await self._event("plan_started", plan, actor, f"plan {list(plan.steps)} soak {plan.soak:g}s", before)
         return plan
 
