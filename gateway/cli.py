@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -167,13 +168,20 @@ def _on_every_instance(args: argparse.Namespace, call: Any) -> int:
     if len(urls) == 1:
         print(call(urls[0]))  # a CliError is reported by main() as for every command
         return 0
-    failed = 0
-    for url in urls:
+
+    def attempt(url: str) -> tuple[bool, str]:
         try:
-            print(f"{url}: {call(url)}", flush=True)
+            return True, call(url)
         except CliError as exc:
-            failed += 1
-            print(f"{url}: FAILED: {exc}", flush=True)
+            return False, f"FAILED: {exc}"
+
+    # In parallel: an unreachable instance (connect timeout) must not delay the others' rollback.
+    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+        results = list(pool.map(attempt, urls))
+    failed = 0
+    for url, (ok, line) in zip(urls, results, strict=True):
+        failed += not ok
+        print(f"{url}: {line}", flush=True)
     if failed:
         print(f"gateway: {failed} of {len(urls)} instances failed", file=sys.stderr)
     return 1 if failed else 0
