@@ -8,6 +8,7 @@ The rollback is made to land in that gap deterministically: the safety net's ear
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -92,3 +93,31 @@ async def test_a_held_flag_written_straight_to_the_store_is_refused(gw: Gateway)
     assert getattr(refused.value, "code", None) == "rollback_unacknowledged" and done.id in str(refused.value)
     lowered = await gw.state.store.set_percent(FLAG, 0, actor="test", reason="lowering is always allowed")
     assert lowered.new == 0
+
+
+async def test_plan_step_refused_when_a_rollback_lands_after_the_driver_read(gw: Gateway) -> None:
+    """The driver reads holds and the flag's value, then raises (compare-and-set in the store)."""
+    safety = gw.state.safety
+    plan = await safety.plans.start(FLAG, [10, 50], 1, 0, "alice")
+    plan = replace(plan, step_started=plan.step_started - 5)  # soaked: the driver would advance now
+    original = safety.store.flag_value
+
+    async def read_then_rollback(flag: str) -> int | None:
+        value = await original(flag)  # 10, as the plan expects: the driver goes on to raise
+        await safety.store.rollback([flag], Event(kind="rollback", flag=flag, reason="fired", actor="gateway test"))
+        return value
+
+    safety.store.flag_value = read_then_rollback
+    raised: list[bool] = []
+    raise_flag = safety.store.raise_flag
+
+    async def recording_raise(*args: Any, **kwargs: Any) -> bool:
+        raised.append(await raise_flag(*args, **kwargs))
+        return raised[-1]
+
+    safety.store.raise_flag = recording_raise
+    await safety.plans._drive(plan, {})  # holds as read before the rollback: none
+    assert raised == [False]  # the driver did try to raise, and the store refused
+    assert await original(FLAG) == 0 and FLAG in await held(gw)
+    status = await safety.plans.status(FLAG)
+    assert status is not None and status["step"] == 1  # not advanced to 50%
