@@ -50,3 +50,15 @@ def test_a_damaged_file_is_logged_and_survived(tmp_path: Path) -> None:
 def test_default_dir_follows_xdg() -> None:
     assert default_state_dir({"XDG_STATE_HOME": "/var/lib/x"}) == Path("/var/lib/x/cutover")
     assert default_state_dir({}).parts[-3:] == (".local", "state", "cutover")
+
+
+def test_an_unwritable_state_dir_never_fails_the_rollback(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    store = LocalOverrides(blocker / "cutover" / "o.json")
+    with capture_logs() as logs:
+        kept = store.put(override(0))
+    assert kept.percent == 0 and store.items()["default"].percent == 0  # applied in this process
+    assert any(e["event"] == "flag_override_not_persisted" for e in logs)
+    store.remove(kept)
+    assert not store

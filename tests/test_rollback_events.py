@@ -78,3 +78,25 @@ async def test_rollback_with_every_flag_at_zero_is_still_recorded(upstreams: Any
     async with gw.admin("GET", "/api/v1/events", token=None) as resp:
         [event] = (await resp.json())["events"]
     assert event["kind"] == "rollback" and event["flag"] == "*" and "every flag was at 0" in event["reason"]
+
+
+async def test_one_command_to_two_instances_is_one_event(
+    upstreams: Any, make_gateway: Any, redis_server: Any, key_prefix: str, receiver: Any
+) -> None:
+    url, received = receiver
+    config = make_config(
+        upstreams,
+        flags={"default": 40},
+        redis={"url": redis_server.url, "key_prefix": key_prefix},
+        safety={"webhook": {"url": url, "backoff_initial": 0.1}},
+    )
+    a, b = await make_gateway(config), await make_gateway(config)
+    code, out, err = await gateway_cli(
+        "rollback", "--reason", "one command", "--admin", a.admin_url, "--admin", b.admin_url, admin=None
+    )
+    assert code == 0 and len(out.strip().splitlines()) == 2, (out, err)
+    async with b.admin("GET", "/api/v1/events", token=None) as resp:
+        events = [e for e in (await resp.json())["events"] if e["kind"] == "rollback"]
+    assert len(events) == 1 and events[0]["flag"] == "default" and events[0]["percent_before"] == 40, events
+    await wait_for(lambda: len(received) == 1, timeout=5)
+    assert received[0]["reason"] == "one command"

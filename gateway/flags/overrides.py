@@ -85,8 +85,8 @@ class LocalOverrides:
     def refresh(self) -> bool:
         """Re-read the file if it changed (another worker wrote it); True if the overrides changed."""
         try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
+            mtime: int | None = self.path.stat().st_mtime_ns
+        except OSError:  # absent, or the directory is unusable (put() logs that when it matters)
             mtime = None
         if mtime == self._mtime:
             return False
@@ -97,7 +97,7 @@ class LocalOverrides:
     def _read(self) -> dict[str, LocalOverride]:
         try:
             raw = self.path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
             log.error("flag_override_file_unreadable", path=str(self.path), error=str(exc))
@@ -144,15 +144,33 @@ class LocalOverrides:
         os.replace(tmp, self.path)
 
     def put(self, override: LocalOverride) -> LocalOverride:
-        """Record a lowering; a pending override for the flag is replaced only by a lower value."""
-        with self._locked() as items:
-            current = items.get(override.flag)
-            if current is None or override.percent <= current.percent:
-                items[override.flag] = override
-            return items[override.flag]
+        """Record a lowering; a pending override for the flag is replaced only by a lower value.
+
+        If the file cannot be written (read-only disk, no home directory) the override still
+        applies in this process -- a rollback must never fail for want of a file -- and the
+        error is logged: it would not survive a restart."""
+        try:
+            with self._locked() as items:
+                _merge(items, override)
+                return items[override.flag]
+        except OSError as exc:
+            log.error("flag_override_not_persisted", path=str(self.path), error=str(exc), flag=override.flag)
+            _merge(self._items, override)
+            return self._items[override.flag]
 
     def remove(self, done: LocalOverride) -> None:
         """Forget an override once it is in the store, unless a newer one replaced it meanwhile."""
-        with self._locked() as items:
-            if items.get(done.flag) == done:
-                del items[done.flag]
+        try:
+            with self._locked() as items:
+                if items.get(done.flag) == done:
+                    del items[done.flag]
+        except OSError as exc:
+            log.error("flag_override_file_unwritable", path=str(self.path), error=str(exc))
+            if self._items.get(done.flag) == done:
+                del self._items[done.flag]
+
+
+def _merge(items: dict[str, LocalOverride], override: LocalOverride) -> None:
+    current = items.get(override.flag)
+    if current is None or override.percent <= current.percent:
+        items[override.flag] = override

@@ -128,7 +128,9 @@ class RedisFlagStore:
         self._stream = f"{config.key_prefix}changes"
         self._holds = f"{config.key_prefix}safety:holds"
         self._events = f"{config.key_prefix}events"
-        self._op_prefix = f"{config.key_prefix}safety:op:"
+        # The same marker as the safety store's record_once(f"op:{operation}:{flag}"): one event
+        # per command and flag, whether an instance recorded it at once or writes it back later.
+        self._op_prefix = f"{config.key_prefix}safety:once:op:"
         # The watcher reconnects by itself; the client's one retry covers a stale connection.
         self._redis: Redis = redis_client(
             config.url, timeout=config.socket_timeout, connect_timeout=config.connect_timeout

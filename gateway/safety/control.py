@@ -34,6 +34,7 @@ __all__ = ["FlagControl", "OPERATION_RE"]
 
 log = structlog.get_logger("gateway.safety")
 OPERATION_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+OPERATION_TTL = 86400.0  # seconds an operation id is remembered (and the Redis write-back's marker)
 
 
 class FlagControl:
@@ -60,7 +61,7 @@ class FlagControl:
                 raise
             change = await flags.override(self._override(flag, percent, before, actor, reason, event, operation))
         if event is not None:
-            await self._record(replace(event, percent_before=change.old), local=change.local)
+            await self._record(replace(event, percent_before=change.old), local=change.local, operation=operation)
         return change
 
     async def rollback(self, *, actor: str, reason: str, operation: str | None = None) -> list[FlagChange]:
@@ -80,8 +81,11 @@ class FlagControl:
                     changes.append(await flags.override(override))
         raised = [c for c in changes if (c.old or 0) > 0]
         for change in raised:
-            await self._record(self._rollback_event(change.flag, change.old, actor, reason), local=local)
-        if not raised:  # nothing was above 0: still the operator's rollback, on the record
+            event = self._rollback_event(change.flag, change.old, actor, reason)
+            await self._record(event, local=local, operation=operation)
+        if not raised and operation is None:
+            # Nothing was above 0: still the operator's rollback, on the record. (A CLI command sent
+            # to several instances carries an operation: the instance that moved a flag records it.)
             await self._record(self._rollback_event("*", None, actor, f"{reason} (every flag was at 0)"), local=local)
         return changes
 
@@ -128,13 +132,18 @@ class FlagControl:
             operation=operation,
         )
 
-    async def _record(self, event: Event, *, local: bool) -> None:
-        """Publish at once; append to the event log now, or (local) with the override's write-back."""
-        stamped = event
+    async def _record(self, event: Event, *, local: bool, operation: str | None = None) -> None:
+        """Publish at once; append to the event log now, or (local) with the override's write-back.
+        With an operation, one event per command and flag however many instances it reached."""
+        stamped: Event | None = event
         if not local:
             try:
-                stamped = await self.s.store.append(event)
+                if operation is None:
+                    stamped = await self.s.store.append(event)
+                else:
+                    stamped = await self.s.store.record_once(f"op:{operation}:{event.flag}", OPERATION_TTL, event)
             except StoreUnavailable as exc:  # the flag store answered, the event log did not
                 self.s._store_down(exc)
                 log.error("safety_event_not_recorded", kind=event.kind, flag=event.flag, error=str(exc))
-        self.s.notifier.publish(stamped)
+        if stamped is not None:  # None: another instance recorded this command's event already
+            self.s.notifier.publish(stamped)
