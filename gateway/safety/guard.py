@@ -80,6 +80,7 @@ class Safety:
         self._stopping = asyncio.Event()
         self.plans = PlanDriver(self)
         self.control = FlagControl(self, clock)
+        self._dry_logged: set[tuple[str, str]] = set()  # dry runs that fired during this store outage
         self.sources: frozenset[str] = frozenset()
 
     def register_source(self, name: str) -> None:
@@ -136,6 +137,7 @@ class Safety:
         self.metrics.safety_store_errors.inc()
 
     def _store_up(self) -> None:
+        self._dry_logged.clear()
         if self.store_error is not None:
             log.info("safety_store_recovered")
         self.store_error = None
@@ -272,7 +274,8 @@ class Safety:
                 continue
             armed = [v for v in flag_verdicts if v.status == "firing" and not v.dry_run]
             for verdict in flag_verdicts:
-                if verdict.status == "firing" and verdict.dry_run:
+                if verdict.status == "firing" and verdict.dry_run and (verdict.trigger, flag) not in self._dry_logged:
+                    self._dry_logged.add((verdict.trigger, flag))  # once per outage: no event log to dedupe on
                     log.warning("safety_dry_run_local", trigger=verdict.trigger, flag=flag, detail=verdict.detail)
             if armed:
                 event = self._event(armed[0], "rollback")
