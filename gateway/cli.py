@@ -15,7 +15,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -62,8 +63,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--admin",
             metavar="URL",
-            default=os.environ.get("GATEWAY_ADMIN_URL", DEFAULT_ADMIN_URL),
-            help="admin API base URL (GATEWAY_ADMIN_URL)",
+            default=admin_urls(None)[0],
+            help="admin API base URL (GATEWAY_ADMIN_URL; the first one if it lists several)",
+        )
+
+    def every_admin_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--admin",
+            metavar="URL",
+            action="append",
+            dest="admins",
+            help="admin API base URL of an instance; repeat it to reach every instance in one command "
+            "(default: GATEWAY_ADMIN_URL, comma-separated for several)",
         )
 
     rollout = sub.add_parser("rollout", help="read or set rollout percentages")
@@ -75,12 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     set_.add_argument("percent", help="0..100")
     set_.add_argument("--flag", default="default", help="flag name (default: 'default')")
     set_.add_argument("--reason", default="", help="why, for the audit log")
-    admin_args(set_)
+    every_admin_args(set_)
 
     explain = sub.add_parser("explain", help="which upstream a user gets now, and why")
     explain.add_argument("--subject", required=True, metavar="USER", help="the user's id (JWT 'sub' claim)")
     explain.add_argument("--path", default="/", help="request path (default /)")
     explain.add_argument("--method", default="GET")
+    explain.add_argument(
+        "--force",
+        choices=["legacy", "candidate"],
+        help="as if the request carried X-Gateway-Force: SIDE (and the secret)",
+    )
     explain.add_argument("--json", action="store_true", help="print the raw JSON")
     admin_args(explain)
 
@@ -89,12 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     check = csub.add_parser("check", help="validate a config file and print the resulting route table")
     check.add_argument("file", help="YAML config file")
 
-    state = sub.add_parser("state", help="back up and restore the flag state (JSON)")
+    state = sub.add_parser(
+        "state", help="back up and restore the operator state: flags, holds, plans, read-only, drained, noise (JSON)"
+    )
     ssub = state.add_subparsers(dest="action", required=True, metavar="ACTION")
-    export = ssub.add_parser("export", help="print (or write) every flag's percentage as JSON")
+    export = ssub.add_parser("export", help="print (or write) the operator state as JSON")
     export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     admin_args(export)
-    import_ = ssub.add_parser("import", help="set flags from an export; validated whole before anything changes")
+    import_ = ssub.add_parser(
+        "import", help="restore an export: validated whole, then applied in one atomic step (or not at all)"
+    )
     import_.add_argument("file", help="a file written by 'gateway state export' ('-' for stdin)")
     import_.add_argument("--reason", default="state import", help="why, for the audit log")
     admin_args(import_)
@@ -110,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
-    admin_args(rollback)
+    every_admin_args(rollback)
 
     parity = sub.add_parser("parity", help="shadow traffic: parity report, stored mismatches, learned noise")
     psub = parity.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -132,6 +152,42 @@ def _parser() -> argparse.ArgumentParser:
     reset = psub.add_parser("reset", help="forget the report's counters and stored mismatches")
     admin_args(reset)
     return parser
+
+
+def admin_urls(given: list[str] | None) -> list[str]:
+    """``--admin`` values (each may list several, comma-separated), else GATEWAY_ADMIN_URL, else the default."""
+    raw = given or [os.environ.get("GATEWAY_ADMIN_URL") or DEFAULT_ADMIN_URL]
+    urls = [u.strip() for value in raw for u in value.split(",") if u.strip()]
+    return urls or [DEFAULT_ADMIN_URL]
+
+
+def _on_every_instance(args: argparse.Namespace, call: Any) -> int:
+    """Run ``call(url)`` (which returns one line) against every instance; one line each, and exit
+    1 if any failed: during an incident the operator must see which instance did not take it."""
+    urls = admin_urls(args.admins)
+    if len(urls) == 1:
+        print(call(urls[0]))  # a CliError is reported by main() as for every command
+        return 0
+
+    def attempt(url: str) -> tuple[bool, str]:
+        try:
+            return True, call(url)
+        except CliError as exc:
+            return False, f"FAILED: {exc}"
+
+    # In parallel: an unreachable instance (connect timeout) must not delay the others' rollback.
+    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+        results = list(pool.map(attempt, urls))
+    failed = 0
+    for url, (ok, line) in zip(urls, results, strict=True):
+        failed += not ok
+        print(f"{url}: {line}", flush=True)
+    if failed:
+        print(f"gateway: {failed} of {len(urls)} instances failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+LOCAL_NOTE = " [LOCAL OVERRIDE: flag store unreachable; written to it when it is back]"
 
 
 def _check_admin_url(base: str) -> None:
@@ -230,37 +286,58 @@ def _command_rollout(args: argparse.Namespace) -> int:
     percent_text = args.percent.rstrip("%")
     if not percent_text.isdigit() or not 0 <= int(percent_text) <= 100:
         raise CliError(f"PERCENT must be an integer 0..100, got {args.percent!r}")
-    result = _admin_call(
-        args.admin, "PUT", f"/api/v1/flags/{args.flag}", {"percent": int(percent_text), "reason": args.reason}
-    )
-    previous = result.get("previous")
-    print(f"flag {result['flag']}: {previous if previous is not None else '?'}% -> {result['percent']}%")
-    return 0
+    body = {"percent": int(percent_text), "reason": args.reason, "operation": _operation_id()}
+
+    def set_one(url: str) -> str:
+        result = _admin_call(url, "PUT", f"/api/v1/flags/{args.flag}", body)
+        previous = result.get("previous")
+        note = LOCAL_NOTE if result.get("local") else ""
+        return f"flag {result['flag']}: {previous if previous is not None else '?'}% -> {result['percent']}%{note}"
+
+    return _on_every_instance(args, set_one)
+
+
+def _operation_id() -> str:
+    """One id per command: instances that write the same change back after an outage record one event."""
+    return f"cli-{uuid.uuid4().hex[:16]}"
 
 
 def _command_rollback(args: argparse.Namespace) -> int:
-    result = _admin_call(args.admin, "POST", "/api/v1/rollback", {"reason": args.reason})
-    for change in result.get("rolledBack", []):
-        old = change.get("old")
-        print(f"flag {change['flag']}: {old if old is not None else '?'}% -> 0%")
-    print("rolled back: every flag is at 0% (all traffic to legacy)")
-    return 0
+    body = {"reason": args.reason, "operation": _operation_id()}
+
+    def rollback_one(url: str) -> str:
+        result = _admin_call(url, "POST", "/api/v1/rollback", body)
+        moved = [
+            f"{c['flag']} {c['old'] if c.get('old') is not None else '?'}%->0%"
+            for c in result.get("rolledBack", [])
+            if c.get("old") != 0
+        ]
+        note = LOCAL_NOTE if result.get("local") else ""
+        return f"rolled back: every flag is at 0% ({', '.join(moved) or 'all were at 0%'}){note}"
+
+    return _on_every_instance(args, rollback_one)
 
 
 def _command_explain(args: argparse.Namespace) -> int:
-    query = urllib.parse.urlencode({"subject": args.subject, "path": args.path, "method": args.method})
-    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{query}")
+    params = {"subject": args.subject, "path": args.path, "method": args.method}
+    if args.force:
+        params["force"] = args.force
+    data = _admin_call(args.admin, "GET", f"/api/v1/explain?{urllib.parse.urlencode(params)}")
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     where = f"{data['method']} {data['path']}"
-    if data["reason"] == "pinned":
-        print(f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r}, pinned to {data['side']}")
-        return 0
-    print(
-        f"{args.subject} -> {data['side']}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
-        f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
-    )
+    side = "REFUSED (503, legacy read-only)" if data.get("outcome") == "refused" else data["side"]
+    if data.get("bucket") is None:
+        how = f"pinned to {data.get('decidedSide') or data['side']}" if data["reason"] != "forced" else "forced"
+        print(f"{args.subject} -> {side}: {where} matches route {data['route']!r}, {how}")
+    else:
+        print(
+            f"{args.subject} -> {side}: {where} matches route {data['route']!r} on flag {data['flag']!r} "
+            f"at {data['percent']}%; bucket {data['bucket']}/10000, moves to candidate at {data['movesAtPercent']}%"
+        )
+    for note in data.get("notes", []):
+        print(f"  note: {note}")
     return 0
 
 
@@ -284,23 +361,15 @@ def _command_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-STATE_FORMAT = 1
-
-
 def _command_state(args: argparse.Namespace) -> int:
-    current = _admin_call(args.admin, "GET", "/api/v1/flags")
-    flags = {flag["name"]: flag["percent"] for flag in current["flags"]}
     if args.action == "export":
-        document: dict[str, Any] = {
-            "format": STATE_FORMAT,
-            "exportedAt": datetime.now(UTC).isoformat(),
-            "flags": flags,
-        }
+        document = _admin_call(args.admin, "GET", "/api/v1/state")
         text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
         if args.output:
             with open(args.output, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            print(f"exported {len(flags)} flags to {args.output}", file=sys.stderr)
+            counts = ", ".join(f"{len(document[k])} {k}" for k in ("flags", "holds", "plans", "readOnly", "noise"))
+            print(f"exported {counts} to {args.output}", file=sys.stderr)
         else:
             sys.stdout.write(text)
         return 0
@@ -311,28 +380,21 @@ def _command_state(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{args.file} is not JSON: {exc}") from exc
-    if (
-        not isinstance(loaded, dict)
-        or loaded.get("format") != STATE_FORMAT
-        or not isinstance(loaded.get("flags"), dict)
-    ):
-        raise CliError(f"{args.file} is not a 'gateway state export' file (format {STATE_FORMAT})")
-    wanted: dict[str, Any] = loaded["flags"]
-    unknown = sorted(set(wanted) - set(flags))
-    invalid = sorted(f for f, p in wanted.items() if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 100)
-    if unknown or invalid:
-        problems = ([f"unknown flags {unknown} (this gateway declares {sorted(flags)})"] if unknown else []) + (
-            [f"invalid percentages for {invalid}"] if invalid else []
-        )
-        raise CliError("nothing imported: " + "; ".join(problems))
-    changed = 0
-    for flag, percent in sorted(wanted.items()):
-        if flags[flag] == percent:
-            continue
-        _admin_call(args.admin, "PUT", f"/api/v1/flags/{flag}", {"percent": percent, "reason": args.reason})
-        print(f"flag {flag}: {flags[flag]}% -> {percent}%")
-        changed += 1
-    print(f"imported: {changed} flag(s) changed, {len(wanted) - changed} already as in the file")
+    if not isinstance(loaded, dict) or "format" not in loaded:
+        raise CliError(f"{args.file} is not a 'gateway state export' file")
+    try:
+        result = _admin_call(args.admin, "POST", "/api/v1/state", {"state": loaded, "reason": args.reason})
+    except CliError as exc:
+        raise CliError(str(exc).split(": ", 1)[-1] if "nothing imported" in str(exc) else str(exc)) from exc
+    changed, unchanged = result["flagsChanged"], result["flagsUnchanged"]
+    print(f"imported: {len(changed)} flag(s) changed, {len(unchanged)} already as in the file")
+    for label, key in (("holds restored", "holdsRestored"), ("plans", "plans"), ("read-only switches", "readOnly")):
+        if result[key]:
+            print(f"  {label}: {', '.join(result[key])}")
+    if result["noiseRoutes"]:
+        print(f"  learned noise for routes: {', '.join(result['noiseRoutes'])}")
+    for warning in result["warnings"]:
+        print(f"  warning: {warning}")
     return 0
 
 

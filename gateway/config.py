@@ -470,6 +470,9 @@ class RedisConfig(_Model):
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     socket_timeout: float = Field(default=0.5, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)
+    # Where a rollback taken while Redis is unreachable is kept (see gateway.flags.overrides);
+    # None: $XDG_STATE_HOME/cutover, else ~/.local/state/cutover.
+    local_override_dir: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -552,6 +555,17 @@ class ReloadConfig(_Model):
     interval: float = Field(default=2.0, gt=0, le=3600)
 
 
+class SupervisorConfig(_Model):
+    """``--workers`` restarts a dead worker after ``restart_backoff`` seconds, doubling per crash in a
+    row up to ``restart_backoff_max``; after ``max_restarts`` crashes in a row it gives up (exit 1).
+    A worker that ran ``stable_after`` seconds starts the count afresh (see ``gateway.restarts``)."""
+
+    restart_backoff: float = Field(default=0.5, gt=0, le=60)
+    restart_backoff_max: float = Field(default=30.0, gt=0, le=3600)
+    max_restarts: int = Field(default=8, ge=0, le=1000)
+    stable_after: float = Field(default=60.0, gt=0)
+
+
 class Config(_Model):
     listen: HostPort = HostPort(host="0.0.0.0", port=8080)
     admin: AdminConfig = AdminConfig()
@@ -574,6 +588,7 @@ class Config(_Model):
     safety: SafetyConfig = SafetyConfig()
     upgrades: UpgradesConfig = UpgradesConfig()
     tls: TlsConfig = TlsConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -589,14 +604,18 @@ class Config(_Model):
             raise ValueError(f"missing upstream(s) {missing}: set {hint}, or upstreams.<side>.url in the config file")
         return value
 
-    @field_validator("flags")
+    @field_validator("flags", mode="before")
     @classmethod
-    def _flags(cls, value: dict[str, int]) -> dict[str, int]:
+    def _flags(cls, value: Any) -> Any:
+        # Before pydantic's coercion, which would turn `true` into 1 and "50" or 50.0 into 50:
+        # a percentage is written as an integer, anything else is a mistake worth stopping for.
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of flag name -> integer percentage 0..100")
         for name, percent in value.items():
-            if not FLAG_NAME_RE.fullmatch(name):
+            if not isinstance(name, str) or not FLAG_NAME_RE.fullmatch(name):
                 raise ValueError(f"flag name {name!r}: expected lowercase letters, digits, '_', '-', '.' (max 64)")
             if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-                raise ValueError(f"flag {name!r}: expected an integer percentage 0..100, got {percent!r}")
+                raise ValueError(f"flags.{name}: expected an integer percentage 0..100, got {percent!r}")
         return {DEFAULT_FLAG: 0, **value}
 
     @model_validator(mode="after")
@@ -664,6 +683,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_DRAIN_TIMEOUT": ("drain_timeout",),
     "GATEWAY_TLS_CERT": ("tls", "cert_file"),
     "GATEWAY_TLS_KEY": ("tls", "key_file"),
+    "GATEWAY_STATE_DIR": ("redis", "local_override_dir"),
 }
 
 
@@ -746,6 +766,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         value = env.get(var)
         if value is not None and value != "":
             _set_path(data, key_path, value)
+    return validate_config(data, source)
+
+
+def validate_config(data: Mapping[str, Any], source: str) -> Config:
+    """Validate a whole configuration; ``ConfigError`` names every key that is wrong and ``source``."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -95,6 +95,13 @@ class Metrics:
             ["flag"],
             registry=registry,
         )
+        self.flag_local_override = Gauge(
+            "gateway_flag_local_override",
+            "1 while a flag runs on a value lowered locally during a flag-store outage, not yet in the store.",
+            ["flag"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.in_flight = Gauge(
             "gateway_requests_in_flight",
             "Requests being proxied right now.",

@@ -1,11 +1,14 @@
 """Hot reload of the rules file: on SIGHUP and, optionally, when the file changes on disk.
 
-The new file is validated first; if it is invalid the old rules stay in force and the error is
-logged and counted. Route rules, flags, bucketing and forcing are swapped in one step; a request
-that already matched its route finishes on the rules it started with, and no connection is
-dropped. Listeners, upstreams, Redis, the protection sections (rate limits, headers, CORS,
-limits, trusted proxies), shadowing and the safety net need a restart: a reload that changes
-them applies the rest and says so in the log.
+The new file is validated first, and then the configuration that would actually be in force --
+its reloadable parts combined with the restart-only sections still running -- is validated as a
+whole (new flags must still fit the running safety triggers, shadow rules and drained upstreams);
+if either is invalid the old rules stay in force and the error is logged and counted. Route
+rules, flags, bucketing and forcing are swapped in one step; a request that already matched
+its route finishes on the rules it started with, and no connection is dropped. Listeners,
+upstreams, Redis, the protection sections (rate limits, headers, CORS, limits, trusted
+proxies), shadowing and the safety net need a restart: a reload that changes them applies the
+rest and says so in the log.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.config import Config, load_config
+from gateway.config import Config, load_config, validate_config
 from gateway.errors import ConfigError
 from gateway.routing import RouteTable
 from gateway.splitting import Splitter
@@ -48,6 +51,7 @@ RESTART_ONLY = (
     # Triggers, probes, webhook and plan defaults are built once into the safety net (its loops
     # and probes hold them); operators switch read-only legacy at run time with `gateway readonly`.
     "safety",
+    "supervisor",
 )
 
 
@@ -83,11 +87,12 @@ class Reloader:
             self._fingerprint = self.source.fingerprint()
             try:
                 new = self.source.load()
+                in_force, needs_restart = combine(self.state.config, new)
             except ConfigError as exc:
                 self.state.metrics.config_reloads.labels("error").inc()
                 log.error("config_reload_failed", trigger=trigger, path=self.source.path, error=str(exc))
                 return str(exc)
-            needs_restart = apply_config(self.state, new)
+            apply_config(self.state, in_force, needs_restart)
             self.state.metrics.config_reloads.labels("ok").inc()
             log.info(
                 "config_reloaded",
@@ -108,15 +113,26 @@ class Reloader:
                 await self.reload("file-changed")
 
 
-def apply_config(state: GatewayState, new: Config) -> list[str]:
-    """Swap the reloadable parts into ``state``; returns the keys that changed but need a restart."""
-    old = state.config
+def combine(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """The configuration a reload would put in force: ``new`` with the restart-only sections of
+    ``old``, validated as a whole (``ConfigError`` if they do not fit together), and the keys that
+    changed but need a restart."""
     needs_restart = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
-    kept = new.model_copy(update={key: getattr(old, key) for key in RESTART_ONLY})
+    if not needs_restart:
+        return new, []
+    running = old.model_dump()
+    data = {**new.model_dump(), **{key: running[key] for key in RESTART_ONLY}}
+    source = f"the new file combined with the running {', '.join(needs_restart)} (those need a restart)"
+    return validate_config(data, source), needs_restart
+
+
+def apply_config(state: GatewayState, kept: Config, needs_restart: list[str] | None = None) -> list[str]:
+    """Swap the reloadable parts of ``kept`` (already combined, see ``combine``) into ``state``."""
+    if needs_restart is None:
+        kept, needs_restart = combine(state.config, kept)
     routes = RouteTable(kept.routes)
     splitter = Splitter(kept.bucketing, kept.force)
     state.store.cache.redeclare(kept.flags)
     state.routes, state.splitter, state.config = routes, splitter, kept
     state.extra_drop = frozenset({kept.force.header.lower(), kept.force.secret_header.lower()})
     return needs_restart
-

@@ -30,6 +30,7 @@ from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
 from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
 from gateway.reload import ConfigSource, Reloader
+from gateway.restarts import RestartPolicy, RestartState
 from gateway.tasks import Background
 
 __all__ = ["GatewayServer", "run", "serve"]
@@ -237,17 +238,43 @@ def _supervise(config: Config, workers: int, source: ConfigSource | None) -> int
         proc.start()
         return proc
 
+    policy = RestartPolicy(
+        config.supervisor.restart_backoff,
+        config.supervisor.restart_backoff_max,
+        config.supervisor.max_restarts,
+        config.supervisor.stable_after,
+    )
+    slots = [RestartState(policy) for _ in range(workers)]
     procs.extend(start(i) for i in range(workers))
+    for slot in slots:
+        slot.started(time.monotonic())
     log.info("supervisor_started", workers=workers, pids=[p.pid for p in procs], metrics_dir=metrics_dir)
+    exit_code = 0
     try:
         while not stopping:
             for i, proc in enumerate(procs):
-                if not proc.is_alive() and not stopping:
-                    log.error("worker_died", pid=proc.pid, exitcode=proc.exitcode)
+                slot, now = slots[i], time.monotonic()
+                if stopping or proc.is_alive():
+                    continue
+                if slot.restart_at is None:  # just died
                     _mark_dead(proc.pid)
-                    time.sleep(0.5)  # do not spin if a worker cannot start at all
+                    wait = slot.died(now)
+                    log.error(
+                        "worker_died", pid=proc.pid, exitcode=proc.exitcode, crashes=slot.crashes, restart_in=wait
+                    )
+                    if wait is None:
+                        log.critical(
+                            "worker_restarts_exhausted",
+                            worker=i,
+                            crashes_in_a_row=slot.crashes,
+                            last_exitcode=proc.exitcode,
+                            effect="supervisor stops every worker and exits 1; see the worker's log above for why",
+                        )
+                        stopping, exit_code = True, 1
+                elif slot.due(now):
                     procs[i] = start(i)
-            time.sleep(0.2)
+                    slot.started(now)
+            time.sleep(0.05 if any(s.restart_at is not None for s in slots) else 0.2)
         log.info("supervisor_stopping", workers=len(procs))
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
@@ -258,7 +285,7 @@ def _supervise(config: Config, workers: int, source: ConfigSource | None) -> int
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        return 0
+        return exit_code
     finally:
         for proc in procs:
             _mark_dead(proc.pid)

@@ -48,7 +48,8 @@ def _redis_binary() -> str:
 class RedisServer:
     """A redis-server process we own: start, stop (kill), restart on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
+        self.aof = aof  # append-only file, fsynced on every write: a SIGKILL loses nothing
         self.port = free_port()
         self.workdir = workdir
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -61,7 +62,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", "always",
                 "--dir", str(self.workdir),
                 "--protected-mode", "no",
             ],
@@ -90,6 +92,19 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Local overrides (rollbacks taken while Redis is down) go to a temporary XDG state dir,
+    never to the home directory; gateway subprocesses inherit it."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ async def test_state_export_import_round_trip(gw, tmp_path) -> None:
     code, _, err = await gateway_cli("state", "export", "-o", str(backup), admin=gw.admin_url, token=None)
     assert code == 0, err
     exported = orjson.loads(backup.read_bytes())
-    assert exported["format"] == 1 and exported["flags"] == {"default": 25, "analytics": 60}
+    assert exported["format"] == 2 and exported["flags"] == {"default": 25, "analytics": 60}
 
     code, _, _ = await gateway_cli("rollback", admin=gw.admin_url)
     assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}

@@ -154,3 +154,29 @@ async def test_sighup_reloads_a_running_process_without_dropping_requests(upstre
             assert proc.proc is not None and proc.proc.poll() is None
     finally:
         proc.kill()
+
+
+async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in_force(
+    served, upstreams, tmp_path: Path
+) -> None:
+    server, path, session = served
+    # Running: a safety trigger guarding flag "grades" (restart-only). The new file drops the
+    # flag and changes the trigger: valid on its own, but the trigger in force would then name an
+    # undeclared flag. Refused whole, old rules kept.
+    trigger = {"name": "grades-errors", "kind": "error_rate", "threshold": 0.1, "flags": ["grades"]}
+    path.write_text(
+        yaml.safe_dump(_rules(upstreams, "legacy", flags={"default": 0, "grades": 0}, safety={"triggers": [trigger]}))
+    )
+    source = ConfigSource(str(path), {})
+    second = GatewayServer(source.load(), source=source)
+    await second.start()
+    try:
+        path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", flags={"default": 0})))
+        with capture_logs() as logs:
+            error = await second.reloader.reload("test")
+        assert error is not None and "safety.triggers.0.flags" in error and "need a restart" in error
+        assert any(e["event"] == "config_reload_failed" for e in logs)
+        assert "grades" in second.state.store.snapshot()
+        assert await side(second, session) == "legacy"  # old rules kept
+    finally:
+        await second.stop()

@@ -243,11 +243,14 @@ async def _delivered(gw: Any) -> bool:
     )
 
 
-async def test_store_outage_pauses_decisions_and_never_touches_requests(
-    faulty: dict[str, Any], make_gateway: Any, private_redis: Any, key_prefix: str
+async def test_triggers_roll_back_locally_while_redis_is_down(
+    faulty: dict[str, Any], make_gateway: Any, private_redis: Any, key_prefix: str, tmp_path: Any
 ) -> None:
     config = make_config(
-        faulty, flags={"default": 100}, redis=shared(private_redis, key_prefix), safety={**FAST, "triggers": [ERRORS]}
+        faulty,
+        flags={"default": 100},
+        redis={**shared(private_redis, key_prefix), "local_override_dir": str(tmp_path / "state")},
+        safety={**FAST, "triggers": [ERRORS]},
     )
     gw = await make_gateway(config)
     await until(lambda: _store_up(gw, 1), timeout=5)
@@ -255,17 +258,33 @@ async def test_store_outage_pauses_decisions_and_never_touches_requests(
     faulty["candidate_mode"]["fail"] = True
     pump = Pump([gw]).start()
     try:
-        await until(lambda: pump.sent > 50, timeout=10)
-        await until(
-            lambda: [v.status for v in gw.state.safety.verdicts.get("default", [])] == ["store_unavailable"], timeout=5
-        )
-        assert set(pump.statuses) == {500}  # every request answered by the upstream, none by Redis trouble
-        assert gw.state.store.snapshot()["default"] == 100  # nothing fired on what it could not see
+        # Decided on this instance's own (unflushed) window, rolled back through a local override.
+        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=2 + 3)
         assert await _store_up(gw, 0)
-        private_redis.start()  # back: decisions resume on the shared counts
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
+        assert gw.state.store.local_overrides()["default"].hold is True
+        verdicts = gw.state.safety.verdicts["default"]
+        assert "this instance only" in verdicts[0].detail
+        assert 500 in pump.statuses  # requests were answered by the upstreams throughout, never by Redis trouble
+        assert set(pump.statuses) <= {200, 500}
+        assert await metric_value(gw.session, gw.admin_url, "gateway_safety_events_total", kind="rollback") == 1
+        private_redis.start()  # back: the override, its event and its hold are written to Redis
+        await until(lambda: not gw.state.store.local_overrides(), timeout=5)
     finally:
         await pump.stop()
+    client = private_redis.client()
+    try:
+        assert client.hget(f"{key_prefix}flags", "default") == b"0"
+        hold = client.hget(f"{key_prefix}safety:holds", "default")
+    finally:
+        client.close()
+    assert hold is not None
+    async with gw.admin("GET", "/api/v1/events", token=None) as resp:
+        events = (await resp.json())["events"]
+    [event] = [e for e in events if e["kind"] == "rollback"]
+    assert event["id"] == hold.decode() and event["trigger"] == "candidate-errors"
+    assert event["percent_before"] == 100 and "applied during store outage" in event["reason"]
+    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 50}) as resp:
+        assert resp.status == 409  # held until acknowledged, as for a rollback decided with Redis up
     assert await _store_up(gw, 1)
 
 

@@ -133,7 +133,15 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
     async with gw.admin("GET", "/api/v1/status", token=None) as resp:
         status = await resp.json()
     assert status["flags"] == [
-        {"name": "default", "percent": 0, "routes": [], "triggers": [], "plan": None, "held": None}
+        {
+            "name": "default",
+            "percent": 0,
+            "routes": [],
+            "localOverride": None,
+            "triggers": [],
+            "plan": None,
+            "held": None,
+        }
     ]
     assert status["events"] == [] and status["parity"] == []
     assert status["upstreams"]["legacy"]["requests"] == 1 and status["upstreams"]["candidate"]["requests"] == 0

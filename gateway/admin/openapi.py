@@ -27,8 +27,10 @@ _STORE = {
         "lastError": {"type": ["string", "null"]},
         "lastSyncAgeSeconds": {"type": ["number", "null"]},
         "invalidFlags": {"type": "array", "items": {"type": "string"}},
+        "localOverrides": {"type": "array", "items": {"type": "string"}},
     },
 }
+_OPERATION = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 _FLAG = {
     "type": "object",
     "required": ["name", "percent", "routes"],
@@ -36,6 +38,10 @@ _FLAG = {
         "name": {"type": "string"},
         "percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "routes": {"type": "array", "items": {"type": "string"}},
+        "localOverride": {
+            "type": ["object", "null"],
+            "description": "lowered on this instance during a flag-store outage, not yet written to the store",
+        },
     },
 }
 _ROUTE = {
@@ -59,6 +65,7 @@ _CHANGE = {
         "actor": {"type": "string"},
         "reason": {"type": "string"},
         "at": {"type": "number"},
+        "local": {"type": "boolean"},
     },
 }
 
@@ -73,7 +80,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or wrong admin token",
         403: "No admin token configured: changes disabled",
         404: "Unknown flag, plan, action or route",
-        409: "Refused: no config file to reload, a held flag, a drained upstream, or a plan conflict",
+        409: "Refused: no config file to reload, a held flag, a drained upstream, a plan conflict, or a state "
+        "file that does not fit this gateway (nothing imported)",
         413: "Body too large",
         422: "Invalid rules file; old rules kept",
         503: "Flag store unavailable; nothing changed",
@@ -182,6 +190,7 @@ def openapi_document() -> dict[str, Any]:
                                     "properties": {
                                         "percent": {"type": "integer", "minimum": 0, "maximum": 100},
                                         "reason": {"type": "string", "maxLength": 500},
+                                        "operation": _OPERATION,
                                     },
                                 }
                             }
@@ -197,6 +206,7 @@ def openapi_document() -> dict[str, Any]:
                                     "percent": {"type": "integer"},
                                     "previous": {"type": ["integer", "null"]},
                                     "change": {"$ref": ref + "Change"},
+                                    "local": {"type": "boolean"},
                                 },
                             },
                             "Changed",
@@ -215,7 +225,10 @@ def openapi_document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "properties": {"reason": {"type": "string", "maxLength": 500}},
+                                    "properties": {
+                                        "reason": {"type": "string", "maxLength": 500},
+                                        "operation": _OPERATION,
+                                    },
                                 }
                             }
                         },
@@ -224,8 +237,11 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(
                             {
                                 "type": "object",
-                                "required": ["rolledBack"],
-                                "properties": {"rolledBack": {"type": "array", "items": {"$ref": ref + "Change"}}},
+                                "required": ["rolledBack", "local"],
+                                "properties": {
+                                    "rolledBack": {"type": "array", "items": {"$ref": ref + "Change"}},
+                                    "local": {"type": "boolean"},
+                                },
                             },
                             "Rolled back",
                         ),
@@ -274,6 +290,13 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^/"},
                         },
                         {"name": "method", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "force",
+                            "in": "query",
+                            "required": False,
+                            "description": "as if the request carried X-Gateway-Force with the secret",
+                            "schema": {"enum": ["legacy", "candidate"]},
+                        },
                     ],
                     "responses": {
                         "200": _json(
@@ -532,6 +555,38 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json({"type": "object", "required": ["readOnly"]}, "Switched"),
                         **_errors(*_MUTATION_ERRORS, 404),
+                    },
+                },
+            },
+            "/api/v1/state": {
+                "get": {
+                    "summary": "The operator state: flags, holds, plans, read-only switches, drained upstreams, noise",
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["format", "flags"]}, "State"),
+                        **_errors(503),
+                    },
+                },
+                "post": {
+                    "summary": "Restore an exported state: validated whole, applied atomically or not at all",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["state"],
+                                    "properties": {
+                                        "state": {"type": "object"},
+                                        "reason": {"type": "string", "maxLength": 500},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["flagsChanged", "warnings"]}, "Imported"),
+                        **_errors(*_MUTATION_ERRORS, 409),
                     },
                 },
             },

@@ -5,12 +5,17 @@
     GET  /metrics                 Prometheus exposition
     GET  /api/v1/flags            every flag, its percentage, the routes, store health
     GET  /api/v1/flags/{name}     one flag
-    PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
-    POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
+    PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "...", "operation": id}  (token)
+    POST /api/v1/rollback         {"reason": "...", "operation": id}: every flag to 0 at once (token)
+
+A lowering (rollback included) works while the flag store is down: it is applied to this
+instance as a local override (``"local": true`` in the answer) and written to the store when it
+is back; ``operation`` (optional, the CLI sends one per command) makes one command sent to
+several instances one event. Changes go through ``gateway.safety.control.FlagControl``.
     GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
     GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
     POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
-    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
+    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET[&force=SIDE]: which side and why
 
 Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
@@ -18,17 +23,19 @@ Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gatew
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
 from aiohttp import web
 
+from gateway.config import Side
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.responses import json_error, json_response
+from gateway.safety.control import OPERATION_RE, FlagControl
 from gateway.state import STATE, GatewayState
 
 __all__ = ["admin_routes"]
@@ -73,14 +80,33 @@ def _reason(body: dict[str, Any]) -> str:
     return reason.strip()
 
 
+def _operation(body: dict[str, Any]) -> str | None:
+    if "operation" not in body:
+        return None
+    operation = body["operation"]
+    if not isinstance(operation, str) or not OPERATION_RE.fullmatch(operation):
+        raise _BadBody("'operation' must be 1-64 of [A-Za-z0-9_.:-]")
+    return operation
+
+
 def flags_view(state: GatewayState) -> list[dict[str, Any]]:
-    """Every declared flag with its percentage and the routes that follow it (sorted by name)."""
+    """Every declared flag with its percentage, the routes that follow it and a pending local
+    override (lowered here during a flag-store outage), sorted by name."""
     values = state.store.snapshot()
+    overrides = state.store.local_overrides()
     routes_by_flag: dict[str, list[str]] = {}
     for rule in state.routes.rules:
         if rule.flag is not None:
             routes_by_flag.setdefault(rule.flag, []).append(rule.label)
-    return [{"name": name, "percent": values[name], "routes": routes_by_flag.get(name, [])} for name in sorted(values)]
+    return [
+        {
+            "name": name,
+            "percent": values[name],
+            "routes": routes_by_flag.get(name, []),
+            "localOverride": overrides[name].to_json() if name in overrides else None,
+        }
+        for name in sorted(values)
+    ]
 
 
 def _routes_view(state: GatewayState) -> list[dict[str, Any]]:
@@ -110,8 +136,13 @@ async def readyz(request: web.Request) -> web.Response:
     # A degraded store still serves traffic on last known values, so the instance stays ready:
     # pulling every instance out of rotation because Redis blinked would turn a flag-store
     # outage into a full outage.
-    status = "ready" if health.healthy and not health.invalid_flags else "degraded"
-    return json_response({"status": status, "store": health.to_json()})
+    status = "ready" if health.healthy and not health.invalid_flags and not health.local_overrides else "degraded"
+    body: dict[str, Any] = {"status": status, "store": health.to_json()}
+    if health.local_overrides:
+        body["localOverrides"] = {
+            flag: o.percent for flag, o in sorted(state.store.local_overrides().items())
+        }  # serving lowered values the store does not hold yet
+    return json_response(body)
 
 
 @admin_routes.get("/metrics")
@@ -147,9 +178,9 @@ async def set_flag(request: web.Request) -> web.Response:
         if "percent" not in body:
             raise _BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
         percent = parse_percent(body["percent"])
-        if state.safety is not None:
-            await state.safety.check_percent(name, percent)  # held after a rollback, or upstream drained
-        change = await state.store.set_percent(name, percent, actor=_actor(request), reason=_reason(body))
+        change = await _control(state).set_percent(
+            name, percent, actor=_actor(request), reason=_reason(body), operation=_operation(body)
+        )
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except InvalidFlagValue as exc:
@@ -161,9 +192,16 @@ async def set_flag(request: web.Request) -> web.Response:
     except SafetyRefused as exc:
         return json_error(exc.status, exc.code, f"{exc}; the change was NOT applied")
     except StoreUnavailable as exc:
-        return json_error(503, "store_unavailable", f"{exc}; the change was NOT applied, retry when the store is back")
+        return json_error(
+            503,
+            "store_unavailable",
+            f"{exc}; the change was NOT applied (only lowering works while the store is down), "
+            "retry when the store is back",
+        )
     _audit(state, [change])
-    return json_response({"flag": name, "percent": change.new, "previous": change.old, "change": change.to_json()})
+    return json_response(
+        {"flag": name, "percent": change.new, "previous": change.old, "change": change.to_json(), "local": change.local}
+    )
 
 
 @admin_routes.post("/api/v1/rollback")
@@ -171,15 +209,14 @@ async def rollback(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         body = await _json_body(request)
-        changes = await state.store.rollback(actor=_actor(request), reason=_reason(body) or "manual rollback")
+        changes = await _control(state).rollback(
+            actor=_actor(request), reason=_reason(body) or "manual rollback", operation=_operation(body)
+        )
     except _BadBody as exc:
         return json_error(400, "bad_request", str(exc))
-    except StoreUnavailable as exc:
-        return json_error(
-            503, "store_unavailable", f"{exc}; the rollback was NOT applied, retry when the store is back"
-        )
     _audit(state, changes)
-    return json_response({"rolledBack": [c.to_json() for c in changes]})
+    local = any(c.local for c in changes) or bool(state.store.local_overrides())
+    return json_response({"rolledBack": [c.to_json() for c in changes], "local": local})
 
 
 @admin_routes.get("/api/v1/changes")
@@ -198,11 +235,22 @@ async def changes(request: web.Request) -> web.Response:
     return json_response({"changes": [c.to_json() for c in items]})
 
 
+def _control(state: GatewayState) -> FlagControl:
+    assert state.safety is not None  # built for every gateway (app factory), enabled or not
+    return state.safety.control
+
+
 def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
     for change in changes:
         state.metrics.flag_changes.labels(change.flag).inc()
         log.info(
-            "flag_changed", flag=change.flag, old=change.old, new=change.new, actor=change.actor, reason=change.reason
+            "flag_changed",
+            flag=change.flag,
+            old=change.old,
+            new=change.new,
+            actor=change.actor,
+            reason=change.reason,
+            local=change.local or None,
         )
 
 
@@ -216,7 +264,21 @@ async def explain_subject(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", "'subject' is required: the user's id (the JWT 'sub' claim)")
     if not path.startswith("/"):
         return json_error(400, "bad_request", "'path' must start with '/'")
-    return json_response(explain(state.routes, state.store.snapshot(), subject=subject, path=path, method=method))
+    raw_force = request.query.get("force") or None
+    if raw_force not in (None, "legacy", "candidate"):
+        return json_error(400, "bad_request", "'force' must be legacy or candidate (the X-Gateway-Force value)")
+    force = cast(Side | None, raw_force)
+    answer = explain(
+        state.routes,
+        state.store.snapshot(),
+        subject=subject,
+        path=path,
+        method=method,
+        force=force,
+        forcing_enabled=state.config.force.secret is not None,
+        decommission=state.decommission,
+    )
+    return json_response(answer)
 
 
 @admin_routes.post("/api/v1/reload")

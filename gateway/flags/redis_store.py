@@ -5,13 +5,18 @@ Keys (``prefix`` defaults to ``cutover:``):
 - ``{prefix}flags``          hash, field = flag name, value = ASCII integer 0..100
 - ``{prefix}flags:changed``  pub/sub channel; a message (the flag name) after every write
 - ``{prefix}changes``        stream of audited changes (flag, old, new, actor, reason, at), ~1000 long
+- ``{prefix}safety:holds``   read (and, for an automatic rollback taken during an outage, written)
+  here: raising a held flag is refused inside the write script, so no rollback can land between
+  a hold check and the write
 
 Each instance keeps the values in process. A watcher task subscribes to the channel and re-reads
 the hash on every message and at least every ``poll_interval`` seconds (a safety net for a lost
 message or a hand edit with ``redis-cli HSET``). If Redis is down, slow or holds garbage, the
 cache keeps the last known good values, the store reports itself degraded, and the watcher
-reconnects with backoff. Writes (admin API) fail with ``StoreUnavailable``: nothing is lost
-silently, the operator sees the error and retries.
+reconnects with backoff. Writes fail with ``StoreUnavailable``, except lowerings: the caller
+(``gateway.safety.control``) then applies them as a local override (see ``overrides``), which
+caps what this instance serves until the watcher, back in touch with Redis, writes it there (the
+lower value wins) with its audited change and safety event, before it reads anything else.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
-from gateway.errors import StoreUnavailable
+from gateway.errors import SafetyRefused, StoreUnavailable
+from gateway.flags.memory import held_error
+from gateway.flags.overrides import LocalOverride, LocalOverrides, override_path
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
@@ -41,13 +49,50 @@ STREAM_MAXLEN = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
+# KEYS: flags hash, changes stream, holds hash   ARGV: flag, new, actor, reason, channel, maxlen, at
 _SET_SCRIPT = """
+if tonumber(ARGV[2]) > 0 then
+  local hold = redis.call('HGET', KEYS[3], ARGV[1])
+  if hold then return {'held', hold} end
+end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
   'flag', ARGV[1], 'old', old or '', 'new', ARGV[2], 'actor', ARGV[3], 'reason', ARGV[4], 'at', ARGV[7])
 redis.call('PUBLISH', ARGV[5], ARGV[1])
-return old
+return {'ok', old or ''}
+"""
+
+# Writing back a local override: the lower value wins. KEYS: flags hash, changes stream, holds
+# hash, events stream, operation marker. ARGV: channel, maxlen, flag, percent, actor, reason, at,
+# event json ('' = none), hold ('1'/'0'), operation ('' = none).
+# The event is recorded if the value changed, or for the first instance to report an operation
+# (one operator command sent to several instances is one event).
+_SYNC_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[3])
+local n = tonumber(old)
+local changed = false
+if n == nil or n > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+    'flag', ARGV[3], 'old', old or '', 'new', ARGV[4], 'actor', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7])
+  redis.call('PUBLISH', ARGV[1], ARGV[3])
+  changed = true
+end
+local first = true
+if ARGV[10] ~= '' then first = redis.call('SET', KEYS[5], '1', 'NX', 'EX', 86400) ~= false end
+local id = ''
+if ARGV[8] ~= '' and (changed or (ARGV[10] ~= '' and first)) then
+  if n ~= nil then
+    id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'json', ARGV[8], 'flag', ARGV[3], 'before', old)
+  else
+    id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'json', ARGV[8])
+  end
+  if ARGV[9] == '1' and changed and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then
+    redis.call('HSET', KEYS[3], ARGV[3], id)
+  end
+end
+return {changed and 1 or 0, old or '', id}
 """
 
 _ROLLBACK_SCRIPT = """
@@ -81,18 +126,26 @@ class RedisFlagStore:
         self._hash = f"{config.key_prefix}flags"
         self._channel = f"{config.key_prefix}flags:changed"
         self._stream = f"{config.key_prefix}changes"
+        self._holds = f"{config.key_prefix}safety:holds"
+        self._events = f"{config.key_prefix}events"
+        # The same marker as the safety store's record_once(f"op:{operation}:{flag}"): one event
+        # per command and flag, whether an instance recorded it at once or writes it back later.
+        self._op_prefix = f"{config.key_prefix}safety:once:op:"
         # The watcher reconnects by itself; the client's one retry covers a stale connection.
         self._redis: Redis = redis_client(
             config.url, timeout=config.socket_timeout, connect_timeout=config.connect_timeout
         )
         self._set = self._redis.register_script(_SET_SCRIPT)
         self._rollback = self._redis.register_script(_ROLLBACK_SCRIPT)
+        self._sync = self._redis.register_script(_SYNC_SCRIPT)
         self._tasks = Background()
         self._healthy = False
         self._last_error: str | None = "not connected yet"
         self._last_sync: float | None = None
         self._bad_raw: dict[str, bytes] = {}
         self._synced = asyncio.Event()
+        self.overrides = LocalOverrides(override_path(config.local_override_dir, config.key_prefix, config.url))
+        self._apply_overrides()  # a restart during the outage keeps serving the lowered values
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -107,6 +160,7 @@ class RedisFlagStore:
             last_error=self._last_error,
             last_sync_age=age,
             invalid_flags=tuple(sorted(self._bad_raw)),
+            local_overrides=tuple(sorted(self.overrides.items())),
         )
 
     async def start(self, first_sync_timeout: float = 2.0) -> None:
@@ -123,7 +177,10 @@ class RedisFlagStore:
         await self._redis.aclose()
 
     async def reload(self) -> None:
-        """Read the hash once, apply valid values, seed missing declared flags."""
+        """Write back local overrides, then read the hash once, apply valid values, seed missing flags."""
+        self.overrides.refresh()
+        if self.overrides:
+            await self._write_back()
         raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._hash)
         updates: dict[str, int] = {}
         missing = set(self.cache.declared)
@@ -138,6 +195,9 @@ class RedisFlagStore:
                 continue
             self._bad_raw.pop(flag, None)
             updates[flag] = percent
+        for flag, override in self.overrides.items().items():  # another worker's, written meanwhile
+            if flag in updates:
+                updates[flag] = min(updates[flag], override.percent)
         if missing:
             # Flushed or never seeded: put back what we serve with, without overwriting a racer.
             current = self.cache.values
@@ -208,22 +268,110 @@ class RedisFlagStore:
                     pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+            if self.overrides.refresh():  # another worker of this host lowered a flag meanwhile
+                self._apply_overrides()
+
+    # -- local overrides ---------------------------------------------------------------------
+
+    def local_overrides(self) -> Mapping[str, LocalOverride]:
+        return self.overrides.items()
+
+    def _apply_overrides(self) -> None:
+        items = self.overrides.items()
+        values = self.cache.values
+        self.cache.apply({f: min(o.percent, values[f]) for f, o in items.items() if f in values})
+        for flag in self.cache.declared:
+            self._metrics.flag_local_override.labels(flag).set(1 if flag in items else 0)
+
+    async def override(self, override: LocalOverride) -> FlagChange:
+        self.cache.check(override.flag)
+        before = self.cache.values.get(override.flag)
+        kept = self.overrides.put(override)
+        self._apply_overrides()
+        log.warning(
+            "flag_local_override",
+            flag=override.flag,
+            old=before,
+            new=kept.percent,
+            actor=override.actor,
+            reason=override.reason,
+            path=str(self.overrides.path),
+            effect="this instance only, until the flag store answers again",
+        )
+        return FlagChange(
+            flag=override.flag,
+            old=before,
+            new=kept.percent,
+            actor=override.actor,
+            reason=override.reason,
+            at=override.at,
+            local=True,
+        )
+
+    async def _write_back(self) -> None:
+        """Write every pending override to Redis, the lower value winning; raises if Redis is down."""
+        for flag, o in sorted(self.overrides.items().items()):
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(o.at))
+            reason = f"{o.reason} (applied during store outage at {when})".lstrip()
+            event = ""
+            if o.event:  # the safety event (JSON, see gateway.safety.events) says so too
+                data = orjson.loads(o.event)
+                data["reason"] = reason
+                event = orjson.dumps(data).decode()
+            out: list[Any] = await self._sync(
+                keys=[self._hash, self._stream, self._holds, self._events, f"{self._op_prefix}{o.operation}:{flag}"],
+                args=[
+                    self._channel,
+                    STREAM_MAXLEN,
+                    flag,
+                    str(o.percent),
+                    o.actor,
+                    reason,
+                    repr(o.at),
+                    event,
+                    "1" if o.hold else "0",
+                    o.operation or "",
+                ],
+            )
+            changed, old, event_id = bool(out[0]), text(out[1]), text(out[2])
+            self.overrides.remove(o)
+            self._metrics.flag_local_override.labels(flag).set(0)
+            log.info(
+                "flag_override_written_back",
+                flag=flag,
+                percent=o.percent,
+                store_had=old or None,
+                changed=changed,
+                event_id=event_id or None,
+                held=o.hold and changed,
+            )
 
     # -- writing -----------------------------------------------------------------------------
 
     async def set_percent(self, flag: str, percent: int, *, actor: str, reason: str) -> FlagChange:
         self.cache.check(flag)
         now = time.time()
+        pending = self.overrides.items().get(flag)
+        if pending is not None and percent > pending.percent:
+            # Redis answers again but this override is not written back yet: raising now would be
+            # undone (or undo the rollback) when it is. A moment later the watcher has written it.
+            raise SafetyRefused(
+                "local_override_pending",
+                f"flag {flag!r} was lowered on this instance while the flag store was down; it is being "
+                "written back to the store, retry in a second",
+            )
         try:
-            old_raw: Any = await self._set(
-                keys=[self._hash, self._stream],
+            out: list[Any] = await self._set(
+                keys=[self._hash, self._stream, self._holds],
                 args=[flag, str(percent), actor, reason, self._channel, STREAM_MAXLEN, repr(now)],
             )
         except _DOWN as exc:
             self._mark_degraded(exc)
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
+        if text(out[0]) == "held":
+            raise held_error(flag, text(out[1]))
         self.cache.apply({flag: percent})
-        old = parse_stored_percent(old_raw) if old_raw else None
+        old = parse_stored_percent(out[1]) if out[1] else None
         return FlagChange(flag=flag, old=old, new=percent, actor=actor, reason=reason, at=now)
 
     async def rollback(self, *, actor: str, reason: str) -> list[FlagChange]:

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from gateway.errors import UnknownFlag
+from gateway.flags.overrides import LocalOverride
 
 __all__ = ["FlagCache", "FlagChange", "FlagStore", "StoreHealth"]
 
@@ -23,6 +24,7 @@ class FlagChange:
     actor: str
     reason: str
     at: float = field(default_factory=time.time)
+    local: bool = False  # applied to this instance only, the store being unreachable (see overrides)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,6 +37,7 @@ class StoreHealth:
     last_error: str | None = None
     last_sync_age: float | None = None
     invalid_flags: tuple[str, ...] = ()
+    local_overrides: tuple[str, ...] = ()  # flags lowered here during an outage, not yet in the store
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class StoreHealth:
             "lastError": self.last_error,
             "lastSyncAgeSeconds": None if self.last_sync_age is None else round(self.last_sync_age, 3),
             "invalidFlags": list(self.invalid_flags),
+            "localOverrides": list(self.local_overrides),
         }
 
 
@@ -61,10 +65,19 @@ class FlagStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def set_percent(self, flag: str, percent: int, *, actor: str, reason: str) -> FlagChange: ...
+    async def set_percent(self, flag: str, percent: int, *, actor: str, reason: str) -> FlagChange:
+        """Set one flag. Checking for a rollback hold (raising a held flag above 0 raises
+        ``SafetyRefused``) and writing happen in one atomic step of the backend."""
 
     async def rollback(self, *, actor: str, reason: str) -> list[FlagChange]:
         """Every flag to 0 in one atomic write."""
+
+    async def override(self, override: LocalOverride) -> FlagChange:
+        """Lower a flag on this instance alone while the backend is unreachable; kept on disk and
+        written to the backend (the lower value winning) once it answers again."""
+
+    def local_overrides(self) -> Mapping[str, LocalOverride]:
+        """Overrides applied here and not yet written to the backend."""
 
     async def changes(self, limit: int = 50) -> list[FlagChange]: ...
 

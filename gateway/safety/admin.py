@@ -9,6 +9,9 @@ POST /api/v1/plans/{flag}            {"steps": [10, 50, 100], "soak": s, "minReq
 POST /api/v1/plans/{flag}/{action}   pause | resume | abort | skip                            (token)
 GET  /api/v1/readonly                legacy read-only policy in force, per flag
 PUT  /api/v1/readonly/{flag}         {"mode": "reject"|"candidate"|"off", "retryAfter": s}    (token)
+GET  /api/v1/state                   the operator state: flags, holds, plans, read-only, drained, noise
+POST /api/v1/state                   {"state": {...export...}, "reason": "..."}: validated whole, applied
+                                     atomically (409 and nothing applied if anything is invalid)  (token)
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from gateway.admin.routes import _actor, _BadBody, _json_body, _reason
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.responses import json_error, json_response
 from gateway.safety.guard import Safety
+from gateway.safety.restore import export_state, import_state
+from gateway.safety.statefile import InvalidState
 from gateway.state import STATE
 
 __all__ = ["safety_routes"]
@@ -193,3 +198,31 @@ async def set_read_only(request: web.Request) -> web.Response:
     return json_response(
         {"event": event.to_json(), "readOnly": {f: p.model_dump() for f, p in sorted(policies.items())}}
     )
+
+
+@safety_routes.get("/api/v1/state")
+async def state_export(request: web.Request) -> web.Response:
+    try:
+        return json_response(await export_state(request.app[STATE]))
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+
+
+@safety_routes.post("/api/v1/state")
+async def state_import(request: web.Request) -> web.Response:
+    try:
+        body = await _json_body(request)
+        if "state" not in body:
+            raise _BadBody('missing "state": send {"state": <a \'gateway state export\' document>, "reason": "..."}')
+        result = await import_state(
+            request.app[STATE], body["state"], actor=_actor(request), reason=_reason(body) or "state import"
+        )
+    except _BadBody as exc:
+        return json_error(400, "bad_request", str(exc))
+    except InvalidState as exc:
+        return json_error(409, "invalid_state", str(exc))  # the file does not fit this gateway
+    except SafetyRefused as exc:
+        return json_error(exc.status, exc.code, f"{exc}; nothing imported")
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    return json_response(result)

@@ -64,7 +64,13 @@ class PlanDriver:
                 "or roll back first",
             )
         await self._write(old, plan)
-        await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}")
+        try:
+            await self.s.flags.set_percent(
+                flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}"
+            )
+        except SafetyRefused as exc:  # a rollback landed after the check: the store refused the raise
+            await self._write(plan, replace(plan, status="rolled_back", note=str(exc)))
+            raise
         await self._event("plan_started", plan, actor, f"plan {list(plan.steps)} soak {plan.soak:g}s", before)
         return plan
 
@@ -84,7 +90,7 @@ class PlanDriver:
                 return plan
             await self.s.check_percent(flag, plan.percent)
             new = plan.resume(now)
-            if self.s.flags.snapshot().get(flag) != plan.percent:
+            if await self.s.store.flag_value(flag) != plan.percent:  # the store's, not our lagging copy
                 await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
         elif action == "abort":
             new = replace(plan, status="aborted", note=f"aborted by {actor}")

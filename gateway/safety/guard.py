@@ -3,9 +3,12 @@
 Every instance evaluates every trigger each ``evaluate_interval`` against the shared windows;
 the rollback itself is one atomic store operation that only the first instance to see the fault
 performs (the others find the flag already held), so exactly one event is written per rollback
-and the decision does not depend on which instance is asked. When the store cannot be read or
-written, verdicts are ``store_unavailable`` and nothing fires: pausing beats deciding on partial
-data; requests are never affected (they only touch the in-process ``Recorder``).
+and the decision does not depend on which instance is asked. When the shared store cannot be
+read, each instance decides on its own: on the counts it has not been able to flush (its own
+window since the outage began) and its own probes, and a firing trigger rolls back locally
+through ``FlagControl.rollback_locally`` (a local override carrying the event and the hold,
+written to the store when it is back). Requests are never affected (they only touch the
+in-process ``Recorder``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
 from gateway.safety.config import HealthCheckTrigger, ReadOnlyConfig, SyntheticTrigger, TriggerConfig
+from gateway.safety.control import FlagControl
 from gateway.safety.driver import PlanDriver
 from gateway.safety.events import Event, Notifier
 from gateway.safety.healthcheck import Prober
@@ -75,6 +79,8 @@ class Safety:
         self._http = Background()  # probes and webhook: plain HTTP, cancelled at once on close
         self._stopping = asyncio.Event()
         self.plans = PlanDriver(self)
+        self.control = FlagControl(self, clock)
+        self._dry_logged: set[tuple[str, str]] = set()  # dry runs that fired during this store outage
         self.sources: frozenset[str] = frozenset()
 
     def register_source(self, name: str) -> None:
@@ -131,6 +137,7 @@ class Safety:
         self.metrics.safety_store_errors.inc()
 
     def _store_up(self) -> None:
+        self._dry_logged.clear()
         if self.store_error is not None:
             log.info("safety_store_recovered")
         self.store_error = None
@@ -170,8 +177,7 @@ class Safety:
             holds, epochs = await self.store.holds_and_epochs()
         except StoreUnavailable as exc:
             self._store_down(exc)
-            self._mark_unavailable()
-            return []
+            return await self._evaluate_locally()
         self._store_up()
         values = self.flags.snapshot()
         verdicts: dict[str, list[Verdict]] = {}
@@ -248,18 +254,51 @@ class Safety:
                 )
         return result
 
-    def _mark_unavailable(self) -> None:
-        detail = "safety store unreadable: decisions paused"
-        self.verdicts = {
-            flag: [
-                Verdict(t.name, t.kind, flag, "store_unavailable", detail, dry_run=t.dry_run)
-                for t in self.config.triggers
-                if t.guards(flag)
-            ]
-            for flag in sorted(self.flags.snapshot())
-        }
+    async def _evaluate_locally(self) -> list[Event]:
+        """The shared store is unreachable: judge on this instance's own unflushed counts and
+        probes, and roll back locally where an armed trigger fires (dry runs only log)."""
+        values = self.flags.snapshot()
+        verdicts: dict[str, list[Verdict]] = {}
+        for flag in sorted(values):
+            triggers = [t for t in self.config.triggers if t.guards(flag)]
+            if triggers and values[flag] <= 0:
+                verdicts[flag] = self._idle(flag, triggers)
+            elif triggers:
+                verdicts[flag] = self._judge_locally(flag, triggers)
+        self.verdicts = verdicts
         self.evaluated_at = self.clock()
-        self._export(self.verdicts)
+        self._export(verdicts)
+        events: list[Event] = []
+        for flag, flag_verdicts in verdicts.items():
+            if values.get(flag, 0) <= 0:
+                continue
+            armed = [v for v in flag_verdicts if v.status == "firing" and not v.dry_run]
+            for verdict in flag_verdicts:
+                if verdict.status == "firing" and verdict.dry_run and (verdict.trigger, flag) not in self._dry_logged:
+                    self._dry_logged.add((verdict.trigger, flag))  # once per outage: no event log to dedupe on
+                    log.warning("safety_dry_run_local", trigger=verdict.trigger, flag=flag, detail=verdict.detail)
+            if armed:
+                event = self._event(armed[0], "rollback")
+                event = replace(event, reason=f"{event.reason} [decided on this instance's own window: store down]")
+                await self.control.rollback_locally(flag, event)
+                events.append(event)
+        return events
+
+    def _judge_locally(self, flag: str, triggers: list[TriggerConfig]) -> list[Verdict]:
+        window_triggers = [t for t in triggers if is_window_trigger(t)]
+        ranges = [self.window_range(t.window, 0) for t in window_triggers]  # type: ignore[union-attr]
+        sums, streak = self.recorder.peek(flag, ranges)
+        by_name = {t.name: WindowStats(s) for t, s in zip(window_triggers, sums, strict=True)}
+        result = []
+        for trigger in triggers:
+            prober = self.probers.get(trigger.name)
+            verdict = evaluate(
+                trigger, flag, by_name.get(trigger.name), streak, prober.state if prober else None, self.sources
+            )
+            if verdict.status != "no_source":
+                verdict = replace(verdict, detail=f"{verdict.detail} (this instance only: safety store unreachable)")
+            result.append(verdict)
+        return result
 
     def _export(self, verdicts: dict[str, list[Verdict]]) -> None:
         gauge = self.metrics.trigger_status
@@ -362,12 +401,17 @@ class Safety:
         self.notifier.publish(stamped)
         return stamped
 
-    async def check_percent(self, flag: str, percent: int) -> None:
-        """Refuse a percentage that a hold or a drained upstream forbids."""
+    async def check_drained(self, percent: int) -> None:
+        """Refuse a percentage that a drained upstream forbids (no I/O)."""
         if percent > 0 and "candidate" in self.drained:
             raise SafetyRefused("upstream_drained", "the candidate upstream is drained: no flag may send it traffic")
         if percent < 100 and "legacy" in self.drained:
             raise SafetyRefused("upstream_drained", "the legacy upstream is drained: flags must stay at 100")
+
+    async def check_percent(self, flag: str, percent: int) -> None:
+        """Refuse a percentage that a hold or a drained upstream forbids. The hold check here only
+        gives an early, clear answer: the flag store checks holds again in the write itself."""
+        await self.check_drained(percent)
         if percent > 0:
             holds, _ = await self.store.holds_and_epochs()
             if flag in holds:

@@ -35,9 +35,11 @@ from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
+from gateway.flags.memory import held_error
 from gateway.flags.values import parse_stored_percent
 from gateway.redis_client import redis_client, text
 from gateway.safety.events import Event
+from gateway.safety.statefile import OperatorState
 from gateway.safety.windows import Batch, Counts
 
 __all__ = ["RedisSafetyStore"]
@@ -91,6 +93,49 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'flag', ARGV[3], 'old', ARGV[4], 'new', ARGV[5], 'actor', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
 redis.call('PUBLISH', ARGV[1], ARGV[3])
 return 1
+"""
+
+# A state import, all or nothing. KEYS: flags hash, changes, holds, events, plans, read-only switches.
+# ARGV: channel, maxlen, actor, reason, at, then four sections (flags, holds, plans, switches),
+# each a count followed by that many name/value pairs.
+_RESTORE = """
+local i = 6
+local function section()
+  local n, out = tonumber(ARGV[i]), {}
+  for k = 1, n do out[k] = {ARGV[i + 2 * k - 1], ARGV[i + 2 * k]} end
+  i = i + 2 * n + 1
+  return out
+end
+local flags, holds, plans, switches = section(), section(), section(), section()
+local in_file = {}
+for _, h in ipairs(holds) do in_file[h[1]] = true end
+for _, f in ipairs(flags) do
+  if tonumber(f[2]) > 0 and not in_file[f[1]] then
+    local id = redis.call('HGET', KEYS[3], f[1])
+    if id then return {'held', f[1], id} end
+  end
+end
+local changed, restored = {}, {}
+for _, f in ipairs(flags) do
+  local old = redis.call('HGET', KEYS[1], f[1])
+  if old ~= f[2] then
+    redis.call('HSET', KEYS[1], f[1], f[2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+      'flag', f[1], 'old', old or '', 'new', f[2], 'actor', ARGV[3], 'reason', ARGV[4], 'at', ARGV[5])
+    table.insert(changed, f[1])
+  end
+end
+for _, h in ipairs(holds) do
+  if redis.call('HEXISTS', KEYS[3], h[1]) == 0 then
+    local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'json', h[2])
+    redis.call('HSET', KEYS[3], h[1], id)
+    table.insert(restored, h[1])
+  end
+end
+for _, p in ipairs(plans) do redis.call('HSET', KEYS[5], p[1], p[2]) end
+for _, s in ipairs(switches) do redis.call('HSET', KEYS[6], s[1], s[2]) end
+if #changed > 0 then redis.call('PUBLISH', ARGV[1], '*') end
+return {'ok', changed, restored}
 """
 
 # KEYS: holds, epochs, events   ARGV: flag, at, json, maxlen
@@ -154,6 +199,7 @@ class RedisSafetyStore:
         self._put_plan = self._redis.register_script(_PUT_PLAN)
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
+        self._restore = self._redis.register_script(_RESTORE)
 
     async def start(self) -> None:
         return None
@@ -229,6 +275,28 @@ class RedisSafetyStore:
             )
         )
         return bool(done)
+
+    async def restore(self, state: OperatorState, *, actor: str, reason: str) -> tuple[list[str], list[str]]:
+        args: list[Any] = [self._channel, STREAM_MAXLEN, actor, reason, repr(time.time())]
+        sections: list[dict[str, Any]] = [
+            {f: str(p) for f, p in state.flags.items()},
+            state.holds,
+            state.plans,
+            state.switches,
+        ]
+        for items in sections:
+            args.append(len(items))
+            for name, value in sorted(items.items()):
+                args += [name, value]
+        out: list[Any] = await self._call(
+            self._restore(
+                keys=[self._flags_hash, self._changes, self._holds, self._events, self._plans, self._switches],
+                args=args,
+            )
+        )
+        if text(out[0]) == "held":
+            raise held_error(text(out[1]), text(out[2]))
+        return [text(f) for f in out[1]], [text(f) for f in out[2]]
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         entry = await self._call(

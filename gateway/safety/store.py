@@ -8,14 +8,17 @@ The embedded store lives in one process: that instance decides alone.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from gateway.flags.memory import MemoryFlagStore, held_error
 from gateway.flags.store import FlagStore
 from gateway.safety.events import Event
+from gateway.safety.statefile import OperatorState
 from gateway.safety.windows import Batch, Counts, add_counts, sum_buckets
 
 __all__ = ["MemorySafetyStore", "SafetyStore"]
@@ -46,6 +49,12 @@ class SafetyStore(Protocol):
     async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
         """Set ``flag`` to ``new`` only if it is ``expect`` and not held, atomically: a plan step can
         never undo an operator's rollback or an automatic one that landed a moment earlier."""
+
+    async def restore(self, state: OperatorState, *, actor: str, reason: str) -> tuple[list[str], list[str]]:
+        """Apply a validated state import in one atomic step: flags (audited), holds (each with its
+        event; existing holds are kept), plans and read-only switches. Refuses the whole import
+        (``SafetyRefused``) if it would raise a flag held here that the file does not hold.
+        Returns the flags changed and the holds restored."""
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         """Append ``event`` unless one with the same key was appended in the last ``ttl`` seconds."""
@@ -89,6 +98,10 @@ class MemorySafetyStore:
         self._once: dict[str, float] = {}
         self._plans: dict[str, bytes] = {}
         self._switches: dict[str, bytes] = {}
+        self._lock = asyncio.Lock()  # nothing to share with: holds still check and write in one step
+        if isinstance(flags, MemoryFlagStore):
+            flags.held = self._holds.get  # the flag store refuses raising a held flag under its lock
+            self._lock = flags.lock
 
     async def start(self) -> None:
         return None
@@ -123,27 +136,52 @@ class MemorySafetyStore:
         return stamped
 
     async def rollback(self, flags: Sequence[str], event: Event) -> list[Event]:
-        values: Mapping[str, int] = self._flags.snapshot()
         done = []
-        for flag in flags:
-            before = values.get(flag, 0)
-            if flag in self._holds or before <= 0:
-                continue
-            # MemoryFlagStore.set_percent never yields: the whole loop is one atomic step.
-            await self._flags.set_percent(flag, 0, actor=event.actor, reason=event.reason)
-            stamped = self._stamp(replace(event, flag=flag, percent_before=before))
-            self._holds[flag] = stamped.id
-            done.append(stamped)
+        async with self._lock:  # flag to 0 and hold placed in one step: no raise lands in between
+            values: Mapping[str, int] = self._flags.snapshot()
+            for flag in flags:
+                before = values.get(flag, 0)
+                if flag in self._holds or before <= 0:
+                    continue
+                self._write(flag, 0, actor=event.actor, reason=event.reason)
+                stamped = self._stamp(replace(event, flag=flag, percent_before=before))
+                self._holds[flag] = stamped.id
+                done.append(stamped)
         return done
+
+    def _write(self, flag: str, percent: int, *, actor: str, reason: str) -> None:
+        if isinstance(self._flags, MemoryFlagStore):
+            self._flags.write(flag, percent, actor=actor, reason=reason)
+        else:  # pragma: no cover - the embedded safety store is only built on the embedded flag store
+            raise TypeError("MemorySafetyStore needs a MemoryFlagStore")
 
     async def flag_value(self, flag: str) -> int | None:
         return self._flags.snapshot().get(flag)
 
     async def raise_flag(self, flag: str, expect: int, new: int, *, actor: str, reason: str) -> bool:
-        if flag in self._holds or self._flags.snapshot().get(flag) != expect:
-            return False
-        await self._flags.set_percent(flag, new, actor=actor, reason=reason)  # never yields: atomic
-        return True
+        async with self._lock:
+            if flag in self._holds or self._flags.snapshot().get(flag) != expect:
+                return False
+            self._write(flag, new, actor=actor, reason=reason)
+            return True
+
+    async def restore(self, state: OperatorState, *, actor: str, reason: str) -> tuple[list[str], list[str]]:
+        async with self._lock:
+            for flag, percent in state.flags.items():
+                if percent > 0 and flag not in state.holds and flag in self._holds:
+                    raise held_error(flag, self._holds[flag])
+            values = self._flags.snapshot()
+            changed = [f for f, p in sorted(state.flags.items()) if values.get(f) != p]
+            for flag in changed:
+                self._write(flag, state.flags[flag], actor=actor, reason=reason)
+            restored = []
+            for flag, raw in sorted(state.holds.items()):
+                if flag not in self._holds:
+                    self._holds[flag] = self._stamp(Event.loads(raw)).id
+                    restored.append(flag)
+            self._plans.update(state.plans)
+            self._switches.update(state.switches)
+            return changed, restored
 
     async def record_once(self, dedupe_key: str, ttl: float, event: Event) -> Event | None:
         now = time.monotonic()

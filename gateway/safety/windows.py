@@ -175,6 +175,12 @@ class Recorder:
         if mismatch:
             counts["mm"] = counts.get("mm", 0) + 1
 
+    def peek(self, flag: str, ranges: list[tuple[int, int]]) -> tuple[list[Counts], int]:
+        """Sums of the counts not yet flushed (the shared store refused them), per range, and the
+        local connection-failure streak: this instance's own windows while the store is down."""
+        buckets = [(start, counts) for (f, start), counts in self._buckets.items() if f == flag]
+        return [sum_buckets(buckets, first, last) for first, last in ranges], self._streaks.get(flag, (False, 0))[1]
+
     def drain(self) -> Batch:
         batch = Batch(self._buckets, self._streaks)
         self._buckets, self._streaks = {}, {}
