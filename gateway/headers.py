@@ -46,9 +46,11 @@ _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 Pairs = list[tuple[str, str]]
 
 
-def request_drop_set(request_id_header: str, extra: Iterable[str] = ()) -> frozenset[str]:
-    """Lowercase request header names never copied upstream (computed once per configuration)."""
-    return HOP_BY_HOP | _REQUEST_ALWAYS_DROP | {request_id_header.lower()} | {name.lower() for name in extra}
+def request_drop_set(request_id_header: str, extra: Iterable[str] = (), forwarded: bool = True) -> frozenset[str]:
+    """Lowercase request header names never copied upstream (computed once per configuration);
+    ``forwarded=False`` drops ``Forwarded`` too (it may only come from a trusted proxy)."""
+    names = HOP_BY_HOP | _REQUEST_ALWAYS_DROP | {request_id_header.lower()} | {name.lower() for name in extra}
+    return names if forwarded else names | {"forwarded"}
 
 
 def response_drop_set(request_id_header: str) -> frozenset[str]:
@@ -117,17 +119,14 @@ def upstream_pairs(
     request_id: str,
     upstream_host: str,
     preserve_host: bool = False,
-    keep_forwarded: bool = False,
 ) -> Pairs:
     """The head's headers for the upstream, Host first (where clients and nginx put it).
 
-    ``drop`` comes from ``request_drop_set``. ``forwarded_for`` is the chain from the resolved
-    client to our peer (see ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never
-    passes unchecked, nor its ``Forwarded`` unless ``keep_forwarded`` (a trusted peer).
+    ``drop`` comes from ``request_drop_set`` (with ``forwarded=False`` unless the peer is a trusted
+    proxy). ``forwarded_for`` is the chain from the resolved client to our peer (see
+    ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
     """
     kept, host, _connection = _copy(incoming, drop)
-    if not keep_forwarded:
-        kept = [(name, value) for name, value in kept if name.lower() != "forwarded"] if _has(kept, "forwarded") else kept
     out: Pairs = [("Host", host if preserve_host and host else upstream_host)]
     out.extend(kept)
     out.append(("X-Forwarded-For", forwarded_for))
@@ -136,10 +135,6 @@ def upstream_pairs(
         out.append(("X-Forwarded-Host", host))
     out.append((request_id_header, request_id))
     return out
-
-
-def _has(pairs: Pairs, lower: str) -> bool:
-    return any(len(name) == len(lower) and name.lower() == lower for name, _ in pairs)
 
 
 def downstream_pairs(

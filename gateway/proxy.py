@@ -89,7 +89,8 @@ class Proxy:
         self.cookie_max_age = config.bucketing.cookie_max_age
         self.busy = state.metrics.rejected.labels("gateway_busy")
         self._tasks: set[asyncio.Task[None]] = set()
-        self.request_drop = request_drop_set(config.request_id_header, state.extra_drop)
+        self.request_drop = request_drop_set(config.request_id_header, state.extra_drop, forwarded=False)
+        self.request_drop_trusted = request_drop_set(config.request_id_header, state.extra_drop)
         # Transfer-Encoding is hop-by-hop, but the data plane keeps it in place when it re-chunks.
         self.response_drop = response_drop_set(config.request_id_header) - {"transfer-encoding"}
 
@@ -503,16 +504,16 @@ class Proxy:
     def _upstream_pairs(self, ex: Exchange, request: _Request, pool: UpstreamPool) -> list[tuple[str, str]]:
         state = self.state
         proxies = state.protection.proxies
+        trusted = bool(proxies) and proxies.trusted_peer(ex.conn.peer)
         return upstream_pairs(
             ex.raw_headers,
-            drop=self.request_drop,
+            drop=self.request_drop_trusted if trusted else self.request_drop,
             forwarded_for=request.client.forwarded_for,
             proto="https" if request.https else "http",
             request_id_header=self.request_id_header,
             request_id=request.request_id,
             upstream_host=pool.host_header,
             preserve_host=pool.config.preserve_host,
-            keep_forwarded=bool(proxies) and proxies.trusted_peer(ex.conn.peer),
         )
 
     def _request_head(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> bytes:

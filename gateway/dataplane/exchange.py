@@ -307,7 +307,11 @@ class Exchange:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.stream_idle_timeout = stream_idle_timeout
-        self.parser = HttpResponseParser(self)
+        reader = upstream.reader
+        if reader is None:
+            reader = upstream.reader = ResponseReader()
+        reader.exchange = self
+        self.parser = reader.parser
         self.head_done = False
         self.head_raw = []
         self.resp_headers = []
@@ -360,6 +364,8 @@ class Exchange:
             return
         except HttpParserError as exc:
             self._flush(out)
+            if self.upstream is not None:
+                self.upstream.reader = None  # llhttp stays in its error state: a new parser next time
             if self.head_stop:
                 # A HEAD answer ends with its head: were more bytes already in this read?
                 self.head_stop = False
@@ -520,7 +526,11 @@ class Exchange:
             head = b"".join(self.head_raw)
             fixed = _dedupe_content_length(head)
             if fixed is not None:
-                self.parser = HttpResponseParser(self)
+                reader = ResponseReader()
+                reader.exchange = self
+                if self.upstream is not None:
+                    self.upstream.reader = reader
+                self.parser = reader.parser
                 self.resp_headers = []
                 self.reason = b""
                 self.head_raw = []
@@ -689,6 +699,41 @@ class Exchange:
             if self.on_finish is not None:
                 # Soon, not now: the parser that got here may still hold bytes of this read.
                 self.loop.call_soon(self.on_finish, self)
+
+
+class ResponseReader:
+    """An upstream connection's llhttp response parser, kept from one answer to the next (making
+    one costs microseconds); its callbacks go to the exchange being answered."""
+
+    __slots__ = ("exchange", "parser")
+
+    def __init__(self) -> None:
+        self.exchange: Exchange | None = None
+        self.parser = HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        assert self.exchange is not None
+        self.exchange.on_message_begin()
+
+    def on_status(self, reason: bytes) -> None:
+        assert self.exchange is not None
+        self.exchange.on_status(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.exchange is not None
+        self.exchange.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        assert self.exchange is not None
+        self.exchange.on_headers_complete()
+
+    def on_body(self, data: bytes) -> None:
+        assert self.exchange is not None
+        self.exchange.on_body(data)
+
+    def on_message_complete(self) -> None:
+        assert self.exchange is not None
+        self.exchange.on_message_complete()
 
 
 def _frame_transfer_encoding(headers: list[tuple[str, str]], chunked: bool) -> None:

@@ -24,7 +24,7 @@ from gateway.config import Side, UpstreamConfig
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from gateway.dataplane.exchange import Exchange
+    from gateway.dataplane.exchange import ResponseReader
 
 __all__ = ["PoolBusy", "UpstreamConnection", "UpstreamPool"]
 
@@ -42,13 +42,14 @@ class _Owner(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream; bytes go to the exchange that holds it."""
 
-    __slots__ = ("closed", "exchange", "idle_since", "last_read", "loop", "pool", "reused", "transport")
+    __slots__ = ("closed", "exchange", "idle_since", "last_read", "loop", "pool", "reader", "reused", "transport")
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.exchange: _Owner | None = None
+        self.reader: ResponseReader | None = None  # its response parser, reused across answers
         self.idle_since = 0.0
         self.last_read = 0.0
         self.reused = False  # served a request before: may be stale when the next one is sent
