@@ -141,7 +141,11 @@ def build_pools(state: GatewayState, loop: asyncio.AbstractEventLoop) -> dict[Si
     config = state.config
     return {
         side: UpstreamPool(
-            side, config.upstreams[side], config.limits.client_share, upstream_context(side, config.upstreams[side]), loop
+            side,
+            config.upstreams[side],
+            config.limits.client_share,
+            upstream_context(side, config.upstreams[side]),
+            loop,
         )
         for side in SIDES
     }

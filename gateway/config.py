@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from gateway.errors import ConfigError
-from gateway.protection.bodykey import Normalize, parse_field_path
 from gateway.methods import HTTP_METHODS
+from gateway.protection.bodykey import Normalize, parse_field_path
 from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule

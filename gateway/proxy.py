@@ -21,7 +21,7 @@ from time import perf_counter
 from typing import Any
 
 import structlog
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import Side
 from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
@@ -40,7 +40,6 @@ from gateway.state import GatewayState
 __all__ = ["Proxy"]
 
 log = structlog.get_logger("gateway.proxy")
-
 
 
 class _Request:
@@ -355,7 +354,7 @@ class Proxy:
                     headers=CIMultiDict(self._upstream_pairs(ex, request, request.pool)),
                     served=decision.side,
                     status=status,
-                    response_headers=CIMultiDict(ex.response_headers),
+                    response_headers=CIMultiDictProxy(CIMultiDict(ex.response_headers)),
                 )
             else:
                 state.shadow.skip(tap, error_kind or "incomplete")
@@ -444,7 +443,9 @@ class Proxy:
                 )
                 return True
             headers = [(self.request_id_header, request.request_id), *allowed.items()]
-            ex.respond(204, "No Content", self._decorate(headers, request, ex, preflight=True, content_type=None), b"", False)
+            ex.respond(
+                204, "No Content", self._decorate(headers, request, ex, preflight=True, content_type=None), b"", False
+            )
             return True
         limit = protection.max_body_bytes
         if limit is not None and ex.content_length is not None and ex.content_length > limit:

@@ -321,7 +321,12 @@ class ClientConnection(asyncio.Protocol):
         answer = response_head(
             refused.status,
             refused.reason,
-            [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")],
+            [
+                *headers,
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ],
         )
         exchange = self.parsing
         if exchange is not None and exchange.started is False and self.queue and self.queue[0] is exchange:

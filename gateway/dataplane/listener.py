@@ -9,9 +9,9 @@ deadline is enforced within ~10 % of its value.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 import socket
 import ssl
+from typing import cast
 
 import structlog
 from httptools import HttpParserError, HttpRequestParser
@@ -38,10 +38,11 @@ class ProxyListener:
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
         self.redirect_port = 0
-        timeouts = [
+        body_read = config.limits.body_read_timeout
+        timeouts: list[float] = [
             config.limits.header_timeout,
             config.limits.send_timeout,
-            *(config.limits.body_read_timeout,) * (config.limits.body_read_timeout is not None),
+            *([body_read] if body_read is not None else []),
             *(u.read_timeout for u in config.upstreams.values()),
             *(u.body_idle_timeout for u in config.upstreams.values()),
             *(u.keepalive_timeout for u in config.upstreams.values()),
