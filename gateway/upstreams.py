@@ -3,8 +3,9 @@
 Proxied requests never come here: they go through the data plane's raw pools
 (``gateway.dataplane.pool``). Shadow copies are few, off the request path, and need a whole
 answer to compare, which is what aiohttp's client does well. Sessions never decompress
-(bodies pass through byte for byte), never follow redirects, never keep cookies (a shared cookie jar would leak one user's session into another's request) and
-never read proxy settings from the environment.
+(bodies pass through byte for byte), never follow redirects, never keep cookies (a shared
+cookie jar would leak one user's session into another's request) and never read proxy
+settings from the environment.
 """
 
 from __future__ import annotations
