@@ -339,3 +339,25 @@ async def test_http10_keep_alive_is_honoured(upstream, gw) -> None:
             resp = await conn.request(f"GET /ka{i} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
             assert resp.status == 200 and resp.body == f"GET /ka{i} 0".encode()
             assert resp.headers.get("Connection", "").lower() == "keep-alive"
+
+
+async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier_answers(upstream, gw) -> None:
+    """One read may carry thousands of tiny pipelined requests: at most MAX_PIPELINED wait their turn."""
+    from gateway.dataplane.connection import MAX_PIPELINED
+
+    count = MAX_PIPELINED + 10
+    async with await RawConnection.open(port(gw)) as conn:
+        conn.writer.write(b"".join(b"GET /p%d HTTP/1.1\r\n" % i + H + b"\r\n" for i in range(count)))
+        statuses = []
+        while True:
+            try:
+                resp = await asyncio.wait_for(read_response(conn.reader), 10)
+            except asyncio.IncompleteReadError:
+                break
+            statuses.append(resp.status)
+            if resp.status == 400:
+                assert orjson.loads(resp.body)["error"] == "too_many_pipelined"
+                assert resp.headers["Connection"] == "close"
+                break
+    assert statuses == [200] * MAX_PIPELINED + [400]
+    assert len([r for r in upstream.requests if r.target.startswith("/p")]) == MAX_PIPELINED

@@ -34,7 +34,12 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.wire import json_body, response_head
 from gateway.errors import BodyRejected
 
-__all__ = ["ClientConnection", "ConnectionSettings"]
+__all__ = ["MAX_PIPELINED", "ClientConnection", "ConnectionSettings"]
+
+# Requests parsed ahead of their answer on one connection. Reading pauses as soon as one waits,
+# but a single read (up to 256 KiB) can hold thousands of tiny pipelined requests: past this many
+# the connection is answered 400 (after the earlier answers) and closed.
+MAX_PIPELINED = 64
 
 
 class _Refused(Exception):
@@ -210,6 +215,8 @@ class ClientConnection(asyncio.Protocol):
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if len(self.queue) >= MAX_PIPELINED:
+            raise _Refused(400, "Bad Request", "too_many_pipelined", f"more than {MAX_PIPELINED} pipelined requests")
         parser = self.parser
         content_length: int | None = None
         chunked = False
