@@ -108,6 +108,8 @@ class ClientConnection(asyncio.Protocol):
         "write_paused_since",
         "closed",
         "error_answer",
+        "feeding",
+        "ready",
     )
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -133,6 +135,8 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused_since: float | None = None
         self.closed = False
         self.error_answer: bytes | None = None
+        self.feeding = False  # inside parser.feed_data
+        self.ready: Exchange | None = None  # to hand to the request path once this read is parsed
 
     @property
     def draining(self) -> bool:
@@ -156,6 +160,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.paused & self.PAUSE_STOPPED:
             return
+        self.feeding = True
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -168,6 +173,12 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(cause)
             else:
                 self._refuse(_Refused(400, "Bad Request", "bad_request", _describe(exc)))
+        finally:
+            self.feeding = False
+        ready = self.ready
+        if ready is not None:
+            self.ready = None
+            self.settings.handler(ready)
 
     def eof_received(self) -> bool:
         # A client that closes its side is gone, as nginx sees it (499): its answer is not
@@ -268,8 +279,12 @@ class ClientConnection(asyncio.Protocol):
     # -- running exchanges ------------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
-        # Soon, not now: never inside the parser's callbacks (the handler may answer at once).
-        self.loop.call_soon(self.settings.handler, exchange)
+        # Never inside the parser's callbacks (the handler may answer at once): at the end of
+        # this read when one is being parsed, else soon.
+        if self.feeding:
+            self.ready = exchange
+        else:
+            self.loop.call_soon(self.settings.handler, exchange)
 
     def exchange_done(self, exchange: Exchange) -> None:
         """An exchange's answer is fully written: keep the connection for the next one, or close."""

@@ -118,6 +118,7 @@ class Exchange:
         "deadline",
         "on_tunnel",
         "out",
+        "finish_pending",
     )
 
     def __init__(
@@ -184,6 +185,7 @@ class Exchange:
         self.tunnel_bytes = [0, 0]  # up, down
         self.on_tunnel: Callable[[Exchange, bool], None] | None = None
         self.out: list[bytes] | None = None  # client output batched while one upstream read is parsed
+        self.finish_pending = False
         self.failure: BaseException | None = None
         self.error_kind: str | None = None
         self.on_finish: Callable[[Exchange], None] | None = None  # the request path's, once forwarding
@@ -351,6 +353,15 @@ class Exchange:
             self.tunnel_bytes[1] += len(data)
             self.conn.write(data)
             return
+        try:
+            self._parse_answer(data)
+        finally:
+            if self.finish_pending:  # the exchange ended during this read: tell the request path now
+                self.finish_pending = False
+                if self.on_finish is not None:
+                    self.on_finish(self)
+
+    def _parse_answer(self, data: bytes) -> None:
         if not self.head_done:
             self.head_raw.append(data)
         parser = self.parser
@@ -534,7 +545,7 @@ class Exchange:
                 self.resp_headers = []
                 self.reason = b""
                 self.head_raw = []
-                self.upstream_data(fixed)
+                self._parse_answer(fixed)
                 return False  # upstream_data already released what it had to
         if self.started:
             self._cut("invalid")
@@ -697,8 +708,11 @@ class Exchange:
         if not self.over:
             self.over = True
             if self.on_finish is not None:
-                # Soon, not now: the parser that got here may still hold bytes of this read.
-                self.loop.call_soon(self.on_finish, self)
+                if self.out is not None:
+                    self.finish_pending = True  # upstream_data calls it once the read is parsed
+                else:
+                    # Soon, not now: a client parser may be in the middle of this read.
+                    self.loop.call_soon(self.on_finish, self)
 
 
 class ResponseReader:
