@@ -64,11 +64,15 @@ def _listed(connection: list[str]) -> frozenset[str]:
     return tokens - _PLAIN_CONNECTION
 
 
-def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pairs, str | None, list[str]]:
-    """Pairs without ``drop``/``X-Gateway-*`` names; also the Host value and Connection values seen."""
+def _copy(
+    headers: Iterable[tuple[str, str]], drop: frozenset[str]
+) -> tuple[Pairs, str | None, list[str], str | None]:
+    """Pairs without ``drop``/``X-Gateway-*`` names; also the Host, Connection and Content-Type
+    values seen (one pass: the request path needs them and this loop already looks)."""
     out: Pairs = []
     host: str | None = None
     connection: list[str] = []
+    content_type: str | None = None
     for name, value in headers:
         lower = name.lower()
         if lower in drop or lower.startswith(GATEWAY_HEADER_PREFIX):
@@ -77,12 +81,14 @@ def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pai
             elif lower == "connection":
                 connection.append(value)
             continue
+        if lower == "content-type":
+            content_type = value
         out.append((name, value))
     if connection:
         listed = _listed(connection)
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
-    return out, host, connection
+    return out, host, connection, content_type
 
 
 class RequestIds:
@@ -126,7 +132,7 @@ def upstream_pairs(
     proxy). ``forwarded_for`` is the chain from the resolved client to our peer (see
     ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
     """
-    kept, host, _connection = _copy(incoming, drop)
+    kept, host, _connection, _type = _copy(incoming, drop)
     out: Pairs = [("Host", host if preserve_host and host else upstream_host)]
     out.extend(kept)
     out.append(("X-Forwarded-For", forwarded_for))
@@ -139,8 +145,9 @@ def upstream_pairs(
 
 def downstream_pairs(
     upstream: Iterable[tuple[str, str]], *, drop: frozenset[str], request_id_header: str, request_id: str
-) -> Pairs:
-    """The client's copy of an upstream answer's headers (``drop`` from ``response_drop_set``)."""
-    out, _host, _connection = _copy(upstream, drop)
+) -> tuple[Pairs, str | None]:
+    """The client's copy of an upstream answer's headers (``drop`` from ``response_drop_set``,
+    plus any names the caller removes in the same pass), and the answer's Content-Type."""
+    out, _host, _connection, content_type = _copy(upstream, drop)
     out.append((request_id_header, request_id))
-    return out
+    return out, content_type

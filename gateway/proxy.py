@@ -32,6 +32,7 @@ from gateway.headers import downstream_pairs, request_drop_set, request_id_from,
 from gateway.protection.bodykey import BodyPrefix
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.ratelimit import US, Check, Verdict
+from gateway.protection.secheaders import is_html
 from gateway.routing import Route
 from gateway.safety.readonly import READ_ONLY_MESSAGE
 from gateway.splitting import Decision
@@ -90,6 +91,7 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.request_drop = request_drop_set(config.request_id_header, state.extra_drop, forwarded=False)
         self.request_drop_trusted = request_drop_set(config.request_id_header, state.extra_drop)
+        self._fixed_drop: dict[frozenset[str], frozenset[str]] = {}  # response drop + a policy's fixed edits
         # Transfer-Encoding is hop-by-hop, but the data plane keeps it in place when it re-chunks.
         self.response_drop = response_drop_set(config.request_id_header) - {"transfer-encoding"}
 
@@ -529,16 +531,31 @@ class Proxy:
     def response_headers(self, ex: Exchange, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The client's copy of an upstream's answer head: hop-by-hop out, the gateway's own in."""
         request: _Request = ex.context
-        out = downstream_pairs(
-            headers, drop=self.response_drop, request_id_header=self.request_id_header, request_id=request.request_id
-        )
-        content_type = None
-        if self.state.protection.headers is not None:
-            for name, value in out:
-                if len(name) == 12 and name.lower() == "content-type":
-                    content_type = value
-                    break
-        out = self._decorate(out, request, ex, preflight=False, content_type=content_type)
+        protection = self.state.protection
+        security = protection.headers
+        fixed = None
+        if security is not None and protection.cors is None and request.verdict is None:
+            # The common API answer: the security edits are fixed, applied in the copying pass.
+            fixed = security.fixed_edits(ex.target, False, request.https)
+        if fixed is not None:
+            drop = self._fixed_drop.get(fixed[0])
+            if drop is None:
+                drop = self._fixed_drop[fixed[0]] = self.response_drop | fixed[0]
+            out, content_type = downstream_pairs(
+                headers, drop=drop, request_id_header=self.request_id_header, request_id=request.request_id
+            )
+            if is_html(content_type):
+                fixed = None  # pages keep their own CSP/XFO: the general path
+            else:
+                out.extend(fixed[1])
+        if fixed is None:
+            out, content_type = downstream_pairs(
+                headers,
+                drop=self.response_drop,
+                request_id_header=self.request_id_header,
+                request_id=request.request_id,
+            )
+            out = self._decorate(out, request, ex, preflight=False, content_type=content_type)
         decision = request.decision
         if decision is not None and decision.issue_cookie is not None:
             out.append(("Set-Cookie", self._cookie(decision.issue_cookie, request.https)))

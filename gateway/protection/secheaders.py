@@ -68,6 +68,8 @@ class SecurityHeaders:
             routes.append((route.prefix.rstrip("/") or "/", policies))
         # Longest prefix first, so the most specific route wins.
         self._routes = tuple(sorted(routes, key=lambda item: -len(item[0])))
+        # Per (policy, https): the edits when they do not depend on the answer's own headers.
+        self._fixed: dict[tuple[int, bool], tuple[frozenset[str], tuple[tuple[str, str], ...]] | None] = {}
 
     @staticmethod
     def _policy(
@@ -130,6 +132,32 @@ class SecurityHeaders:
         elif not https and HSTS.lower() in present:
             remove.append(HSTS)  # an upstream's HSTS over plain HTTP is ignored by browsers anyway
         return HeaderEdits(tuple(remove), tuple(out))
+
+    def fixed_edits(
+        self, raw_path: str, html: bool, https: bool
+    ) -> tuple[frozenset[str], tuple[tuple[str, str], ...]] | None:
+        """``edits`` as (lowercase names removed, headers appended) when the policy does not keep
+        any of the answer's own values (the common API case), so the request path can apply them
+        in the pass that copies the headers; None when it does (then ``edits``). Memoised per
+        policy: a few entries."""
+        policy = self.policy_for(raw_path, html)
+        key = (id(policy), https)
+        try:
+            return self._fixed[key]
+        except KeyError:
+            pass
+        fixed: tuple[frozenset[str], tuple[tuple[str, str], ...]] | None = None
+        if not policy.keep_upstream and not policy.keep:
+            names = {name.lower() for name in self._remove}
+            names.update(name.lower() for name, _ in policy.set)
+            names.update(name.lower() for name in policy.unset)
+            names.add(HSTS.lower())
+            add = list(policy.set)
+            if https and policy.hsts is not None:
+                add.append((HSTS, policy.hsts))
+            fixed = (frozenset(names), tuple(add))
+        self._fixed[key] = fixed
+        return fixed
 
     def apply(self, headers: CIMultiDict[str], raw_path: str, https: bool) -> None:
         """``edits`` performed on aiohttp's response headers."""
