@@ -84,7 +84,7 @@ def _copy(
         if lower == "content-type":
             content_type = value
         out.append((name, value))
-    if connection:
+    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION for value in connection):
         listed = _listed(connection)
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
