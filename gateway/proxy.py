@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.config import Side
+from gateway.config import Config, Side
 from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
 from gateway.dataplane.pool import PoolBusy, UpstreamConnection, UpstreamPool
 from gateway.dataplane.wire import json_body, reason_for, request_head
@@ -82,18 +82,24 @@ class Proxy:
     def __init__(self, state: GatewayState, pools: dict[Side, UpstreamPool]) -> None:
         self.state = state
         self.pools = pools
-        config = state.config
+        self.busy = state.metrics.rejected.labels("gateway_busy")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fixed_drop: dict[frozenset[str], frozenset[str]] = {}  # response drop + a policy's fixed edits
+        self._configure(state.config)
+
+    def _configure(self, config: Config) -> None:
+        """What the request path derives from the configuration, again after a hot reload."""
+        state = self.state
+        self.config = config
         self.request_id_header = config.request_id_header
         self.upgrade_protocols = config.upgrades.protocols
         self.cookie_name = config.bucketing.cookie_name
         self.cookie_max_age = config.bucketing.cookie_max_age
-        self.busy = state.metrics.rejected.labels("gateway_busy")
-        self._tasks: set[asyncio.Task[None]] = set()
         self.request_drop = request_drop_set(config.request_id_header, state.extra_drop, forwarded=False)
         self.request_drop_trusted = request_drop_set(config.request_id_header, state.extra_drop)
-        self._fixed_drop: dict[frozenset[str], frozenset[str]] = {}  # response drop + a policy's fixed edits
         # Transfer-Encoding is hop-by-hop, but the data plane keeps it in place when it re-chunks.
         self.response_drop = response_drop_set(config.request_id_header) - {"transfer-encoding"}
+        self._fixed_drop.clear()
 
     # -- the gateway's own answers ----------------------------------------------------------
 
@@ -171,6 +177,8 @@ class Proxy:
 
     def _begin(self, ex: Exchange) -> None:
         state = self.state
+        if state.config is not self.config:
+            self._configure(state.config)  # a hot reload happened
         request_id = request_id_from(ex.headers.get(self.request_id_header), state.request_ids)
         client = state.protection.proxies.resolve(ex.conn.peer, ex.headers, ex.conn.secure)
         request = _Request(request_id, client)

@@ -52,6 +52,8 @@ RESTART_ONLY = (
     # and probes hold them); operators switch read-only legacy at run time with `gateway readonly`.
     "safety",
     "supervisor",
+    # The listener's TLS context is built at start; SIGHUP re-reads its certificate files.
+    "tls",
 )
 
 

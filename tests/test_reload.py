@@ -180,3 +180,16 @@ async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in
         assert await side(second, session) == "legacy"  # old rules kept
     finally:
         await second.stop()
+
+
+async def test_reload_reaches_the_data_plane_force_header_and_upgrade_protocols(served, upstreams) -> None:
+    """The request path derives header rules from the configuration: a reload must reach them."""
+    server, path, session = served
+    path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", force={"header": "X-Tester-Side"})))
+    assert await server.reloader.reload("test") is None
+    url = f"http://127.0.0.1:{server.proxy_port}/api/v1/grades/1"
+    async with session.get(url, headers={"X-Tester-Side": "candidate", "X-Gateway-Force": "x"}) as resp:
+        seen = (await resp.json())["headers"]
+    names = {name.lower() for name, _ in seen}
+    assert "x-tester-side" not in names  # the new force header is stripped like the old one was
+    assert "x-gateway-force" not in names  # the gateway's namespace never passes
