@@ -182,7 +182,7 @@ async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in
         await second.stop()
 
 
-async def test_reload_reaches_the_data_plane_force_header_and_upgrade_protocols(served, upstreams) -> None:
+async def test_reload_reaches_the_request_paths_header_rules(served, upstreams) -> None:
     """The request path derives header rules from the configuration: a reload must reach them."""
     server, path, session = served
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", force={"header": "X-Tester-Side"})))
