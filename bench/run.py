@@ -59,6 +59,23 @@ class BenchError(Exception):
     """A failure worth a one-line message rather than a traceback."""
 
 
+def interpreter() -> str:
+    """Which Python runs every target, whether it looks like an optimised (PGO/LTO) build, and how
+    fast it is on a fixed pure-Python loop: the ratios hold across builds, the absolute figures do not."""
+    import sysconfig
+    import timeit
+
+    flags = " ".join(str(sysconfig.get_config_var(name) or "") for name in ("CONFIG_ARGS", "PY_CFLAGS", "LDFLAGS"))
+    if "--enable-optimizations" in flags or "-fprofile-use" in flags:
+        pgo = "PGO build (from its configure flags)"
+    elif sys.base_prefix == "/usr" and Path("/etc/debian_version").exists():
+        pgo = "Debian's python (built with PGO and LTO by the distribution)"
+    else:
+        pgo = "no sign of PGO in its build flags"
+    loop_us = min(timeit.repeat("for i in range(1000): x = i * 2", number=200, repeat=5)) / 200 * 1e6
+    return f"{sys.executable} (Python {platform.python_version()}), {pgo}; 1000-step loop {loop_us:.1f} us"
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -642,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
             uncommitted = f" plus uncommitted changes in {shown}" if changed else ""
             print(f"gateway code: {revision}{uncommitted}")
+            print(f"interpreter: {interpreter()}")
             print(f"machine: {os.cpu_count()} cores, {busy:.0f}% busy before the run"
                   + (" -- WARNING: other processes are using the CPU, figures will be noisy" if busy > 10 else ""))
             print(f"upstream: {upstream_desc} at {upstream_url}, body {len(BODY)} bytes")
@@ -744,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         "git": revision,
         "gateway_uncommitted": changed,
         "machine": {"cpus": os.cpu_count(), "busy_percent_before": round(busy, 1),
-                    "python": platform.python_version(), "platform": platform.platform()},
+                    "python": platform.python_version(), "interpreter": interpreter(), "platform": platform.platform()},
         "upstream": upstream_desc,
         "loader": loader,
         "connections": args.connections,
