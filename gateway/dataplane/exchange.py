@@ -94,7 +94,7 @@ class Exchange:
         "raw_headers",
         "reason",
         "request_sent",
-        "resp_headers",
+        "reader",
         "responder",
         "response_done",
         "response_headers",
@@ -169,7 +169,7 @@ class Exchange:
         self.head_stop = False
         self.interim = False
         self.reason = b""
-        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.reader: ResponseReader | None = None
         self.response_headers: list[tuple[str, str]] = []
         self.status = 0
         self.upstream_framing = _NO_FRAMING
@@ -313,11 +313,10 @@ class Exchange:
         if reader is None:
             reader = upstream.reader = ResponseReader()
         reader.exchange = self
+        self.reader = reader
         self.parser = reader.parser
         self.head_done = False
         self.head_raw = []
-        self.resp_headers = []
-        self.reason = b""
         upstream.exchange = self
         if self.expect_continue and not self.body_done:
             self.conn.write(_CONTINUE)  # the client may send its body now
@@ -408,12 +407,6 @@ class Exchange:
             self.stray = True  # bytes after a complete answer: never reuse this connection
             raise _Stop
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None
@@ -421,23 +414,21 @@ class Exchange:
         if 100 <= status < 200 and status != 101:
             # Interim answers (100, 102, 103) are not relayed: the gateway answers Expect itself.
             self.interim = True
-            self.resp_headers = []
-            self.reason = b""
             return
         self.head_done = True
         self.head_raw = []
         self.status = status
         if status == 101 and not self.upgrade_forwarded:
             raise _Stop  # handled in _recover: a 101 nobody asked for is an invalid answer
+        reader = self.reader
+        assert reader is not None
+        self.reason = reader.reason
         content_length = None
         chunked = False
         close = parser.get_http_version() != "1.1"
         event_stream = False
-        headers: list[tuple[str, str]] = []
-        for raw_name, raw_value in self.resp_headers:
-            name = raw_name.decode("latin-1")
-            value = raw_value.decode("latin-1")
-            headers.append((name, value))
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in reader.headers]
+        for name, value in headers:
             if len(name) in (10, 12, 14, 17):
                 lower = name.lower()
                 if lower == "content-length":
@@ -541,9 +532,8 @@ class Exchange:
                 reader.exchange = self
                 if self.upstream is not None:
                     self.upstream.reader = reader
+                self.reader = reader
                 self.parser = reader.parser
-                self.resp_headers = []
-                self.reason = b""
                 self.head_raw = []
                 self._parse_answer(fixed)
                 return False  # upstream_data already released what it had to
@@ -719,23 +709,25 @@ class ResponseReader:
     """An upstream connection's llhttp response parser, kept from one answer to the next (making
     one costs microseconds); its callbacks go to the exchange being answered."""
 
-    __slots__ = ("exchange", "parser")
+    __slots__ = ("exchange", "headers", "parser", "reason")
 
     def __init__(self) -> None:
         self.exchange: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []  # of the answer being parsed
+        self.reason = b""
         self.parser = HttpResponseParser(self)
 
     def on_message_begin(self) -> None:
         assert self.exchange is not None
+        self.headers = []
+        self.reason = b""
         self.exchange.on_message_begin()
 
     def on_status(self, reason: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.on_status(reason)
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.on_header(name, value)
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self.exchange is not None
