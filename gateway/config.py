@@ -368,6 +368,9 @@ class ForceConfig(_Model):
 class AdminConfig(_Model):
     listen: HostPort = HostPort(host="127.0.0.1", port=9090)
     token: str | None = None
+    # Reads that return upstream response data (stored parity diffs, learned noise) always need
+    # the token; this makes every other read need it too (probes and /metrics stay open).
+    protect_reads: bool = False
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -530,6 +533,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_LISTEN": ("listen",),
     "GATEWAY_ADMIN_LISTEN": ("admin", "listen"),
     "GATEWAY_ADMIN_TOKEN": ("admin", "token"),
+    "GATEWAY_ADMIN_PROTECT_READS": ("admin", "protect_reads"),
     "GATEWAY_FORCE_SECRET": ("force", "secret"),
     "GATEWAY_LOG_LEVEL": ("log", "level"),
     "GATEWAY_LOG_FORMAT": ("log", "format"),
