@@ -33,6 +33,10 @@ class CliError(Exception):
     """A message for the operator; printed without a traceback, exit code 1."""
 
 
+class UsageError(CliError):
+    """The command line itself is wrong (nothing was sent anywhere): exit code 2, like argparse's."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Cutover traffic-splitting gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -52,11 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help="proxy listener (overrides GATEWAY_LISTEN)")
     run.add_argument("--admin-listen", metavar="HOST:PORT", help="admin listener (overrides GATEWAY_ADMIN_LISTEN)")
 
-    demo = sub.add_parser("demo", help="start two sample upstreams and the gateway on the embedded store")
+    demo = sub.add_parser(
+        "demo",
+        help="start two sample upstreams and the gateway on the embedded store; 'demo fault F' breaks the candidate",
+    )
+    demo.add_argument("action", nargs="?", choices=["fault"], help="switch the running demo's candidate fault")
+    demo.add_argument("fault", nargs="?", choices=["errors", "slow", "down", "parity", "clear", "status"])
     demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090)")
     demo.add_argument("--legacy-port", type=int, default=8081)
     demo.add_argument("--candidate-port", type=int, default=8082)
+    demo.add_argument("--control-port", type=int, default=8083, help="the fault switch's port (default 8083)")
+    demo.add_argument("--no-traffic", action="store_true", help="no background traffic from simulated users")
+    demo.add_argument(
+        "--control",
+        metavar="URL",
+        default=os.environ.get("GATEWAY_DEMO_CONTROL_URL", "http://127.0.0.1:8083"),
+        help="'demo fault': the running demo's fault switch (GATEWAY_DEMO_CONTROL_URL)",
+    )
 
     def admin_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -373,6 +390,28 @@ def _command_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_demo(args: argparse.Namespace) -> int:
+    if args.action is None and args.fault is None:
+        from gateway.demo import DemoPorts, run_demo
+
+        ports = DemoPorts(args.port, args.admin_port, args.legacy_port, args.candidate_port, args.control_port)
+        return run_demo(ports, traffic=not args.no_traffic)
+    if args.action != "fault" or args.fault is None:
+        raise UsageError("usage: gateway demo fault errors|slow|down|parity|clear|status")
+    try:
+        if args.fault == "status":
+            data = _admin_call(args.control, "GET", "/fault")
+        else:
+            data = _admin_call(args.control, "POST", f"/fault/{args.fault}", {})
+    except CliError as exc:
+        raise CliError(
+            f"cannot switch the demo's fault at {args.control} (is 'gateway demo' running? its banner prints "
+            f"GATEWAY_DEMO_CONTROL_URL): {exc}"
+        ) from exc
+    print(f"sample candidate: {'fault ' + data['fault'] if data['fault'] else 'healthy (no fault)'}")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -395,9 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _command_run(args)
         if args.command == "demo":
-            from gateway.demo import run_demo
-
-            return run_demo(args.port, args.admin_port, args.legacy_port, args.candidate_port)
+            return _command_demo(args)
         if args.command == "rollout":
             return _command_rollout(args)
         if args.command == "rollback":
@@ -417,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "readonly":
             return run_read_only(args, _admin_call, CliError)
     except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     except CliError as exc:
