@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import urllib.request
-
 from pathlib import Path
 
 import orjson
@@ -199,7 +198,8 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again() -> None:
         status = _poll(evaluated)
         default = next(f for f in status["flags"] if f["name"] == "default")
         names = {t["trigger"] for t in default["triggers"]}
-        shipped = {t["name"] for t in yaml.safe_load((ROOT / "rules" / "rollback.yaml").read_text())["safety"]["triggers"]}
+        rules = yaml.safe_load((ROOT / "rules" / "rollback.yaml").read_text())
+        shipped = {t["name"] for t in rules["safety"]["triggers"]}
         assert names == shipped  # the shipped rules, not a demo set
         assert {c["trigger"] for c in status["healthChecks"]} == {"candidate-database", "critical-features"}
 
@@ -243,13 +243,18 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     fired: dict[str, str] = {}
     try:
+        def probes_healthy() -> bool:  # as an operator checks `gateway triggers` before rolling out again
+            checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
+            return bool(checks) and all(c["healthy"] for c in checks)
+
         for fault in ("slow", "down", "parity"):
+            _poll(probes_healthy)
             seen = {e["id"] for e in _admin_json(admin, "/api/v1/events?limit=50", token)["events"]}
             assert _cli(env, "rollout", "set", "50").returncode == 0
             done = _cli(env, "demo", "fault", fault)
             assert done.returncode == 0, done.stderr
 
-            def new_rollback() -> dict | None:
+            def new_rollback(seen: set[str] = seen) -> dict | None:
                 events = _admin_json(admin, "/api/v1/events?limit=50", token)["events"]
                 return next((e for e in events if e["kind"] == "rollback" and e["id"] not in seen), None)
 
@@ -260,8 +265,9 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
         assert "healthy (no fault)" in status.stdout
     finally:
         _stop_demo(proc)
-    assert fired["slow"] in ("candidate-p95", "critical-features", "candidate-database"), fired
-    assert fired["down"] in ("candidate-error-rate", "candidate-unreachable", "candidate-database"), fired
+    # Which armed trigger is first to see a fault is a race between probes and traffic; all are shipped ones.
+    assert fired["slow"] in ("candidate-p95", "candidate-database", "critical-features"), fired
+    assert fired["down"] in ("candidate-error-rate", "candidate-unreachable", "candidate-database", "critical-features")
     assert fired["parity"] == "shadow-mismatch-rate", fired
 
 
