@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 
 from gateway.sample_api import DEMO_USERS
@@ -180,8 +181,13 @@ def _poll(predicate, timeout: float = 20.0):  # noqa: ANN001, ANN202 - a test he
         time.sleep(0.1)
 
 
-def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again() -> None:
+@pytest.mark.slow
+def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path) -> None:
     """The README walkthrough, command by command, against the demo's own background traffic."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_status_page import _browser
+
     proc, ports, printed, token = _start_demo()
     admin = f"http://127.0.0.1:{ports['admin-port']}"
     control = f"http://127.0.0.1:{ports['control-port']}"
@@ -218,17 +224,37 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again() -> None:
 
         refused = _cli(env, "rollout", "set", "50")  # held until acknowledged
         assert refused.returncode == 1 and "acknowledge" in refused.stderr
-        with urllib.request.urlopen(admin + "/ui", timeout=5) as resp:
-            page = resp.read().decode()
-        assert 'data-role="ack"' in page  # the page's acknowledge button for held flags
-
         assert _cli(env, "demo", "fault", "clear").returncode == 0
-        acked = _cli(env, "events", "ack", "default", "--reason", "fixed")
-        assert acked.returncode == 0, acked.stderr
+
+        # On the status page: the rollback event, the hold, and its Acknowledge button.
+        driver = _browser(tmp_path / "profile")
+        try:
+            driver.get(admin + "/ui")
+            driver.find_element(By.ID, "token").send_keys(token)
+            driver.find_element(By.ID, "save-token").click()
+            _poll(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            assert "rollback default from 50%" in driver.find_element(By.ID, "events").text
+            assert event["trigger"] in driver.find_element(By.ID, "events").text
+            driver.save_screenshot(str(tmp_path / "demo-held.png"))
+            driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"] button[data-role="ack"]').click()
+            alert = driver.switch_to.alert
+            alert.send_keys("candidate fixed")
+            alert.accept()
+            _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            _poll(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            driver.save_screenshot(str(tmp_path / "demo-acked.png"))
+        finally:
+            driver.quit()
         flags = {f["name"]: f for f in _admin_json(admin, "/api/v1/status", token)["flags"]}
         assert flags["default"]["held"] is None
-        kinds = [e["kind"] for e in _admin_json(admin, "/api/v1/status", token)["events"]]
-        assert kinds[:2] == ["ack", "rollback"], kinds
+        events = _admin_json(admin, "/api/v1/events?limit=5", token)["events"]
+        assert [e["kind"] for e in events[:2]] == ["ack", "rollback"] and events[0]["reason"] == "candidate fixed"
+
+        def probes_healthy() -> bool:  # `gateway triggers` reads OK again before the next rollout
+            checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
+            return bool(checks) and all(c["healthy"] for c in checks)
+
+        _poll(probes_healthy)
         assert _cli(env, "rollout", "set", "50").returncode == 0
         assert _admin_json(admin, "/api/v1/flags/default", token)["percent"] == 50
     finally:
