@@ -187,6 +187,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
     from selenium.webdriver.common.by import By
 
     from tests.test_status_page import _browser
+    from tests.test_status_page import _poll as _poll_page
 
     proc, ports, printed, token = _start_demo()
     admin = f"http://127.0.0.1:{ports['admin-port']}"
@@ -232,16 +233,17 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
             driver.get(admin + "/ui")
             driver.find_element(By.ID, "token").send_keys(token)
             driver.find_element(By.ID, "save-token").click()
-            _poll(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
-            assert "rollback default from 50%" in driver.find_element(By.ID, "events").text
-            assert event["trigger"] in driver.find_element(By.ID, "events").text
+            _poll_page(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            _poll_page(lambda: "rollback default from 50%" in driver.find_element(By.ID, "events").text)
+            _poll_page(lambda: event["trigger"] in driver.find_element(By.ID, "events").text)
             driver.save_screenshot(str(tmp_path / "demo-held.png"))
-            driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"] button[data-role="ack"]').click()
+            ack = 'tr[data-flag="default"] button[data-role="ack"]'
+            _poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             alert.send_keys("candidate fixed")
             alert.accept()
-            _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
-            _poll(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            _poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            _poll_page(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
             driver.save_screenshot(str(tmp_path / "demo-acked.png"))
         finally:
             driver.quit()

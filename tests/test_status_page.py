@@ -41,9 +41,15 @@ def _browser(profile: Path) -> Any:
 
 
 def _poll(predicate: Any, timeout: float = 10.0) -> Any:
+    """Poll until truthy; an element re-rendered under our feet (the page redraws rows) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -322,11 +328,15 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
             # grouped per flag: the idle flags' triggers are collapsed, the held flag's shown
             visible = [e for e in driver.find_elements(By.CSS_SELECTOR, "#triggers .trigger") if e.is_displayed()]
             assert 0 < len(visible) <= 8, len(visible)
-            badge = driver.find_element(By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]')
-            assert "plan running: step 1/4" in badge.text
-            set_button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]')
+            _poll(lambda: "plan running: step 1/4" in driver.find_element(
+                By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text)
             card = driver.find_element(By.CSS_SELECTOR, "main > section").rect
-            assert set_button.rect["x"] + set_button.rect["width"] <= card["x"] + card["width"]
+
+            def set_button_inside() -> bool:
+                button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]').rect
+                return button["x"] + button["width"] <= card["x"] + card["width"]
+
+            assert _poll(set_button_inside, timeout=2)
 
         await asyncio.to_thread(above_the_fold)
         narrow = await asyncio.to_thread(measure, 390, 844)
@@ -336,7 +346,8 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
         def acknowledge() -> list[dict[str, Any]]:
             driver.find_element(By.ID, "token").send_keys("test-admin-token")
             driver.find_element(By.ID, "save-token").click()
-            driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"] button[data-role="ack"]').click()
+            ack = 'tr[data-flag="default"] button[data-role="ack"]'
+            _poll(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             assert "Acknowledge the automatic rollback of 'default'" in alert.text
             alert.send_keys("error rate fixed in 1.4.2")
