@@ -44,7 +44,7 @@ def test_trigger_groups_put_what_needs_a_look_first_and_collapse_the_rest() -> N
         "analytics": [_v(t, "insufficient_data") for t in shipped[:4]] + [_v("db", "firing"), _v("features", "ok")],
         "grades": [_v(t, "insufficient_data") for t in shipped],
     }
-    groups = trigger_groups(flags, verdicts)
+    groups = trigger_groups(flags, verdicts, [{"id": "7-1", "trigger": "db", "kind": "rollback"}])
     assert [g["flag"] for g in groups] == ["default", "grades", "analytics"]  # attention, held, then idle
     default = groups[0]
     assert default["open"] and default["attention"] == 2
@@ -57,6 +57,7 @@ def test_trigger_groups_put_what_needs_a_look_first_and_collapse_the_rest() -> N
     assert analytics["triggers"][0]["trigger"] == "db"
     assert all(v["label"] == "idle (flag at 0%)" for v in analytics["triggers"][1:5])
     assert groups[1]["open"] and groups[1]["attention"] == 0  # held: open, its idle rows stay folded
+    assert groups[1]["heldBy"] == "db" and groups[0]["heldBy"] is None
 
 
 def test_health_checks_read_right_at_0_percent() -> None:

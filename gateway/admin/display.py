@@ -58,12 +58,16 @@ def _verdict_view(verdict: Mapping[str, Any], percent: int) -> dict[str, Any]:
 
 
 def trigger_groups(
-    flags: Sequence[Mapping[str, Any]], verdicts: Mapping[str, Sequence[Mapping[str, Any]]]
+    flags: Sequence[Mapping[str, Any]],
+    verdicts: Mapping[str, Sequence[Mapping[str, Any]]],
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """One group per flag: rows needing a look first; ``open`` when any does (the page collapses the rest).
 
-    Groups that need attention come first, then flags sending traffic, then idle flags.
+    Groups that need attention come first, then flags sending traffic, then idle flags. A held
+    flag's group names the trigger of the rollback that holds it (from ``events``, when listed).
     """
+    trigger_of = {e.get("id"): e.get("trigger") for e in events}
     groups = []
     for flag in flags:
         name, percent, held = flag["name"], flag["percent"], flag.get("held")
@@ -84,6 +88,7 @@ def trigger_groups(
                 "flag": name,
                 "percent": percent,
                 "held": held,
+                "heldBy": trigger_of.get(held) if held else None,
                 "open": bool(attention) or bool(held),
                 "attention": len(attention),
                 "summary": summary,

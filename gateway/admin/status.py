@@ -99,7 +99,7 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
         "draining": state.draining,
         "store": state.store.health().to_json(),
         "flags": flags,
-        "triggerGroups": trigger_groups(flags, triggers),
+        "triggerGroups": trigger_groups(flags, triggers, events),
         "events": events,
         "healthChecks": checks,
         "parity": parity,
