@@ -1,4 +1,4 @@
-"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers|readonly``.
+"""Command line: ``gateway run|demo|rollout|rollback|changes|explain|state|config|parity|events|triggers|readonly``.
 Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     add_plan_command(rsub, admin_args)
     add_commands(sub, admin_args)
 
+    changes = sub.add_parser("changes", help="the audit log: every flag change, newest first")
+    changes.add_argument("--flag", help="only this flag's changes")
+    changes.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    changes.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(changes)
+
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
     admin_args(rollback)
@@ -222,7 +228,7 @@ def _print_status(data: dict[str, Any]) -> None:
 
 def _command_rollout(args: argparse.Namespace) -> int:
     if args.action == "plan":
-        return run_plan(args, _admin_call, CliError)
+        return run_plan(args, _admin_call, CliError, UsageError)
     if args.action == "status":
         data = _admin_call(args.admin, "GET", "/api/v1/flags")
         if args.json:
@@ -252,6 +258,25 @@ def _command_rollout(args: argparse.Namespace) -> int:
     )
     previous = result.get("previous")
     print(f"flag {result['flag']}: {previous if previous is not None else '?'}% -> {result['percent']}%")
+    return 0
+
+
+def _command_changes(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise UsageError(f"--limit must be 1..1000, got {args.limit}")
+    query = {"limit": args.limit} | ({"flag": args.flag} if args.flag else {})
+    data = _admin_call(args.admin, "GET", "/api/v1/changes?" + urllib.parse.urlencode(query))
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not data["changes"]:
+        print(f"no changes recorded{' for flag ' + args.flag if args.flag else ''}")
+    for c in data["changes"]:
+        when = datetime.fromtimestamp(c["at"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        old = "?" if c["old"] is None else c["old"]
+        moved = f"{old}% -> {c['new']}%"
+        reason = f"  {c['reason']}" if c["reason"] else ""
+        print(f"{when}  {c['flag']:<16} {moved:>11}  {c['actor']}{reason}")
     return 0
 
 
@@ -439,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_rollout(args)
         if args.command == "rollback":
             return _command_rollback(args)
+        if args.command == "changes":
+            return _command_changes(args)
         if args.command == "explain":
             return _command_explain(args)
         if args.command == "config":

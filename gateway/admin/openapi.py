@@ -251,14 +251,15 @@ def _document() -> dict[str, Any]:
             },
             "/api/v1/changes": {
                 "get": {
-                    "summary": "Audited changes, newest first",
+                    "summary": "Audited changes, newest first (one flag's with ?flag=F)",
                     "parameters": [
                         {
                             "name": "limit",
                             "in": "query",
                             "required": False,
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        }
+                        },
+                        {"name": "flag", "in": "query", "required": False, "schema": {"type": "string"}},
                     ],
                     "responses": {
                         "200": _json(
@@ -269,7 +270,7 @@ def _document() -> dict[str, Any]:
                             },
                             "Changes",
                         ),
-                        **_errors(400, 503),
+                        **_errors(400, 404, 503),
                     },
                 }
             },
@@ -491,7 +492,10 @@ def _document() -> dict[str, Any]:
                                             "type": "array",
                                             "minItems": 1,
                                             "maxItems": 100,
-                                            "description": "taken in increasing order, each once",
+                                            "description": (
+                                                "strictly increasing, all above the flag's current percentage "
+                                                "(else 409 plan_steps_not_increasing / plan_below_current)"
+                                            ),
                                             "items": {"type": "integer", "minimum": 1, "maximum": 100},
                                         },
                                         "soak": {"type": "number", "exclusiveMinimum": 0},

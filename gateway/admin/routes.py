@@ -7,7 +7,7 @@
     GET  /api/v1/flags/{name}     one flag
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "..."}          (token)
     POST /api/v1/rollback         {"reason": "..."}: every flag to 0 at once    (token)
-    GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
+    GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000&flag=F)
     GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
     POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
     GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET: which side and why
@@ -191,10 +191,18 @@ async def changes(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
     if not 1 <= limit <= 1000:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
+    flag = request.query.get("flag")
+    if flag is not None and flag not in state.store.snapshot():
+        return json_error(
+            404, "unknown_flag", f"unknown flag {flag!r}; declared flags: {sorted(state.store.snapshot())}"
+        )
     try:
-        items = await state.store.changes(limit)
+        # One flag's changes: read as far back as the log keeps (1000), then keep that flag's newest.
+        items = await state.store.changes(limit if flag is None else 1000)
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
+    if flag is not None:
+        items = [c for c in items if c.flag == flag][:limit]
     return json_response({"changes": [c.to_json() for c in items]})
 
 
