@@ -151,8 +151,8 @@ def test_errors_in_an_included_rules_file_are_reported_against_that_file(tmp_pat
         "      kind: latency\n"
         "      treshold: 1.0\n"
     )
-    inline = "safety:\n  rules_file: rollback.yaml\n  triggers:\n    - {name: inline, kind: error_rate, threshold: 2}\n"
-    main = _write(tmp_path, inline)
+    text = "safety:\n  rules_file: rollback.yaml\n  triggers:\n    - {name: inline, kind: error_rate, threshold: 2}\n"
+    main = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(main, BASE_ENV)
     lines = str(info.value).splitlines()
