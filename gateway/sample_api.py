@@ -27,13 +27,16 @@ from aiohttp import web
 
 from gateway.config import Side
 
-__all__ = ["DEMO_USERS", "FAULTS", "Fault", "Faults", "issue_jwt", "sample_backend", "verify_jwt"]
+__all__ = ["DEMO_KEY", "DEMO_USERS", "FAULTS", "Fault", "Faults", "issue_jwt", "sample_backend", "verify_jwt"]
 
 Fault = Literal["errors", "slow", "down", "parity"]
 FAULTS: tuple[str, ...] = get_args(Fault)
 SLOW_SECONDS = 1.5  # above the shipped p95 trigger's 1 s, below the synthetic checks' 5 s timeout
 TOKEN_TTL = 3600
 DEMO_PASSWORD = "demo1234"  # every demo user's password: it is a demo
+# The signing key when none is given (the compose stack's two backends must share one);
+# `gateway demo` draws a random key per run. A sample, not a secret.
+DEMO_KEY = b"cutover-sample-api-demo-signing-key"
 
 DEMO_USERS: tuple[dict[str, Any], ...] = (
     {"id": 1, "email": "admin@school.example", "name": "Ada Admin", "role": "admin", "classId": None},
@@ -204,7 +207,7 @@ async def health(request: web.Request) -> web.Response:
     return _answer(request, {"status": "ok", "database": "connected"})
 
 
-def sample_backend(side: Side, key: bytes, faults: Faults | None = None) -> web.Application:
+def sample_backend(side: Side, key: bytes = DEMO_KEY, faults: Faults | None = None) -> web.Application:
     """One side of the sample school API; ``faults`` (the candidate's) makes it misbehave on demand."""
     app = web.Application(middlewares=[_faults_and_auth])
     app[SIDE] = side

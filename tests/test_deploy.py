@@ -146,3 +146,36 @@ async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams, 
     exported |= {name + "_total" for name in exported}  # counters are declared without _total in TYPE lines
     missing = sorted(used - exported)
     assert not missing, f"dashboard/alerts use metrics the gateway does not export: {missing}"
+
+
+def test_compose_sample_upstreams_answer() -> None:
+    """The compose stack's two sample upstreams run the demo's sample API (its entrypoint, on a free port)."""
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for side in ("legacy", "candidate"):
+        code = compose["services"][side]["entrypoint"][2]
+        port = free_port()
+        code = re.sub(r"port=\d+", f"port={port},host='127.0.0.1',print=None", code)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                        body = json.loads(resp.read())
+                    break
+                except OSError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert body["database"] == "connected" and body["servedBy"] == side
+        finally:
+            proc.kill()
+            proc.wait(5)
+            if proc.stderr is not None:
+                proc.stderr.close()
