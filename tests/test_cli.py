@@ -194,3 +194,22 @@ async def test_changes_lists_the_audit_log(gw) -> None:
     assert code == 1 and "unknown flag 'nope'" in err
     code, _, err = await gateway_cli("changes", "--limit", "0", admin=gw.admin_url)
     assert code == 2 and "--limit must be 1..1000" in err
+
+
+async def test_triggers_at_zero_percent_read_failing_not_firing(upstreams, make_gateway) -> None:
+    from tests.conftest import wait_for
+
+    check = {"name": "db", "kind": "health_check", "path": "/health", "expect_json": {"database": "connected"},
+             "interval": 0.1, "failures": 1}
+    gw = await make_gateway(make_config(upstreams, flags={"default": 0},
+                                        safety={"evaluate_interval": 0.1, "triggers": [check]}))
+
+    def judged() -> bool:
+        verdicts = gw.state.safety.verdicts.get("default", [])
+        return bool(verdicts) and verdicts[0].status == "firing"  # the probe fails: the sample has no database
+
+    await wait_for(judged, timeout=5)
+    code, out, err = await gateway_cli("triggers", admin=gw.admin_url)
+    assert code == 0, err
+    assert "FAILING (FLAG AT 0%)" in out and "FIRING" not in out
+    assert gw.state.store.snapshot()["default"] == 0 and not await gw.state.safety.store.events(5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-__all__ = ["Tone", "check_view", "plan_badge", "trigger_groups"]
+__all__ = ["Tone", "check_view", "plan_badge", "trigger_groups", "verdict_label"]
 
 Tone = Literal["ok", "warn", "bad", "muted"]
 # Order inside a group and which verdicts need a look: firing first, then waiting for data.
@@ -44,6 +44,12 @@ def plan_badge(plan: Mapping[str, Any] | None, percent: int, held: str | None) -
         text = f"plan ended by an automatic rollback at {where}"
         return {"text": text, "tone": "bad" if held else "muted"}
     return {"text": f"plan {str(status).replace('_', ' ')} at {where}", "tone": "muted"}
+
+
+def verdict_label(verdict: Mapping[str, Any], percent: int) -> tuple[str, Tone]:
+    """A verdict in words for a flag now at ``percent`` (the status page and ``gateway triggers`` agree)."""
+    view = _verdict_view(verdict, percent)
+    return view["label"], view["tone"]
 
 
 def _verdict_view(verdict: Mapping[str, Any], percent: int) -> dict[str, Any]:

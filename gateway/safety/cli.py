@@ -85,10 +85,14 @@ def run_events(args: argparse.Namespace, call: AdminCall, error: type[Exception]
     return 0
 
 
-def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "") -> None:
+def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "", percent: int | None = None) -> None:
+    from gateway.admin.display import verdict_label
+
     for v in verdicts:
         mode = " [dry-run]" if v["dryRun"] else ""
-        print(f"{indent}{v['trigger']:<24} {v['status'].upper():<18}{mode} {v['detail']}")
+        # At 0% a failing probe is not "firing": nothing is sent to the candidate, nothing rolls back.
+        label = v["status"] if percent is None else verdict_label(v, percent)[0]
+        print(f"{indent}{v['trigger']:<24} {label.upper():<18}{mode} {v['detail']}")
 
 
 def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
@@ -100,13 +104,14 @@ def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
         print(f"SAFETY STORE UNAVAILABLE ({data['storeError']}): decisions paused")
     if not data["flags"]:
         print("no triggers configured (see README, 'Triggers'; rules/rollback.yaml is the team's plan)")
+    percents = {f["name"]: f["percent"] for f in call(args.admin, "GET", "/api/v1/flags")["flags"]}
     for flag, verdicts in sorted(data["flags"].items()):
         held = data["held"].get(flag)
         print(
             f"flag {flag}"
             + (f"  HELD at 0% after rollback {held}: acknowledge with 'gateway events ack {flag}'" if held else "")
         )
-        _print_verdicts(verdicts, "  ")
+        _print_verdicts(verdicts, "  ", percents.get(flag))
     return 0
 
 
