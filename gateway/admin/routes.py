@@ -1,4 +1,4 @@
-"""Admin routes. Reads are open (the listener binds to loopback by default); writes need the token.
+"""Admin routes. Writes need the token; so do sensitive reads, or every read with protect_reads (see auth).
 
     GET  /healthz                 liveness: the process answers
     GET  /readyz                  readiness: 503 while draining; body says if the store is degraded
