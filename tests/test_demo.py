@@ -220,6 +220,8 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
 
         event = _poll(rolled_back, timeout=20)
         assert event["percent_before"] == 50 and event["trigger"] in shipped
+        listed = _cli(env, "events")  # step 3 of the walkthrough
+        assert listed.returncode == 0 and "rollback" in listed.stdout and "from 50%" in listed.stdout
         flags = {f["name"]: f for f in _admin_json(admin, "/api/v1/status", token)["flags"]}
         assert flags["default"]["percent"] == 0 and flags["default"]["held"] == event["id"]
 
