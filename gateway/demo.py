@@ -29,7 +29,7 @@ from gateway.server import _new_loop, serve
 __all__ = ["DemoPorts", "demo_config", "quicken", "run_demo", "shipped_rules"]
 
 DEMO_WINDOW = 10.0  # seconds: long enough to hold a few dozen requests, short enough to fire at once
-DEMO_MIN_REQUESTS = 10
+DEMO_MIN_REQUESTS = 5  # ~10 requests/s of traffic: a 10% step sees about 6 candidate requests per window
 DEMO_PROBE_INTERVAL = 1.0
 TRAFFIC_RATE = 10.0  # requests per second
 _DEMO_SHADOW = {"percent": 100, "ignore": ["$.servedBy"], "learn_noise": True}
@@ -91,7 +91,7 @@ def demo_config(ports: DemoPorts, token: str, rules: Path) -> Config:
                 "flush_interval": 0.5,
                 "evaluate_interval": 0.5,
                 "triggers": [quicken(t) for t in triggers],
-                "plans": {"steps": [10, 50, 100], "soak": 15, "min_requests": DEMO_MIN_REQUESTS},
+                "plans": {"steps": [10, 50, 100], "soak": 10, "min_requests": DEMO_MIN_REQUESTS},
             },
         }
     )
@@ -186,7 +186,7 @@ More to try:
   curl -s -X POST {gw}/api/v1/auth/login -H 'Content-Type: application/json' -d '{{"email": "student1@school.example", "password": "demo1234"}}'
                                                   # a JWT; with 'Authorization: Bearer <accessToken>' a user stays on one side
   gateway triggers                                # every trigger's verdict per flag
-  gateway rollout plan start --steps 10,50,100    # a progressive rollout (15 s per step here)
+  gateway rollout plan start --steps 10,50,100    # a progressive rollout (10 s per step here)
   gateway parity report                           # shadow traffic: match % per route; the planted
   gateway parity diffs --route analytics          #   difference is $.data.attendanceRate
   gateway changes                                 # the audit log
