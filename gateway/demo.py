@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,13 @@ TRAFFIC_RATE = 10.0  # requests per second
 _DEMO_SHADOW = {"percent": 100, "ignore": ["$.servedBy"], "learn_noise": True}
 
 
+@dataclass(frozen=True, slots=True)
 class DemoPorts:
-    def __init__(self, port: int, admin: int, legacy: int, candidate: int, control: int) -> None:
-        self.port, self.admin, self.legacy, self.candidate, self.control = port, admin, legacy, candidate, control
+    port: int
+    admin: int
+    legacy: int
+    candidate: int
+    control: int
 
 
 def shipped_rules() -> Path:

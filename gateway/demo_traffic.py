@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 
 from gateway.sample_api import issue_jwt
+from gateway.tasks import Background
 
 __all__ = ["run_traffic"]
 
@@ -34,7 +35,7 @@ async def run_traffic(base_url: str, key: bytes, rate: float) -> None:
     """Send about ``rate`` requests per second until cancelled; failures are the point, not errors."""
     tokens = [issue_jwt(key, f"student-{i}@school.example", {"role": "student"}) for i in range(SIMULATED_USERS)]
     timeout = aiohttp.ClientTimeout(total=10)
-    pending: set[asyncio.Task[None]] = set()
+    requests = Background()
     async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as session:
 
         async def one(method: str, path: str, token: str) -> None:
@@ -51,11 +52,7 @@ async def run_traffic(base_url: str, key: bytes, rate: float) -> None:
         try:
             for n, (method, path) in enumerate(itertools.cycle(_MIX)):
                 # Requests overlap (a slow candidate must not slow the whole demo down to its pace).
-                task = asyncio.create_task(one(method, path, tokens[(n * 7) % SIMULATED_USERS]))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                requests.spawn(one(method, path, tokens[(n * 7) % SIMULATED_USERS]), name=f"demo-request-{n}")
                 await asyncio.sleep(1 / rate)
         finally:
-            for task in list(pending):
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await requests.close()
