@@ -173,3 +173,14 @@ async def test_metrics_exposition(gw) -> None:
         assert resp.status == 200
     async with gw.admin("GET", "/metrics", token=None) as resp:
         assert 'method="OTHER"' in await resp.text()  # unknown methods do not explode label cardinality
+
+
+def test_needs_token_rules() -> None:
+    from gateway.admin.auth import needs_token
+
+    assert needs_token("PUT", "/api/v1/flags/default", False) and needs_token("POST", "/healthz", False)
+    assert needs_token("GET", "/api/v1/parity/diffs", False) and needs_token("HEAD", "/api/v1/parity/noise", False)
+    assert not needs_token("GET", "/api/v1/status", False)
+    assert needs_token("GET", "/api/v1/status", True) and needs_token("OPTIONS", "/api/v1/flags", True)
+    for open_read in ("/healthz", "/readyz", "/metrics", "/", "/ui", "/openapi.json"):
+        assert not needs_token("GET", open_read, True), open_read

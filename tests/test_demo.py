@@ -356,3 +356,24 @@ async def test_sample_api_speaks_the_school_api(aiohttp_server) -> None:  # noqa
         faults.set("parity")
         async with session.get(base + "/api/v1/users") as resp:
             assert "fullName" in (await resp.json())["data"][0]
+
+
+def test_demo_runs_the_shipped_triggers_at_demo_scale() -> None:
+    from gateway.demo import DEMO_WINDOW, DemoPorts, demo_config, quicken, shipped_rules
+
+    rules = shipped_rules()
+    assert rules == ROOT / "rules" / "rollback.yaml"
+    shipped = yaml.safe_load(rules.read_text())["safety"]["triggers"]
+    config = demo_config(DemoPorts(1, 2, 3, 4, 5), "demo-0123456789", rules)
+    demo = {t.name: t for t in config.safety.triggers}
+    assert list(demo) == [t["name"] for t in shipped]  # all of them, in the file's order
+    for trigger in shipped:
+        fast = demo[trigger["name"]]
+        assert fast.kind == trigger["kind"] and fast.dry_run == trigger.get("dry_run", False)
+        assert getattr(fast, "threshold", None) == trigger.get("threshold", getattr(fast, "threshold", None))
+        if "window" in trigger:
+            assert fast.window == DEMO_WINDOW < trigger["window"]  # type: ignore[union-attr]
+        if "interval" in trigger:
+            assert fast.interval <= 1 < trigger["interval"]  # type: ignore[union-attr]
+    unchanged = {"kind": "consecutive_failures", "threshold": 10}
+    assert quicken(unchanged) == unchanged
