@@ -1,4 +1,4 @@
-"""Command line: ``gateway run|demo|rollout|rollback|explain|state|config|parity|events|triggers|readonly``.
+"""Command line: ``gateway run|demo|rollout|rollback|changes|explain|state|config|parity|events|triggers|readonly``.
 Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +33,10 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
 
 class CliError(Exception):
     """A message for the operator; printed without a traceback, exit code 1."""
+
+
+class UsageError(CliError):
+    """The command line itself is wrong (nothing was sent anywhere): exit code 2, like argparse's."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,11 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help="proxy listener (overrides GATEWAY_LISTEN)")
     run.add_argument("--admin-listen", metavar="HOST:PORT", help="admin listener (overrides GATEWAY_ADMIN_LISTEN)")
 
-    demo = sub.add_parser("demo", help="start two sample upstreams and the gateway on the embedded store")
+    demo = sub.add_parser(
+        "demo",
+        help="start two sample upstreams and the gateway on the embedded store; 'demo fault F' breaks the candidate",
+    )
+    demo.add_argument("action", nargs="?", choices=["fault"], help="switch the running demo's candidate fault")
+    demo.add_argument("fault", nargs="?", choices=["errors", "slow", "down", "parity", "clear", "status"])
     demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090)")
     demo.add_argument("--legacy-port", type=int, default=8081)
     demo.add_argument("--candidate-port", type=int, default=8082)
+    demo.add_argument("--control-port", type=int, default=8083, help="the fault switch's port (default 8083)")
+    demo.add_argument("--no-traffic", action="store_true", help="no background traffic from simulated users")
+    demo.add_argument(
+        "--control",
+        metavar="URL",
+        default=os.environ.get("GATEWAY_DEMO_CONTROL_URL", "http://127.0.0.1:8083"),
+        help="'demo fault': the running demo's fault switch (GATEWAY_DEMO_CONTROL_URL)",
+    )
 
     def admin_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -127,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_plan_command(rsub, admin_args)
     add_commands(sub, admin_args)
+
+    changes = sub.add_parser("changes", help="the audit log: every flag change, newest first")
+    changes.add_argument("--flag", help="only this flag's changes")
+    changes.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    changes.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_args(changes)
 
     rollback = sub.add_parser("rollback", help="set every flag to 0 at once")
     rollback.add_argument("--reason", default="", help="why, for the audit log")
@@ -261,7 +285,7 @@ def _print_status(data: dict[str, Any]) -> None:
 
 def _command_rollout(args: argparse.Namespace) -> int:
     if args.action == "plan":
-        return run_plan(args, _admin_call, CliError)
+        return run_plan(args, _admin_call, CliError, UsageError)
     if args.action == "status":
         data = _admin_call(args.admin, "GET", "/api/v1/flags")
         if args.json:
@@ -300,6 +324,25 @@ def _command_rollout(args: argparse.Namespace) -> int:
 def _operation_id() -> str:
     """One id per command: instances that write the same change back after an outage record one event."""
     return f"cli-{uuid.uuid4().hex[:16]}"
+
+
+def _command_changes(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise UsageError(f"--limit must be 1..1000, got {args.limit}")
+    query = {"limit": args.limit} | ({"flag": args.flag} if args.flag else {})
+    data = _admin_call(args.admin, "GET", "/api/v1/changes?" + urllib.parse.urlencode(query))
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not data["changes"]:
+        print(f"no changes recorded{' for flag ' + args.flag if args.flag else ''}")
+    for c in data["changes"]:
+        when = datetime.fromtimestamp(c["at"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        old = "?" if c["old"] is None else c["old"]
+        moved = f"{old}% -> {c['new']}%"
+        reason = f"  {c['reason']}" if c["reason"] else ""
+        print(f"{when}  {c['flag']:<16} {moved:>11}  {c['actor']}{reason}")
+    return 0
 
 
 def _command_rollback(args: argparse.Namespace) -> int:
@@ -435,6 +478,28 @@ def _command_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_demo(args: argparse.Namespace) -> int:
+    if args.action is None and args.fault is None:
+        from gateway.demo import DemoPorts, run_demo
+
+        ports = DemoPorts(args.port, args.admin_port, args.legacy_port, args.candidate_port, args.control_port)
+        return run_demo(ports, traffic=not args.no_traffic)
+    if args.action != "fault" or args.fault is None:
+        raise UsageError("usage: gateway demo fault errors|slow|down|parity|clear|status")
+    try:
+        if args.fault == "status":
+            data = _admin_call(args.control, "GET", "/fault")
+        else:
+            data = _admin_call(args.control, "POST", f"/fault/{args.fault}", {})
+    except CliError as exc:
+        raise CliError(
+            f"cannot switch the demo's fault at {args.control} (is 'gateway demo' running? its banner prints "
+            f"GATEWAY_DEMO_CONTROL_URL): {exc}"
+        ) from exc
+    print(f"sample candidate: {'fault ' + data['fault'] if data['fault'] else 'healthy (no fault)'}")
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.server import run
@@ -457,13 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _command_run(args)
         if args.command == "demo":
-            from gateway.demo import run_demo
-
-            return run_demo(args.port, args.admin_port, args.legacy_port, args.candidate_port)
+            return _command_demo(args)
         if args.command == "rollout":
             return _command_rollout(args)
         if args.command == "rollback":
             return _command_rollback(args)
+        if args.command == "changes":
+            return _command_changes(args)
         if args.command == "explain":
             return _command_explain(args)
         if args.command == "config":
@@ -479,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "readonly":
             return run_read_only(args, _admin_call, CliError)
     except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     except CliError as exc:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from yarl import URL
 
+from gateway.config_origin import Origins, compose
 from gateway.errors import ConfigError
 from gateway.methods import HTTP_METHODS
 from gateway.protection.bodykey import Normalize, parse_field_path
@@ -448,6 +449,9 @@ class ForceConfig(_Model):
 class AdminConfig(_Model):
     listen: HostPort = HostPort(host="127.0.0.1", port=9090)
     token: str | None = None
+    # Reads that return upstream response data (stored parity diffs, learned noise) always need
+    # the token; this makes every other read need it too (probes and /metrics stay open).
+    protect_reads: bool = False
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -677,6 +681,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "GATEWAY_LISTEN": ("listen",),
     "GATEWAY_ADMIN_LISTEN": ("admin", "listen"),
     "GATEWAY_ADMIN_TOKEN": ("admin", "token"),
+    "GATEWAY_ADMIN_PROTECT_READS": ("admin", "protect_reads"),
     "GATEWAY_FORCE_SECRET": ("force", "secret"),
     "GATEWAY_LOG_LEVEL": ("log", "level"),
     "GATEWAY_LOG_FORMAT": ("log", "format"),
@@ -698,8 +703,9 @@ def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _format_validation_error(exc: ValidationError, source: str, origins: Origins | None = None) -> str:
     lines = [f"invalid configuration ({source}):"]
+    origins = origins or Origins()
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
@@ -716,18 +722,20 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             message = f"{message} (got {err['input']!r})"
         elif err["type"] == "extra_forbidden":
             message = "unknown key"
+        path, message = origins.describe(err["loc"], message)
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 
 
-def _include_rules_file(data: dict[str, Any], base: Path) -> None:
+def _include_rules_file(data: dict[str, Any], base: Path, origins: Origins) -> None:
     """Prepend the ``safety.triggers`` of ``safety.rules_file`` (relative to the config file) to the inline ones."""
     safety = data.get("safety")
     if not isinstance(safety, dict) or not safety.get("rules_file"):
         return
     rules_path = base / str(safety["rules_file"])
     try:
-        rules = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
+        text = rules_path.read_text(encoding="utf-8")
+        rules = yaml.safe_load(text) or {}
     except OSError as exc:
         raise ConfigError(f"safety.rules_file: cannot read {rules_path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -737,6 +745,7 @@ def _include_rules_file(data: dict[str, Any], base: Path) -> None:
     if not isinstance(triggers, list):
         raise ConfigError(f"safety.rules_file: {rules_path} must hold a 'safety: triggers:' list")
     safety["triggers"] = [*triggers, *(safety.get("triggers") or [])]
+    origins.rules, origins.rules_tree, origins.rules_count = str(rules_path), compose(text), len(triggers)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -744,6 +753,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     source = "environment"
+    origins = Origins()
     if path is not None:
         source = str(path)
         try:
@@ -761,17 +771,20 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
-        _include_rules_file(data, Path(path).parent)
+        origins.main, origins.main_tree = str(path), compose(text)
+        _include_rules_file(data, Path(path).parent, origins)
     for var, key_path in ENV_OVERRIDES.items():
         value = env.get(var)
         if value is not None and value != "":
             _set_path(data, key_path, value)
-    return validate_config(data, source)
+            origins.env[key_path] = var
+    return validate_config(data, source, origins)
 
 
-def validate_config(data: Mapping[str, Any], source: str) -> Config:
-    """Validate a whole configuration; ``ConfigError`` names every key that is wrong and ``source``."""
+def validate_config(data: Mapping[str, Any], source: str, origins: Origins | None = None) -> Config:
+    """Validate a whole configuration; ``ConfigError`` names every key that is wrong and ``source``
+    (and, with ``origins``, the file, line or environment variable each key came from)."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from exc
+        raise ConfigError(_format_validation_error(exc, source, origins or Origins())) from exc

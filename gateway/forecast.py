@@ -1,17 +1,22 @@
 """Which recently seen subjects would move if a flag's percentage changed. Pure; no I/O.
 
-A bounded map per flag from recent subject keys to their buckets (oldest evicted first). While a
-flag is split (0 < percent < 100) every bucketed request is recorded, since its bucket is
-already computed; at 0% and 100% nobody is hashed on the request path, so one request in
-``sample_every`` is bucketed just for the sketch, keeping the cost bounded.
+A bounded map per flag from recent subject keys to their buckets, least recently seen evicted
+first. Every bucketed request is recorded, at 0% and 100% too (where the request path does not
+need a bucket and computes one for the sketch alone), so a forecast before the first step says
+"would move N of M" about every recent user rather than a sample. Bounded twice: at most
+``capacity`` subjects per flag and ``max_bytes`` of keys per flag; a key longer than
+``KEY_MAX`` bytes is kept as a fixed-size digest (it only has to tell subjects apart).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Forecast", "SubjectSketch"]
+__all__ = ["KEY_MAX", "Forecast", "SubjectSketch"]
+
+KEY_MAX = 64  # bytes; longer subject keys are stored as a 32-character digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +43,13 @@ class Forecast:
 
 
 class SubjectSketch:
-    def __init__(self, capacity: int = 10_000, sample_every: int = 8) -> None:
+    def __init__(self, capacity: int = 10_000, max_bytes: int = 512 * 1024, sample_every: int = 1) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        # 1 = every request. Kept as a knob for a data plane that cannot afford a hash per request at 0%.
         self.sample_every = sample_every
         self._recent: dict[str, dict[str, int]] = {}
+        self._bytes: dict[str, int] = {}
         self._tick = 0
 
     def should_sample(self) -> bool:
@@ -49,15 +57,35 @@ class SubjectSketch:
         return self._tick % self.sample_every == 0
 
     def add(self, flag: str, subject: str, bucket: int) -> None:
+        raw = subject.encode("utf-8", "surrogatepass")
+        if len(raw) > KEY_MAX:
+            subject = _digest(raw)
         recent = self._recent.get(flag)
         if recent is None:
             recent = self._recent[flag] = {}
-        if recent.pop(subject, None) is None and len(recent) >= self.capacity:
-            del recent[next(iter(recent))]  # dicts keep insertion order: the oldest goes
-        recent[subject] = bucket
+            self._bytes[flag] = 0
+        if recent.pop(subject, None) is None:
+            self._bytes[flag] += _size(subject)
+        recent[subject] = bucket  # (re)inserted last: the most recently seen
+        while len(recent) > self.capacity or self._bytes[flag] > self.max_bytes:
+            oldest = next(iter(recent))  # dicts keep insertion order: the least recently seen goes
+            del recent[oldest]
+            self._bytes[flag] -= _size(oldest)
+
+    def size(self, flag: str) -> tuple[int, int]:
+        """(subjects, key bytes) held for ``flag``."""
+        return len(self._recent.get(flag, {})), self._bytes.get(flag, 0)
 
     def forecast(self, flag: str, current: int, target: int) -> Forecast:
         buckets = self._recent.get(flag, {}).values()
         low, high = sorted((current * 100, target * 100))
         moving = sum(1 for b in buckets if low <= b < high)
         return Forecast(flag=flag, current=current, target=target, seen=len(self._recent.get(flag, {})), moving=moving)
+
+
+def _digest(raw: bytes) -> str:
+    return "#" + hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def _size(key: str) -> int:
+    return len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))

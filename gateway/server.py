@@ -33,7 +33,7 @@ from gateway.reload import ConfigSource, Reloader
 from gateway.restarts import RestartPolicy, RestartState
 from gateway.tasks import Background
 
-__all__ = ["GatewayServer", "run", "serve"]
+__all__ = ["GatewayServer", "new_event_loop", "run", "serve"]
 
 log = structlog.get_logger("gateway.server")
 
@@ -41,7 +41,7 @@ CANCEL_GRACE = 0.1  # seconds the exchanges cut at the drain deadline get to log
 DRAIN_POLL = 0.02
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
@@ -186,7 +186,7 @@ async def serve(
 def _run_one(config: Config, reuse_port: bool, source: ConfigSource | None) -> None:
     writer = configure_logging(config.log.level, config.log.format)
     try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(config, reuse_port=reuse_port, source=source, log_writer=writer))
     finally:
         writer.close()

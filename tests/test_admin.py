@@ -103,6 +103,53 @@ async def test_no_token_configured_refuses_changes_clearly(upstreams, make_gatew
     assert gw.state.store.snapshot()["default"] == 0
 
 
+async def test_reads_of_response_data_need_the_token(upstreams, make_gateway) -> None:
+    gw = await make_gateway(make_config(upstreams, shadow={"flags": {"default": {"percent": 100}}}))
+    for path in ("/api/v1/parity/diffs?route=default", "/api/v1/parity/noise"):
+        async with gw.admin("GET", path, token=None) as resp:
+            assert resp.status == 401, path
+            assert (await resp.json())["error"] == "unauthorized"
+        async with gw.admin("GET", path, token="wrong-token") as resp:
+            assert resp.status == 401, path
+        async with gw.admin("GET", path) as resp:
+            assert resp.status == 200, path
+    for path in ("/api/v1/flags", "/api/v1/status", "/api/v1/parity", "/metrics", "/ui"):  # open by default
+        async with gw.admin("GET", path, token=None) as resp:
+            assert resp.status == 200, path
+
+
+async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_metrics(upstreams, make_gateway) -> None:
+    from gateway.config import load_config
+
+    env = {"GATEWAY_ADMIN_PROTECT_READS": "true", "GATEWAY_ADMIN_TOKEN": "test-admin-token",
+           "GATEWAY_LEGACY_URL": "http://127.0.0.1:1", "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2"}
+    assert load_config(None, env).admin.protect_reads is True  # the environment switch
+    gw = await make_gateway(make_config(upstreams, admin={"protect_reads": True}))
+    for path in ("/api/v1/flags", "/api/v1/flags/default", "/api/v1/status", "/api/v1/changes", "/api/v1/events",
+                 "/api/v1/safety", "/api/v1/parity", "/api/v1/forecast?percent=10", "/api/v1/plans",
+                 "/api/v1/explain?subject=u&path=/", "/api/v1/readonly"):
+        async with gw.admin("GET", path, token=None) as resp:
+            assert resp.status == 401, path
+        async with gw.admin("GET", path) as resp:
+            assert resp.status == 200, path
+    for path in ("/healthz", "/readyz", "/metrics", "/ui", "/", "/openapi.json"):
+        async with gw.admin("GET", path, token=None) as resp:
+            assert resp.status == 200, path
+    async with gw.admin("GET", "/openapi.json", token=None) as resp:
+        doc = await resp.json()
+    assert "401" in doc["paths"]["/api/v1/flags"]["get"]["responses"]
+
+
+async def test_protect_reads_without_a_token_configured_is_refused_clearly(upstreams, make_gateway) -> None:
+    config = make_config(upstreams, admin={"protect_reads": True})
+    config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
+    gw = await make_gateway(config)
+    async with gw.admin("GET", "/api/v1/flags", token=None) as resp:
+        data = await resp.json()
+    assert resp.status == 403 and data["error"] == "admin_token_not_configured"
+    assert "read" in data["message"] and "GATEWAY_ADMIN_TOKEN" in data["message"]
+
+
 async def test_admin_routes_are_not_on_the_proxy_port(gw) -> None:
     for path in ("/metrics", "/healthz", "/readyz", "/api/v1/flags", "/api/v1/rollback"):
         async with gw.request("POST" if path.endswith("rollback") else "GET", path) as resp:
@@ -126,3 +173,14 @@ async def test_metrics_exposition(gw) -> None:
         assert resp.status == 200
     async with gw.admin("GET", "/metrics", token=None) as resp:
         assert 'method="OTHER"' in await resp.text()  # unknown methods do not explode label cardinality
+
+
+def test_needs_token_rules() -> None:
+    from gateway.admin.auth import needs_token
+
+    assert needs_token("PUT", "/api/v1/flags/default", False) and needs_token("POST", "/healthz", False)
+    assert needs_token("GET", "/api/v1/parity/diffs", False) and needs_token("HEAD", "/api/v1/parity/noise", False)
+    assert not needs_token("GET", "/api/v1/status", False)
+    assert needs_token("GET", "/api/v1/status", True) and needs_token("OPTIONS", "/api/v1/flags", True)
+    for open_read in ("/healthz", "/readyz", "/metrics", "/", "/ui", "/openapi.json"):
+        assert not needs_token("GET", open_read, True), open_read

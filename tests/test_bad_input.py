@@ -144,8 +144,8 @@ async def test_host_header_never_chooses_the_destination(upstream, elsewhere, ma
 
 @pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
 async def test_parser_level_errors_are_json_without_version(upstream, make_gateway, name):
-    """aiohttp's own parser errors are answered like the gateway's: JSON, request id, no echo,
-    no version string (gateway/parser_errors.py relies on aiohttp internals: this guards them)."""
+    """Parser-level errors are answered like the gateway's: JSON, request id, no echo,
+    no version string."""
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
     status, raw = await exchange(gw.server.proxy_port, BAD_REQUESTS[name])
     if status is None:

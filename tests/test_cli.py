@@ -132,3 +132,84 @@ async def test_state_import_is_validated_before_anything_changes(gw, tmp_path) -
     garbage.write_text("{not json")
     code, _, err = await gateway_cli("state", "import", str(garbage), admin=gw.admin_url)
     assert code == 1 and "not JSON" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("steps", "said"),
+    [
+        ("50,20", "strictly increasing: 50 then 20"),
+        ("10,10,50", "strictly increasing: 10 then 10"),
+        ("20,50", "would move users back to legacy"),  # the flag is at 30%
+        ("30,60", "already at 30%"),
+        ("10,abc", "comma-separated integers"),
+        ("0,50", "integers 1..100"),
+    ],
+)
+async def test_plan_steps_must_rise_above_the_current_percentage(gw, steps: str, said: str) -> None:
+    code, _, err = await gateway_cli("rollout", "set", "30", admin=gw.admin_url)
+    assert code == 0, err
+    code, out, err = await gateway_cli("rollout", "plan", "start", "--steps", steps, admin=gw.admin_url)
+    assert code == 2 and said in err and "nothing was applied" in err, (code, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and not out
+    assert gw.state.store.snapshot()["default"] == 30
+    assert await gw.state.safety.plans.status("default") is None
+
+
+async def test_plan_steps_are_checked_by_the_admin_api_too(gw) -> None:
+    await gw.state.store.set_percent("default", 30, actor="t", reason="t")
+    for body, status, error in (
+        ({"steps": [50, 20]}, 409, "plan_steps_not_increasing"),
+        ({"steps": [0, 20]}, 400, "bad_request"),
+        ({"steps": [20, 50]}, 409, "plan_below_current"),
+        ({"steps": [30, 50]}, 409, "plan_below_current"),
+    ):
+        async with gw.admin("POST", "/api/v1/plans/default", json=body) as resp:
+            data = await resp.json()
+            assert (resp.status, data["error"]) == (status, error), data
+    assert gw.state.store.snapshot()["default"] == 30
+    code, out, err = await gateway_cli("rollout", "plan", "start", "--steps", "40,100", admin=gw.admin_url)
+    assert code == 0, err
+    assert "step 1/2 at 40%" in out and gw.state.store.snapshot()["default"] == 40
+
+
+async def test_changes_lists_the_audit_log(gw) -> None:
+    for args in (("rollout", "set", "10", "--reason", "first step"),
+                 ("rollout", "set", "20", "--flag", "analytics", "--reason", "analytics too"),
+                 ("rollback", "--reason", "p95 regression")):
+        code, _, err = await gateway_cli(*args, admin=gw.admin_url)
+        assert code == 0, err
+    code, out, err = await gateway_cli("changes", admin=gw.admin_url, token=None)  # a read: no token needed
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 4  # newest first: the rollback's two changes, then the two sets
+    assert "p95 regression" in lines[0] and "first step" in lines[-1] and "0% -> 10%" in lines[-1]
+    code, out, err = await gateway_cli("changes", "--flag", "analytics", "--json", admin=gw.admin_url)
+    assert code == 0, err
+    import orjson
+
+    changes = orjson.loads(out)["changes"]
+    assert [(c["old"], c["new"]) for c in changes] == [(20, 0), (0, 20)]
+    assert all(c["flag"] == "analytics" for c in changes) and changes[1]["reason"] == "analytics too"
+    code, _, err = await gateway_cli("changes", "--flag", "nope", admin=gw.admin_url)
+    assert code == 1 and "unknown flag 'nope'" in err
+    code, _, err = await gateway_cli("changes", "--limit", "0", admin=gw.admin_url)
+    assert code == 2 and "--limit must be 1..1000" in err
+
+
+async def test_triggers_at_zero_percent_read_failing_not_firing(upstreams, make_gateway) -> None:
+    from tests.conftest import wait_for
+
+    check = {"name": "db", "kind": "health_check", "path": "/health", "expect_json": {"database": "connected"},
+             "interval": 0.1, "failures": 1}
+    gw = await make_gateway(make_config(upstreams, flags={"default": 0},
+                                        safety={"evaluate_interval": 0.1, "triggers": [check]}))
+
+    def judged() -> bool:
+        verdicts = gw.state.safety.verdicts.get("default", [])
+        return bool(verdicts) and verdicts[0].status == "firing"  # the probe fails: the sample has no database
+
+    await wait_for(judged, timeout=5)
+    code, out, err = await gateway_cli("triggers", admin=gw.admin_url)
+    assert code == 0, err
+    assert "FAILING (FLAG AT 0%)" in out and "FIRING" not in out
+    assert gw.state.store.snapshot()["default"] == 0 and not await gw.state.safety.store.events(5)

@@ -147,3 +147,43 @@ def test_invalid_protection_settings_name_the_key(tmp_path: Path, yaml_text: str
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, yaml_text), BASE_ENV)
     assert expected in str(info.value), str(info.value)
+
+
+def test_errors_in_an_included_rules_file_are_reported_against_that_file(tmp_path: Path) -> None:
+    (tmp_path / "rollback.yaml").write_text(
+        "safety:\n"
+        "  triggers:\n"
+        "    - {name: errors, kind: error_rate, threshold: 0.05}\n"
+        "    - name: p95\n"
+        "      kind: latency\n"
+        "      treshold: 1.0\n"
+    )
+    text = "safety:\n  rules_file: rollback.yaml\n  triggers:\n    - {name: inline, kind: error_rate, threshold: 2}\n"
+    main = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(main, BASE_ENV)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"invalid configuration ({main}):"
+    typo = next(line for line in lines if "treshold" in line)
+    assert typo == f"  safety.triggers.1.treshold: unknown key (in {tmp_path / 'rollback.yaml'}, line 6)"
+    inline = next(line for line in lines if "threshold" in line and "treshold" not in line)
+    assert inline.startswith("  safety.triggers.0.threshold: ") and inline.endswith("(line 4)")  # its index in main
+    assert "rollback.yaml" not in inline
+
+
+def test_errors_from_the_environment_name_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, "flags: {default: 0}\n"), {**BASE_ENV, "GATEWAY_ADMIN_PROTECT_READS": "maybe"})
+    assert "admin.protect_reads: " in str(info.value) and "(from GATEWAY_ADMIN_PROTECT_READS)" in str(info.value)
+
+
+def test_a_typo_in_the_shipped_rollback_rules_names_rollback_yaml(tmp_path: Path) -> None:
+    rules = Path(__file__).parent.parent / "rules"
+    (tmp_path / "gateway.yaml").write_text((rules / "gateway.yaml").read_text())
+    broken = (rules / "rollback.yaml").read_text().replace("min_requests: 100", "min_request: 100", 1)
+    (tmp_path / "rollback.yaml").write_text(broken)
+    line = broken.splitlines().index("      min_request: 100") + 1
+    proc = subprocess.run([sys.executable, "-m", "gateway", "config", "check", str(tmp_path / "gateway.yaml")],
+                          env={**BASE_ENV, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"safety.triggers.0.min_request: unknown key (in {tmp_path / 'rollback.yaml'}, line {line})" in proc.stderr

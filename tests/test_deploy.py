@@ -45,7 +45,8 @@ def test_kubernetes_manifests_validate() -> None:
     manifests = sorted((DEPLOY / "k8s").glob("*.yaml"))
     assert manifests
     kinds = {doc["kind"] for m in manifests for doc in yaml.safe_load_all(m.read_text()) if doc}
-    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+            "NetworkPolicy"} <= kinds
     _run(validate, "--strict", *map(str, manifests))
 
 
@@ -69,6 +70,45 @@ def test_kubernetes_deployment_probes_and_security() -> None:
         load_config(rules, {})
     finally:
         rules.unlink()
+
+
+def test_kubernetes_admin_port_is_fenced() -> None:
+    """No Service carries the admin port; the NetworkPolicy admits it only from Prometheus and operators."""
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "gateway.yaml").read_text()) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    admin_port, proxy_port = ports["admin"], ports["http"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GATEWAY_ADMIN_LISTEN"].endswith(f":{admin_port}") and env["GATEWAY_ADMIN_PROTECT_READS"] == "true"
+    for service in (d for d in docs if d["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] not in ("admin", admin_port), service["metadata"]["name"]
+
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()  # it selects the gateway pods
+    assert "Ingress" in spec["policyTypes"]
+    admin_rules = []
+    for rule in spec["ingress"]:
+        assert rule.get("ports"), "a rule without ports admits every port, the admin port included"
+        port_numbers = {p["port"] for p in rule["ports"]}
+        if admin_port in port_numbers or "admin" in port_numbers:
+            admin_rules.append(rule)
+        else:
+            assert port_numbers == {proxy_port}
+    assert len(admin_rules) == 1 and admin_rules[0].get("from"), "the admin port must name who may connect"
+    peers = admin_rules[0]["from"]
+    assert all("ipBlock" not in peer for peer in peers)
+    assert any(
+        "prometheus" in str(peer.get("podSelector", {}).get("matchLabels", {})).lower() for peer in peers
+    ), peers
+    assert any("operator" in str(peer.get("podSelector", {}).get("matchLabels", {})) for peer in peers), peers
+    assert all(peer.get("podSelector", {}).get("matchLabels") for peer in peers)  # never "every pod"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(admin_port)  # Prometheus scrapes the pods, not a Service
 
 
 def test_hadolint_dockerfile() -> None:
@@ -106,3 +146,36 @@ async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams, 
     exported |= {name + "_total" for name in exported}  # counters are declared without _total in TYPE lines
     missing = sorted(used - exported)
     assert not missing, f"dashboard/alerts use metrics the gateway does not export: {missing}"
+
+
+def test_compose_sample_upstreams_answer() -> None:
+    """The compose stack's two sample upstreams run the demo's sample API (its entrypoint, on a free port)."""
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for side in ("legacy", "candidate"):
+        code = compose["services"][side]["entrypoint"][2]
+        port = free_port()
+        code = re.sub(r"port=\d+", f"port={port},host='127.0.0.1',print=None", code)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                        body = json.loads(resp.read())
+                    break
+                except OSError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert body["database"] == "connected" and body["servedBy"] == side
+        finally:
+            proc.kill()
+            proc.wait(5)
+            if proc.stderr is not None:
+                proc.stderr.close()

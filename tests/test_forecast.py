@@ -42,10 +42,34 @@ async def test_forecast_matches_what_the_proxy_then_does(upstreams, make_gateway
     assert f"would move {expected} of 200" in out
 
 
-async def test_subjects_are_sampled_at_zero_percent(upstreams, make_gateway) -> None:
+async def test_every_subject_is_recorded_at_zero_percent(upstreams, make_gateway) -> None:
+    """Before the first step the forecast speaks of every recent user, not of one request in eight."""
     gw = await make_gateway(make_config(upstreams))
-    for i in range(80):
-        async with gw.get("/api/v1/users", headers=bearer(f"u{i}")) as resp:
+    users = [f"u{i}" for i in range(80)]
+    for user in users:
+        async with gw.get("/api/v1/users", headers=bearer(user)) as resp:
             assert resp.status == 200
-    forecast = gw.state.sketch.forecast("default", 0, 10)
-    assert forecast.seen == 80 // gw.state.sketch.sample_every
+    expected = sum(1 for u in users if side_for("default", "u:" + u, 10)[0] == "candidate")
+    assert 0 < expected < 80
+    code, out, err = await gateway_cli("rollout", "forecast", "--percent", "10", admin=gw.admin_url)
+    assert code == 0, err
+    assert f"would move {expected} of 80 recently seen users" in out
+
+
+def test_sketch_is_bounded_by_count_and_by_key_bytes() -> None:
+    from gateway.forecast import KEY_MAX
+
+    sketch = SubjectSketch(capacity=1000, max_bytes=10 * 40)
+    for i in range(100):
+        sketch.add("default", f"{i:040d}", i)  # 40-byte keys: 10 fit in the byte budget
+    subjects, key_bytes = sketch.size("default")
+    assert subjects == 10 and key_bytes == 400
+    assert sketch.forecast("default", 0, 1).moving == 10  # the 10 most recent (buckets 90..99) are kept
+
+    huge = SubjectSketch(capacity=1000)
+    for i in range(50):
+        huge.add("default", f"u:{i}" + "x" * 100_000, i)  # a client can send any sub: its size is not ours to keep
+    subjects, key_bytes = huge.size("default")
+    assert subjects == 50 and key_bytes <= 50 * KEY_MAX
+    huge.add("default", "u:0" + "x" * 100_000, 0)  # the same long subject is still one subject
+    assert huge.size("default")[0] == 50

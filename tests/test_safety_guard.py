@@ -180,7 +180,7 @@ async def test_plan_rolls_back_on_a_fault_mid_step_and_operators_steer_it() -> N
 async def test_plan_pauses_when_the_flag_is_changed_by_hand() -> None:
     clock = Clock()
     safety = make_safety(PLAN_TRIGGERS, clock)
-    await safety.plans.start("default", [50, 100], soak=5, min_requests=0, actor="alice")
+    await safety.plans.start("default", [60, 100], soak=5, min_requests=0, actor="alice")  # the flag is at 50%
     await safety.flags.rollback(actor="carol", reason="manual rollback")
     await safety.tick()
     status = await safety.plans.status("default")

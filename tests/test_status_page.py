@@ -41,9 +41,15 @@ def _browser(profile: Path) -> Any:
 
 
 def _poll(predicate: Any, timeout: float = 10.0) -> Any:
+    """Poll until truthy; an element re-rendered under our feet (the page redraws rows) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -141,6 +147,7 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
             "triggers": [],
             "plan": None,
             "held": None,
+            "planBadge": None,
         }
     ]
     assert status["events"] == [] and status["parity"] == []
@@ -217,3 +224,173 @@ async def test_status_shows_upstream_figures_of_all_instances(upstreams, make_ga
     await wait_for(totals, timeout=5, interval=0.1)
     local, total = await totals()  # type: ignore[misc]
     assert local == 20 and total == 40  # this instance saw half; the shared windows saw both
+
+
+_MEASURE = """
+const problems = [];
+for (const section of document.querySelectorAll("main > section")) {
+  const box = section.getBoundingClientRect();
+  const title = section.querySelector("h2").textContent;
+  if (section.scrollWidth > section.clientWidth + 1) {
+    problems.push(`${title}: content ${section.scrollWidth}px wide in a ${section.clientWidth}px card`);
+  }
+  for (const el of section.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;  // not rendered (inside a collapsed group)
+    if (r.right > box.right + 0.5 || r.left < box.left - 0.5) {
+      problems.push(`${title}: <${el.tagName.toLowerCase()}> "${(el.textContent || "").slice(0, 40)}" `
+                    + `spans ${Math.round(r.left)}..${Math.round(r.right)}, `
+                    + `card ${Math.round(box.left)}..${Math.round(box.right)}`);
+    }
+  }
+}
+if (document.documentElement.scrollWidth > window.innerWidth) {
+  problems.push(`page ${document.documentElement.scrollWidth}px wide in a ${window.innerWidth}px window`);
+}
+return problems;
+"""
+
+
+def _full_page_screenshot(driver: Any, path: Path) -> None:
+    import base64
+
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def _shipped_triggers() -> list[dict[str, Any]]:
+    import yaml
+
+    rules = Path(__file__).parent.parent / "rules" / "rollback.yaml"
+    return yaml.safe_load(rules.read_text())["safety"]["triggers"]
+
+
+@pytest.mark.slow
+async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gateway, tmp_path: Path) -> None:
+    """A busy page (the shipped triggers on three flags, a plan, a held flag, a failing probe at 0%,
+    parity rows, events): no card's content is wider than its card at either width, the safety panel
+    stays above the fold, and the held flag is acknowledged from the page."""
+    from selenium.webdriver.common.by import By
+
+    from gateway.safety.events import Event
+    from tests.safety_support import until
+    from tests.test_safety_e2e import FAST
+
+    # The probes guard 'grades' only (at 0%): they fail without rolling back the plan on 'analytics'.
+    triggers = [{**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
+                for t in _shipped_triggers()]
+    gw = await make_gateway(make_config(
+        faulty, flags={"default": 0, "analytics": 0, "grades": 0},
+        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
+                {"prefix": "/api/v1/grades/", "flag": "grades", "name": "grades"}],
+        shadow={"flags": {"default": {"percent": 100}, "analytics": {"percent": 100}}},
+        safety={**FAST, "triggers": triggers},
+    ))
+    faulty["candidate_mode"]["db_down"] = True  # the health check fails while every flag is at 0%
+    for path in ("/api/v1/analytics/dashboard-with-a-rather-long-name?termId=1", "/api/v1/students/1"):
+        async with gw.get(path) as resp:
+            assert resp.status == 200
+    safety = gw.state.safety
+    await until(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
+    # A held flag, as the guard leaves one, and a manual rollback as the event log records it.
+    await gw.state.store.set_percent("default", 50, actor="t", reason="t")
+    [held] = await safety.store.rollback(["default"], Event(
+        kind="rollback", flag="default", trigger="candidate-error-rate", measured=0.31, threshold=0.05,
+        reason="rolled back: trigger candidate-error-rate (error_rate) fired: error rate 31.00% vs threshold 5.00%"))
+    await safety.store.append(Event(kind="rollback", flag="grades", actor="alice@ops (cli) from 10.0.0.7",
+                                    reason="manual rollback: p95 regression on grades"))
+    async with gw.admin("POST", "/api/v1/plans/analytics", json={"steps": [10, 25, 50, 100], "soak": 3600}) as resp:
+        assert resp.status == 200, await resp.text()
+
+    async with gw.admin("GET", "/api/v1/status") as resp:
+        status = await resp.json()
+    flags = {f["name"]: f for f in status["flags"]}
+    assert flags["analytics"]["planBadge"]["text"].startswith("plan running: step 1/4") and flags["default"]["held"]
+    checks = {c["trigger"]: c for c in status["healthChecks"]}
+    assert checks["candidate-database"]["tone"] == "warn" and checks["candidate-database"]["guards"] == []
+    assert "no flag sends the candidate traffic" in checks["candidate-database"]["label"]
+    groups = {g["flag"]: g for g in status["triggerGroups"]}
+    assert not any(v["status"] == "firing" and v["tone"] == "bad" for v in groups["grades"]["triggers"])
+    assert groups["default"]["open"] and not groups["grades"]["open"]  # held: open; idle: collapsed
+
+    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+
+    def measure(width: int, height: int) -> list[str]:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+        driver.get(gw.admin_url + "/ui")
+        _poll(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
+        _poll(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
+        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
+        _poll(lambda: "failing" in driver.find_element(By.ID, "checks").text)
+        problems = driver.execute_script(_MEASURE)
+        _full_page_screenshot(driver, tmp_path / f"status-{width}.png")
+        return problems
+
+    try:
+        wide = await asyncio.to_thread(measure, 1280, 900)
+        assert wide == [], wide
+
+        def above_the_fold() -> None:
+            safety_box = driver.find_element(By.ID, "checks").rect
+            assert safety_box["y"] + safety_box["height"] <= 900, safety_box  # health checks visible unscrolled
+            # grouped per flag: the idle flags' triggers are collapsed, the held flag's shown
+            visible = [e for e in driver.find_elements(By.CSS_SELECTOR, "#triggers .trigger") if e.is_displayed()]
+            assert 0 < len(visible) <= 8, len(visible)
+            _poll(lambda: "plan running: step 1/4" in driver.find_element(
+                By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text)
+            card = driver.find_element(By.CSS_SELECTOR, "main > section").rect
+
+            def set_button_inside() -> bool:
+                button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]').rect
+                return button["x"] + button["width"] <= card["x"] + card["width"]
+
+            assert _poll(set_button_inside, timeout=2)
+
+        await asyncio.to_thread(above_the_fold)
+        narrow = await asyncio.to_thread(measure, 390, 844)
+        assert narrow == [], narrow
+        assert all((tmp_path / f"status-{w}.png").stat().st_size > 1000 for w in (1280, 390))
+
+        def acknowledge() -> list[dict[str, Any]]:
+            driver.find_element(By.ID, "token").send_keys("test-admin-token")
+            driver.find_element(By.ID, "save-token").click()
+            ack = 'tr[data-flag="default"] button[data-role="ack"]'
+            _poll(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
+            alert = driver.switch_to.alert
+            assert "Acknowledge the automatic rollback of 'default'" in alert.text
+            alert.send_keys("error rate fixed in 1.4.2")
+            alert.accept()
+            _poll(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
+            _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            return driver.get_log("browser")
+
+        console = await asyncio.to_thread(acknowledge)
+        assert not [e for e in console if e["level"] == "SEVERE"], console
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert (await safety.store.holds_and_epochs())[0] == {}
+    events = await safety.store.events(5)
+    assert events[0].kind == "ack" and events[0].reason == "error rate fixed in 1.4.2" and held.id
+
+
+@pytest.mark.slow
+async def test_status_page_with_protected_reads_asks_for_the_token(upstreams, make_gateway, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw = await make_gateway(make_config(upstreams, flags={"default": 10}, admin={"protect_reads": True}))
+    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+
+    def drive() -> None:
+        driver.get(gw.admin_url + "/ui")
+        _poll(lambda: "admin token needed" in driver.find_element(By.ID, "store").text)
+        assert not driver.find_elements(By.CSS_SELECTOR, "tr[data-flag]")  # nothing shown without it
+        driver.find_element(By.ID, "token").send_keys("test-admin-token")
+        driver.find_element(By.ID, "save-token").click()
+        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-flag="default"]'))
+        assert "healthy" in driver.find_element(By.ID, "store").text
+
+    try:
+        await asyncio.to_thread(drive)
+    finally:
+        await asyncio.to_thread(driver.quit)

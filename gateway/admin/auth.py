@@ -1,4 +1,14 @@
-"""Admin middleware: JSON errors everywhere, bearer token on every mutating call."""
+"""Admin middleware: JSON errors everywhere, bearer token on every change and on sensitive reads.
+
+Which calls need the token (``needs_token``):
+
+- every change (any method but GET/HEAD/OPTIONS);
+- reads that return upstream response data: stored parity mismatches and learned noise;
+- with ``admin.protect_reads``, every read except the probes (``/healthz``, ``/readyz``), the
+  Prometheus scrape (``/metrics``: counters only, fenced by the NetworkPolicy instead) and the
+  static page shell and API description (``/``, ``/ui``, ``/openapi.json``: the same bytes on
+  every gateway; the page then asks for the token before it fetches any data).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +21,21 @@ from aiohttp import web
 from gateway.responses import json_error
 from gateway.state import STATE
 
-__all__ = ["admin_middleware"]
+__all__ = ["admin_middleware", "needs_token"]
 
 log = structlog.get_logger("gateway.admin")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SENSITIVE_READS = ("/api/v1/parity/diffs", "/api/v1/parity/noise")
+OPEN_READS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/ui", "/openapi.json"})
+
+
+def needs_token(method: str, path: str, protect_reads: bool) -> bool:
+    """Whether this admin call must carry the admin token (see the module docstring)."""
+    if method not in SAFE_METHODS:
+        return True
+    if path in SENSITIVE_READS:
+        return True
+    return protect_reads and path not in OPEN_READS
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -27,13 +48,15 @@ async def admin_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     state = request.app[STATE]
-    if request.method not in SAFE_METHODS:
-        token = state.config.admin.token
+    admin = state.config.admin
+    if needs_token(request.method, request.path, admin.protect_reads):
+        token = admin.token
         if token is None:
+            what = "changes through the admin API are" if request.method not in SAFE_METHODS else "this read is"
             return json_error(
                 403,
                 "admin_token_not_configured",
-                "changes through the admin API are disabled until an admin token is configured: "
+                f"{what} disabled until an admin token is configured: "
                 "set GATEWAY_ADMIN_TOKEN (or admin.token in the config file) and restart the gateway",
             )
         if not _authorized(request, token):

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin.auth import OPEN_READS
 from gateway.responses import json_response
 
 __all__ = ["openapi_document", "openapi_routes"]
@@ -78,7 +79,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request",
         401: "Missing or wrong admin token",
-        403: "No admin token configured: changes disabled",
+        403: "No admin token configured: changes and protected reads disabled",
         404: "Unknown flag, plan, action or route",
         409: "Refused: no config file to reload, a held flag, a drained upstream, a plan conflict, or a state "
         "file that does not fit this gateway (nothing imported)",
@@ -93,6 +94,17 @@ _MUTATION_ERRORS = (400, 401, 403, 413, 503)
 
 
 def openapi_document() -> dict[str, Any]:
+    document = _document()
+    for path, operations in document["paths"].items():
+        read = operations.get("get")
+        if read is None or path in OPEN_READS or "security" in read:
+            continue
+        read["security"] = [{}, {"adminToken": []}]  # open unless admin.protect_reads
+        read["responses"].update(_errors(401, 403))
+    return document
+
+
+def _document() -> dict[str, Any]:
     ref = "#/components/schemas/"
     secured: list[dict[str, list[str]]] = [{"adminToken": []}]
     return {
@@ -100,7 +112,11 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Cutover gateway admin API",
             "version": __version__,
-            "description": "Served on the admin listener only. Reads are open; changes need the admin token.",
+            "description": (
+                "Served on the admin listener only. Changes, stored parity mismatches and learned noise need "
+                "the admin token; with admin.protect_reads every read does, except /healthz, /readyz, "
+                "/metrics and this document."
+            ),
         },
         "components": {
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
@@ -251,14 +267,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/changes": {
                 "get": {
-                    "summary": "Audited changes, newest first",
+                    "summary": "Audited changes, newest first (one flag's with ?flag=F)",
                     "parameters": [
                         {
                             "name": "limit",
                             "in": "query",
                             "required": False,
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        }
+                        },
+                        {"name": "flag", "in": "query", "required": False, "schema": {"type": "string"}},
                     ],
                     "responses": {
                         "200": _json(
@@ -269,7 +286,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "Changes",
                         ),
-                        **_errors(400, 503),
+                        **_errors(400, 404, 503),
                     },
                 }
             },
@@ -398,18 +415,20 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                         },
                     ],
+                    "security": secured,
                     "responses": {
                         "200": _json({"type": "object", "required": ["route", "scope", "mismatches"]}, "Mismatches"),
-                        **_errors(400, 404, 503),
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 }
             },
             "/api/v1/parity/noise": {
                 "get": {
                     "summary": "Fields learned as noise, per route",
+                    "security": secured,
                     "responses": {
                         "200": _json({"type": "object", "required": ["scope", "noise"]}, "Noise"),
-                        **_errors(503),
+                        **_errors(401, 403, 503),
                     },
                 },
                 "delete": {
@@ -496,7 +515,10 @@ def openapi_document() -> dict[str, Any]:
                                             "type": "array",
                                             "minItems": 1,
                                             "maxItems": 100,
-                                            "description": "taken in increasing order, each once",
+                                            "description": (
+                                                "strictly increasing, all above the flag's current percentage "
+                                                "(else 409 plan_steps_not_increasing / plan_below_current)"
+                                            ),
                                             "items": {"type": "integer", "minimum": 1, "maximum": 100},
                                         },
                                         "soak": {"type": "number", "exclusiveMinimum": 0},

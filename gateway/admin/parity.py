@@ -1,9 +1,9 @@
 """Admin routes for shadow traffic: the parity report, stored mismatches, learned noise.
 
     GET    /api/v1/parity                  one row per route (?route=R for one)
-    GET    /api/v1/parity/diffs?route=R    latest stored mismatches, newest first (?limit=1..1000)
+    GET    /api/v1/parity/diffs?route=R    latest stored mismatches, newest first (?limit=1..1000)  (token)
     DELETE /api/v1/parity                  forget counters and mismatches            (token)
-    GET    /api/v1/parity/noise            fields learned as noise, per route
+    GET    /api/v1/parity/noise            fields learned as noise, per route                   (token)
     DELETE /api/v1/parity/noise            forget learned noise (?route=R for one)   (token)
 
 The report and mismatches come from the parity store: aggregated over every instance with

@@ -1,4 +1,4 @@
-"""Admin routes. Reads are open (the listener binds to loopback by default); writes need the token.
+"""Admin routes. Writes need the token; so do sensitive reads, or every read with protect_reads (see auth).
 
     GET  /healthz                 liveness: the process answers
     GET  /readyz                  readiness: 503 while draining; body says if the store is degraded
@@ -7,15 +7,15 @@
     GET  /api/v1/flags/{name}     one flag
     PUT  /api/v1/flags/{name}     {"percent": 0..100, "reason": "...", "operation": id}  (token)
     POST /api/v1/rollback         {"reason": "...", "operation": id}: every flag to 0 at once (token)
+    GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000&flag=F)
+    GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
+    POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
+    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET[&force=SIDE]: which side and why
 
 A lowering (rollback included) works while the flag store is down: it is applied to this
 instance as a local override (``"local": true`` in the answer) and written to the store when it
 is back; ``operation`` (optional, the CLI sends one per command) makes one command sent to
 several instances one event. Changes go through ``gateway.safety.control.FlagControl``.
-    GET  /api/v1/changes          recent audited changes, newest first (?limit=1..1000)
-    GET  /api/v1/forecast         ?flag=F&percent=P: share of recent subjects that would move
-    POST /api/v1/reload           re-read the rules file now (same as SIGHUP)          (token)
-    GET  /api/v1/explain          ?subject=USER&path=/api/v1/...&method=GET[&force=SIDE]: which side and why
 
 Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
 """
@@ -228,10 +228,18 @@ async def changes(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
     if not 1 <= limit <= 1000:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
+    flag = request.query.get("flag")
+    if flag is not None and flag not in state.store.snapshot():
+        return json_error(
+            404, "unknown_flag", f"unknown flag {flag!r}; declared flags: {sorted(state.store.snapshot())}"
+        )
     try:
-        items = await state.store.changes(limit)
+        # One flag's changes: read as far back as the log keeps (1000), then keep that flag's newest.
+        items = await state.store.changes(limit if flag is None else 1000)
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
+    if flag is not None:
+        items = [c for c in items if c.flag == flag][:limit]
     return json_response({"changes": [c.to_json() for c in items]})
 
 

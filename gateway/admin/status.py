@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin.display import check_view, plan_badge, trigger_groups
 from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
 from gateway.config import SIDES
@@ -79,20 +80,26 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
             parity = await parity_rows(state)
         except Exception:  # as above: the page renders whatever the store does
             pass
+    flags = [
+        {
+            **flag,
+            "triggers": triggers.get(flag["name"], []),
+            "plan": plans.get(flag["name"]),
+            "held": held.get(flag["name"]),
+            "planBadge": plan_badge(plans.get(flag["name"]), flag["percent"], held.get(flag["name"])),
+        }
+        for flag in flags_view(state)
+    ]
+    if safety is not None:
+        guarded = {t.name: t.flags for t in safety.config.triggers}
+        checks = [check_view(c, flags, guarded.get(c["trigger"], ("*",))) for c in checks]
     return {
         "version": __version__,
         "time": time.time(),
         "draining": state.draining,
         "store": state.store.health().to_json(),
-        "flags": [
-            {
-                **flag,
-                "triggers": triggers.get(flag["name"], []),
-                "plan": plans.get(flag["name"]),
-                "held": held.get(flag["name"]),
-            }
-            for flag in flags_view(state)
-        ],
+        "flags": flags,
+        "triggerGroups": trigger_groups(flags, triggers, events),
         "events": events,
         "healthChecks": checks,
         "parity": parity,

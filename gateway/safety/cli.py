@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from gateway.safety.plans import steps_problem
+
 __all__ = ["add_commands", "add_plan_command", "run_events", "run_plan", "run_read_only", "run_triggers"]
 
 AdminCall = Callable[..., Any]
@@ -83,10 +85,14 @@ def run_events(args: argparse.Namespace, call: AdminCall, error: type[Exception]
     return 0
 
 
-def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "") -> None:
+def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "", percent: int | None = None) -> None:
+    from gateway.admin.display import verdict_label
+
     for v in verdicts:
         mode = " [dry-run]" if v["dryRun"] else ""
-        print(f"{indent}{v['trigger']:<24} {v['status'].upper():<18}{mode} {v['detail']}")
+        # At 0% a failing probe is not "firing": nothing is sent to the candidate, nothing rolls back.
+        label = v["status"] if percent is None else verdict_label(v, percent)[0]
+        print(f"{indent}{v['trigger']:<24} {label.upper():<18}{mode} {v['detail']}")
 
 
 def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
@@ -98,17 +104,22 @@ def run_triggers(args: argparse.Namespace, call: AdminCall) -> int:
         print(f"SAFETY STORE UNAVAILABLE ({data['storeError']}): decisions paused")
     if not data["flags"]:
         print("no triggers configured (see README, 'Triggers'; rules/rollback.yaml is the team's plan)")
+    percents = {f["name"]: f["percent"] for f in call(args.admin, "GET", "/api/v1/flags")["flags"]}
     for flag, verdicts in sorted(data["flags"].items()):
         held = data["held"].get(flag)
         print(
             f"flag {flag}"
             + (f"  HELD at 0% after rollback {held}: acknowledge with 'gateway events ack {flag}'" if held else "")
         )
-        _print_verdicts(verdicts, "  ")
+        _print_verdicts(verdicts, "  ", percents.get(flag))
     return 0
 
 
-def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) -> int:
+def run_plan(
+    args: argparse.Namespace, call: AdminCall, error: type[Exception], usage: type[Exception] | None = None
+) -> int:
+    """``usage``: raised for a wrong command line (exit 2), checked before anything is sent."""
+    usage = usage or error
     path = f"/api/v1/plans/{args.flag}"
     if args.plan_action == "status":
         data = call(args.admin, "GET", path)
@@ -116,9 +127,17 @@ def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) 
         body: dict[str, Any] = {}
         if args.steps:
             try:
-                body["steps"] = [int(s.strip().rstrip("%")) for s in args.steps.split(",")]
+                steps = [int(s.strip().rstrip("%")) for s in args.steps.split(",")]
             except ValueError as exc:
-                raise error(f"--steps must be comma-separated integers, got {args.steps!r}") from exc
+                message = f"--steps must be comma-separated integers, got {args.steps!r}; nothing was applied"
+                raise usage(message) from exc
+            problem = steps_problem(steps)
+            if problem is None:  # the server checks the same; asking first keeps a bad plan from being sent
+                current = call(args.admin, "GET", f"/api/v1/flags/{args.flag}")["percent"]
+                problem = steps_problem(steps, current)
+            if problem is not None:
+                raise usage(f"--steps {args.steps}: {problem}; nothing was applied")
+            body["steps"] = steps
         if args.soak is not None:
             body["soak"] = args.soak
         if args.min_requests is not None:
@@ -129,8 +148,8 @@ def run_plan(args: argparse.Namespace, call: AdminCall, error: type[Exception]) 
     if args.json:
         _dump(data)
         return 0
-    steps = " -> ".join(f"[{s}%]" if i + 1 == data["step"] else f"{s}%" for i, s in enumerate(data["steps"]))
-    print(f"plan for {data['flag']}: {data['status'].upper()}  {steps}")
+    shown = " -> ".join(f"[{s}%]" if i + 1 == data["step"] else f"{s}%" for i, s in enumerate(data["steps"]))
+    print(f"plan for {data['flag']}: {data['status'].upper()}  {shown}")
     print(
         f"  step {data['step']}/{len(data['steps'])} at {data['percent']}% (flag now {data['currentPercent']}%), "
         f"{data['timeInStepSeconds']:g}s in step, soak {data['soakSeconds']:g}s"

@@ -41,28 +41,20 @@ class PlanDriver:
         if flag not in self.s.flags.snapshot():
             raise SafetyRefused("unknown_flag", f"unknown flag {flag!r}", status=404)
         defaults = self.defaults
+        old = (await self._all()).get(flag)
+        if old is not None and old.status in ACTIVE:
+            raise SafetyRefused("plan_active", f"flag {flag!r} already has a {old.status} plan: abort it first")
+        before = self.s.flags.snapshot()[flag]
         plan = Plan(
             flag=flag,
-            steps=validate_steps(steps if steps is not None else defaults.steps),
+            steps=validate_steps(steps if steps is not None else defaults.steps, before),
             soak=defaults.soak if soak is None else float(soak),
             min_requests=defaults.min_requests if min_requests is None else int(min_requests),
             step_started=self.s.clock(),
             actor=actor,
         )
-        old = (await self._all()).get(flag)
-        if old is not None and old.status in ACTIVE:
-            raise SafetyRefused("plan_active", f"flag {flag!r} already has a {old.status} plan: abort it first")
+        # validate_steps refused steps at or below ``before`` (409 plan_below_current): a plan only moves forward.
         await self.s.check_percent(flag, plan.percent)
-        before = self.s.flags.snapshot()[flag]
-        if plan.percent < before:
-            # A plan only moves users forward; starting below the current percentage would send
-            # users who already moved back to legacy. That is a rollback: say so, don't do it.
-            raise SafetyRefused(
-                "plan_below_current",
-                f"flag {flag!r} is at {before}%: a plan starting at {plan.percent}% would move users back to "
-                f"legacy; give steps from {before}% up (e.g. --steps {before if before < 100 else 100},100), "
-                "or roll back first",
-            )
         await self._write(old, plan)
         try:
             await self.s.flags.set_percent(

@@ -20,17 +20,49 @@ import orjson
 from gateway.errors import SafetyRefused
 from gateway.safety.events import Event
 
-__all__ = ["Plan", "PlanStatus", "blockers", "validate_steps"]
+__all__ = ["Plan", "PlanStatus", "blockers", "steps_problem", "validate_steps"]
 
 PlanStatus = Literal["running", "paused", "completed", "aborted", "rolled_back"]
 ACTIVE: frozenset[str] = frozenset({"running", "paused"})
 
 
-def validate_steps(steps: Sequence[Any]) -> tuple[int, ...]:
-    """Integers 1..100; a plan only ever goes up, so they are taken in increasing order, once each."""
+def validate_steps(steps: Sequence[Any], current: int = 0) -> tuple[int, ...]:
+    """Integers 1..100 (400), strictly increasing and all above the flag's ``current`` percentage (409).
+
+    Never reordered: ``50,20`` is more likely a typo than a wish, and guessing would apply a plan
+    nobody wrote. Both rules say "a plan only moves users forward", hence one status (409: the
+    schema cannot express them). The CLI runs ``steps_problem`` before it sends anything.
+    """
     if not steps or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 100 for s in steps):
         raise SafetyRefused("bad_request", f"steps must be integers 1..100, got {list(steps)!r}", status=400)
-    return tuple(sorted(set(steps)))
+    problem = steps_problem(steps)
+    if problem is not None:
+        raise SafetyRefused("plan_steps_not_increasing", problem)
+    problem = steps_problem(steps, current)
+    if problem is not None:
+        raise SafetyRefused("plan_below_current", problem)
+    return tuple(steps)
+
+
+def steps_problem(steps: Sequence[Any], current: int = 0) -> str | None:
+    """What is wrong, in one line, with a plan's steps for a flag now at ``current`` percent; None if nothing."""
+    if not steps or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 100 for s in steps):
+        return f"steps must be integers 1..100, got {list(steps)!r}"
+    for before, after in zip(steps, steps[1:], strict=False):
+        if after <= before:
+            return f"steps must be strictly increasing: {before} then {after} in {list(steps)!r}"
+    if steps[0] > current:
+        return None
+    if current >= 100:
+        return "the flag is already at 100%: there is nothing left to roll out"
+    higher = ",".join(str(s) for s in steps if s > current) or "100"
+    if steps[0] < current:
+        # Starting below would send users who already moved back to legacy: that is a rollback.
+        return (
+            f"the flag is at {current}%: a plan starting at {steps[0]}% would move users back to legacy; "
+            f"steps must be above {current}% (e.g. {higher}), or roll back first"
+        )
+    return f"the flag is already at {current}%: steps must be above it (e.g. {higher})"
 
 
 @dataclass(frozen=True, slots=True)
