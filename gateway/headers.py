@@ -64,9 +64,7 @@ def _listed(connection: list[str]) -> frozenset[str]:
     return tokens - _PLAIN_CONNECTION
 
 
-def _copy(
-    headers: Iterable[tuple[str, str]], drop: frozenset[str]
-) -> tuple[Pairs, str | None, list[str], str | None]:
+def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pairs, str | None, list[str], str | None]:
     """Pairs without ``drop``/``X-Gateway-*`` names; also the Host, Connection and Content-Type
     values seen (one pass: the request path needs them and this loop already looks)."""
     out: Pairs = []
