@@ -626,11 +626,13 @@ class Proxy:
         duration = perf_counter() - request.started
         decision = request.decision
         route = request.route
-        side = decision.side if decision is not None else "gateway"
         label = route.label if route is not None else "gateway"
+        # The gateway's own overload is never the upstream's: counted under upstream="gateway".
+        side = decision.side if decision is not None and error_kind != "gateway_busy" else "gateway"
         if decision is not None:
             state.metrics.observe_request(side, label, ex.method, status, duration)
-            state.stats.record(side, status, duration)
+            if side != "gateway":
+                state.stats.record(side, status, duration)
             recorder = state.recorder
             if (
                 recorder is not None

@@ -213,6 +213,10 @@ async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(backend
         assert int(refused.headers["Retry-After"]) >= 1
         assert await metric_value(gw.session, gw.admin_url, REJECTED, reason="gateway_busy") == busy_before + 1
         assert await metric_sum(gw, "gateway_upstream_errors_total") == errors_before
+        # Counted as the gateway's own answer, never in the upstream's 5xx share.
+        busy_5xx = await metric_sum(gw, "gateway_requests_total", upstream="gateway", status_class="5xx")
+        assert busy_5xx == 1
+        assert await metric_sum(gw, "gateway_requests_total", upstream="legacy", status_class="5xx") == 0
     finally:
         state.release.set()
     assert [r.status for r in await asyncio.gather(*held)] == [200, 200]
@@ -296,13 +300,14 @@ async def test_client_disconnect_is_client_aborted_without_traceback(backend, tm
             else:
                 await wait_for(lambda: state.started["hold"] == 1, timeout=10)
             writer.transport.abort()
-            if path == "/hold":
-                state.release.set()
 
             def logged() -> list[dict[str, Any]]:
                 return access_lines(log_path.read_text(errors="replace"), path)
 
+            # The exchange ends when the gateway sees the client go, before the upstream answers
+            # (releasing the answer first would race the client's FIN).
             await wait_for(logged, timeout=15)
+            state.release.set()
             [entry] = logged()
             assert entry["status"] == 499 and entry["error"] == "client_aborted", entry
             log = log_path.read_text(errors="replace")

@@ -41,7 +41,7 @@ async def gw(request: Any, upstreams: Any, make_gateway: Any, key_prefix: str) -
     if request.param == "redis":
         redis_server = request.getfixturevalue("redis_server")
         extra["redis"] = {"url": redis_server.url, "key_prefix": key_prefix}
-    gateway: Gateway = await make_gateway(make_config(upstreams, flags={FLAG: 10}, **extra))
+    gateway: Gateway = await make_gateway(make_config(upstreams, flags={FLAG: 5}, **extra))
     return gateway
 
 
