@@ -43,18 +43,11 @@ class Forecast:
 
 
 class SubjectSketch:
-    def __init__(self, capacity: int = 10_000, max_bytes: int = 512 * 1024, sample_every: int = 1) -> None:
+    def __init__(self, capacity: int = 10_000, max_bytes: int = 512 * 1024) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
-        # 1 = every request. Kept as a knob for a data plane that cannot afford a hash per request at 0%.
-        self.sample_every = sample_every
         self._recent: dict[str, dict[str, int]] = {}
         self._bytes: dict[str, int] = {}
-        self._tick = 0
-
-    def should_sample(self) -> bool:
-        self._tick += 1
-        return self._tick % self.sample_every == 0
 
     def add(self, flag: str, subject: str, bucket: int) -> None:
         raw = subject.encode("utf-8", "surrogatepass")

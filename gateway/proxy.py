@@ -611,13 +611,15 @@ class Proxy:
             metrics.tunnel_bytes.labels(side, "down").inc(down)
 
     def _sketch(self, decision: Decision, flag: str | None, ex: Exchange, client_ip: str) -> None:
-        """Remember recent subjects' buckets for `gateway rollout forecast` (bounded, sampled at 0/100%)."""
+        """Remember recent subjects' buckets for `gateway rollout forecast` (bounded), at 0% and 100%
+        too, so a forecast before the first step has subjects to count."""
         state = self.state
         if decision.subject is not None and decision.bucket is not None and flag is not None:
             state.sketch.add(flag, decision.subject, decision.bucket)
-        elif flag is not None and decision.reason == "bucket" and state.sketch.should_sample():
-            subject, _, _ = state.splitter.subject(ex.headers, client_ip)
-            state.sketch.add(flag, subject, state.splitter.bucket(flag, subject))
+        elif flag is not None and decision.reason == "bucket":
+            subject, source, issued = state.splitter.subject(ex.headers, client_ip)
+            if not (issued is not None and source == "cookie"):  # a fresh random id is nobody's yet
+                state.sketch.add(flag, subject, state.splitter.bucket(flag, subject))
 
     # -- accounting ----------------------------------------------------------------------------
 
