@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from multidict import CIMultiDict
 
 from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.wire import json_body, response_head
@@ -229,28 +230,20 @@ class ClientConnection(asyncio.Protocol):
         if len(self.queue) >= MAX_PIPELINED:
             raise _Refused(400, "Bad Request", "too_many_pipelined", f"more than {MAX_PIPELINED} pipelined requests")
         parser = self.parser
-        content_length: int | None = None
-        chunked = False
-        expect: str | None = None
-        for name, value in self._headers:
-            if len(name) in (6, 14, 17):
-                lower = name.lower()
-                if lower == "content-length":
-                    content_length = int(value)  # llhttp validated it
-                elif lower == "transfer-encoding":
-                    chunked = True  # llhttp refuses anything but a final "chunked"
-                elif lower == "expect":
-                    expect = value
+        headers = CIMultiDict(self._headers)
+        length = headers.get("Content-Length")
+        expect = headers.get("Expect")
         exchange = Exchange(
             self,
             parser.get_method().decode("ascii"),
             self._url.decode("latin-1"),
             parser.get_http_version(),
             self._headers,
+            headers,
             parser.should_keep_alive(),
             parser.should_upgrade(),
-            chunked,
-            content_length,
+            "Transfer-Encoding" in headers,  # llhttp refuses anything but a final "chunked"
+            None if length is None else int(length),  # llhttp validated it
         )
         if expect is not None:
             exchange.expect_continue = expect.strip().lower() == "100-continue" and exchange.version == "1.1"

@@ -128,6 +128,7 @@ class Exchange:
         target: str,
         version: str,
         raw_headers: list[tuple[str, str]],
+        headers: CIMultiDict[str],
         keep_alive: bool,
         upgrade: bool,
         chunked: bool,
@@ -140,7 +141,7 @@ class Exchange:
         self.target = target
         self.version = version
         self.raw_headers = raw_headers
-        self.headers: CIMultiDict[str] = CIMultiDict(raw_headers)
+        self.headers = headers  # the same, case-insensitive, for lookups
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.chunked = chunked
