@@ -111,7 +111,7 @@ def duration(seconds: float) -> str:
         return "inf"
     if seconds < 120:
         return f"{seconds:.0f}s"
-    if seconds < 7200:
+    if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h".replace(".0h", "h")
 
