@@ -48,7 +48,9 @@ def test_the_team_defaults_and_each_missing_criterion() -> None:
     assert low.verdict == "not_ready" and low.summary.startswith("not ready: parity 97% < 99.9%")
     thin = evaluate(_good(comparisons=10, mismatches=0, requests=12), CFG)
     assert thin.verdict == "not_enough_traffic"
-    assert thin.summary == "not enough traffic: parity: 10 compared requests < 1000; error rate: 12 candidate requests < 1000"
+    assert thin.summary == (
+        "not enough traffic: parity: 10 compared requests < 1000; error rate: 12 candidate requests < 1000"
+    )
     slow = evaluate(_good(candidate_p95=0.16), CFG)
     assert slow.verdict == "not_ready" and "p95 improved by 20% <= 30%" in slow.summary
     assert "error rate 0.2% >= 0.1%" in evaluate(_good(errors=10), CFG).summary
@@ -63,7 +65,8 @@ def test_the_team_defaults_and_each_missing_criterion() -> None:
 
 def test_the_step_each_verdict_gates() -> None:
     full = evaluate(_good(percent=100, step_since=NOW - 3600 * 20), CFG)
-    assert full.next_step == "legacy read-only" and full.summary == "not ready: at 100% for 20h without a rollback < 48h"
+    assert full.next_step == "legacy read-only"
+    assert full.summary == "not ready: at 100% for 20h without a rollback < 48h"
     assert evaluate(_good(percent=100, step_since=NOW - 3600 * 49), CFG).summary == "ready for legacy read-only"
     done = evaluate(_good(percent=100, step_since=NOW - 3600 * 100, read_only=True, read_only_since=NOW - 3600), CFG)
     assert done.next_step == "decommission" and done.summary == "not ready: legacy read-only for 1h < 48h"
