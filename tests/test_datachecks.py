@@ -198,3 +198,41 @@ async def _all(fetch: Any, predicate: Any) -> bool:
 
 def _verdict(gw: Any, trigger: str) -> str | None:
     return next((v.status for v in gw.state.safety.verdicts.get("default", []) if v.trigger == trigger), None)
+
+
+async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
+    postgres: PostgresServer,
+    upstreams: Any,
+    make_gateway: Any,
+    redis_server: Any,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEASED_DB_DSN", postgres.create_school(_db()))
+    check = {"name": "students", "dsn_env": "LEASED_DB_DSN", "query": "SELECT count(*) FROM students",
+             "expect": "= 2"}
+    config = make_config(
+        upstreams,
+        redis={"url": redis_server.url, "key_prefix": key_prefix},
+        safety={**FAST, "data_checks": {"interval": 0.2, "checks": [check]}},
+    )
+    a, b = await make_gateway(config), await make_gateway(config)
+
+    async def views() -> list[dict[str, Any]]:
+        out = []
+        for gw in (a, b):
+            async with gw.admin("GET", "/api/v1/datachecks", token=None) as resp:
+                out.append(await resp.json())
+        return out
+
+    async def both_see_runs() -> bool:
+        return all(v["checks"][0]["runs"] >= 4 and v["checks"][0]["status"] == "ok" for v in await views())
+
+    await until(both_see_runs, timeout=10)
+    runs = [
+        await metric_value(gw.session, gw.admin_url, "gateway_data_check_runs_total", check="students", result="ok")
+        for gw in (a, b)
+    ]
+    assert sorted(runs)[0] == 0 and sorted(runs)[1] >= 4, runs  # one runner, under the lease
+    runners = {v["runner"] for v in await views()}
+    assert len(runners) == 1 and runners <= {a.state.safety.instance, b.state.safety.instance}
