@@ -236,3 +236,40 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
     assert sorted(runs)[0] == 0 and sorted(runs)[1] >= 4, runs  # one runner, under the lease
     runners = {v["runner"] for v in await views()}
     assert len(runners) == 1 and runners <= {a.state.safety.instance, b.state.safety.instance}
+
+
+async def test_dry_run_and_minimum_evidence_through_the_shared_results() -> None:
+    from gateway.datachecks.results import CheckState, Outcome, advance, encode
+    from tests.test_safety_guard import Clock, make_safety
+
+    clock = Clock()
+    check = {"name": "orphans", "dsn_env": "X_DSN", "query": "SELECT 0", "expect": "= 0"}
+    safety = make_safety(
+        [
+            {"name": "tuning", "kind": "data_check", "runs": 3, "dry_run": True},
+            {"name": "db-down", "kind": "database_unreachable", "runs": 3},
+        ],
+        clock,
+        data_checks={"checks": [check]},
+    )
+    state = CheckState("orphans", "= 0")
+
+    async def publish(outcome: Outcome) -> None:
+        nonlocal state
+        state = advance(state, outcome, clock())
+        await safety.store.put_document("datachecks", encode({"orphans": state}, "other-instance", clock()), 60)
+
+    assert await safety.evaluate() == [] and {v.status for v in safety.verdicts["default"]} == {"insufficient_data"}
+    for _ in range(2):
+        await publish(Outcome("failing", 3.0, "3, expected = 0"))
+    assert await safety.evaluate() == []  # 2 runs in a row: below the minimum evidence
+    await publish(Outcome("failing", 3.0, "3, expected = 0"))
+    (event,) = await safety.evaluate()
+    assert (event.kind, event.trigger, event.dry_run) == ("dry_run", "tuning", True)
+    assert "would roll back" in event.reason and "data inconsistency detected" in event.reason
+    assert safety.flags.snapshot()["default"] == 50 and await safety.evaluate() == []  # recorded once
+    for _ in range(3):
+        await publish(Outcome("unreachable", detail="database unreachable: refused"))
+    (event,) = await safety.evaluate()
+    assert (event.kind, event.trigger) == ("rollback", "db-down") and safety.flags.snapshot()["default"] == 0
+    assert "database connection failures" in event.reason
