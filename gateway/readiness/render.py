@@ -35,7 +35,7 @@ def _when(at: float) -> str:
 def _num(value: Any, name: str, kind: str) -> str:
     if value is None:
         return "-"
-    if name in ("time_at_step", "read_only_time") or (name == "data_checks" and kind == "threshold"):
+    if name in ("time_at_step", "read_only_time", "data_checks"):
         return f"{value:g} s"
     if name in ("parity", "error_rate", "p95"):
         return f"{value * 100:.3g}%"
@@ -75,12 +75,11 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     for flag in report.get("flags", []):
-        verdict = {"ready": "READY", "not_ready": "NOT READY", "not_enough_traffic": "NOT ENOUGH TRAFFIC"}
         out += [
             f"## Flag `{flag['flag']}` at {flag['percent']}%",
             "",
             f"- **Step this gates:** {flag['nextStep']}",
-            f"- **Verdict:** {verdict[flag['verdict']]}: {flag['summary']}",
+            f"- **Verdict:** {flag['summary']}",
             "",
             "| Criterion | Result | Value | Threshold | Samples | Window | Evidence |",
             "| --- | --- | --- | --- | --- | --- | --- |",
