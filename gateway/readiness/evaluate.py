@@ -258,7 +258,7 @@ def _data(ev: Evidence, cfg: ReadinessConfig) -> Criterion:
     bad = [c for c in checks if c.status not in ("ok", "pending")]
     if bad:
         what = "; ".join(f"data check {c.name} {c.status}: {c.detail}" for c in bad)
-        return Criterion("data_checks", "fail", what, value=float(len(bad)), samples=runs, window=ev.window)
+        return Criterion("data_checks", "fail", what, value=0.0, threshold=ev.window, samples=runs, window=ev.window)
     never = [c.name for c in checks if c.status == "pending"]
     if never:
         detail = f"data checks not run yet: {', '.join(never)}"
