@@ -168,6 +168,11 @@ async def test_planted_orphan_fires_the_trigger_and_rolls_the_flag_back(
         state = (await checks())["enrollments-orphaned"]
         assert state["status"] == "failing" and state["value"] == 1 and state["consecutive_failing"] >= 2
         assert state["dsnEnv"] == "CANDIDATE_DB_DSN"
+        async with gw.admin("GET", "/api/v1/readiness?flag=default", token=None) as resp:
+            (readiness,) = (await resp.json())["flags"]
+        assert readiness["verdict"] == "not_ready" and readiness["nextStep"] == "raise the percentage"
+        assert f"unacknowledged automatic rollback (event {rollback['id']})" in readiness["summary"]
+        assert "data check enrollments-orphaned failing: 1, expected = 0" in readiness["summary"]
         assert await metric_value(gw.session, gw.admin_url, "gateway_data_check_status",
                                   check="enrollments-orphaned", status="failing") == 1
         assert await metric_value(gw.session, gw.admin_url, "gateway_data_check_value",
