@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -212,7 +213,7 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
     assert len(err.strip().splitlines()) == 1
 
 
-async def test_readiness_answers_on_a_plain_gateway(upstreams: Any, make_gateway: Any) -> None:
+async def test_readiness_answers_on_a_plain_gateway(upstreams: Any, make_gateway: Any, tmp_path: Any) -> None:
     gw = await make_gateway(make_config(upstreams, flags={"default": 0, "reports": 100}))
     async with gw.admin("GET", "/api/v1/readiness", token=None) as resp:
         body = await resp.json()
@@ -223,3 +224,12 @@ async def test_readiness_answers_on_a_plain_gateway(upstreams: Any, make_gateway
     async with aiohttp.ClientSession() as session:
         async with session.get(gw.admin_url + "/api/v1/readiness?flag=missing") as resp:
             assert resp.status == 404 and (await resp.json())["error"] == "unknown_flag"
+    code, out, err = await _gateway_cli("report", "readiness", "--admin", gw.admin_url)
+    assert code == 3, err  # not ready: a pipeline can gate on the exit code
+    assert "flag reports at 100%: next step legacy read-only" in out
+    assert "NOT MEASURED        parity not measured: no shadow comparison on this flag's routes" in out
+    target = tmp_path / "signoff.json"
+    code, out, err = await _gateway_cli("report", "readiness", "--flag", "reports", "--json", "-o", str(target),
+                                        "--admin", gw.admin_url)
+    assert code == 3 and out == "", err
+    assert [f["flag"] for f in orjson.loads(target.read_bytes())["flags"]] == ["reports"]
