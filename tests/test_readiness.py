@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,8 @@ def test_the_team_defaults_and_each_missing_criterion() -> None:
     parity = next(c for c in ready.criteria if c.name == "parity")
     assert (parity.value, parity.threshold, parity.samples, parity.window) == (0.9996, 0.999, 5000, 3600)
 
-    low = evaluate(_good(mismatches=150), CFG)
+    low = evaluate(_good(mismatches=150, directions=(("legacy", 3000, 0), ("candidate", 2000, 150))), CFG)
+    assert "differ; served by legacy: 100% of 3000; served by candidate: 92.5% of 2000)" in low.summary
     assert low.verdict == "not_ready" and low.summary.startswith("not ready: parity 97% < 99.9%")
     thin = evaluate(_good(comparisons=10, mismatches=0, requests=12), CFG)
     assert thin.verdict == "not_enough_traffic"
@@ -169,7 +171,10 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
     await until(parity_judged, timeout=window - 1)
     second = await verdict()
     assert second["verdict"] == "not_ready"
-    assert second["summary"].startswith("not ready: parity 97% < 99.9% (3 of 100 compared requests differ)")
+    assert second["summary"].startswith("not ready: parity 97% < 99.9% (3 of 100 compared requests differ; served by ")
+    served = {side: int(n) for side, n in re.findall(r"served by (legacy|candidate): [0-9.]+% of (\d+)",
+                                                     second["summary"])}
+    assert sum(served.values()) == 100 and set(served) == {"legacy", "candidate"}  # both directions at 50%
     parity = next(c for c in second["criteria"] if c["name"] == "parity")
     assert (parity["samples"], parity["threshold"], parity["windowSeconds"]) == (100, 0.999, window)
 

@@ -43,6 +43,9 @@ class Evidence:
     comparisons: int = 0
     mismatches: int = 0
     shadowed: bool = False  # some route of this flag is mirrored and compared
+    # (compared, mismatched) by the side whose answer the client got: legacy served (candidate shadowed)
+    # before users move, candidate served (legacy shadowed) after.
+    directions: tuple[tuple[str, int, int], ...] = ()
     requests: int = 0  # candidate requests in the window
     errors: int = 0
     candidate_p95: float | None = None  # seconds
@@ -174,7 +177,9 @@ def _parity(ev: Evidence, cfg: ReadinessConfig) -> Criterion:
     match = (n - ev.mismatches) / n
     ok = match >= cfg.parity
     relation = ">=" if ok else "<"
-    detail = f"parity {pct(match)} {relation} {pct(cfg.parity)} ({ev.mismatches} of {n} compared requests differ)"
+    split = "; ".join(f"served by {side}: {pct((c - m) / c)} of {c}" for side, c, m in ev.directions if c)
+    differ = f"{ev.mismatches} of {n} compared requests differ" + (f"; {split}" if split else "")
+    detail = f"parity {pct(match)} {relation} {pct(cfg.parity)} ({differ})"
     return Criterion("parity", "pass" if ok else "fail", detail, value=match, samples=n, **common)
 
 

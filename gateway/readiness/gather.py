@@ -78,6 +78,10 @@ async def readiness_report(state: GatewayState, flags: list[str]) -> list[Readin
             comparisons=stats.comparisons,
             mismatches=stats.counts.get("mm", 0),
             shadowed=bool(routes),
+            directions=tuple(
+                (side, stats.counts.get(f"mc{side[0]}", 0), stats.counts.get(f"mm{side[0]}", 0))
+                for side in ("legacy", "candidate")
+            ),
             requests=stats.requests(),
             errors=stats.errors(),
             candidate_p95=cand,
