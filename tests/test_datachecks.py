@@ -278,3 +278,12 @@ async def test_dry_run_and_minimum_evidence_through_the_shared_results() -> None
     (event,) = await safety.evaluate()
     assert (event.kind, event.trigger) == ("rollback", "db-down") and safety.flags.snapshot()["default"] == 0
     assert "database connection failures" in event.reason
+
+
+def test_redact_scrubs_dsns_and_passwords_in_any_form() -> None:
+    from gateway.datachecks.runner import _secrets, redact
+
+    dsn = "postgresql://app:p%40ss@db.internal:5432/school"
+    text = redact(f"failed: {dsn} (password p@ss) and host=db password=other dbname=x", _secrets(dsn))
+    assert "p@ss" not in text and "p%40ss" not in text and "other" not in text and "app:" not in text
+    assert "password=***" in text

@@ -147,6 +147,11 @@ async def run_check(check: DataCheck, env: Mapping[str, str], config: DataChecks
         return Outcome("unreachable", detail=f"database unreachable: {exc}", seconds=time.monotonic() - start)
     except QueryFailed as exc:
         return Outcome("error", detail=str(exc), seconds=time.monotonic() - start)
+    except Exception as exc:  # noqa: BLE001 - anything else the driver raises: a broken check, DSN scrubbed
+        refs = [check, *((check.equal_to,) if check.equal_to is not None else ())]
+        secrets = [secret for ref in refs for secret in _secrets(env.get(ref.dsn_env) or "")]
+        detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+        return Outcome("error", detail=detail, seconds=time.monotonic() - start)
     return Outcome("ok" if ok else "failing", value, detail, time.monotonic() - start)
 
 
