@@ -29,6 +29,7 @@ from gateway.flags.store import FlagCache, FlagStore
 from gateway.observability import Metrics
 from gateway.protection.policy import build_protection
 from gateway.proxy import Proxy
+from gateway.readiness.admin import signoff_routes
 from gateway.routing import RouteTable
 from gateway.safety.admin import safety_routes
 from gateway.safety.guard import Safety
@@ -180,4 +181,5 @@ def create_admin_app(state: GatewayState) -> web.Application:
     app.router.add_routes(openapi_routes)
     app.router.add_routes(parity_routes)
     app.router.add_routes(safety_routes)
+    app.router.add_routes(signoff_routes)
     return app

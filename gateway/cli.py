@@ -1,4 +1,5 @@
-"""Command line: ``gateway run|demo|rollout|rollback|changes|explain|state|config|parity|events|triggers|readonly``.
+"""Command line: ``gateway run|demo|rollout|rollback|changes|explain|state|config|parity|events|triggers|readonly|``
+``report``.
 Thin: operator commands talk to the admin API.
 
 Environment variables (one prefix): GATEWAY_ADMIN_URL, GATEWAY_ADMIN_TOKEN, and the server
@@ -24,6 +25,7 @@ import orjson
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.readiness.cli import add_report_command, run_report
 from gateway.safety.cli import add_commands, add_plan_command, run_events, run_plan, run_read_only, run_triggers
 
 __all__ = ["main"]
@@ -145,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_plan_command(rsub, admin_args)
     add_commands(sub, admin_args)
+    add_report_command(sub, admin_args)
 
     changes = sub.add_parser("changes", help="the audit log: every flag change, newest first")
     changes.add_argument("--flag", help="only this flag's changes")
@@ -543,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_triggers(args, _admin_call)
         if args.command == "readonly":
             return run_read_only(args, _admin_call, CliError)
+        if args.command == "report":
+            return run_report(args, _admin_call, CliError)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -240,6 +240,26 @@ class Metrics:
             ["flag", "action"],
             registry=registry,
         )
+        self.data_check_runs = Counter(
+            "gateway_data_check_runs_total",
+            "Data check runs by check and result (ok, failing, unreachable, error), on the instance running them.",
+            ["check", "result"],
+            registry=registry,
+        )
+        self.data_check_status = Gauge(
+            "gateway_data_check_status",
+            "1 for the current status of each data check (pending, ok, failing, unreachable, error).",
+            ["check", "status"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.data_check_value = Gauge(
+            "gateway_data_check_value",
+            "The number the data check's query returned at its last run.",
+            ["check"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def track_in_flight(self, read: Callable[[], int]) -> None:

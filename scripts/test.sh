@@ -2,8 +2,9 @@
 # The README's test command: installs what the tests need, then runs the whole suite.
 #   Debian packages: redis-server (the fixtures start their own on a free loopback port),
 #   nginx-light (the reference proxy of the differential test, tests/test_dataplane_nginx.py),
-#   prometheus (for promtool, used by the deploy/ checks) and chromium + chromium-driver (the
-#   status page's browser test), when missing and we may install them;
+#   prometheus (for promtool, used by the deploy/ checks), chromium + chromium-driver (the
+#   status page's browser test) and postgresql (the data checks' tests start their own server on
+#   a free loopback port, as the postgres user), when missing and we may install them;
 #   Python: the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

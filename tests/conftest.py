@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
 from gateway.server import GatewayServer
+from tests.pg_support import postgres  # noqa: F401 - the session's PostgreSQL, for data-check tests
 
 pytest_plugins = ["aiohttp"]
 

@@ -612,6 +612,68 @@ def _document() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/v1/readiness": {
+                "get": {
+                    "summary": "Per flag: the next step (raise the percentage, 100%, legacy read-only, decommission), "
+                    "the verdict (ready, not_ready, not_enough_traffic) and every success criterion with its value, "
+                    "threshold, sample size and window",
+                    "parameters": [
+                        {
+                            "name": "flag",
+                            "in": "query",
+                            "required": False,
+                            "description": "only this flag",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["scope", "thresholds", "flags", "dataChecks"],
+                                "properties": {
+                                    "flags": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": [
+                                                "flag",
+                                                "percent",
+                                                "nextStep",
+                                                "verdict",
+                                                "summary",
+                                                "criteria",
+                                            ],
+                                            "properties": {
+                                                "verdict": {"enum": ["ready", "not_ready", "not_enough_traffic"]},
+                                                "criteria": {"type": "array", "items": {"type": "object"}},
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "Readiness report",
+                        ),
+                        **_errors(404, 409, 503),
+                    },
+                },
+            },
+            "/api/v1/datachecks": {
+                "get": {
+                    "summary": "Every data check's latest result: ok, failing, unreachable, error or pending "
+                    "(the DSN is never shown, only the environment variable that holds it)",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["checks"],
+                                "properties": {"checks": {"type": "array", "items": {"type": "object"}}},
+                            },
+                            "Data checks",
+                        )
+                    },
+                },
+            },
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}
             },

@@ -17,6 +17,7 @@ from gateway.admin.display import check_view, plan_badge, trigger_groups
 from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
 from gateway.config import SIDES
+from gateway.readiness.gather import readiness_report
 from gateway.responses import json_response
 from gateway.safety.windows import WindowStats
 from gateway.state import STATE, GatewayState
@@ -74,6 +75,15 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
                     plans[flag] = plan
         except Exception:  # the page renders whatever the store does; the store's health says why
             pass
+    readiness: list[dict[str, Any]] = []
+    readiness_error = None
+    data_checks = None
+    if safety is not None and safety.config.enabled:
+        data_checks = safety.datachecks.view()
+        try:
+            readiness = [r.to_json() for r in await readiness_report(state, sorted(state.store.snapshot()))]
+        except Exception as exc:  # the page renders whatever the stores do
+            readiness_error = f"readiness unavailable: {type(exc).__name__}"
     parity: list[dict[str, Any]] = []
     if state.shadow.policies:
         try:
@@ -103,6 +113,9 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
         "events": events,
         "healthChecks": checks,
         "parity": parity,
+        "readiness": readiness,
+        "readinessError": readiness_error,
+        "dataChecks": data_checks,
         "pins": [
             {"prefix": r.prefix, "methods": sorted(r.methods) if r.methods else None, "side": r.pin}
             for r in state.routes.rules

@@ -11,8 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.datachecks.config import DataChecksConfig
+from gateway.readiness.config import ReadinessConfig
+
 __all__ = [
     "ConsecutiveFailuresTrigger",
+    "DataCheckTrigger",
+    "DatabaseUnreachableTrigger",
     "ErrorRateTrigger",
     "HealthCheckTrigger",
     "LatencyTrigger",
@@ -142,13 +147,41 @@ class SyntheticTrigger(_ProbeTrigger):
     checks: tuple[SyntheticCheck, ...] = Field(min_length=1)
 
 
+class _DataTrigger(_Trigger):
+    # Data checks this trigger reads (names under safety.data_checks.checks); "*" means all.
+    checks: tuple[str, ...] = ("*",)
+    runs: int = Field(default=3, ge=1, description="runs in a row a check must fail before the trigger fires")
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def reads(self, check: str) -> bool:
+        return "*" in self.checks or check in self.checks
+
+
+class DataCheckTrigger(_DataTrigger):
+    """ "data inconsistency detected": a data check whose result broke its expectation ``runs`` times in a row."""
+
+    kind: Literal["data_check"]
+
+
+class DatabaseUnreachableTrigger(_DataTrigger):
+    """ "database connection failures": a data check that could not reach its database ``runs`` times in a row."""
+
+    kind: Literal["database_unreachable"]
+
+
 TriggerConfig = Annotated[
     ErrorRateTrigger
     | LatencyTrigger
     | ConsecutiveFailuresTrigger
     | MismatchRateTrigger
     | HealthCheckTrigger
-    | SyntheticTrigger,
+    | SyntheticTrigger
+    | DataCheckTrigger
+    | DatabaseUnreachableTrigger,
     Field(discriminator="kind"),
 ]
 
@@ -201,6 +234,9 @@ class SafetyConfig(_Model):
     plans: PlanDefaults = PlanDefaults()
     # Flag name -> read-only legacy behaviour for requests that flag routes.
     legacy_read_only: dict[str, ReadOnlyConfig] = Field(default_factory=dict)
+    # SQL integrity checks against the databases (gateway.datachecks), and the readiness report.
+    data_checks: DataChecksConfig = DataChecksConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> SafetyConfig:
@@ -211,6 +247,21 @@ class SafetyConfig(_Model):
             seen.add(trigger.name)
         return self
 
+    @model_validator(mode="after")
+    def _data_triggers_name_checks(self) -> SafetyConfig:
+        names = {check.name for check in self.data_checks.checks}
+        for index, trigger in enumerate(self.triggers):
+            if isinstance(trigger, _DataTrigger):
+                unknown = sorted(set(trigger.checks) - names - {"*"})
+                if unknown or not names:
+                    raise ValueError(
+                        f"triggers.{index}.checks: unknown data check(s) {unknown or list(trigger.checks)} "
+                        f"(declared under data_checks.checks: {sorted(names)})"
+                    )
+        return self
+
     @property
     def longest_window(self) -> float:
-        return max((t.window for t in self.triggers if isinstance(t, _WindowTrigger)), default=60.0)
+        # The readiness report reads its window from the same shared counters: keep that much.
+        triggers = (t.window for t in self.triggers if isinstance(t, _WindowTrigger))
+        return max(self.readiness.window, max(triggers, default=60.0))

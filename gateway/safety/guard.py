@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from gateway.config import Config
+from gateway.datachecks.runner import DataChecks
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
 from gateway.observability import Metrics
@@ -78,6 +79,7 @@ class Safety:
         self._tasks = Background()  # Redis loops: flush, evaluate + plans
         self._http = Background()  # probes and webhook: plain HTTP, cancelled at once on close
         self._stopping = asyncio.Event()
+        self.datachecks = DataChecks(self.config.data_checks, store, metrics, self.instance, clock)
         self.plans = PlanDriver(self)
         self.control = FlagControl(self, clock)
         self._dry_logged: set[tuple[str, str]] = set()  # dry runs that fired during this store outage
@@ -99,6 +101,8 @@ class Safety:
         self._tasks.spawn(self._every(self.config.evaluate_interval, self.tick), name="safety-evaluate")
         for name, prober in self.probers.items():
             self._http.spawn(prober.run(), name=f"probe-{name}")
+        if self.datachecks:
+            self._http.spawn(self.datachecks.run(self._stopping), name="data-checks")
         self._http.spawn(self.notifier.run_webhook(), name="safety-webhook")
 
     async def close(self) -> None:
@@ -179,6 +183,7 @@ class Safety:
             self._store_down(exc)
             return await self._evaluate_locally()
         self._store_up()
+        await self.datachecks.refresh()
         values = self.flags.snapshot()
         verdicts: dict[str, list[Verdict]] = {}
         for flag in sorted(values):
@@ -238,7 +243,9 @@ class Safety:
                 continue
             prober = self.probers.get(trigger.name)
             probe = prober.state if prober else None
-            result.append(evaluate(trigger, flag, by_name.get(trigger.name), streak, probe, self.sources))
+            result.append(
+                evaluate(trigger, flag, by_name.get(trigger.name), streak, probe, self.sources, self.datachecks.states)
+            )
         return result
 
     def _idle(self, flag: str, triggers: list[TriggerConfig]) -> list[Verdict]:
@@ -247,6 +254,8 @@ class Safety:
             prober = self.probers.get(trigger.name)
             if prober is not None:
                 result.append(evaluate(trigger, flag, probe=prober.state))
+            elif trigger.kind in ("data_check", "database_unreachable"):
+                result.append(evaluate(trigger, flag, checks=self.datachecks.states))
             else:
                 detail = "flag at 0%: the candidate gets no traffic to judge"
                 result.append(
@@ -293,7 +302,13 @@ class Safety:
         for trigger in triggers:
             prober = self.probers.get(trigger.name)
             verdict = evaluate(
-                trigger, flag, by_name.get(trigger.name), streak, prober.state if prober else None, self.sources
+                trigger,
+                flag,
+                by_name.get(trigger.name),
+                streak,
+                prober.state if prober else None,
+                self.sources,
+                self.datachecks.states,
             )
             if verdict.status != "no_source":
                 verdict = replace(verdict, detail=f"{verdict.detail} (this instance only: safety store unreachable)")

@@ -11,7 +11,8 @@ Keys (``prefix`` as the flag store's, default ``cutover:``):
 - ``{prefix}safety:once:{key}``    dedupe marker for dry-run alerts (PX = the window)
 - ``{prefix}plans``                hash flag -> rollout plan JSON, compare-and-set in Lua
 - ``{prefix}safety:readonly``      hash flag -> read-only legacy switch (JSON, or ``off``)
-- ``{prefix}lease:{name}``         plan driver lease: owner id, PX = lease ttl
+- ``{prefix}lease:{name}``         plan driver and data-check leases: owner id, PX = lease ttl
+- ``{prefix}safety:doc:{name}``    small shared documents (the data checks' results), PX = their ttl
 
 Plan steps raise a flag with a compare-and-set on the flag store's own hash (``_RAISE``): only
 from the value the plan expects and never while the flag is held.
@@ -358,3 +359,10 @@ class RedisSafetyStore:
 
     async def release(self, name: str, owner: str) -> None:
         await self._call(self._release(keys=[f"{self._p}lease:{name}"], args=[owner]))
+
+    async def put_document(self, name: str, value: bytes, ttl: float) -> None:
+        await self._call(self._redis.set(f"{self._p}safety:doc:{name}", value, px=max(1, int(ttl * 1000))))
+
+    async def document(self, name: str) -> bytes | None:
+        raw = await self._call(self._redis.get(f"{self._p}safety:doc:{name}"))
+        return None if raw is None else bytes(raw)

@@ -81,6 +81,11 @@ class SafetyStore(Protocol):
 
     async def release(self, name: str, owner: str) -> None: ...
 
+    async def put_document(self, name: str, value: bytes, ttl: float) -> None:
+        """Keep a small shared document (e.g. the data checks' results) for ``ttl`` seconds."""
+
+    async def document(self, name: str) -> bytes | None: ...
+
 
 class MemorySafetyStore:
     """One process: counters in dicts, events in a deque, leases always ours."""
@@ -98,6 +103,7 @@ class MemorySafetyStore:
         self._once: dict[str, float] = {}
         self._plans: dict[str, bytes] = {}
         self._switches: dict[str, bytes] = {}
+        self._documents: dict[str, tuple[float, bytes]] = {}  # name -> (expires, value), monotonic
         self._lock = asyncio.Lock()  # nothing to share with: holds still check and write in one step
         if isinstance(flags, MemoryFlagStore):
             flags.held = self._holds.get  # the flag store refuses raising a held flag under its lock
@@ -222,3 +228,10 @@ class MemorySafetyStore:
 
     async def release(self, name: str, owner: str) -> None:
         return None
+
+    async def put_document(self, name: str, value: bytes, ttl: float) -> None:
+        self._documents[name] = (time.monotonic() + ttl, value)
+
+    async def document(self, name: str) -> bytes | None:
+        expires, value = self._documents.get(name, (0.0, b""))
+        return value if expires > time.monotonic() else None

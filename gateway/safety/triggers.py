@@ -9,11 +9,15 @@ this gateway produces shadow comparisons: it cannot fire, and it does not hold a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.datachecks.results import CheckState
 from gateway.safety.config import (
     ConsecutiveFailuresTrigger,
+    DatabaseUnreachableTrigger,
+    DataCheckTrigger,
     ErrorRateTrigger,
     HealthCheckTrigger,
     LatencyTrigger,
@@ -89,8 +93,10 @@ def evaluate(
     streak: int = 0,
     probe: ProbeState | None = None,
     sources: frozenset[str] = frozenset(),
+    checks: Mapping[str, CheckState] | None = None,
 ) -> Verdict:
-    """``stats`` for window triggers (None: store unavailable), ``streak`` and ``probe`` for the rest;
+    """``stats`` for window triggers (None: store unavailable), ``streak`` and ``probe`` for the rest,
+    ``checks`` (the data checks' latest states) for data triggers;
     ``sources``: optional metric sources registered in this gateway (``"mismatch_rate"``)."""
 
     def verdict(status: VerdictStatus, detail: str, **kw: Any) -> Verdict:
@@ -131,6 +137,8 @@ def evaluate(
         return verdict(
             status, f"mismatch rate {_pct(rate)} vs threshold {_pct(trigger.threshold)}", measured=rate, **common
         )
+    if isinstance(trigger, (DataCheckTrigger, DatabaseUnreachableTrigger)):
+        return _data(trigger, flag, checks or {})
     if isinstance(trigger, ConsecutiveFailuresTrigger):
         status = "firing" if streak >= trigger.threshold else "ok"
         detail = f"{streak} consecutive candidate connection failures, threshold {trigger.threshold}"
@@ -198,3 +206,37 @@ def _latency(trigger: LatencyTrigger, flag: str, stats: WindowStats) -> Verdict:
         measured, threshold = reasons[0]
         return verdict("firing", "; ".join(checks), measured=measured, threshold=threshold)
     return verdict("ok", "; ".join(checks), measured=value, threshold=trigger.threshold)
+
+
+def _data(
+    trigger: DataCheckTrigger | DatabaseUnreachableTrigger, flag: str, checks: Mapping[str, CheckState]
+) -> Verdict:
+    """Data inconsistency (a check failing ``runs`` times in a row), or database connection
+    failures (a check unable to reach its database ``runs`` times in a row): kept apart."""
+    unreachable = isinstance(trigger, DatabaseUnreachableTrigger)
+    ran = [s for name, s in sorted(checks.items()) if trigger.reads(name) and s.runs > 0]
+
+    def verdict(status: VerdictStatus, detail: str, **kw: Any) -> Verdict:
+        return Verdict(trigger.name, trigger.kind, flag, status, detail, dry_run=trigger.dry_run, **kw)
+
+    if not ran:
+        return verdict("insufficient_data", "no data check has run yet", threshold=float(trigger.runs))
+
+    def streak(state: CheckState) -> int:
+        return state.consecutive_unreachable if unreachable else state.consecutive_failing
+
+    worst = max(ran, key=streak)
+    n = streak(worst)
+    samples = sum(s.runs for s in ran)
+    common: dict[str, Any] = {"measured": float(n), "threshold": float(trigger.runs), "samples": samples}
+    if n >= trigger.runs:
+        what = "database connection failures" if unreachable else "data inconsistency detected"
+        return verdict(
+            "firing", f"{what}: check {worst.name} {worst.status} {n} runs in a row: {worst.detail}", **common
+        )
+    word = "unreachable" if unreachable else "failing"
+    if n:
+        detail = f"check {worst.name} {word} {n} run(s) in a row (trips at {trigger.runs}): {worst.detail}"
+    else:
+        detail = f"{len(ran)} data check(s), none {word} (trips at {trigger.runs} runs in a row)"
+    return verdict("ok", detail, **common)

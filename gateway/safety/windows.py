@@ -10,7 +10,7 @@ than the truth).
 Counter fields (``s`` is ``c`` for candidate, ``l`` for legacy):
 ``sn`` requests, ``se`` errors (5xx, connection failures, timeouts, broken answers),
 ``sf`` connection failures, ``sh<i>`` latency histogram; ``mc``/``mm`` shadow comparisons and
-mismatches.
+mismatches, split by the side that served the client as ``mcl``/``mml`` and ``mcc``/``mmc``.
 """
 
 from __future__ import annotations
@@ -168,12 +168,18 @@ class Recorder:
             elif error_kind is None:  # the upstream answered: the streak is broken
                 self._streaks[flag] = (True, 0)
 
-    def record_comparison(self, flag: str, mismatch: bool) -> None:
-        """Hook for shadow comparison: one compared response pair for ``flag``."""
+    def record_comparison(self, flag: str, mismatch: bool, served: str | None = None) -> None:
+        """Hook for shadow comparison: one compared response pair for ``flag``; ``served``, the side
+        whose answer the client got, splits the counts by direction (``mcl``/``mml``, ``mcc``/``mmc``)."""
         counts = self._counts(flag)
         counts["mc"] = counts.get("mc", 0) + 1
         if mismatch:
             counts["mm"] = counts.get("mm", 0) + 1
+        if served in ("legacy", "candidate"):
+            c, m = ("mcl", "mml") if served == "legacy" else ("mcc", "mmc")
+            counts[c] = counts.get(c, 0) + 1
+            if mismatch:
+                counts[m] = counts.get(m, 0) + 1
 
     def peek(self, flag: str, ranges: list[tuple[int, int]]) -> tuple[list[Counts], int]:
         """Sums of the counts not yet flushed (the shared store refused them), per range, and the

@@ -106,7 +106,7 @@ class Shadow:
         self._background = Background()
         self._pool = ComparePool(config.shadow.compare_processes)
         # Set by the app factory when the safety net is on: feeds mismatch-rate triggers.
-        self.on_compared: Callable[[str, bool], None] | None = None
+        self.on_compared: Callable[[str, bool, str], None] | None = None  # (flag, mismatch, served side)
 
     @property
     def policies(self) -> Mapping[Route, Policy]:
@@ -301,7 +301,7 @@ class Shadow:
         outcome: Outcome = "match" if verdict.match else "mismatch"
         metrics.shadow_comparisons.labels(route, outcome).inc()
         if self.on_compared is not None and policy.flag is not None:
-            self.on_compared(policy.flag, not verdict.match)
+            self.on_compared(policy.flag, not verdict.match, job.served)
         metrics.shadow_latency.labels(route, job.served, "primary").observe(job.latency)
         metrics.shadow_latency.labels(route, shadow_side, "shadow").observe(shadow_latency)
         if not verdict.body_compared:

@@ -1,0 +1,58 @@
+"""Admin routes of the sign-off: the readiness report and the data checks' results.
+
+GET /api/v1/readiness[?flag=F]   per flag: the next step, the verdict, every criterion
+GET /api/v1/datachecks           every data check's latest result (no DSN: only its variable)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import StoreUnavailable
+from gateway.readiness.gather import readiness_report
+from gateway.responses import json_error, json_response
+from gateway.state import STATE, GatewayState
+
+__all__ = ["build_readiness", "signoff_routes"]
+
+signoff_routes = web.RouteTableDef()
+
+
+async def build_readiness(state: GatewayState, flags: list[str]) -> dict[str, Any]:
+    """The report as JSON; raises ``StoreUnavailable``."""
+    safety = state.safety
+    assert safety is not None
+    reports = await readiness_report(state, flags)
+    return {
+        "scope": "all instances (Redis)" if state.config.redis.url else "this instance",
+        "evaluatedAt": safety.clock(),
+        "thresholds": safety.config.readiness.model_dump(),
+        "flags": [r.to_json() for r in reports],
+        "dataChecks": safety.datachecks.view(),
+    }
+
+
+@signoff_routes.get("/api/v1/readiness")
+async def readiness(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.safety is None or not state.safety.config.enabled:
+        return json_error(409, "safety_disabled", "the safety net is off (safety.enabled: false): no evidence to judge")
+    known = sorted(state.store.snapshot())
+    flag = request.query.get("flag")
+    if flag is not None and flag not in known:
+        return json_error(404, "unknown_flag", f"unknown flag {flag!r}; flags: {known}")
+    try:
+        body = await build_readiness(state, [flag] if flag is not None else known)
+    except StoreUnavailable as exc:
+        return json_error(503, "store_unavailable", f"{exc}; the evidence cannot be read")
+    return json_response(body)
+
+
+@signoff_routes.get("/api/v1/datachecks")
+async def datachecks(request: web.Request) -> web.Response:
+    safety = request.app[STATE].safety
+    if safety is None:
+        return json_response({"intervalSeconds": None, "runner": None, "checkedAt": None, "checks": []})
+    return json_response(safety.datachecks.view())
