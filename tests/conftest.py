@@ -179,8 +179,9 @@ async def upstreams(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dic
     return {"legacy": legacy, "candidate": candidate}
 
 
-def make_config(upstreams: dict[str, Any], **overrides: Any) -> Config:
-    """A config on free loopback ports pointing at the given upstream servers (or URLs)."""
+def make_config(upstreams: dict[str, Any], upstream: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """A config on free loopback ports pointing at the given upstream servers (or URLs);
+    ``upstream`` adds the same ``upstreams.<side>`` keys (timeouts, pool, TLS) to both sides."""
 
     def url(value: Any) -> str:
         return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
@@ -189,8 +190,8 @@ def make_config(upstreams: dict[str, Any], **overrides: Any) -> Config:
         "listen": "127.0.0.1:0",
         "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
         "upstreams": {
-            "legacy": {"url": url(upstreams["legacy"]), "connect_timeout": 1, "read_timeout": 5},
-            "candidate": {"url": url(upstreams["candidate"]), "connect_timeout": 1, "read_timeout": 5},
+            side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
+            for side in ("legacy", "candidate")
         },
         "drain_timeout": 5,
         "log": {"access_log": False},

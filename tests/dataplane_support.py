@@ -13,11 +13,9 @@ import base64
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
-from gateway.config import Config
 from tests.support import _parse_head, _read_chunked
 
 __all__ = [
@@ -25,7 +23,6 @@ __all__ = [
     "Recorded",
     "RecordingUpstream",
     "bearer",
-    "dp_config",
     "head_lines",
     "open_from",
     "read_head",
@@ -33,31 +30,6 @@ __all__ = [
 ]
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-
-
-def dp_config(upstreams: dict[str, Any], upstream: dict[str, Any] | None = None, **overrides: Any) -> Config:
-    """Like ``tests.conftest.make_config``, with the same extra ``upstreams.<side>`` keys (timeouts,
-    pool, TLS) on both sides."""
-
-    def url(value: Any) -> str:
-        return value if isinstance(value, str) else str(value.make_url("/")).rstrip("/")
-
-    data: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
-        "upstreams": {
-            side: {"url": url(upstreams[side]), "connect_timeout": 1, "read_timeout": 5, **(upstream or {})}
-            for side in ("legacy", "candidate")
-        },
-        "drain_timeout": 5,
-        "log": {"access_log": False},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return Config.model_validate(data)
 
 
 def bearer(sub: str) -> str:

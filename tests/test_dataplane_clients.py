@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import make_config, wait_for
-from tests.dataplane_support import dp_config, open_from, read_head, read_until_close
+from tests.dataplane_support import open_from, read_head, read_until_close
 from tests.support import GatewayProcess, metric_value, read_response
 
 MB = 1024 * 1024
@@ -143,7 +143,7 @@ async def test_greedy_address_cannot_starve_another(backend, make_gateway) -> No
     would take ``pool_wait``, 1 s, and then be refused). 64 MiB rather than a few: loopback socket
     buffers alone absorb several MiB per connection, and the downloads must outlast them."""
     state, urls = backend
-    gw = await make_gateway(dp_config(urls, upstream={"max_connections": 256}))
+    gw = await make_gateway(make_config(urls, upstream={"max_connections": 256}))
     port = int(gw.server.proxy_port)
     greedy: list[asyncio.StreamWriter] = []
     loop = asyncio.get_running_loop()
@@ -197,7 +197,7 @@ async def test_500_concurrent_sse_streams_from_one_address(backend, make_gateway
 async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(backend, make_gateway) -> None:
     state, urls = backend
     gw = await make_gateway(
-        dp_config(urls, upstream={"max_connections": 2, "pool_wait": 0.3}, limits={"client_share": 1.0})
+        make_config(urls, upstream={"max_connections": 2, "pool_wait": 0.3}, limits={"client_share": 1.0})
     )
     port = int(gw.server.proxy_port)
     errors_before = await metric_sum(gw, "gateway_upstream_errors_total")
@@ -227,7 +227,7 @@ async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(backend
 async def test_one_address_is_capped_at_its_share_others_are_not(backend, make_gateway) -> None:
     state, urls = backend
     gw = await make_gateway(
-        dp_config(urls, upstream={"max_connections": 4, "pool_wait": 0.3}, limits={"client_share": 0.5})
+        make_config(urls, upstream={"max_connections": 4, "pool_wait": 0.3}, limits={"client_share": 0.5})
     )
     port = int(gw.server.proxy_port)
     held = [asyncio.ensure_future(get(port, "/hold", GREEDY)) for _ in range(2)]
@@ -245,7 +245,7 @@ async def test_one_address_is_capped_at_its_share_others_are_not(backend, make_g
 async def test_client_that_stops_reading_is_cut_and_its_upstream_connection_freed(backend, make_gateway) -> None:
     state, urls = backend
     gw = await make_gateway(
-        dp_config(urls, upstream={"max_connections": 1}, limits={"send_timeout": 0.5, "client_share": 1.0})
+        make_config(urls, upstream={"max_connections": 1}, limits={"send_timeout": 0.5, "client_share": 1.0})
     )
     port = int(gw.server.proxy_port)
     reader, writer = await open_from("127.0.0.1", port, GREEDY, rcvbuf=4096)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.dataplane_support import Recorded, RecordingUpstream, dp_config, read_until_close
+from tests.conftest import make_config, wait_for
+from tests.dataplane_support import Recorded, RecordingUpstream, read_until_close
 from tests.support import RawConnection, read_response
 
 H = b"Host: gw.example\r\n"
@@ -69,7 +69,7 @@ def both(server: RecordingUpstream) -> dict[str, str]:
 
 async def short_gateway(make_gateway: Any, server: RecordingUpstream, **overrides: Any) -> Any:
     return await make_gateway(
-        dp_config(both(server), upstream={"read_timeout": SHORT, "body_idle_timeout": SHORT}, **overrides)
+        make_config(both(server), upstream={"read_timeout": SHORT, "body_idle_timeout": SHORT}, **overrides)
     )
 
 
@@ -86,7 +86,9 @@ async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(quiet, m
 
 async def test_sse_is_cut_after_its_own_stream_idle_timeout(quiet, make_gateway) -> None:
     gw = await make_gateway(
-        dp_config(both(quiet), upstream={"read_timeout": SHORT, "body_idle_timeout": 60, "stream_idle_timeout": SHORT})
+        make_config(
+            both(quiet), upstream={"read_timeout": SHORT, "body_idle_timeout": 60, "stream_idle_timeout": SHORT}
+        )
     )
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         conn.writer.write(b"GET /sse HTTP/1.1\r\n" + H + b"\r\n")
@@ -138,7 +140,7 @@ async def test_read_timeout_still_bounds_the_wait_for_the_head(make_gateway) -> 
 
     server = await RecordingUpstream(answer=late_head).start()
     try:
-        gw = await make_gateway(dp_config(both(server), upstream={"read_timeout": SHORT, "stream_idle_timeout": 60}))
+        gw = await make_gateway(make_config(both(server), upstream={"read_timeout": SHORT, "stream_idle_timeout": 60}))
         async with await RawConnection.open(gw.server.proxy_port) as conn:
             conn.writer.write(b"GET /late HTTP/1.1\r\n" + H + b"\r\n")
             resp = await asyncio.wait_for(read_response(conn.reader), 10)
