@@ -22,13 +22,12 @@ Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gatew
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
-import orjson
 import structlog
 from aiohttp import web
 
+from gateway.admin.input import BadBody, body_reason, read_json_body, request_actor
 from gateway.config import Side
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
@@ -42,42 +41,6 @@ __all__ = ["admin_routes"]
 
 log = structlog.get_logger("gateway.admin")
 admin_routes = web.RouteTableDef()
-_ACTOR_RE = re.compile(r"[^A-Za-z0-9@._:+\- ()]")
-MAX_REASON = 500
-
-
-def _actor(request: web.Request) -> str:
-    given = request.headers.get("X-Gateway-Actor", "").strip()
-    actor = _ACTOR_RE.sub("", given)[:64] or "admin-api"
-    return f"{actor} from {request.remote or 'unknown'}"
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _BadBody(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise _BadBody("request body must be a JSON object")
-    return data
-
-
-class _BadBody(Exception):
-    pass
-
-
-def _reason(body: dict[str, Any]) -> str:
-    reason = body.get("reason", "")
-    if not isinstance(reason, str):
-        raise _BadBody("'reason' must be a string")
-    if len(reason) > MAX_REASON:
-        raise _BadBody(f"'reason' is limited to {MAX_REASON} characters")
-    return reason.strip()
 
 
 def _operation(body: dict[str, Any]) -> str | None:
@@ -85,7 +48,7 @@ def _operation(body: dict[str, Any]) -> str | None:
         return None
     operation = body["operation"]
     if not isinstance(operation, str) or not OPERATION_RE.fullmatch(operation):
-        raise _BadBody("'operation' must be 1-64 of [A-Za-z0-9_.:-]")
+        raise BadBody("'operation' must be 1-64 of [A-Za-z0-9_.:-]")
     return operation
 
 
@@ -174,14 +137,14 @@ async def set_flag(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["name"]
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         if "percent" not in body:
-            raise _BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
+            raise BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
         percent = parse_percent(body["percent"])
         change = await _control(state).set_percent(
-            name, percent, actor=_actor(request), reason=_reason(body), operation=_operation(body)
+            name, percent, actor=request_actor(request), reason=body_reason(body), operation=_operation(body)
         )
-    except _BadBody as exc:
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except InvalidFlagValue as exc:
         return json_error(400, "invalid_percent", str(exc))
@@ -208,11 +171,11 @@ async def set_flag(request: web.Request) -> web.Response:
 async def rollback(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         changes = await _control(state).rollback(
-            actor=_actor(request), reason=_reason(body) or "manual rollback", operation=_operation(body)
+            actor=request_actor(request), reason=body_reason(body) or "manual rollback", operation=_operation(body)
         )
-    except _BadBody as exc:
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     _audit(state, changes)
     local = any(c.local for c in changes) or bool(state.store.local_overrides())

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.routes import _actor, _BadBody, _json_body, _reason
+from gateway.admin.input import BadBody, body_reason, read_json_body, request_actor
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.responses import json_error, json_response
 from gateway.safety.guard import Safety
@@ -88,12 +88,12 @@ async def events(request: web.Request) -> web.Response:
 @safety_routes.post("/api/v1/events/ack")
 async def ack(request: web.Request) -> web.Response:
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         flag = body.get("flag")
         if not isinstance(flag, str) or not flag:
-            raise _BadBody('missing "flag": send {"flag": "<name>", "reason": "..."}')
-        event = await _safety(request).ack(flag, _actor(request), _reason(body))
-    except _BadBody as exc:
+            raise BadBody('missing "flag": send {"flag": "<name>", "reason": "..."}')
+        event = await _safety(request).ack(flag, request_actor(request), body_reason(body))
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
         return _refused(exc)
@@ -132,20 +132,20 @@ async def start_plan(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     safety = _safety(request)
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         soak, min_requests = body.get("soak"), _integral(body.get("minRequests"))
         steps = body.get("steps")
         if isinstance(steps, list):
             steps = [_integral(step) for step in steps]
         if soak is not None and (isinstance(soak, bool) or not isinstance(soak, (int, float)) or soak <= 0):
-            raise _BadBody("'soak' must be a positive number of seconds")
+            raise BadBody("'soak' must be a positive number of seconds")
         if min_requests is not None and (
             isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
         ):
-            raise _BadBody("'minRequests' must be a non-negative integer")
-        await safety.plans.start(flag, steps, soak, min_requests, _actor(request))
+            raise BadBody("'minRequests' must be a non-negative integer")
+        await safety.plans.start(flag, steps, soak, min_requests, request_actor(request))
         status = await safety.plans.status(flag)
-    except _BadBody as exc:
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
         return _refused(exc)
@@ -161,7 +161,7 @@ async def change_plan(request: web.Request) -> web.Response:
         return json_error(404, "not_found", f"unknown plan action {action!r}: pause, resume, abort or skip")
     safety = _safety(request)
     try:
-        await safety.plans.change(flag, action, _actor(request))
+        await safety.plans.change(flag, action, request_actor(request))
         status = await safety.plans.status(flag)
     except SafetyRefused as exc:
         return _refused(exc)
@@ -181,14 +181,14 @@ async def set_read_only(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     safety = _safety(request)
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         mode, retry_after = body.get("mode"), _integral(body.get("retryAfter"))
         if not isinstance(mode, str):
-            raise _BadBody('missing "mode": send {"mode": "reject"|"candidate"|"off", "retryAfter": seconds}')
+            raise BadBody('missing "mode": send {"mode": "reject"|"candidate"|"off", "retryAfter": seconds}')
         if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):
-            raise _BadBody("'retryAfter' must be an integer number of seconds")
-        event = await safety.set_read_only(flag, mode, retry_after, _actor(request), _reason(body))
-    except _BadBody as exc:
+            raise BadBody("'retryAfter' must be an integer number of seconds")
+        event = await safety.set_read_only(flag, mode, retry_after, request_actor(request), body_reason(body))
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
         return _refused(exc)
@@ -211,13 +211,13 @@ async def state_export(request: web.Request) -> web.Response:
 @safety_routes.post("/api/v1/state")
 async def state_import(request: web.Request) -> web.Response:
     try:
-        body = await _json_body(request)
+        body = await read_json_body(request)
         if "state" not in body:
-            raise _BadBody('missing "state": send {"state": <a \'gateway state export\' document>, "reason": "..."}')
+            raise BadBody('missing "state": send {"state": <a \'gateway state export\' document>, "reason": "..."}')
         result = await import_state(
-            request.app[STATE], body["state"], actor=_actor(request), reason=_reason(body) or "state import"
+            request.app[STATE], body["state"], actor=request_actor(request), reason=body_reason(body) or "state import"
         )
-    except _BadBody as exc:
+    except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except InvalidState as exc:
         return json_error(409, "invalid_state", str(exc))  # the file does not fit this gateway
