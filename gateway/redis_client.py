@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,9 +17,13 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
-__all__ = ["SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
+__all__ = ["REDIS_DOWN", "SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
+
+# What "Redis is down or too slow" looks like to a caller, for every Redis-backed feature.
+REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379

@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
 from gateway.errors import SafetyRefused, StoreUnavailable
@@ -38,7 +37,7 @@ from gateway.flags.overrides import LocalOverride, LocalOverrides, override_path
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
-from gateway.redis_client import redis_client, text
+from gateway.redis_client import REDIS_DOWN, redis_client, text
 from gateway.tasks import Background
 
 __all__ = ["RedisFlagStore"]
@@ -47,7 +46,6 @@ log = structlog.get_logger("gateway.flags")
 
 STREAM_MAXLEN = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
-_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 # KEYS: flags hash, changes stream, holds hash   ARGV: flag, new, actor, reason, channel, maxlen, at
 _SET_SCRIPT = """
@@ -256,7 +254,7 @@ class RedisFlagStore:
                     if message is not None or loop.time() >= next_poll:
                         await self.reload()
                         next_poll = loop.time() + poll
-            except _DOWN as exc:
+            except REDIS_DOWN as exc:
                 self._mark_degraded(exc)
             finally:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
@@ -264,7 +262,7 @@ class RedisFlagStore:
                 try:
                     async with asyncio.timeout(self._config.socket_timeout):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except _DOWN:
+                except REDIS_DOWN:
                     pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -365,7 +363,7 @@ class RedisFlagStore:
                 keys=[self._hash, self._stream, self._holds],
                 args=[flag, str(percent), actor, reason, self._channel, STREAM_MAXLEN, repr(now)],
             )
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._mark_degraded(exc)
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
         if text(out[0]) == "held":
@@ -381,7 +379,7 @@ class RedisFlagStore:
                 keys=[self._hash, self._stream],
                 args=[actor, reason, self._channel, STREAM_MAXLEN, repr(now), *sorted(self.cache.declared)],
             )
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._mark_degraded(exc)
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
         self.cache.apply({flag: 0 for flag in self.cache.declared})
@@ -396,7 +394,7 @@ class RedisFlagStore:
     async def changes(self, limit: int = 50) -> list[FlagChange]:
         try:
             entries = await self._redis.xrevrange(self._stream, count=limit)
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise StoreUnavailable(f"flag store (redis) unavailable: {type(exc).__name__}") from exc
         result = []
         for _id, fields in entries or ():

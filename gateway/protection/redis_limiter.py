@@ -22,12 +22,12 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from gateway.config import RateLimitConfig, RedisConfig
 from gateway.observability import Metrics
 from gateway.protection.ratelimit import Check, CheckResult, LocalLimiter, Verdict
-from gateway.redis_client import redis_client
+from gateway.redis_client import REDIS_DOWN, redis_client
 from gateway.tasks import Background
 
 __all__ = ["RedisLimiter"]
@@ -35,7 +35,6 @@ __all__ = ["RedisLimiter"]
 log = structlog.get_logger("gateway.ratelimit")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
-_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 # KEYS: one per check. ARGV: interval_us, burst for each check.
 # Returns {allowed, remaining_1, reset_1, retry_1, remaining_2, ...}; same arithmetic as gcra().
@@ -177,7 +176,7 @@ class RedisLimiter:
                 # The real script, not PING: a Redis that answers but refuses the script (out of
                 # memory, a cluster's CROSSSLOT) must not flap between healthy and degraded.
                 await self._script(keys=[self._prefix + "probe"], args=[1, 1])
-            except _DOWN:
+            except REDIS_DOWN:
                 self._metrics.ratelimit_errors.inc()
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue

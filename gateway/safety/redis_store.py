@@ -26,19 +26,17 @@ which standalone Redis allows). Any Redis failure raises ``StoreUnavailable``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.flags.memory import held_error
 from gateway.flags.values import parse_stored_percent
-from gateway.redis_client import redis_client, text
+from gateway.redis_client import REDIS_DOWN, redis_client, text
 from gateway.safety.events import Event
 from gateway.safety.statefile import OperatorState
 from gateway.safety.windows import Batch, Counts
@@ -46,7 +44,6 @@ from gateway.safety.windows import Batch, Counts
 __all__ = ["RedisSafetyStore"]
 
 STREAM_MAXLEN = 1000
-_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 _READ = """
 local base, width = ARGV[1], tonumber(ARGV[2])
@@ -211,7 +208,7 @@ class RedisSafetyStore:
     async def _call(self, coro: Any) -> Any:
         try:
             return await coro
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise StoreUnavailable(f"safety store (redis) unavailable: {type(exc).__name__}: {exc}"[:300]) from exc
 
     async def add(self, batch: Batch) -> None:

@@ -19,7 +19,6 @@ outage, counted in ``gateway_shadow_store_errors_total`` and otherwise ignored.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -28,18 +27,16 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
-from gateway.redis_client import redis_client, text
+from gateway.redis_client import REDIS_DOWN, redis_client, text
 from gateway.shadow.stats import FIELD_PREFIX, FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD, Result, increments, trim_fields
 
 __all__ = ["MemoryParityStore", "ParityStore", "RedisParityStore"]
 
 log = structlog.get_logger("gateway.shadow")
-_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 # The rule of stats.trim_fields, run atomically in Redis so concurrent instances cannot overshoot:
 # past trim_at distinct fields, keep the largest `keep` (ties: smaller name), fold the rest into `other`.
@@ -232,7 +229,7 @@ class RedisParityStore:
                 moved = await migrate(keys=keys, args=[FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD])
                 if moved:
                     log.info("shadow_field_counters_migrated", route=route, fields=moved)
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)  # next start tries again; counters() reads both layouts meanwhile
 
     async def close(self) -> None:
@@ -261,7 +258,7 @@ class RedisParityStore:
                 entry = {"json": orjson.dumps(mismatch)}
                 pipe.xadd(f"{self._prefix}diffs:{route}", entry, maxlen=self._keep, approximate=False)  # type: ignore[arg-type]
             await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
             return
         if not self._healthy:
@@ -286,7 +283,7 @@ class RedisParityStore:
                 pipe.hincrby(f"{self._prefix}stats:{route}", name, amount)
             pipe.sadd(f"{self._prefix}routes", route)
             await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
 
     async def add_noise(self, route: str, fields: list[str]) -> None:
@@ -295,7 +292,7 @@ class RedisParityStore:
             pipe.sadd(f"{self._prefix}noise:{route}", *fields)
             pipe.sadd(f"{self._prefix}noise-routes", route)
             await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
 
     async def noise(self) -> dict[str, list[str]] | None:
@@ -306,7 +303,7 @@ class RedisParityStore:
             for route in routes:
                 pipe.smembers(f"{self._prefix}noise:{route}")
             sets = await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         learned = {route: sorted(text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
         return {route: fields for route, fields in learned.items() if fields}
@@ -321,7 +318,7 @@ class RedisParityStore:
                 pipe.delete(*[f"{self._prefix}noise:{route}" for route in routes])
                 pipe.srem(f"{self._prefix}noise-routes", *routes)
                 await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
 
     async def counters(self) -> dict[str, dict[str, int]]:
@@ -333,7 +330,7 @@ class RedisParityStore:
                 pipe.hgetall(f"{self._prefix}stats:{route}")
                 pipe.hgetall(f"{self._prefix}fields:{route}")
             hashes = await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         out: dict[str, dict[str, int]] = {}
         for index, route in enumerate(routes):
@@ -346,7 +343,7 @@ class RedisParityStore:
     async def mismatches(self, route: str, limit: int) -> list[dict[str, Any]]:
         try:
             entries = await self._client().xrevrange(f"{self._prefix}diffs:{route}", count=limit)
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         out: list[dict[str, Any]] = []
         for _id, fields in entries or ():
@@ -368,5 +365,5 @@ class RedisParityStore:
                     f"{self._prefix}diffs:{route}",
                 ]
             await client.delete(*keys)
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
