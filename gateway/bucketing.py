@@ -18,7 +18,7 @@ import orjson
 
 from gateway.config import Side
 
-__all__ = ["BUCKETS", "anonymous_id", "bucket", "jwt_subject", "side_for"]
+__all__ = ["BUCKETS", "anonymous_id", "bucket", "jwt_subject", "side_for", "side_of_bucket"]
 
 BUCKETS = 10_000
 MAX_TOKEN_LENGTH = 8192
@@ -31,10 +31,15 @@ def bucket(flag: str, subject: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
+def side_of_bucket(value: int, percent: int) -> Side:
+    """The one rule: a bucket goes to the candidate iff it is below ``percent * 100``."""
+    return "candidate" if value < percent * 100 else "legacy"
+
+
 def side_for(flag: str, subject: str, percent: int) -> tuple[Side, int]:
     """The side a subject gets at ``percent``, and its bucket (for explanations and logs)."""
     value = bucket(flag, subject)
-    return ("candidate" if value < percent * 100 else "legacy"), value
+    return side_of_bucket(value, percent), value
 
 
 def jwt_subject(authorization: str | None) -> str | None:

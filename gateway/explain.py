@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.bucketing import BUCKETS, bucket
+from gateway.bucketing import BUCKETS, bucket, side_of_bucket
 from gateway.config import Side
 from gateway.routing import RouteTable
 from gateway.safety.readonly import Decommission
@@ -56,7 +56,7 @@ def explain(
         assert route.flag is not None
         percent = flags.get(route.flag, 0)
         value = bucket(route.flag, "u:" + subject)
-        side: Side = "candidate" if value < percent * 100 else "legacy"
+        side = side_of_bucket(value, percent)
         decision = Decision(side=side, reason="bucket", flag=route.flag, percent=percent)
         result.update(
             flag=route.flag, percent=percent, bucket=value, side=side, reason="bucket", movesAtPercent=moves_at(value)

@@ -12,7 +12,7 @@ from typing import Any
 
 from multidict import MultiMapping
 
-from gateway.bucketing import anonymous_id, bucket, jwt_subject
+from gateway.bucketing import anonymous_id, bucket, jwt_subject, side_of_bucket
 from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
 from gateway.routing import Route
 
@@ -144,7 +144,7 @@ class Splitter:
         subject, source, issue = self.subject(headers, client_ip)
         value = self.bucket(route.flag, subject)
         return Decision(
-            side="candidate" if value < percent * 100 else "legacy",
+            side=side_of_bucket(value, percent),
             reason="bucket",
             flag=route.flag,
             percent=percent,
