@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["MAX_REASON", "BadBody", "body_reason", "read_json_body", "request_actor"]
+__all__ = ["MAX_REASON", "BadBody", "body_reason", "query_limit", "read_json_body", "request_actor"]
 
 _ACTOR_RE = re.compile(r"[^A-Za-z0-9@._:+\- ()]")
 MAX_REASON = 500
@@ -50,3 +50,12 @@ def body_reason(body: dict[str, Any]) -> str:
     if len(reason) > MAX_REASON:
         raise BadBody(f"'reason' is limited to {MAX_REASON} characters")
     return reason.strip()
+
+
+def query_limit(request: web.Request, default: int, most: int = 1000) -> int | None:
+    """``?limit=`` as an integer 1..``most`` (``default`` when absent); None when it is not one."""
+    try:
+        limit = int(request.query.get("limit", str(default)))
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= most else None

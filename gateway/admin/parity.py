@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.admin.input import query_limit
 from gateway.errors import StoreUnavailable
 from gateway.responses import json_error, json_response
 from gateway.shadow.stats import report_row
@@ -62,11 +63,8 @@ async def diffs(request: web.Request) -> web.Response:
     route = request.query.get("route")
     if not route:
         return json_error(400, "bad_request", f"'route' is required; shadowed routes: {_shadowed_routes(state)}")
-    try:
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
+    limit = query_limit(request, 20)
+    if limit is None:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
     try:
         items = await state.shadow.store.mismatches(route, limit)

@@ -27,7 +27,7 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 
-from gateway.admin.input import BadBody, body_reason, read_json_body, request_actor
+from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
 from gateway.config import Side
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
@@ -185,11 +185,8 @@ async def rollback(request: web.Request) -> web.Response:
 @admin_routes.get("/api/v1/changes")
 async def changes(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    try:
-        limit = int(request.query.get("limit", "50"))
-    except ValueError:
-        return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
-    if not 1 <= limit <= 1000:
+    limit = query_limit(request, 50)
+    if limit is None:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
     flag = request.query.get("flag")
     if flag is not None and flag not in state.store.snapshot():

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.input import BadBody, body_reason, read_json_body, request_actor
+from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.responses import json_error, json_response
 from gateway.safety.guard import Safety
@@ -72,11 +72,8 @@ async def safety_view(request: web.Request) -> web.Response:
 
 @safety_routes.get("/api/v1/events")
 async def events(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "50"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
+    limit = query_limit(request, 50)
+    if limit is None:
         return json_error(400, "bad_request", "'limit' must be an integer 1..1000")
     try:
         items = await _safety(request).store.events(limit)
