@@ -43,6 +43,11 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Expect itself. Content-Length stays where it was: the body goes through byte for byte.
 _REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+# Never removed because ``Connection`` names them: framing and the gateway's own headers. Letting
+# ``Connection: Content-Length`` unframe a forwarded body would let a client smuggle requests.
+_NOT_LISTABLE = frozenset(
+    {"content-length", "transfer-encoding", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+)
 Pairs = list[tuple[str, str]]
 
 
@@ -61,7 +66,7 @@ def response_drop_set(request_id_header: str) -> frozenset[str]:
 def _listed(connection: list[str]) -> frozenset[str]:
     """Names a sender marked hop-by-hop in ``Connection`` (beyond the plain keep-alive/close)."""
     tokens = frozenset(t.strip().lower() for value in connection for t in value.split(",") if t.strip())
-    return tokens - _PLAIN_CONNECTION
+    return tokens - _PLAIN_CONNECTION - _NOT_LISTABLE
 
 
 def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pairs, str | None, list[str], str | None]:

@@ -218,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
             raise _Refused(414, "URI Too Long", "url_too_long", "the request target is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_started:
+            return  # a chunked body's trailers: never headers of the request (they are not forwarded)
         settings = self.settings
         if len(name) + len(value) > settings.max_header_size:
             raise _Refused(431, "Request Header Fields Too Large", "header_too_large", "a request header is too large")
@@ -232,6 +234,10 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         headers = CIMultiDict(self._headers)
         length = headers.get("Content-Length")
+        if parser.should_upgrade() and (("Transfer-Encoding" in headers) or (length is not None and length != "0")):
+            # llhttp does not frame a body after an upgrade head: forwarding it would desync the
+            # upstream connection (its body bytes would be read as the next request).
+            raise _Refused(400, "Bad Request", "bad_request", "a body cannot follow an upgrade request")
         expect = headers.get("Expect")
         exchange = Exchange(
             self,
@@ -273,7 +279,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, exchange: Exchange) -> None:
         # Never inside the parser's callbacks (the handler may answer at once): at the end of
-        # this read when one is being parsed, else soon.
+        # this read when one is being parsed, else soon. Once per exchange, whoever asks.
+        if exchange.begun:
+            return
+        exchange.begun = True
         if self.feeding:
             self.ready = exchange
         else:
@@ -348,6 +357,10 @@ class ClientConnection(asyncio.Protocol):
             # The refused bytes belong to a body being streamed: that request fails with them.
             exchange.reject_body(BodyRejected(400, "bad_request", refused.message))
             return
+        if exchange is not None and exchange in self.queue:
+            # A pipelined request whose body is malformed has not started: it never will.
+            self.queue.remove(exchange)
+            self.parsing = None
         if self.queue:
             self.error_answer = answer + body
             return

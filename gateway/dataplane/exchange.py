@@ -62,6 +62,7 @@ Responder = Callable[["Exchange", int, list[tuple[str, str]]], list[tuple[str, s
 
 class Exchange:
     __slots__ = (
+        "begun",
         "body_buffer",
         "body_buffered",
         "body_done",
@@ -136,6 +137,7 @@ class Exchange:
     ) -> None:
         self.conn = conn
         self.context: Any = None  # the request path's own record of this request
+        self.begun = False  # handed to the request path (once)
         self.loop = conn.loop
         self.method = method
         self.target = target
@@ -570,22 +572,22 @@ class Exchange:
             self.upstream.write(data)
 
     def close_tunnel(self) -> None:
-        if self.upstream is not None:
-            self.upstream.abort()
+        self._drop_upstream()  # its pool slot comes back; the connection is closed
         self.conn.close()
 
     # -- the upstream's connection events -----------------------------------------------------
 
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.tunnel:
-            self.upstream = None
+            self._drop_upstream()
             self.conn.close()
             self._finish()
             return
         if self.response_done:
             return
-        if self.head_done and self.upstream_framing == _UNTIL_CLOSE:
-            self.upstream = None
+        if self.head_done and self.upstream_framing == _UNTIL_CLOSE and exc is None:
+            # A clean close ends a read-until-close body; a reset does not (cut below).
+            self._drop_upstream()
             self.upstream_keep_alive = False
             self.response_done = True
             self._complete()
@@ -622,8 +624,7 @@ class Exchange:
         if self.over:
             return
         if self.tunnel:
-            if self.upstream is not None:
-                self.upstream.abort()
+            self._drop_upstream()
             self._finish()
             return
         self._drop_upstream()
@@ -744,22 +745,36 @@ class ResponseReader:
 
 
 def _frame_transfer_encoding(headers: list[tuple[str, str]], chunked: bool) -> None:
-    """The upstream's Transfer-Encoding stays where it was when the client gets chunks too;
-    it is added (last) when the gateway chunks a read-until-close answer, and removed otherwise."""
-    for index, (name, value) in enumerate(headers):
-        if len(name) == 17 and name.lower() == "transfer-encoding":
-            if not chunked:
-                del headers[index]
-            elif not value.lower().rstrip().endswith("chunked"):
-                headers[index] = (name, f"{value}, chunked")
-            return
-    if chunked:
-        headers.append(("Transfer-Encoding", "chunked"))
+    """The upstream's Transfer-Encoding stays where it was (its lines merged into one) when the
+    client gets chunks too; it is added (last) when the gateway chunks a read-until-close answer,
+    and removed when the client gets no chunks."""
+    found = [i for i, (name, _) in enumerate(headers) if len(name) == 17 and name.lower() == "transfer-encoding"]
+    if not found:
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        return
+    first = found[0]
+    name = headers[first][0]
+    codings = ", ".join(headers[i][1].strip() for i in found)
+    for index in reversed(found[1:]):
+        del headers[index]
+    if not chunked:
+        del headers[first]
+    elif codings.lower().rstrip().endswith("chunked"):
+        headers[first] = (name, codings)
+    else:
+        headers[first] = (name, f"{codings}, chunked")
 
 
 def _dedupe_content_length(head: bytes) -> bytes | None:
-    """The head with repeated *identical* Content-Length lines removed (nginx accepts those);
-    None when they differ (a real framing conflict: refused)."""
+    """The final head with repeated *identical* Content-Length lines removed (nginx accepts those),
+    interim 1xx heads before it skipped (they were handled); None when the lines differ (a real
+    framing conflict: refused) or nothing needed removing."""
+    while head[:9] in (b"HTTP/1.1 ", b"HTTP/1.0 ") and head[9:10] == b"1":
+        interim_end = head.find(b"\r\n\r\n")
+        if interim_end < 0:
+            return None
+        head = head[interim_end + 4 :]
     end = head.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -776,4 +791,6 @@ def _dedupe_content_length(head: bytes) -> bytes | None:
                 continue
             seen = value
         kept.append(line)
+    if len(kept) == len(lines):
+        return None  # no duplicate to drop: the parser's complaint was something else
     return CRLF.join(kept) + b"\r\n\r\n" + head[end + 4 :]

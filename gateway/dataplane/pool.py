@@ -223,6 +223,10 @@ class UpstreamPool:
 
     def _park(self, conn: UpstreamConnection) -> None:
         """A clean connection: to the first waiter, else onto the idle stack."""
+        if conn.transport is not None:
+            # It may have been paused for a slow client: pooled, it must read again (answers,
+            # and the upstream closing it while idle).
+            conn.transport.resume_reading()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
