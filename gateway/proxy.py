@@ -462,8 +462,17 @@ class Proxy:
             self.state.metrics.rejected.labels("body_too_large").inc()
             self._answer(ex, request, 413, "body_too_large", f"the request body exceeds {limit} bytes", close=True)
             return True
-        if ex.upgrade and ex.body_done and ex.close_after and (ex.chunked or ex.content_length):
-            self._answer(ex, request, 400, "bad_request", "a body cannot follow an upgrade request", close=True)
+        if ex.chunked and ",".join(ex.headers.getall("Transfer-Encoding")).strip().lower() != "chunked":
+            # A transfer coding beyond chunked (gzip, chunked) is not forwarded as if it were
+            # plain chunked: refused, as nginx does.
+            self._answer(
+                ex,
+                request,
+                501,
+                "unsupported_transfer_coding",
+                "only 'Transfer-Encoding: chunked' is supported",
+                close=True,
+            )
             return True
         return False
 

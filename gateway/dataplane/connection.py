@@ -37,6 +37,13 @@ from gateway.errors import BodyRejected
 
 __all__ = ["MAX_PIPELINED", "ClientConnection", "ConnectionSettings"]
 
+# A client refused while it still sends a body gets its answer, then the connection half-closes
+# and what it sends is read and discarded for up to LINGER seconds (or until it is silent for
+# LINGER_IDLE): closing at once would reset the connection and the client would lose the answer
+# (nginx's lingering_close).
+LINGER = 5.0
+LINGER_IDLE = 1.0
+
 # Requests parsed ahead of their answer on one connection. Reading pauses as soon as one waits,
 # but a single read (up to 256 KiB) can hold thousands of tiny pipelined requests: past this many
 # the connection is answered 400 (after the earlier answers) and closed.
@@ -110,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "error_answer",
         "feeding",
+        "lingering_until",
         "ready",
     )
 
@@ -136,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused_since: float | None = None
         self.closed = False
         self.error_answer: bytes | None = None
+        self.lingering_until: float | None = None  # discarding a refused body until then
         self.feeding = False  # inside parser.feed_data
         self.ready: Exchange | None = None  # to hand to the request path once this read is parsed
 
@@ -159,6 +168,8 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.tunnel_up(data)
             return
+        if self.lingering_until is not None:
+            return  # a refused body: read and dropped
         if self.paused & self.PAUSE_STOPPED:
             return
         self.feeding = True
@@ -392,8 +403,27 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()  # flushes what is buffered first
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.lingering_until is not None:
+            return
+        if self._body_unread() and transport.can_write_eof():
+            self._linger(transport)
+            return
+        transport.close()  # flushes what is buffered first
+
+    def _body_unread(self) -> bool:
+        """Is the client (probably) still sending a body we refused or stopped reading?"""
+        if self.paused & self.PAUSE_STOPPED:
+            return True
+        return any(not exchange.body_done for exchange in self.queue) or (
+            self.parsing is not None and not self.parsing.body_done
+        )
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        self.lingering_until = self.loop.time() + LINGER
+        transport.write_eof()  # the answer goes out, then our side is closed
+        self.paused = 0
+        transport.resume_reading()
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
@@ -404,6 +434,10 @@ class ClientConnection(asyncio.Protocol):
     def check(self, now: float) -> None:
         """Called by the listener's sweep; closes what outlived its deadline."""
         settings = self.settings
+        if self.lingering_until is not None:
+            if now > self.lingering_until or now - self.last_read > LINGER_IDLE:
+                self.abort()
+            return
         if self.write_paused_since is not None and now - self.write_paused_since > settings.send_timeout:
             self.abort()  # a client that does not read: its upstream connection is freed
             return

@@ -120,6 +120,7 @@ class Exchange:
         "on_tunnel",
         "out",
         "finish_pending",
+        "send_stalled_since",
     )
 
     def __init__(
@@ -189,6 +190,7 @@ class Exchange:
         self.on_tunnel: Callable[[Exchange, bool], None] | None = None
         self.out: list[bytes] | None = None  # client output batched while one upstream read is parsed
         self.finish_pending = False
+        self.send_stalled_since: float | None = None  # the upstream's socket buffer full since then
         self.failure: BaseException | None = None
         self.error_kind: str | None = None
         self.on_finish: Callable[[Exchange], None] | None = None  # the request path's, once forwarding
@@ -607,8 +609,10 @@ class Exchange:
 
     def upstream_paused(self, paused: bool) -> None:
         if paused:
+            self.send_stalled_since = self.loop.time()
             self.conn.pause(self.conn.PAUSE_UPSTREAM)
         else:
+            self.send_stalled_since = None
             self.conn.resume(self.conn.PAUSE_UPSTREAM)
 
     def client_paused(self, paused: bool) -> None:
@@ -649,6 +653,13 @@ class Exchange:
                 self._cut("timeout")
             return
         if not self.started:
+            stalled = self.send_stalled_since
+            if stalled is not None and not self.request_sent and now - stalled > self.read_timeout:
+                # The upstream takes none of the body (nginx's proxy_send_timeout): free everything.
+                name = self.pool.name if self.pool else "upstream"
+                self._drop_upstream()
+                self._fail(UpstreamTimeout(name, "timed out sending the request body to the upstream"))
+                return
             if self.request_sent and now - self.waiting_since > self.read_timeout:
                 name = self.pool.name if self.pool else "upstream"
                 self._drop_upstream()
