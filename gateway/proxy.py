@@ -430,6 +430,10 @@ class Proxy:
     def _refused_early(self, ex: Exchange, request: _Request) -> bool:
         """Refusals that need no route: answered here, True when the exchange is over."""
         protection = self.state.protection
+        if ex.method == "CONNECT":
+            # A tunnel to anywhere: this is a reverse proxy, never a forward one.
+            self._answer(ex, request, 405, "method_not_allowed", "CONNECT is not supported", {"Allow": ""}, close=True)
+            return True
         if not ex.target.startswith("/"):
             # Absolute-form ("GET http://other-host/ HTTP/1.1") or "*": this is not a forward proxy.
             self._answer(ex, request, 400, "bad_request_target", "the request target must be a path starting with '/'")

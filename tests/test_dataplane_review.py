@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.conftest import make_config, wait_for
 from tests.dataplane_support import open_from, read_head, read_until_close
@@ -410,5 +411,21 @@ async def test_a_transfer_coding_beyond_chunked_is_refused(make_gateway) -> None
             )
         assert resp.status == 501 and orjson.loads(resp.body)["error"] == "unsupported_transfer_coding"
         assert not [r for r in upstream.requests if r.target == "/z"]
+    finally:
+        await upstream.close()
+
+
+@pytest.mark.parametrize("target", [b"/x", b"example.org:443"])
+async def test_connect_is_refused_and_never_forwarded(make_gateway, target: bytes) -> None:
+    from tests.dataplane_support import RecordingUpstream
+
+    upstream = await RecordingUpstream().start()
+    try:
+        gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
+        async with await RawConnection.open(int(gw.server.proxy_port)) as conn:
+            conn.writer.write(b"CONNECT " + target + b" HTTP/1.1\r\n" + H + b"\r\n")
+            resp = await asyncio.wait_for(read_response(conn.reader), 5)
+        assert resp.status in (400, 405)
+        assert not upstream.requests
     finally:
         await upstream.close()

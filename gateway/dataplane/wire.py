@@ -34,6 +34,7 @@ _REASONS: dict[int, str] = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
