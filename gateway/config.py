@@ -352,7 +352,9 @@ class LimitsConfig(_Model):
     max_header_size: int = Field(default=16384, ge=256, le=65536)
     max_headers: int = Field(default=100, ge=8, le=1000)
     header_timeout: float = Field(default=30.0, gt=0)  # idle connection / request head must arrive
-    body_read_timeout: float | None = Field(default=None, gt=0)  # max silence while reading a body
+    # Max silence while a body arrives (nginx's client_body_timeout, 60 s): a client trickling an
+    # upload holds an upstream connection at most this long between bytes. null: no limit.
+    body_read_timeout: float | None = Field(default=60.0, gt=0)
     max_concurrent_requests: int | None = Field(default=None, ge=1)
     send_timeout: float = Field(default=60.0, gt=0)
     client_share: float = Field(default=0.5, gt=0, le=1)

@@ -30,10 +30,6 @@ class Protection:
     max_concurrent: int | None
     active: int = 0  # requests inside the concurrency gate
 
-    @property
-    def limits_body(self) -> bool:
-        return self.max_body_bytes is not None or self.body_read_timeout is not None
-
 
 def build_limiter(config: Config, metrics: Metrics) -> Limiter:
     """The one start-up decision: Redis (with a local fallback) when REDIS_URL is set, else local."""
