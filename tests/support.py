@@ -317,15 +317,21 @@ class GatewayProcess:
             self.proc.wait(10)
 
 
-async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
-    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
+def metric_samples(text: str, name: str, **labels: str) -> list[float]:
+    """Values of the samples of ``name`` whose labels include ``labels``, from a /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    return [
+        float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
+    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
     async with session.get(admin_url + "/metrics") as resp:
         assert resp.status == 200
-        text = await resp.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+        values = metric_samples(await resp.text(), name, **labels)
+    return values[0] if values else 0.0

@@ -11,11 +11,11 @@ import threading
 import time
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from gateway.server import GatewayServer
 from tests.conftest import Gateway, RedisServer, free_port, make_config, wait_for
+from tests.support import metric_samples
 
 FLAG = "default"
 
@@ -40,12 +40,8 @@ async def metric(gw: Gateway, name: str, **labels: str) -> float | None:
     """The value of one sample in the gateway's /metrics (None if absent)."""
     async with gw.admin("GET", "/metrics") as resp:
         assert resp.status == 200
-        text = await resp.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
+        values = metric_samples(await resp.text(), name, **labels)
+    return values[0] if values else None
 
 
 async def put_flag(gw: Gateway, percent: int, flag: str = FLAG, **kwargs: Any) -> tuple[int, dict[str, Any]]:

@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, wait_for
+from tests.support import metric_samples
 
 pytestmark = pytest.mark.slow
 
@@ -245,12 +245,7 @@ async def sides(c: Cluster, n: int) -> list[str]:
 async def total_requests(c: Cluster) -> float:
     status, text = await fresh_get(f"{c.admin_url}/metrics")
     assert status == 200
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "gateway_requests_total":
-                total += sample.value
-    return total
+    return sum(metric_samples(text, "gateway_requests_total"))
 
 
 async def set_flag(c: Cluster, percent: int) -> None:
