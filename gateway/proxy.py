@@ -183,6 +183,12 @@ class Proxy:
         client = state.protection.proxies.resolve(ex.conn.peer, ex.headers, ex.conn.secure)
         request = _Request(request_id, client)
         ex.context = request
+        # In flight from here: a drain waits for requests still peeking at a body or waiting on
+        # the rate limiter, not only for those already forwarded.
+        state.in_flight += 1
+        request.in_flight = True
+        if state.metrics.multiprocess:
+            state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
         if self._refused_early(ex, request):
             self._end(ex, ex.status, None)
             return
@@ -253,10 +259,6 @@ class Proxy:
         ex.upgrade_forwarded = upgrade
         if upgrade:
             ex.on_tunnel = self._tunnel_event
-        state.in_flight += 1
-        request.in_flight = True
-        if state.metrics.multiprocess:
-            state.metrics.in_flight.inc()  # one process cannot read another's counter at scrape time
         self._connect(ex)
 
     def _connect(self, ex: Exchange) -> None:

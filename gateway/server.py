@@ -117,10 +117,7 @@ class GatewayServer:
     def request_reload(self, trigger: str = "SIGHUP") -> None:
         """Reload the rules file (and the TLS certificate) in the background (signal handlers must not block)."""
         if self._listener is not None and self._listener.tls is not None:
-            try:
-                self._listener.reload_tls()
-            except ConfigError as exc:
-                log.error("tls_reload_failed", error=str(exc))
+            self._tasks.spawn(self._listener.reload_tls(), name="tls-reload")
         if self.reloader is None:
             log.warning("config_reload_unavailable", reason="the gateway was started without a config file")
             return

@@ -35,7 +35,7 @@ from gateway.dataplane.exchange import Exchange
 from gateway.dataplane.wire import json_body, response_head
 from gateway.errors import BodyRejected
 
-__all__ = ["MAX_PIPELINED", "ClientConnection", "ConnectionSettings"]
+__all__ = ["LINGER", "MAX_PIPELINED", "ClientConnection", "ConnectionSettings"]
 
 # A client refused while it still sends a body gets its answer, then the connection half-closes
 # and what it sends is read and discarded for up to LINGER seconds (or until it is silent for
@@ -392,6 +392,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.paused = was & ~reason
         if not self.paused and self.transport is not None and not self.closed:
+            self.last_read = self.loop.time()  # silence is counted from when we listen again
             self.transport.resume_reading()
 
     def stop_reading(self) -> None:
@@ -454,6 +455,7 @@ class ClientConnection(asyncio.Protocol):
             parsing is not None
             and settings.body_read_timeout is not None
             and not parsing.body_done
+            and not parsing.expect_continue  # the client waits for our 100 Continue, not we for it
             and not self.paused
             and now - self.last_read > settings.body_read_timeout
         ):

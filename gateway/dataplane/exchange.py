@@ -251,6 +251,7 @@ class Exchange:
         if self.expect_continue and not self.body_done and not self.body_buffer:
             self.conn.write(_CONTINUE)  # the client waits for this before sending the body
             self.expect_continue = False
+            self.conn.last_read = self.loop.time()
         try:
             async with asyncio.timeout(timeout):
                 while not self.body_done and self.body_buffered <= cap and self.failure is None:
@@ -325,6 +326,8 @@ class Exchange:
         upstream.exchange = self
         if self.expect_continue and not self.body_done:
             self.conn.write(_CONTINUE)  # the client may send its body now
+            self.expect_continue = False
+            self.conn.last_read = self.loop.time()  # the body's clock starts when it is asked for
         parts = [head]
         tap = self.tap
         if tap is not None:

@@ -9,6 +9,7 @@ deadline is enforced within ~10 % of its value.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from typing import cast
@@ -17,9 +18,10 @@ import structlog
 from httptools import HttpParserError, HttpRequestParser
 
 from gateway.config import Config
-from gateway.dataplane.connection import ClientConnection, ConnectionSettings
+from gateway.dataplane.connection import LINGER, ClientConnection, ConnectionSettings
 from gateway.dataplane.pool import UpstreamPool
-from gateway.dataplane.tls import load_server_certificates, server_context
+from gateway.dataplane.tls import server_context
+from gateway.errors import ConfigError
 
 __all__ = ["ProxyListener"]
 
@@ -38,6 +40,8 @@ class ProxyListener:
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
         self.redirect_port = 0
+        self.redirects: set[_RedirectToHttps] = set()  # swept by header_timeout like the proxy's
+        self.tls_reloads = {"ok": 0, "failed": 0}
         body_read = config.limits.body_read_timeout
         timeouts: list[float] = [
             config.limits.header_timeout,
@@ -45,6 +49,8 @@ class ProxyListener:
             *([body_read] if body_read is not None else []),
             *(u.read_timeout for u in config.upstreams.values()),
             *(u.body_idle_timeout for u in config.upstreams.values()),
+            *(u.stream_idle_timeout for u in config.upstreams.values()),
+            *(u.total_timeout for u in config.upstreams.values() if u.total_timeout is not None),
             *(u.keepalive_timeout for u in config.upstreams.values()),
             *(r.body_idle_timeout for r in config.routes if r.body_idle_timeout is not None),
         ]
@@ -52,28 +58,53 @@ class ProxyListener:
 
     async def start(self, reuse_port: bool) -> None:
         config = self.config
-        self._server = await self.loop.create_server(
-            lambda: ClientConnection(self.settings),
-            config.listen.host,
-            config.listen.port,
-            reuse_port=reuse_port or None,
-            backlog=2048,
-            ssl=self.tls,
-        )
+        # With TLS the port is shared (SO_REUSEPORT) so a certificate reload can open a new
+        # listener beside the old one before closing it: no refused connection in between.
+        self._server = await self._listen(config.listen.port, reuse_port or self.tls is not None, self.tls)
         self.port = _port(self._server)
         redirect = config.tls.redirect_listen
         if redirect is not None:
+            limits = config.limits
             self._redirect = await self.loop.create_server(
-                _RedirectToHttps, redirect.host, redirect.port, reuse_port=reuse_port or None
+                lambda: _RedirectToHttps(self.redirects, limits.max_url_length, limits.max_header_size),
+                redirect.host,
+                redirect.port,
+                reuse_port=reuse_port or None,
             )
             self.redirect_port = _port(self._redirect)
         self._sweeper = self.loop.create_task(self._sweep(), name="proxy-deadline-sweep")
 
-    def reload_tls(self) -> None:
-        """Re-read the certificate and key (SIGHUP): new handshakes use them, open connections go on."""
-        if self.tls is not None:
-            load_server_certificates(self.tls, self.config.tls)
-            log.info("tls_reloaded", cert_file=self.config.tls.cert_file)
+    async def _listen(self, port: int, reuse_port: bool, tls: ssl.SSLContext | None) -> asyncio.Server:
+        config = self.config
+        return await self.loop.create_server(
+            lambda: ClientConnection(self.settings),
+            config.listen.host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=2048,
+            ssl=tls,
+            # A TLS client that never finishes its handshake is bounded like one that never
+            # sends its head (connection_made, and so the sweep, only comes after the handshake).
+            ssl_handshake_timeout=config.limits.header_timeout if tls is not None else None,
+        )
+
+    async def reload_tls(self) -> None:
+        """Re-read the certificate, key and client CA (SIGHUP) into a new context and a new listener
+        on the same port; the old one stops accepting, its connections go on. A file that does not
+        load changes nothing: the running certificate keeps serving."""
+        if self.tls is None or self._server is None:
+            return
+        try:
+            context = server_context(self.config.tls)
+        except ConfigError as exc:
+            self.tls_reloads["failed"] += 1
+            log.error("tls_reload_failed", error=str(exc), effect="the running certificate keeps serving")
+            return
+        fresh = await self._listen(self.port, True, context)
+        old, self._server, self.tls = self._server, fresh, context
+        old.close()
+        self.tls_reloads["ok"] += 1
+        log.info("tls_reloaded", cert_file=self.config.tls.cert_file)
 
     async def _sweep(self) -> None:
         connections = self.settings.connections
@@ -88,6 +119,8 @@ class ProxyListener:
                     conn.abort()
             for pool in self.pools:
                 pool.expire_idle()
+            for redirect in list(self.redirects):
+                redirect.check(now, self.settings.header_timeout)
 
     def stop_accepting(self) -> None:
         """Drain, step one: no new connections; idle keep-alive ones close, busy ones after their answer."""
@@ -95,6 +128,8 @@ class ProxyListener:
         for server in (self._server, self._redirect):
             if server is not None:
                 server.close()
+        for redirect in list(self.redirects):
+            redirect.abort()
         for conn in list(self.settings.connections):
             if not conn.queue and not conn.head_started:
                 conn.close()
@@ -120,39 +155,76 @@ def _port(server: asyncio.Server) -> int:
     return 0
 
 
-class _RedirectToHttps(asyncio.Protocol):
-    """The plain listener beside a TLS one: every request gets 308 to the same target over HTTPS."""
+_HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?")
 
-    def __init__(self) -> None:
+
+class _RedirectToHttps(asyncio.Protocol):
+    """The plain listener beside a TLS one: every request gets 308 to the same target over HTTPS.
+
+    Bounded like the proxy port: target and header sizes capped, the head due within
+    ``header_timeout`` (the listener's sweep), and only a well-formed host is reflected.
+    """
+
+    def __init__(self, registry: set[_RedirectToHttps], max_url: int, max_header: int) -> None:
+        self.registry = registry
+        self.max_url = max_url
+        self.max_header = max_header
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.url = b""
         self.host = ""
+        self.started = 0.0
+        self.refusal: tuple[int, bytes] = (400, b"Bad Request")
+        self.lingering_since: float | None = None  # refused mid-request: the rest is read and dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.started = asyncio.get_running_loop().time()
+        self.registry.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering_since is not None:
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserError:
-            self._send(400, b"Bad Request", None)
+            self._send(*self.refusal, None)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.max_url:
+            self.refusal = (414, b"URI Too Long")
+            raise ValueError("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > self.max_header:
+            self.refusal = (431, b"Request Header Fields Too Large")
+            raise ValueError("header too large")
         if name.lower() == b"host":
             self.host = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        host = self.host.rsplit(":", 1)[0] if not self.host.endswith("]") else self.host
         target = self.url.decode("latin-1")
-        if not host or not target.startswith("/"):
+        if not _HOST_RE.fullmatch(self.host) or not target.startswith("/"):
             self._send(400, b"Bad Request", None)
             return
+        host = self.host if self.host.endswith("]") else self.host.rsplit(":", 1)[0]
         # The public HTTPS port is 443 (a load balancer in front maps it): the client's host, no port.
         self._send(308, b"Permanent Redirect", f"https://{host}{target}")
+
+    def check(self, now: float, header_timeout: float) -> None:
+        if self.lingering_since is not None:
+            if now - self.lingering_since > LINGER:
+                self.abort()
+        elif now - self.started > header_timeout:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def _send(self, status: int, reason: bytes, location: str | None) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -161,4 +233,9 @@ class _RedirectToHttps(asyncio.Protocol):
         if location is not None:
             head += b"Location: " + location.encode("latin-1") + b"\r\n"
         self.transport.write(head + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
-        self.transport.close()
+        if status >= 400 and self.transport.can_write_eof():
+            # Refused mid-request: half-close and drop the rest, so the refusal is not lost to a reset.
+            self.transport.write_eof()
+            self.lingering_since = asyncio.get_running_loop().time()
+        else:
+            self.transport.close()
