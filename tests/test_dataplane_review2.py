@@ -1,5 +1,5 @@
 """Second adversarial review of the data plane (TLS reload, redirect listener, deadlines, drain,
-rate-limit body peek): each test fails at acf5f49."""
+rate-limit body peek): each test failed before its fix."""
 
 from __future__ import annotations
 
