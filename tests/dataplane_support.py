@@ -19,6 +19,7 @@ import orjson
 from tests.support import _parse_head, _read_chunked
 
 __all__ = [
+    "HANDSHAKE",
     "OK",
     "Recorded",
     "RecordingUpstream",
@@ -28,6 +29,14 @@ __all__ = [
     "read_head",
     "read_until_close",
 ]
+
+# A WebSocket handshake's headers (RFC 6455's sample key), for raw upgrade requests.
+HANDSHAKE = (
+    b"Connection: Upgrade\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 

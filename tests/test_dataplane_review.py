@@ -11,16 +11,10 @@ import orjson
 import pytest
 
 from tests.conftest import make_config, wait_for
-from tests.dataplane_support import open_from, read_head, read_until_close
+from tests.dataplane_support import HANDSHAKE, open_from, read_head, read_until_close
 from tests.support import RawConnection, RawUpstream, read_response
 
 H = b"Host: gw.example\r\n"
-HANDSHAKE = (
-    b"Connection: Upgrade\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-)
 
 
 def pools(gw: Any) -> dict[str, Any]:

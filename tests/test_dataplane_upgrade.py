@@ -19,16 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import side_for
 from tests.conftest import make_config, wait_for
-from tests.dataplane_support import Recorded, RecordingUpstream, bearer, read_head
+from tests.dataplane_support import HANDSHAKE, Recorded, RecordingUpstream, bearer, read_head
 from tests.support import GatewayProcess, RawConnection, metric_value
 
 H = b"Host: gw.example\r\n"
-HANDSHAKE = (
-    b"Connection: Upgrade\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-)
 
 
 def ws_app(side: str) -> web.Application:
