@@ -309,13 +309,7 @@ def throughput_main(args: argparse.Namespace) -> int:
             time.sleep(1)  # let the workers finish what is queued before reading the counters
             counts = shadow_counts(admin)
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
+            stop_all(procs)
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     ratio = statistics.median(b / a for a, b in zip(results["off"], results["on"], strict=True))
     mirrored = sum(counts.get(k, 0) for k in ("match", "mismatch", "shadow_error"))
