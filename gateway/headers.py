@@ -1,11 +1,12 @@
 """Header rewriting between client and upstream. Pure; no I/O.
 
-Headers travel as (name, value) pairs in wire order, so case, order and duplicates survive;
-these functions only drop and append. Dropped both ways: hop-by-hop headers (RFC 9110 §7.6.1:
-the fixed list plus every name listed in ``Connection``) and the gateway's own ``X-Gateway-*``
-namespace (so clients cannot spoof it). Towards the upstream ``X-Forwarded-For``/``-Proto``/
-``-Host`` and the request id are set (a client's own values never pass), ``Forwarded`` only
-passes from a trusted proxy, and ``Host`` is the upstream's unless ``preserve_host``.
+Headers travel as (name, value) byte pairs in wire order, as the parser saw them, so case,
+order, duplicates and every byte of a value survive; these functions only drop and append.
+Dropped both ways: hop-by-hop headers (RFC 9110 §7.6.1: the fixed list plus every name listed in
+``Connection``) and the gateway's own ``X-Gateway-*`` namespace (so clients cannot spoof it).
+Towards the upstream ``X-Forwarded-For``/``-Proto``/``-Host`` and the request id are set (a
+client's own values never pass), ``Forwarded`` only passes from a trusted proxy, and ``Host`` is
+the upstream's unless ``preserve_host``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from collections.abc import Callable, Iterable
 __all__ = [
     "GATEWAY_HEADER_PREFIX",
     "HOP_BY_HOP",
+    "Pairs",
     "RequestIds",
     "downstream_pairs",
+    "encoded_names",
+    "request_drop_set",
     "request_id_from",
+    "response_drop_set",
     "upstream_pairs",
 ]
 
@@ -48,50 +53,59 @@ _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 _NOT_LISTABLE = frozenset(
     {"content-length", "transfer-encoding", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 )
-Pairs = list[tuple[str, str]]
+Pairs = list[tuple[bytes, bytes]]  # as llhttp hands them over: latin-1 bytes, never decoded to pass through
+_GATEWAY_PREFIX = GATEWAY_HEADER_PREFIX.encode()
+_PLAIN_CONNECTION_B = frozenset(name.encode() for name in _PLAIN_CONNECTION)
+_NOT_LISTABLE_B = frozenset(name.encode() for name in _NOT_LISTABLE)
 
 
-def request_drop_set(request_id_header: str, extra: Iterable[str] = (), forwarded: bool = True) -> frozenset[str]:
+def encoded_names(names: Iterable[str]) -> frozenset[bytes]:
+    """Header names as the byte strings ``_copy`` compares (lowercase, latin-1)."""
+    return frozenset(name.lower().encode("latin-1") for name in names)
+
+
+def request_drop_set(request_id_header: str, extra: Iterable[str] = (), forwarded: bool = True) -> frozenset[bytes]:
     """Lowercase request header names never copied upstream (computed once per configuration);
     ``forwarded=False`` drops ``Forwarded`` too (it may only come from a trusted proxy)."""
     names = HOP_BY_HOP | _REQUEST_ALWAYS_DROP | {request_id_header.lower()} | {name.lower() for name in extra}
-    return names if forwarded else names | {"forwarded"}
+    return encoded_names(names if forwarded else names | {"forwarded"})
 
 
-def response_drop_set(request_id_header: str) -> frozenset[str]:
+def response_drop_set(request_id_header: str) -> frozenset[bytes]:
     """Lowercase response header names never copied to the client (computed once per configuration)."""
-    return HOP_BY_HOP | {request_id_header.lower()}
+    return encoded_names(HOP_BY_HOP | {request_id_header.lower()})
 
 
-def _listed(connection: list[str]) -> frozenset[str]:
+def _listed(connection: list[bytes]) -> frozenset[bytes]:
     """Names a sender marked hop-by-hop in ``Connection`` (beyond the plain keep-alive/close)."""
-    tokens = frozenset(t.strip().lower() for value in connection for t in value.split(",") if t.strip())
-    return tokens - _PLAIN_CONNECTION - _NOT_LISTABLE
+    tokens = frozenset(t.strip().lower() for value in connection for t in value.split(b",") if t.strip())
+    return tokens - _PLAIN_CONNECTION_B - _NOT_LISTABLE_B
 
 
-def _copy(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> tuple[Pairs, str | None, list[str], str | None]:
-    """Pairs without ``drop``/``X-Gateway-*`` names; also the Host, Connection and Content-Type
-    values seen (one pass: the request path needs them and this loop already looks)."""
+def _copy(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[Pairs, bytes | None, bytes | None]:
+    """Pairs without ``drop``/``X-Gateway-*`` names and without names a ``Connection`` header
+    lists; also the Host and Content-Type values seen (one pass: the request path needs them and
+    this loop already looks)."""
     out: Pairs = []
-    host: str | None = None
-    connection: list[str] = []
-    content_type: str | None = None
+    host: bytes | None = None
+    connection: list[bytes] = []
+    content_type: bytes | None = None
     for name, value in headers:
         lower = name.lower()
-        if lower in drop or lower.startswith(GATEWAY_HEADER_PREFIX):
-            if lower == "host":
+        if lower in drop or lower.startswith(_GATEWAY_PREFIX):
+            if lower == b"host":
                 host = value
-            elif lower == "connection":
+            elif lower == b"connection":
                 connection.append(value)
             continue
-        if lower == "content-type":
+        if lower == b"content-type":
             content_type = value
         out.append((name, value))
-    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION for value in connection):
+    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION_B for value in connection):
         listed = _listed(connection)
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
-    return out, host, connection, content_type
+    return out, host, content_type
 
 
 class RequestIds:
@@ -119,14 +133,14 @@ def request_id_from(value: str | None, fresh: Callable[[], str]) -> str:
 
 
 def upstream_pairs(
-    incoming: Iterable[tuple[str, str]],
+    incoming: Iterable[tuple[bytes, bytes]],
     *,
-    drop: frozenset[str],
-    forwarded_for: str,
-    proto: str,
-    request_id_header: str,
-    request_id: str,
-    upstream_host: str,
+    drop: frozenset[bytes],
+    forwarded_for: bytes,
+    proto: bytes,
+    request_id_header: bytes,
+    request_id: bytes,
+    upstream_host: bytes,
     preserve_host: bool = False,
 ) -> Pairs:
     """The head's headers for the upstream, Host first (where clients and nginx put it).
@@ -135,22 +149,22 @@ def upstream_pairs(
     proxy). ``forwarded_for`` is the chain from the resolved client to our peer (see
     ``protection/clientip.py``): a client's own ``X-Forwarded-For`` never passes unchecked.
     """
-    kept, host, _connection, _type = _copy(incoming, drop)
-    out: Pairs = [("Host", host if preserve_host and host else upstream_host)]
+    kept, host, _type = _copy(incoming, drop)
+    out: Pairs = [(b"Host", host if preserve_host and host else upstream_host)]
     out.extend(kept)
-    out.append(("X-Forwarded-For", forwarded_for))
-    out.append(("X-Forwarded-Proto", proto))
+    out.append((b"X-Forwarded-For", forwarded_for))
+    out.append((b"X-Forwarded-Proto", proto))
     if host:
-        out.append(("X-Forwarded-Host", host))
+        out.append((b"X-Forwarded-Host", host))
     out.append((request_id_header, request_id))
     return out
 
 
 def downstream_pairs(
-    upstream: Iterable[tuple[str, str]], *, drop: frozenset[str], request_id_header: str, request_id: str
-) -> tuple[Pairs, str | None]:
+    upstream: Iterable[tuple[bytes, bytes]], *, drop: frozenset[bytes], request_id_header: bytes, request_id: bytes
+) -> tuple[Pairs, bytes | None]:
     """The client's copy of an upstream answer's headers (``drop`` from ``response_drop_set``,
     plus any names the caller removes in the same pass), and the answer's Content-Type."""
-    out, _host, _connection, content_type = _copy(upstream, drop)
+    out, _host, content_type = _copy(upstream, drop)
     out.append((request_id_header, request_id))
     return out, content_type

@@ -28,7 +28,15 @@ from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
 from gateway.dataplane.pool import PoolBusy, UpstreamConnection, UpstreamPool
 from gateway.dataplane.wire import json_body, reason_for, request_head
 from gateway.errors import BodyRejected, UpstreamError
-from gateway.headers import downstream_pairs, request_drop_set, request_id_from, response_drop_set, upstream_pairs
+from gateway.headers import (
+    Pairs,
+    downstream_pairs,
+    encoded_names,
+    request_drop_set,
+    request_id_from,
+    response_drop_set,
+    upstream_pairs,
+)
 from gateway.protection.bodykey import BodyPrefix
 from gateway.protection.clientip import ClientAddress
 from gateway.protection.ratelimit import US, Check, Verdict
@@ -84,7 +92,9 @@ class Proxy:
         self.pools = pools
         self.busy = state.metrics.rejected.labels("gateway_busy")
         self._tasks: set[asyncio.Task[None]] = set()
-        self._fixed_drop: dict[frozenset[str], frozenset[str]] = {}  # response drop + a policy's fixed edits
+        # A security policy's fixed edits as the copying pass applies them: (response drop set +
+        # the names it replaces, the headers it appends), as bytes; a few entries (one per policy).
+        self._fixed: dict[tuple[frozenset[str], tuple[tuple[str, str], ...]], tuple[frozenset[bytes], Pairs]] = {}
         self._configure(state.config)
 
     def _configure(self, config: Config) -> None:
@@ -92,14 +102,15 @@ class Proxy:
         state = self.state
         self.config = config
         self.request_id_header = config.request_id_header
+        self.request_id_name = config.request_id_header.encode("latin-1")
         self.upgrade_protocols = config.upgrades.protocols
         self.cookie_name = config.bucketing.cookie_name
         self.cookie_max_age = config.bucketing.cookie_max_age
         self.request_drop = request_drop_set(config.request_id_header, state.extra_drop, forwarded=False)
         self.request_drop_trusted = request_drop_set(config.request_id_header, state.extra_drop)
         # Transfer-Encoding is hop-by-hop, but the data plane keeps it in place when it re-chunks.
-        self.response_drop = response_drop_set(config.request_id_header) - {"transfer-encoding"}
-        self._fixed_drop.clear()
+        self.response_drop = response_drop_set(config.request_id_header) - {b"transfer-encoding"}
+        self._fixed.clear()
 
     # -- the gateway's own answers ----------------------------------------------------------
 
@@ -363,10 +374,10 @@ class Proxy:
                     request_id=request.request_id,
                     method=ex.method,
                     raw_path=ex.target,
-                    headers=CIMultiDict(self._upstream_pairs(ex, request, request.pool)),
+                    headers=CIMultiDict(_text(self._upstream_pairs(ex, request, request.pool))),
                     served=decision.side,
                     status=status,
-                    response_headers=CIMultiDictProxy(CIMultiDict(ex.response_headers)),
+                    response_headers=CIMultiDictProxy(CIMultiDict(_text(ex.response_headers))),
                 )
             else:
                 state.shadow.skip(tap, error_kind or "incomplete")
@@ -527,17 +538,17 @@ class Proxy:
                 return value
         return None
 
-    def _upstream_pairs(self, ex: Exchange, request: _Request, pool: UpstreamPool) -> list[tuple[str, str]]:
+    def _upstream_pairs(self, ex: Exchange, request: _Request, pool: UpstreamPool) -> Pairs:
         state = self.state
         proxies = state.protection.proxies
         trusted = bool(proxies) and proxies.trusted_peer(ex.conn.peer)
         return upstream_pairs(
             ex.raw_headers,
             drop=self.request_drop_trusted if trusted else self.request_drop,
-            forwarded_for=request.client.forwarded_for,
-            proto="https" if request.https else "http",
-            request_id_header=self.request_id_header,
-            request_id=request.request_id,
+            forwarded_for=request.client.forwarded_for.encode("latin-1"),
+            proto=b"https" if request.https else b"http",
+            request_id_header=self.request_id_name,
+            request_id=request.request_id.encode("latin-1"),
             upstream_host=pool.host_header,
             preserve_host=pool.config.preserve_host,
         )
@@ -545,43 +556,53 @@ class Proxy:
     def _request_head(self, ex: Exchange, request: _Request, pool: UpstreamPool, upgrade: bool) -> bytes:
         items = self._upstream_pairs(ex, request, pool)
         if upgrade:
-            items.append(("Connection", "Upgrade"))
-            items.append(("Upgrade", ex.headers.get("Upgrade", "")))
+            items.append((b"Connection", b"Upgrade"))
+            items.append((b"Upgrade", ex.headers.get("Upgrade", "").encode("latin-1")))
         if ex.chunked:
-            items.append(("Transfer-Encoding", "chunked"))  # re-framed chunk by chunk, as nginx does
+            items.append((b"Transfer-Encoding", b"chunked"))  # re-framed chunk by chunk, as nginx does
         return request_head(ex.method, pool.base_path + ex.target, items)
 
-    def response_headers(self, ex: Exchange, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The client's copy of an upstream's answer head: hop-by-hop out, the gateway's own in."""
+    def response_headers(self, ex: Exchange, status: int, headers: Pairs) -> Pairs:
+        """The client's copy of an upstream's answer head: hop-by-hop out, the gateway's own in.
+        Bytes in, bytes out: only an answer that needs the general edits (CORS, rate-limit
+        headers, an HTML page's security policy) is decoded to text and back."""
         request: _Request = ex.context
         protection = self.state.protection
         security = protection.headers
-        fixed = None
+        request_id = request.request_id.encode("latin-1")  # checked to be ASCII, or made here
+        out: Pairs | None = None
         if security is not None and protection.cors is None and request.verdict is None:
             # The common API answer: the security edits are fixed, applied in the copying pass.
-            fixed = security.fixed_edits(ex.target, False, request.https)
-        if fixed is not None:
-            drop = self._fixed_drop.get(fixed[0])
-            if drop is None:
-                drop = self._fixed_drop[fixed[0]] = self.response_drop | fixed[0]
+            edits = security.fixed_edits(ex.target, False, request.https)
+            if edits is not None:
+                fixed = self._fixed.get(edits)
+                if fixed is None:
+                    fixed = self._fixed[edits] = (
+                        self.response_drop | encoded_names(edits[0]),
+                        [(name.encode("latin-1"), value.encode("latin-1")) for name, value in edits[1]],
+                    )
+                out, content_type = downstream_pairs(
+                    headers, drop=fixed[0], request_id_header=self.request_id_name, request_id=request_id
+                )
+                if content_type is not None and is_html(content_type.decode("latin-1")):
+                    out = None  # pages keep their own CSP/XFO: the general path
+                else:
+                    out.extend(fixed[1])
+        if out is None:
             out, content_type = downstream_pairs(
-                headers, drop=drop, request_id_header=self.request_id_header, request_id=request.request_id
+                headers, drop=self.response_drop, request_id_header=self.request_id_name, request_id=request_id
             )
-            if is_html(content_type):
-                fixed = None  # pages keep their own CSP/XFO: the general path
-            else:
-                out.extend(fixed[1])
-        if fixed is None:
-            out, content_type = downstream_pairs(
-                headers,
-                drop=self.response_drop,
-                request_id_header=self.request_id_header,
-                request_id=request.request_id,
+            text = self._decorate(
+                _text(out),
+                request,
+                ex,
+                preflight=False,
+                content_type=None if content_type is None else content_type.decode("latin-1"),
             )
-            out = self._decorate(out, request, ex, preflight=False, content_type=content_type)
+            out = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in text]
         decision = request.decision
         if decision is not None and decision.issue_cookie is not None:
-            out.append(("Set-Cookie", self._cookie(decision.issue_cookie, request.https)))
+            out.append((b"Set-Cookie", self._cookie(decision.issue_cookie, request.https).encode("latin-1")))
         return out
 
     def _cookie(self, value: str, secure: bool) -> str:
@@ -678,6 +699,11 @@ class Proxy:
 
 # The gateway's own overload and the client's own doing are never the upstream's error rate.
 _NOT_THE_UPSTREAMS = frozenset({"gateway_busy", "client_aborted", "body_too_large", "request_timeout"})
+
+
+def _text(pairs: Pairs) -> list[tuple[str, str]]:
+    """Byte pairs as text (latin-1: every byte round-trips), for the features that read headers."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs]
 
 
 def _seconds(microseconds: int) -> int:

@@ -130,7 +130,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # parsed, unanswered; [0] is being handled
         self.parsing: Exchange | None = None
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []  # as parsed: forwarded as bytes, decoded once for lookups
         self._header_bytes = 0
         self.head_started = False
         self.paused = 0
@@ -237,13 +237,13 @@ class ClientConnection(asyncio.Protocol):
         headers = self._headers
         if len(headers) >= settings.max_headers:
             raise _Refused(431, "Request Header Fields Too Large", "too_many_headers", "too many request headers")
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if len(self.queue) >= MAX_PIPELINED:
             raise _Refused(400, "Bad Request", "too_many_pipelined", f"more than {MAX_PIPELINED} pipelined requests")
         parser = self.parser
-        headers = CIMultiDict(self._headers)
+        headers = CIMultiDict([(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._headers])
         length = headers.get("Content-Length")
         if parser.should_upgrade() and (("Transfer-Encoding" in headers) or (length is not None and length != "0")):
             # llhttp does not frame a body after an upgrade head: forwarding it would desync the

@@ -29,7 +29,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict
 
 from gateway.dataplane.pool import UpstreamConnection, UpstreamPool
-from gateway.dataplane.wire import CRLF, LAST_CHUNK, chunk, response_head
+from gateway.dataplane.wire import CRLF, LAST_CHUNK, chunk, relayed_head, response_head
 from gateway.errors import BodyRejected, UpstreamError, UpstreamResetError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class _Stop(Exception):
 
 
 # (exchange, status, upstream header pairs) -> header pairs for the client, before framing.
-Responder = Callable[["Exchange", int, list[tuple[str, str]]], list[tuple[str, str]]]
+Responder = Callable[["Exchange", int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
 
 
 class Exchange:
@@ -129,7 +129,7 @@ class Exchange:
         method: str,
         target: str,
         version: str,
-        raw_headers: list[tuple[str, str]],
+        raw_headers: list[tuple[bytes, bytes]],
         headers: CIMultiDict[str],
         keep_alive: bool,
         upgrade: bool,
@@ -174,7 +174,7 @@ class Exchange:
         self.interim = False
         self.reason = b""
         self.reader: ResponseReader | None = None
-        self.response_headers: list[tuple[str, str]] = []
+        self.response_headers: list[tuple[bytes, bytes]] = []  # as sent to the client
         self.status = 0
         self.upstream_framing = _NO_FRAMING
         self.upstream_keep_alive = False
@@ -435,22 +435,22 @@ class Exchange:
         chunked = False
         close = parser.get_http_version() != "1.1"
         event_stream = False
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in reader.headers]
+        headers = reader.headers
         for name, value in headers:
             if len(name) in (10, 12, 14, 17):
                 lower = name.lower()
-                if lower == "content-length":
+                if lower == b"content-length":
                     content_length = value
-                elif lower == "transfer-encoding":
-                    chunked = value.lower().rstrip().endswith("chunked")
-                elif lower == "connection":
+                elif lower == b"transfer-encoding":
+                    chunked = value.lower().rstrip().endswith(b"chunked")
+                elif lower == b"connection":
                     tokens = value.lower()
-                    if "close" in tokens:
+                    if b"close" in tokens:
                         close = True
-                    elif "keep-alive" in tokens:
+                    elif b"keep-alive" in tokens:
                         close = False
-                elif lower == "content-type":
-                    event_stream = value.lower().startswith("text/event-stream")
+                elif lower == b"content-type":
+                    event_stream = value.lower().startswith(b"text/event-stream")
         no_body = self.method == "HEAD" or status in (204, 304) or status == 101
         if no_body:
             self.upstream_framing = _NO_FRAMING
@@ -477,18 +477,18 @@ class Exchange:
             self.close_after = True
         _frame_transfer_encoding(out, self.client_framing == _CHUNKED)
         if status == 101:
-            out.append(("Connection", "upgrade"))
+            out.append((b"Connection", b"upgrade"))
             for name, value in headers:
-                if name.lower() == "upgrade":
+                if name.lower() == b"upgrade":
                     out.append((name, value))
         elif self.close_after or not self.keep_alive or self.conn.draining or not self.body_done:
             self.close_after = True
-            out.append(("Connection", "close"))
+            out.append((b"Connection", b"close"))
         elif self.version == "1.0":
-            out.append(("Connection", "keep-alive"))
+            out.append((b"Connection", b"keep-alive"))
         self.response_headers = out
         self.started = True
-        self._emit(response_head(status, self.reason.decode("latin-1"), out))
+        self._emit(relayed_head(status, self.reason, out))
         if self.method == "HEAD" and status not in (204, 304):
             # llhttp cannot be told the request was HEAD: a Content-Length would make it wait
             # for a body that never comes. The answer is complete: stop parsing here.
@@ -758,26 +758,26 @@ class ResponseReader:
         self.exchange.on_message_complete()
 
 
-def _frame_transfer_encoding(headers: list[tuple[str, str]], chunked: bool) -> None:
+def _frame_transfer_encoding(headers: list[tuple[bytes, bytes]], chunked: bool) -> None:
     """The upstream's Transfer-Encoding stays where it was (its lines merged into one) when the
     client gets chunks too; it is added (last) when the gateway chunks a read-until-close answer,
     and removed when the client gets no chunks."""
-    found = [i for i, (name, _) in enumerate(headers) if len(name) == 17 and name.lower() == "transfer-encoding"]
+    found = [i for i, (name, _) in enumerate(headers) if len(name) == 17 and name.lower() == b"transfer-encoding"]
     if not found:
         if chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
+            headers.append((b"Transfer-Encoding", b"chunked"))
         return
     first = found[0]
     name = headers[first][0]
-    codings = ", ".join(headers[i][1].strip() for i in found)
+    codings = b", ".join(headers[i][1].strip() for i in found)
     for index in reversed(found[1:]):
         del headers[index]
     if not chunked:
         del headers[first]
-    elif codings.lower().rstrip().endswith("chunked"):
+    elif codings.lower().rstrip().endswith(b"chunked"):
         headers[first] = (name, codings)
     else:
-        headers[first] = (name, f"{codings}, chunked")
+        headers[first] = (name, codings + b", chunked")
 
 
 def _dedupe_content_length(head: bytes) -> bytes | None:

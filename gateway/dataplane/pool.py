@@ -115,7 +115,8 @@ class UpstreamPool:
         self.port = base.port or (443 if base.scheme == "https" else 80)
         default_port = 443 if base.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = host if self.port == default_port else f"{host}:{self.port}"
+        host_header = host if self.port == default_port else f"{host}:{self.port}"
+        self.host_header = host_header.encode("latin-1")  # as it goes on the wire
         self.base_path = base.path.rstrip("/")
         self.ssl = ssl_context
         self.max = config.max_connections

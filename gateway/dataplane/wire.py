@@ -1,5 +1,8 @@
 """Bytes on the wire: heads written from ordered header lists, chunk framing. Pure; no I/O.
 
+Forwarded heads (requests to an upstream, answers relayed to a client) are written from byte
+pairs as llhttp handed them over; the gateway's own answers from text pairs.
+
 Heads are written from the (name, value) pairs as the parser saw them, in order, with their
 case and duplicates: the only changes are the ones the caller made to the list. Nothing here
 knows about routes or features.
@@ -17,6 +20,7 @@ __all__ = [
     "LAST_CHUNK",
     "chunk",
     "json_body",
+    "relayed_head",
     "request_head",
     "response_head",
 ]
@@ -24,6 +28,7 @@ __all__ = [
 CRLF = b"\r\n"
 _CRLF = "\r\n"
 _COLON = ": "
+_COLON_B = b": "
 LAST_CHUNK = b"0\r\n\r\n"
 _REASONS: dict[int, str] = {
     100: "Continue",
@@ -67,13 +72,24 @@ def _head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     return f"{first_line}\r\n{fields}\r\n\r\n".encode("latin-1")
 
 
-def request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+def _relayed(first_line: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    fields = CRLF.join(map(_COLON_B.join, headers))
+    return first_line + CRLF + fields + b"\r\n\r\n" if fields else first_line + b"\r\n\r\n"
+
+
+def request_head(method: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """An HTTP/1.1 request head; ``target`` exactly as the client sent it."""
-    return _head(f"{method} {target} HTTP/1.1", headers)
+    return _relayed(f"{method} {target} HTTP/1.1".encode("latin-1"), headers)
+
+
+def relayed_head(status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """An upstream answer's head for the client: status line with the upstream's own reason
+    phrase, and the headers as byte pairs (as parsed, after the gateway's edits)."""
+    return _relayed(b"HTTP/1.1 %d %s" % (status, reason), headers)
 
 
 def response_head(status: int, reason: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """An HTTP/1.1 status line (the upstream's own reason phrase kept) and its headers."""
+    """An HTTP/1.1 answer head of the gateway's own (errors, preflights, redirects)."""
     return _head(f"HTTP/1.1 {status} {reason}", headers)
 
 
