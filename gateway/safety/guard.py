@@ -21,11 +21,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.config import Config
 from gateway.datachecks.runner import DataChecks
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
@@ -40,6 +39,9 @@ from gateway.safety.store import SafetyStore
 from gateway.safety.triggers import Verdict, evaluate, is_window_trigger
 from gateway.safety.windows import Recorder, WindowStats
 from gateway.tasks import Background
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["Safety"]
 
