@@ -17,28 +17,30 @@ from aiohttp import web
 from gateway.admin.auth import admin_middleware
 from gateway.admin.openapi import openapi_routes
 from gateway.admin.parity import parity_routes
+from gateway.admin.readiness import signoff_routes
 from gateway.admin.routes import admin_routes
+from gateway.admin.safety import safety_routes
 from gateway.admin.status import status_routes
-from gateway.config import SIDES, Config, Side
+from gateway.config import Config
 from gateway.dataplane.connection import ConnectionSettings
 from gateway.dataplane.listener import ProxyListener
 from gateway.dataplane.pool import UpstreamPool
 from gateway.dataplane.tls import upstream_context
+from gateway.fields import SIDES, Side
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
+from gateway.keys import STATE
 from gateway.observability import Metrics
 from gateway.protection.policy import build_protection
 from gateway.proxy import Proxy
-from gateway.readiness.admin import signoff_routes
 from gateway.routing import RouteTable
-from gateway.safety.admin import safety_routes
 from gateway.safety.guard import Safety
 from gateway.safety.readonly import Decommission
 from gateway.safety.store import MemorySafetyStore, SafetyStore
 from gateway.shadow.mirror import Shadow
 from gateway.shadow.store import MemoryParityStore, ParityStore, RedisParityStore
 from gateway.splitting import Splitter
-from gateway.state import STATE, GatewayState
+from gateway.state import GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
 
 __all__ = ["build_listener", "build_state", "create_admin_app", "open_resources"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Side
+from gateway.fields import Side
 
 __all__ = ["BUCKETS", "anonymous_id", "bucket", "jwt_subject", "side_for", "side_of_bucket"]
 

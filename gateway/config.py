@@ -1,13 +1,17 @@
-"""Configuration: a YAML file plus environment overrides, parsed once into frozen models.
+"""Configuration: the root model and its loader (a YAML file plus environment overrides, parsed once).
 
 Precedence, lowest first: model defaults, the YAML file, environment variables.
 Errors name the key path and what was expected, e.g.
 ``routes.1.pin: Input should be 'legacy' or 'candidate' (got 'legcy')``.
+
+Each feature's models live in its package (``protection/config.py``, ``shadow/settings.py``,
+``safety/config.py``, Redis in ``redis_client.py``); this module keeps the root model, the models
+of the proxy core (listeners, upstreams, routes, bucketing) and the loader. The shared field
+types (sides, path prefix, methods) are in ``gateway.fields``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -15,14 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from yarl import URL
 
+from gateway.config_include import include_data_checks_file, include_rules_file
 from gateway.config_origin import Origins, compose
 from gateway.errors import ConfigError
-from gateway.methods import HTTP_METHODS
-from gateway.protection.bodykey import Normalize, parse_field_path
-from gateway.redis_client import SENTINEL_SCHEMES, parse_sentinel_url
+from gateway.fields import DEFAULT_FLAG, SIDES, FrozenModel, HostPort, IPNetwork, Listen, Methods, PathPrefix, Side
+from gateway.protection.config import CorsConfig, RateLimitConfig, SecurityHeadersConfig
+from gateway.redis_client import RedisConfig
 from gateway.safety.config import SafetyConfig
 from gateway.shadow.settings import ShadowConfig, ShadowRule
 
@@ -30,64 +35,25 @@ __all__ = [
     "AdminConfig",
     "BucketingConfig",
     "Config",
-    "CorsConfig",
     "ForceConfig",
-    "HeaderRoute",
-    "HostPort",
     "LimitsConfig",
     "LogConfig",
-    "RateLimitConfig",
-    "RateLimitRule",
-    "SecurityHeadersConfig",
+    "ReloadConfig",
+    "RouteRule",
+    "SupervisorConfig",
     "TlsConfig",
     "UpgradesConfig",
-    "RedisConfig",
-    "RouteRule",
-    "Side",
     "UpstreamConfig",
     "load_config",
-    "parse_host_port",
+    "validate_config",
 ]
 
-Side = Literal["legacy", "candidate"]
-SIDES: tuple[Side, Side] = ("legacy", "candidate")
 SubjectSource = Literal["jwt_sub", "cookie", "ip"]
 AnonymousMode = Literal["random", "ip"]
-LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip", "body_field"]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 FLAG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-DEFAULT_FLAG = "default"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class HostPort(_Model):
-    host: str
-    port: int = Field(ge=0, le=65535)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_host_port(value: Any) -> Any:
-    """Accept ``host:port``, ``[v6]:port`` or ``:port`` strings for listener fields."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    match = re.fullmatch(r"\[(?P<h6>[^\]]+)\]:(?P<p6>\d+)|(?P<h>[^:]*):(?P<p>\d+)", text)
-    if match is None:
-        raise ValueError("expected host:port")
-    host = match.group("h6") or match.group("h") or "0.0.0.0"
-    port = int(match.group("p6") or match.group("p"))
-    return {"host": host, "port": port}
-
-
-class UpstreamConfig(_Model):
+class UpstreamConfig(FrozenModel):
     """One backend. Timeouts in seconds.
 
     ``read_timeout`` bounds the wait for the answer's head once the request is sent;
@@ -131,214 +97,7 @@ class UpstreamConfig(_Model):
         return URL(self.url)
 
 
-def _check_prefix(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError("expected a path starting with '/'")
-    if any(ch in value for ch in "?#\x00\r\n ") or "/../" in value + "/" or "/./" in value + "/":
-        raise ValueError("expected a plain path prefix without ?, #, spaces or dot segments")
-    return value
-
-
-def _check_methods(value: Any) -> Any:
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, (list, tuple, set, frozenset)):
-        methods = {str(m).upper() for m in value}
-        unknown = sorted(methods - HTTP_METHODS)
-        if unknown:
-            raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
-        if not methods:
-            raise ValueError("expected at least one method, or leave 'methods' out")
-        return frozenset(methods)
-    return value
-
-
-def _check_header_names(names: Any) -> Any:
-    for name in names:
-        if not isinstance(name, str) or not _HEADER_NAME_RE.fullmatch(name):
-            raise ValueError(f"expected HTTP header names, got {name!r}")
-    return names
-
-
-class RateLimitRule(_Model):
-    """``limit`` requests per ``period`` for each key on a route group; see protection/ratelimit.py."""
-
-    name: str | None = None
-    prefix: str = "/"
-    methods: frozenset[str] | None = None
-    key: LimitKey = "subject_or_ip"
-    limit: int = Field(ge=1, le=1_000_000)
-    period: float = Field(default=60.0, gt=0, le=86400.0)
-    burst: int | None = Field(default=None, ge=1, le=1_000_000)  # requests allowed at once; default: limit
-    # key: body_field — the account named in the request body (JSON path or form field), see bodykey.py
-    body_field: str | None = None
-    normalize: Normalize = "lower"  # of the body field's value: strip + lower-case (e-mails), strip, none
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return _check_prefix(value)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _methods(cls, value: Any) -> Any:
-        return _check_methods(value)
-
-    @field_validator("body_field")
-    @classmethod
-    def _field_path(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_field_path(value)
-        return value
-
-    @model_validator(mode="after")
-    def _body_field_with_its_key(self) -> RateLimitRule:
-        if (self.key == "body_field") != (self.body_field is not None):
-            raise ValueError("'key: body_field' and 'body_field: <field>' (e.g. email) go together")
-        return self
-
-    @field_validator("period", mode="before")
-    @classmethod
-    def _period(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in PERIODS:
-            return PERIODS[value.strip().lower()]
-        return value
-
-    @property
-    def label(self) -> str:
-        methods = ",".join(sorted(self.methods)) + " " if self.methods else ""
-        return self.name or f"{methods}{self.prefix} per {self.key}"
-
-    @property
-    def capacity(self) -> int:
-        return self.burst if self.burst is not None else self.limit
-
-
-class RateLimitConfig(_Model):
-    """Rate limits, shared through Redis when ``redis.url`` is set, per process otherwise."""
-
-    rules: tuple[RateLimitRule, ...] = ()
-    redis_timeout: float = Field(default=0.25, gt=0, le=5)  # per decision; then the local fallback
-    # Bytes of a request body read (and then replayed upstream) to find a body_field key; a
-    # body longer than this is keyed on the client address instead.
-    body_cap: int = Field(default=4096, ge=64, le=65536)
-    local_max_keys: int = Field(default=100_000, ge=100)
-
-
-class HeaderRoute(_Model):
-    """Security headers for one path prefix: values replace the defaults, ``null`` removes one."""
-
-    prefix: str
-    headers: dict[str, str | None] = Field(default_factory=dict)
-    keep_upstream: bool | None = None
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return _check_prefix(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        return dict(_check_header_names(value))
-
-
-DEFAULT_SECURITY_HEADERS: dict[str, str | None] = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
-}
-
-
-# HTML answers (text/html, application/xhtml+xml) keep the upstream's own value of each of these,
-# and get this one only when the upstream sent none: a page may load its own scripts, styles,
-# images and frame itself, which the API policy ("default-src 'none'") forbids.
-DEFAULT_HTML_HEADERS: dict[str, str | None] = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'self'",
-    "X-Frame-Options": "SAMEORIGIN",
-}
-
-
-class SecurityHeadersConfig(_Model):
-    """Headers added to every response; ``keep_upstream`` lets an upstream's own value win."""
-
-    enabled: bool = True
-    headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
-    html_headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_HTML_HEADERS))
-    hsts: str | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
-    keep_upstream: bool = False
-    remove: tuple[str, ...] = ("Server", "X-Powered-By")
-    routes: tuple[HeaderRoute, ...] = ()
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _merge_defaults(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            _check_header_names(value)
-            return {**DEFAULT_SECURITY_HEADERS, **value}
-        return value
-
-    @field_validator("html_headers", mode="before")
-    @classmethod
-    def _merge_html_defaults(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            _check_header_names(value)
-            return {**DEFAULT_HTML_HEADERS, **value}
-        return value
-
-    @field_validator("remove")
-    @classmethod
-    def _remove_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_header_names(value))
-
-
-class CorsConfig(_Model):
-    """Cross-origin access. No ``allow_origins`` means CORS is off and preflights go upstream."""
-
-    allow_origins: tuple[str, ...] = ()
-    allow_methods: frozenset[str] = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
-    allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "X-Request-ID")
-    expose_headers: tuple[str, ...] = (
-        "X-Request-ID",
-        "Retry-After",
-        "RateLimit-Limit",
-        "RateLimit-Remaining",
-        "RateLimit-Reset",
-    )
-    allow_credentials: bool = False
-    max_age: int = Field(default=600, ge=0, le=86400)
-
-    @field_validator("allow_origins")
-    @classmethod
-    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if origin == "*":
-                continue
-            url = URL(origin)
-            if url.scheme not in ("http", "https") or not url.host or url.path != "/" or origin.endswith("/"):
-                raise ValueError(f"expected an origin like 'https://app.example.org' or '*', got {origin!r}")
-        return value
-
-    @field_validator("allow_methods", mode="before")
-    @classmethod
-    def _methods(cls, value: Any) -> Any:
-        return _check_methods(value)
-
-    @field_validator("allow_headers", "expose_headers")
-    @classmethod
-    def _header_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_header_names(value))
-
-    @model_validator(mode="after")
-    def _no_wildcard_with_credentials(self) -> CorsConfig:
-        if self.allow_credentials and "*" in self.allow_origins:
-            raise ValueError("allow_origins: '*' cannot be combined with allow_credentials: true (browsers refuse it)")
-        return self
-
-
-class LimitsConfig(_Model):
+class LimitsConfig(FrozenModel):
     """Input limits on the proxy listener. ``null`` switches a limit off (no per-request cost).
 
     ``send_timeout``: a client that reads nothing of its answer for this long is cut and its
@@ -360,27 +119,17 @@ class LimitsConfig(_Model):
     client_share: float = Field(default=0.5, gt=0, le=1)
 
 
-class RouteRule(_Model):
+class RouteRule(FrozenModel):
     """Maps a path prefix (and optionally methods) to a flag, or pins it to one side."""
 
-    prefix: str
-    methods: frozenset[str] | None = None
+    prefix: PathPrefix
+    methods: Methods | None = None
     flag: str | None = None
     pin: Side | None = None
     name: str | None = None
     shadow: ShadowRule | None = None
     body_idle_timeout: float | None = Field(default=None, gt=0)  # overrides the upstream's (plain and streams)
     upgrades: bool = True  # False: WebSocket/Upgrade handshakes on this route get 403 upgrade_refused
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return _check_prefix(value)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _upper_methods(cls, value: Any) -> Any:
-        return _check_methods(value)
 
     @model_validator(mode="after")
     def _flag_xor_pin(self) -> RouteRule:
@@ -394,7 +143,7 @@ class RouteRule(_Model):
         return self.name or self.prefix
 
 
-class BucketingConfig(_Model):
+class BucketingConfig(FrozenModel):
     """Where the subject key comes from, in order, and the cookie issued to anonymous clients."""
 
     subject: tuple[SubjectSource, ...] = ("jwt_sub", "cookie", "ip")
@@ -433,7 +182,7 @@ class BucketingConfig(_Model):
         return value
 
 
-class ForceConfig(_Model):
+class ForceConfig(FrozenModel):
     """Testers force a side with ``header`` only when ``secret_header`` carries ``secret``."""
 
     header: str = "X-Gateway-Force"
@@ -448,17 +197,12 @@ class ForceConfig(_Model):
         return value
 
 
-class AdminConfig(_Model):
-    listen: HostPort = HostPort(host="127.0.0.1", port=9090)
+class AdminConfig(FrozenModel):
+    listen: Listen = HostPort(host="127.0.0.1", port=9090)
     token: str | None = None
     # Reads that return upstream response data (stored parity diffs, learned noise) always need
     # the token; this makes every other read need it too (probes and /metrics stay open).
     protect_reads: bool = False
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen(cls, value: Any) -> Any:
-        return parse_host_port(value)
 
     @field_validator("token")
     @classmethod
@@ -468,36 +212,7 @@ class AdminConfig(_Model):
         return value or None
 
 
-class RedisConfig(_Model):
-    """The shared flag store. No URL means the embedded, single-instance store."""
-
-    url: str | None = None
-    key_prefix: str = "cutover:"
-    poll_interval: float = Field(default=1.0, gt=0, le=60)
-    socket_timeout: float = Field(default=0.5, gt=0)
-    connect_timeout: float = Field(default=0.5, gt=0)
-    # Where a rollback taken while Redis is unreachable is kept (see gateway.flags.overrides);
-    # None: $XDG_STATE_HOME/cutover, else ~/.local/state/cutover.
-    local_override_dir: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        assert value is not None
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme in SENTINEL_SCHEMES:
-            parse_sentinel_url(value)  # ValueError names what is wrong
-            return value
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                "expected a redis://, rediss:// (TLS), unix:// or redis+sentinel://host:26379,.../service URL"
-            )
-        return value
-
-
-class LogConfig(_Model):
+class LogConfig(FrozenModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     access_log: bool = True
@@ -508,7 +223,7 @@ class LogConfig(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
-class UpgradesConfig(_Model):
+class UpgradesConfig(FrozenModel):
     """Which ``Upgrade`` protocols are forwarded; others are stripped and served as plain HTTP.
 
     ``h2c`` is never forwarded whatever this says: a cleartext HTTP/2 channel to a backend would
@@ -528,18 +243,13 @@ class UpgradesConfig(_Model):
         return value
 
 
-class TlsConfig(_Model):
+class TlsConfig(FrozenModel):
     """TLS on the proxy listener; files are re-read on SIGHUP (existing connections keep theirs)."""
 
     cert_file: str | None = None
     key_file: str | None = None
     client_ca_file: str | None = None  # set: clients must present a certificate signed by it
-    redirect_listen: HostPort | None = None  # a plain listener answering 308 to https://
-
-    @field_validator("redirect_listen", mode="before")
-    @classmethod
-    def _listen(cls, value: Any) -> Any:
-        return parse_host_port(value)
+    redirect_listen: Listen | None = None  # a plain listener answering 308 to https://
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -554,14 +264,14 @@ class TlsConfig(_Model):
         return self.cert_file is not None
 
 
-class ReloadConfig(_Model):
+class ReloadConfig(FrozenModel):
     """Rules are re-read on SIGHUP; with ``watch`` also when the file's content changes."""
 
     watch: bool = False
     interval: float = Field(default=2.0, gt=0, le=3600)
 
 
-class SupervisorConfig(_Model):
+class SupervisorConfig(FrozenModel):
     """``--workers`` restarts a dead worker after ``restart_backoff`` seconds, doubling per crash in a
     row up to ``restart_backoff_max``; after ``max_restarts`` crashes in a row it gives up (exit 1).
     A worker that ran ``stable_after`` seconds starts the count afresh (see ``gateway.restarts``)."""
@@ -572,8 +282,8 @@ class SupervisorConfig(_Model):
     stable_after: float = Field(default=60.0, gt=0)
 
 
-class Config(_Model):
-    listen: HostPort = HostPort(host="0.0.0.0", port=8080)
+class Config(FrozenModel):
+    listen: Listen = HostPort(host="0.0.0.0", port=8080)
     admin: AdminConfig = AdminConfig()
     upstreams: dict[Side, UpstreamConfig]
     flags: dict[str, int] = Field(default_factory=lambda: {DEFAULT_FLAG: 0})
@@ -595,11 +305,6 @@ class Config(_Model):
     upgrades: UpgradesConfig = UpgradesConfig()
     tls: TlsConfig = TlsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen(cls, value: Any) -> Any:
-        return parse_host_port(value)
 
     @field_validator("upstreams")
     @classmethod
@@ -729,53 +434,6 @@ def _format_validation_error(exc: ValidationError, source: str, origins: Origins
     return "\n".join(lines)
 
 
-def _include_rules_file(data: dict[str, Any], base: Path, origins: Origins) -> None:
-    """Prepend the ``safety.triggers`` of ``safety.rules_file`` (relative to the config file) to the inline ones."""
-    safety = data.get("safety")
-    if not isinstance(safety, dict) or not safety.get("rules_file"):
-        return
-    rules_path = base / str(safety["rules_file"])
-    try:
-        text = rules_path.read_text(encoding="utf-8")
-        rules = yaml.safe_load(text) or {}
-    except OSError as exc:
-        raise ConfigError(f"safety.rules_file: cannot read {rules_path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"safety.rules_file: {rules_path} is not valid YAML: {exc}") from exc
-    nested = rules.get("safety") if isinstance(rules, dict) else None
-    triggers = (nested or {}).get("triggers", []) if isinstance(nested, dict) else None
-    if not isinstance(triggers, list):
-        raise ConfigError(f"safety.rules_file: {rules_path} must hold a 'safety: triggers:' list")
-    safety["triggers"] = [*triggers, *(safety.get("triggers") or [])]
-    origins.rules, origins.rules_tree, origins.rules_count = str(rules_path), compose(text), len(triggers)
-
-
-def _include_data_checks_file(data: dict[str, Any], base: Path) -> None:
-    """Prepend the checks of ``safety.data_checks.rules_file`` to the inline ones, and append its
-    ``safety.triggers`` (the file ships its triggers with the checks they read)."""
-    safety = data.get("safety")
-    checks_cfg = safety.get("data_checks") if isinstance(safety, dict) else None
-    if not isinstance(checks_cfg, dict) or not checks_cfg.get("rules_file"):
-        return
-    assert isinstance(safety, dict)
-    rules_path = base / str(checks_cfg["rules_file"])
-    key = "safety.data_checks.rules_file"
-    try:
-        rules = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {rules_path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: {rules_path} is not valid YAML: {exc}") from exc
-    nested = rules.get("safety") if isinstance(rules, dict) else None
-    file_checks = nested.get("data_checks", {}) if isinstance(nested, dict) else None
-    checks = file_checks.get("checks") if isinstance(file_checks, dict) else None
-    triggers = nested.get("triggers", []) if isinstance(nested, dict) else None
-    if not isinstance(checks, list) or not isinstance(triggers, list):
-        raise ConfigError(f"{key}: {rules_path} must hold a 'safety: data_checks: checks:' list")
-    checks_cfg["checks"] = [*checks, *(checks_cfg.get("checks") or [])]
-    safety["triggers"] = [*(safety.get("triggers") or []), *triggers]
-
-
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read the YAML file (if any), apply environment overrides, validate once."""
     env = os.environ if env is None else env
@@ -800,8 +458,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
         origins.main, origins.main_tree = str(path), compose(text)
-        _include_rules_file(data, Path(path).parent, origins)
-        _include_data_checks_file(data, Path(path).parent)
+        include_rules_file(data, Path(path).parent, origins)
+        include_data_checks_file(data, Path(path).parent)
     for var, key_path in ENV_OVERRIDES.items():
         value = env.get(var)
         if value is not None and value != "":

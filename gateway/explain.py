@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.bucketing import BUCKETS, bucket, side_of_bucket
-from gateway.config import Side
+from gateway.fields import Side
 from gateway.routing import RouteTable
 from gateway.safety.readonly import Decommission
 from gateway.splitting import Decision

@@ -23,11 +23,12 @@ from typing import Any
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.config import Config, Side
+from gateway.config import Config
 from gateway.dataplane.exchange import ClientAborted, Exchange, StaleConnection
 from gateway.dataplane.pool import PoolBusy, UpstreamConnection, UpstreamPool
 from gateway.dataplane.wire import json_body, reason_for, request_head
 from gateway.errors import BodyRejected, UpstreamError
+from gateway.fields import Side
 from gateway.headers import (
     Pairs,
     downstream_pairs,

@@ -5,6 +5,8 @@
 - ``redis+sentinel://[:password@]host1:26379,host2:26379/service_name[/db]`` (and
   ``rediss+sentinel://`` for TLS to the master): the client asks the sentinels which server is
   the master of ``service_name`` and follows it through failovers.
+
+``RedisConfig`` (the ``redis`` section) lives here, beside the URL rules it validates with.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pydantic import Field, field_validator
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-__all__ = ["REDIS_DOWN", "SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
+from gateway.fields import FrozenModel
+
+__all__ = ["REDIS_DOWN", "SENTINEL_SCHEMES", "RedisConfig", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
 
 # What "Redis is down or too slow" looks like to a caller, for every Redis-backed feature.
 REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
@@ -98,3 +103,32 @@ def redis_client(url: str, *, timeout: float, connect_timeout: float | None = No
 def text(value: bytes | str) -> str:
     """A value read from Redis (clients here never decode) as text; garbage bytes never raise."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class RedisConfig(FrozenModel):
+    """The shared flag store. No URL means the embedded, single-instance store."""
+
+    url: str | None = None
+    key_prefix: str = "cutover:"
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    socket_timeout: float = Field(default=0.5, gt=0)
+    connect_timeout: float = Field(default=0.5, gt=0)
+    # Where a rollback taken while Redis is unreachable is kept (see gateway.flags.overrides);
+    # None: $XDG_STATE_HOME/cutover, else ~/.local/state/cutover.
+    local_override_dir: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme in SENTINEL_SCHEMES:
+            parse_sentinel_url(value)  # ValueError names what is wrong
+            return value
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "expected a redis://, rediss:// (TLS), unix:// or redis+sentinel://host:26379,.../service URL"
+            )
+        return value

@@ -13,9 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from gateway.config import DEFAULT_FLAG, RouteRule, Side
+from gateway.fields import DEFAULT_FLAG, Side
+
+if TYPE_CHECKING:
+    from gateway.config import RouteRule
 
 __all__ = ["Route", "RouteTable", "match_path", "normalize_path"]
 

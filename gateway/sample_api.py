@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 import orjson
 from aiohttp import web
 
-from gateway.config import Side
+from gateway.fields import Side
 
 __all__ = ["DEMO_KEY", "DEMO_USERS", "FAULTS", "Fault", "Faults", "issue_jwt", "sample_backend", "verify_jwt"]
 

@@ -8,13 +8,16 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multidict import MultiMapping
 
 from gateway.bucketing import anonymous_id, bucket, jwt_subject, side_of_bucket
-from gateway.config import SIDES, BucketingConfig, ForceConfig, Side
+from gateway.fields import SIDES, Side
 from gateway.routing import Route
+
+if TYPE_CHECKING:
+    from gateway.config import BucketingConfig, ForceConfig
 
 __all__ = ["Decision", "Splitter", "cookie_value", "random_id"]
 

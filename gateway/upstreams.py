@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config import SIDES, Config, Side, UpstreamConfig
 from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
     UpstreamTimeout,
 )
+from gateway.fields import SIDES, Side
+
+if TYPE_CHECKING:
+    from gateway.config import Config, UpstreamConfig
 
 __all__ = ["Upstream", "Upstreams", "open_upstreams"]
 

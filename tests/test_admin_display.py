@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.display import check_view, plan_badge, trigger_groups
+from gateway.safety.display import check_view, plan_badge, trigger_groups
 
 
 def _plan(status: str, step: int = 4, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from gateway.config import RateLimitRule
+from gateway.protection.config import RateLimitRule
 from gateway.protection.bodykey import BodyFieldKey, parse_field_path
 from gateway.protection.ratelimit import RuleSet
 

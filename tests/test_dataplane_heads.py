@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.config import DEFAULT_SECURITY_HEADERS
+from gateway.protection.config import DEFAULT_SECURITY_HEADERS
 from tests.conftest import make_config
 from tests.dataplane_support import Recorded, RecordingUpstream, head_lines, read_until_close
 from tests.support import RawConnection, read_response

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.config import RateLimitRule
+from gateway.protection.config import RateLimitRule
 from gateway.protection.ratelimit import US, Check, LocalLimiter, RuleSet
 
 

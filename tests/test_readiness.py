@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.datachecks.results import CheckState
-from gateway.readiness.config import ReadinessConfig
+from gateway.safety.config import ReadinessConfig
 from gateway.readiness.evaluate import Evidence, evaluate
 from tests.conftest import make_config
 from tests.pg_support import PostgresServer

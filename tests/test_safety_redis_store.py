@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import RedisConfig
+from gateway.redis_client import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.safety.events import Event
 from gateway.safety.redis_store import RedisSafetyStore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import SecurityHeadersConfig
+from gateway.protection.config import SecurityHeadersConfig
 from gateway.protection.secheaders import HeaderEdits, SecurityHeaders, is_html
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"

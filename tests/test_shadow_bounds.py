@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.config import Config, RedisConfig
+from gateway.config import Config
+from gateway.redis_client import RedisConfig
 from gateway.observability import Metrics
 from gateway.shadow.compare import ABSENT, Answer, Rules, compare
 from gateway.shadow.encoding import decode

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from gateway.keys import STATE
 from gateway.responses import json_error
-from gateway.state import STATE
 
 __all__ = ["admin_middleware", "needs_token"]
 

@@ -19,9 +19,10 @@ from aiohttp import web
 
 from gateway.admin.input import query_limit
 from gateway.errors import StoreUnavailable
+from gateway.keys import STATE
 from gateway.responses import json_error, json_response
 from gateway.shadow.stats import report_row
-from gateway.state import STATE, GatewayState
+from gateway.state import GatewayState
 
 __all__ = ["parity_routes"]
 

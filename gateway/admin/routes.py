@@ -28,14 +28,15 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
-from gateway.config import Side
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
+from gateway.fields import Side
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
+from gateway.keys import STATE
 from gateway.responses import json_error, json_response
 from gateway.safety.control import OPERATION_RE, FlagControl
-from gateway.state import STATE, GatewayState
+from gateway.state import GatewayState
 
 __all__ = ["admin_routes"]
 

@@ -13,14 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin.display import check_view, plan_badge, trigger_groups
 from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
-from gateway.config import SIDES
+from gateway.fields import SIDES
+from gateway.keys import STATE
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_response
+from gateway.safety.display import check_view, plan_badge, trigger_groups
 from gateway.safety.windows import WindowStats
-from gateway.state import STATE, GatewayState
+from gateway.state import GatewayState
 
 __all__ = ["status_routes"]
 

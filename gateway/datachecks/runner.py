@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -27,10 +27,7 @@ from gateway.datachecks.results import CheckState, Outcome, advance, decode, enc
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
 
-if TYPE_CHECKING:
-    from gateway.safety.store import SafetyStore
-
-__all__ = ["DataChecks", "QueryFailed", "Unreachable", "fetch_number", "redact", "run_check"]
+__all__ = ["DataChecks", "DocumentStore", "QueryFailed", "Unreachable", "fetch_number", "redact", "run_check"]
 
 log = structlog.get_logger("gateway.datachecks")
 LEASE = "datachecks"
@@ -155,13 +152,24 @@ async def run_check(check: DataCheck, env: Mapping[str, str], config: DataChecks
     return Outcome("ok" if ok else "failing", value, detail, time.monotonic() - start)
 
 
+class DocumentStore(Protocol):
+    """The part of the shared store the checks use (``gateway.safety.store.SafetyStore`` has it):
+    a lease so one instance runs the checks, and the results document every instance reads."""
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool: ...
+
+    async def put_document(self, name: str, value: bytes, ttl: float) -> None: ...
+
+    async def document(self, name: str) -> bytes | None: ...
+
+
 class DataChecks:
     """The data checks of one gateway: ``run`` (under the lease) and ``refresh`` (every instance)."""
 
     def __init__(
         self,
         config: DataChecksConfig,
-        store: SafetyStore,
+        store: DocumentStore,
         metrics: Metrics,
         instance: str,
         clock: Callable[[], float] = time.time,

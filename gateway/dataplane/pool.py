@@ -20,8 +20,9 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
-from gateway.config import Side, UpstreamConfig
+from gateway.config import UpstreamConfig
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
+from gateway.fields import Side
 
 if TYPE_CHECKING:
     from gateway.dataplane.exchange import ResponseReader

@@ -30,14 +30,13 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from gateway.config import RedisConfig
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.memory import held_error
 from gateway.flags.overrides import LocalOverride, LocalOverrides, override_path
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
-from gateway.redis_client import REDIS_DOWN, redis_client, text
+from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client, text
 from gateway.tasks import Background
 
 __all__ = ["RedisFlagStore"]

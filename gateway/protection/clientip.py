@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from multidict import MultiMapping
 
-from gateway.config import IPNetwork
+from gateway.fields import IPNetwork
 
 __all__ = ["ClientAddress", "TrustedProxies"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, MultiMapping
 
-from gateway.config import CorsConfig
+from gateway.protection.config import CorsConfig
 
 __all__ = ["Cors"]
 

@@ -7,13 +7,16 @@ for it: its per-request cost is zero, not a branch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gateway.config import Config
 from gateway.observability import Metrics
 from gateway.protection.clientip import TrustedProxies
 from gateway.protection.cors import Cors
 from gateway.protection.ratelimit import Limiter, LocalLimiter, RuleSet
 from gateway.protection.secheaders import SecurityHeaders
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["Protection", "build_limiter", "build_protection"]
 

@@ -22,8 +22,8 @@ from typing import NamedTuple, Protocol
 from multidict import MultiMapping
 
 from gateway.bucketing import jwt_subject
-from gateway.config import RateLimitRule
 from gateway.protection.bodykey import BodyFieldKey, BodyPrefix
+from gateway.protection.config import RateLimitRule
 from gateway.routing import match_path
 
 __all__ = [

@@ -24,10 +24,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from gateway.config import RateLimitConfig, RedisConfig
 from gateway.observability import Metrics
+from gateway.protection.config import RateLimitConfig
 from gateway.protection.ratelimit import Check, CheckResult, LocalLimiter, Verdict
-from gateway.redis_client import REDIS_DOWN, redis_client
+from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client
 from gateway.tasks import Background
 
 __all__ = ["RedisLimiter"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from gateway.config import SecurityHeadersConfig
+from gateway.protection.config import SecurityHeadersConfig
 from gateway.routing import match_path
 
 __all__ = ["HTML_TYPES", "HeaderEdits", "HeaderPolicy", "SecurityHeaders", "is_html"]

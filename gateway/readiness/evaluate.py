@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from gateway.datachecks.results import CheckState
-from gateway.readiness.config import ReadinessConfig
+from gateway.safety.config import ReadinessConfig
 
 __all__ = ["Criterion", "Evidence", "Readiness", "evaluate", "next_step"]
 

@@ -86,7 +86,7 @@ def run_events(args: argparse.Namespace, call: AdminCall, error: type[Exception]
 
 
 def _print_verdicts(verdicts: list[dict[str, Any]], indent: str = "", percent: int | None = None) -> None:
-    from gateway.admin.display import verdict_label
+    from gateway.safety.display import verdict_label
 
     for v in verdicts:
         mode = " [dry-run]" if v["dryRun"] else ""

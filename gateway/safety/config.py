@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.datachecks.config import DataChecksConfig
-from gateway.readiness.config import ReadinessConfig
 
 __all__ = [
     "ConsecutiveFailuresTrigger",
@@ -24,6 +23,7 @@ __all__ = [
     "MismatchRateTrigger",
     "PlanDefaults",
     "ReadOnlyConfig",
+    "ReadinessConfig",
     "SafetyConfig",
     "SyntheticCheck",
     "SyntheticTrigger",
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+HOUR = 3600.0
 
 
 class _Model(BaseModel):
@@ -218,6 +219,27 @@ class ReadOnlyConfig(_Model):
 
     mode: Literal["reject", "candidate"] = "reject"
     retry_after: int = Field(default=300, ge=0)
+
+
+# The readiness report's thresholds (``safety.readiness``) live with the section that holds them:
+# gateway.readiness reads the safety stores, so its own package sits above this one.
+class ReadinessConfig(_Model):
+    """Success criteria of the decommission plan: "100% feature parity validated", error rate
+    < 0.1%, API response time improved by > 30%, 48 hours at 100% before legacy goes read-only."""
+
+    # Evidence window for parity, error rate, latency and data checks (the safety store keeps it).
+    window: float = Field(default=HOUR, gt=0, le=7 * 24 * HOUR, description="seconds")
+    parity: float = Field(default=0.999, gt=0, le=1, description="least fraction of compared requests that match")
+    min_comparisons: int = Field(default=1000, ge=1, description="compared requests needed to judge parity")
+    error_rate: float = Field(default=0.001, gt=0, le=1, description="candidate error rate must be below this")
+    min_requests: int = Field(default=1000, ge=1, description="candidate requests needed to judge errors, latency")
+    p95_improvement: float = Field(default=0.30, ge=-10, lt=1, description="candidate p95 at most (1 - x) x legacy")
+    # Time at the current percentage without a rollback before it may be raised.
+    step_soak: float = Field(default=HOUR, ge=0, description="seconds")
+    # Time at 100% without a rollback before legacy may go read-only (the team's 48 hours).
+    full_soak: float = Field(default=48 * HOUR, ge=0, description="seconds")
+    # Time legacy has been read-only (at 100%, nothing rolled back) before it may be decommissioned.
+    read_only_soak: float = Field(default=48 * HOUR, ge=0, description="seconds")
 
 
 class SafetyConfig(_Model):

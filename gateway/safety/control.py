@@ -18,41 +18,58 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from gateway.errors import StoreUnavailable
 from gateway.flags.overrides import LocalOverride
-from gateway.flags.store import FlagChange
-from gateway.safety.events import Event
+from gateway.flags.store import FlagChange, FlagStore
+from gateway.safety.events import Event, Notifier
+from gateway.safety.store import SafetyStore
 
-if TYPE_CHECKING:
-    from gateway.safety.guard import Safety
-
-__all__ = ["FlagControl", "OPERATION_RE"]
+__all__ = ["OPERATION_RE", "ControlHost", "FlagControl"]
 
 log = structlog.get_logger("gateway.safety")
 OPERATION_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 OPERATION_TTL = 86400.0  # seconds an operation id is remembered (and the Redis write-back's marker)
 
 
+class ControlHost(Protocol):
+    """What a flag change checks and records through (``gateway.safety.guard.Safety``)."""
+
+    @property
+    def flags(self) -> FlagStore: ...
+
+    @property
+    def store(self) -> SafetyStore: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    async def check_percent(self, flag: str, percent: int) -> None: ...
+
+    async def check_drained(self, percent: int) -> None: ...
+
+    def store_down(self, exc: StoreUnavailable) -> None: ...
+
+
 class FlagControl:
-    def __init__(self, safety: Safety, clock: Callable[[], float] = time.time) -> None:
-        self.s = safety
+    def __init__(self, host: ControlHost, clock: Callable[[], float] = time.time) -> None:
+        self.host = host
         self.clock = clock
 
     async def set_percent(
         self, flag: str, percent: int, *, actor: str, reason: str, operation: str | None = None
     ) -> FlagChange:
         """Set one flag; a lowering falls back to a local override while the store is down."""
-        flags = self.s.flags
+        flags = self.host.flags
         flags.cache.check(flag)
         before = flags.snapshot().get(flag, 0)
         if percent > before:
-            await self.s.check_percent(flag, percent)  # a clear early answer; the store re-checks holds in the write
+            await self.host.check_percent(flag, percent)  # a clear early answer; the store re-checks holds in the write
         else:
-            await self.s.check_drained(percent)  # no I/O: lowering must work with the store down
+            await self.host.check_drained(percent)  # no I/O: lowering must work with the store down
         event = self._rollback_event(flag, before, actor, reason) if percent == 0 and before > 0 else None
         try:
             change = await flags.set_percent(flag, percent, actor=actor, reason=reason)
@@ -66,7 +83,7 @@ class FlagControl:
 
     async def rollback(self, *, actor: str, reason: str, operation: str | None = None) -> list[FlagChange]:
         """Every flag to 0: one atomic write, or local overrides while the store is down."""
-        flags = self.s.flags
+        flags = self.host.flags
         before = dict(flags.snapshot())
         local = False
         try:
@@ -92,7 +109,7 @@ class FlagControl:
     async def rollback_locally(self, flag: str, event: Event) -> FlagChange:
         """An automatic rollback decided on this instance's own window while the store is down:
         the override carries the event and a hold, both written with it when the store is back."""
-        before = self.s.flags.snapshot().get(flag, 0)
+        before = self.host.flags.snapshot().get(flag, 0)
         event = replace(event, flag=flag, percent_before=before)
         override = LocalOverride(
             flag=flag,
@@ -104,8 +121,8 @@ class FlagControl:
             event=event.dumps().decode(),
             hold=True,
         )
-        change = await self.s.flags.override(override)
-        self.s.notifier.publish(event)
+        change = await self.host.flags.override(override)
+        self.host.notifier.publish(event)
         return change
 
     def _rollback_event(self, flag: str, before: int | None, actor: str, reason: str) -> Event:
@@ -139,11 +156,11 @@ class FlagControl:
         if not local:
             try:
                 if operation is None:
-                    stamped = await self.s.store.append(event)
+                    stamped = await self.host.store.append(event)
                 else:
-                    stamped = await self.s.store.record_once(f"op:{operation}:{event.flag}", OPERATION_TTL, event)
+                    stamped = await self.host.store.record_once(f"op:{operation}:{event.flag}", OPERATION_TTL, event)
             except StoreUnavailable as exc:  # the flag store answered, the event log did not
-                self.s._store_down(exc)
+                self.host.store_down(exc)
                 log.error("safety_event_not_recorded", kind=event.kind, flag=event.flag, error=str(exc))
         if stamped is not None:  # None: another instance recorded this command's event already
-            self.s.notifier.publish(stamped)
+            self.host.notifier.publish(stamped)

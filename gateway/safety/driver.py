@@ -7,57 +7,90 @@ trigger evaluation, so a step never advances on verdicts older than one evaluati
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from gateway.errors import SafetyRefused, StoreUnavailable
+from gateway.flags.store import FlagStore
+from gateway.safety.config import PlanDefaults
+from gateway.safety.events import Notifier
 from gateway.safety.plans import ACTIVE, Plan, blockers, plan_event, validate_steps
+from gateway.safety.store import SafetyStore
+from gateway.safety.triggers import Verdict
 from gateway.safety.windows import WindowStats
 
-if TYPE_CHECKING:
-    from gateway.safety.guard import Safety
-
-__all__ = ["PlanDriver"]
+__all__ = ["PlanDriver", "PlanHost"]
 
 log = structlog.get_logger("gateway.safety")
 
 
+class PlanHost(Protocol):
+    """What the driver reads and calls on the safety net (``gateway.safety.guard.Safety``).
+
+    Read through the host at each use, so a plan step sees the verdicts of the latest evaluation.
+    """
+
+    @property
+    def store(self) -> SafetyStore: ...
+
+    @property
+    def flags(self) -> FlagStore: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    @property
+    def instance(self) -> str: ...
+
+    @property
+    def verdicts(self) -> Mapping[str, Sequence[Verdict]]: ...
+
+    def clock(self) -> float: ...
+
+    async def check_percent(self, flag: str, percent: int) -> None: ...
+
+    def window_range(self, seconds: float, since: float) -> tuple[int, int]: ...
+
+    def store_down(self, exc: StoreUnavailable) -> None: ...
+
+
 class PlanDriver:
-    def __init__(self, safety: Safety) -> None:
-        self.s = safety
-        self.defaults = safety.config.plans
+    def __init__(self, host: PlanHost, defaults: PlanDefaults) -> None:
+        self.host = host
+        self.defaults = defaults
         self.driving: dict[str, Plan] = {}  # running plans seen at the last drive (leases to release)
 
     async def _all(self) -> dict[str, Plan]:
-        return {flag: Plan.loads(raw) for flag, raw in (await self.s.store.plans()).items()}
+        return {flag: Plan.loads(raw) for flag, raw in (await self.host.store.plans()).items()}
 
     async def _write(self, old: Plan | None, new: Plan) -> None:
-        if not await self.s.store.put_plan(new.flag, new.dumps(), None if old is None else old.dumps()):
+        if not await self.host.store.put_plan(new.flag, new.dumps(), None if old is None else old.dumps()):
             raise SafetyRefused("plan_conflict", f"the plan for {new.flag!r} changed meanwhile; look at it and retry")
 
     async def start(self, flag: str, steps: Any, soak: float | None, min_requests: int | None, actor: str) -> Plan:
-        if flag not in self.s.flags.snapshot():
+        if flag not in self.host.flags.snapshot():
             raise SafetyRefused("unknown_flag", f"unknown flag {flag!r}", status=404)
         defaults = self.defaults
         old = (await self._all()).get(flag)
         if old is not None and old.status in ACTIVE:
             raise SafetyRefused("plan_active", f"flag {flag!r} already has a {old.status} plan: abort it first")
-        before = self.s.flags.snapshot()[flag]
+        before = self.host.flags.snapshot()[flag]
         plan = Plan(
             flag=flag,
             steps=validate_steps(steps if steps is not None else defaults.steps, before),
             soak=defaults.soak if soak is None else float(soak),
             min_requests=defaults.min_requests if min_requests is None else int(min_requests),
-            step_started=self.s.clock(),
+            step_started=self.host.clock(),
             actor=actor,
         )
         # validate_steps refused steps at or below ``before`` (409 plan_below_current): a plan only moves forward.
-        await self.s.check_percent(flag, plan.percent)
+        await self.host.check_percent(flag, plan.percent)
         await self._write(old, plan)
         try:
-            await self.s.flags.set_percent(
+            await self.host.flags.set_percent(
                 flag, plan.percent, actor=actor, reason=f"rollout plan step 1/{len(plan.steps)}"
             )
         except SafetyRefused as exc:  # a rollback landed after the check: the store refused the raise
@@ -70,7 +103,7 @@ class PlanDriver:
         plan = (await self._all()).get(flag)
         if plan is None:
             raise SafetyRefused("no_plan", f"flag {flag!r} has no rollout plan", status=404)
-        now = self.s.clock()
+        now = self.host.clock()
         if plan.status not in ACTIVE:
             raise SafetyRefused("plan_finished", f"the plan for {flag!r} is {plan.status}")
         if action == "pause":
@@ -80,17 +113,17 @@ class PlanDriver:
         elif action == "resume":
             if plan.status == "running":
                 return plan
-            await self.s.check_percent(flag, plan.percent)
+            await self.host.check_percent(flag, plan.percent)
             new = plan.resume(now)
-            if await self.s.store.flag_value(flag) != plan.percent:  # the store's, not our lagging copy
-                await self.s.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
+            if await self.host.store.flag_value(flag) != plan.percent:  # the store's, not our lagging copy
+                await self.host.flags.set_percent(flag, plan.percent, actor=actor, reason="rollout plan resumed")
         elif action == "abort":
             new = replace(plan, status="aborted", note=f"aborted by {actor}")
         elif action == "skip":
             new = plan.advance(now)
             if new.status != "completed":
-                await self.s.check_percent(flag, new.percent)
-                await self.s.flags.set_percent(
+                await self.host.check_percent(flag, new.percent)
+                await self.host.flags.set_percent(
                     flag, new.percent, actor=actor, reason=f"rollout plan step skipped by {actor}"
                 )
         else:
@@ -103,42 +136,42 @@ class PlanDriver:
         return new
 
     async def _event(self, kind: Any, plan: Plan, actor: str, reason: str, before: int | None) -> None:
-        event = plan_event(kind, plan, actor, reason, self.s.clock(), before)
+        event = plan_event(kind, plan, actor, reason, self.host.clock(), before)
         try:
-            self.s.notifier.publish(await self.s.store.append(event))
+            self.host.notifier.publish(await self.host.store.append(event))
         except StoreUnavailable as exc:
-            self.s._store_down(exc)
+            self.host.store_down(exc)
 
     async def drive(self) -> None:
         plans = await self._all()
         self.driving = {f: p for f, p in plans.items() if p.status == "running"}
         if not self.driving:
             return
-        holds, _ = await self.s.store.holds_and_epochs()
+        holds, _ = await self.host.store.holds_and_epochs()
         for flag, plan in self.driving.items():
-            if await self.s.store.lease(f"plan:{flag}", self.s.instance, self.defaults.lease_ttl):
+            if await self.host.store.lease(f"plan:{flag}", self.host.instance, self.defaults.lease_ttl):
                 try:
                     await self._drive(plan, holds)
                 except SafetyRefused as exc:  # an operator changed the plan meanwhile: re-read next time
                     log.info("plan_drive_skipped", flag=flag, reason=str(exc))
 
     async def _drive(self, plan: Plan, holds: dict[str, str]) -> None:
-        now = self.s.clock()
+        now = self.host.clock()
         flag = plan.flag
-        current = await self.s.store.flag_value(flag)  # the store's value: our cached copy may lag a step
+        current = await self.host.store.flag_value(flag)  # the store's value: our cached copy may lag a step
         if flag in holds:
             new = replace(plan, status="rolled_back", note=f"automatic rollback (event {holds[flag]})")
             await self._write(plan, new)
-            await self._event("plan_rolled_back", new, f"gateway {self.s.instance}", new.note, plan.percent)
+            await self._event("plan_rolled_back", new, f"gateway {self.host.instance}", new.note, plan.percent)
             return
         if current != plan.percent:
             new = plan.pause(now, f"flag changed outside the plan: {current}% instead of {plan.percent}%")
             await self._write(plan, new)
-            await self._event("plan_paused", new, f"gateway {self.s.instance}", new.note, plan.percent)
+            await self._event("plan_paused", new, f"gateway {self.host.instance}", new.note, plan.percent)
             return
         if plan.in_step(now) < plan.soak:
             return
-        if blockers(plan, [v.to_json() for v in self.s.verdicts.get(flag, [])], await self.soak_requests(plan)):
+        if blockers(plan, [v.to_json() for v in self.host.verdicts.get(flag, [])], await self.soak_requests(plan)):
             return
         new = plan.advance(now)
         if new.status == "completed":
@@ -146,16 +179,16 @@ class PlanDriver:
             await self._event(
                 "plan_completed",
                 new,
-                f"gateway {self.s.instance}",
+                f"gateway {self.host.instance}",
                 f"held {plan.percent}% for {plan.soak:g}s",
                 plan.percent,
             )
             return
-        raised = await self.s.store.raise_flag(
+        raised = await self.host.store.raise_flag(
             flag,
             plan.percent,
             new.percent,
-            actor=f"gateway {self.s.instance}",
+            actor=f"gateway {self.host.instance}",
             reason=f"rollout plan step {new.index + 1}/{len(new.steps)}",
         )
         if not raised:
@@ -164,7 +197,7 @@ class PlanDriver:
         await self._event(
             "plan_advanced",
             new,
-            f"gateway {self.s.instance}",
+            f"gateway {self.host.instance}",
             f"{plan.percent}% -> {new.percent}% after a healthy soak",
             plan.percent,
         )
@@ -172,8 +205,8 @@ class PlanDriver:
 
     async def soak_requests(self, plan: Plan) -> int | None:
         try:
-            sums, _ = await self.s.store.read(
-                plan.flag, [self.s.window_range(plan.in_step(self.s.clock()) + 1, plan.step_started)]
+            sums, _ = await self.host.store.read(
+                plan.flag, [self.host.window_range(plan.in_step(self.host.clock()) + 1, plan.step_started)]
             )
         except StoreUnavailable:
             return None
@@ -183,8 +216,8 @@ class PlanDriver:
         plan = (await self._all()).get(flag)
         if plan is None:
             return None
-        now = self.s.clock()
-        verdicts = [v.to_json() for v in self.s.verdicts.get(flag, [])]
+        now = self.host.clock()
+        verdicts = [v.to_json() for v in self.host.verdicts.get(flag, [])]
         requests = await self.soak_requests(plan)
         in_step = plan.in_step(now)
         waiting = blockers(plan, verdicts, requests) if plan.status == "running" else []
@@ -194,7 +227,7 @@ class PlanDriver:
             "steps": list(plan.steps),
             "step": plan.index + 1,
             "percent": plan.percent,
-            "currentPercent": self.s.flags.snapshot().get(flag),
+            "currentPercent": self.host.flags.snapshot().get(flag),
             "soakSeconds": plan.soak,
             "minRequests": plan.min_requests,
             "timeInStepSeconds": round(in_step, 1),

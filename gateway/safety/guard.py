@@ -21,11 +21,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.config import Config
 from gateway.datachecks.runner import DataChecks
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
@@ -40,6 +39,9 @@ from gateway.safety.store import SafetyStore
 from gateway.safety.triggers import Verdict, evaluate, is_window_trigger
 from gateway.safety.windows import Recorder, WindowStats
 from gateway.tasks import Background
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["Safety"]
 
@@ -80,7 +82,7 @@ class Safety:
         self._http = Background()  # probes and webhook: plain HTTP, cancelled at once on close
         self._stopping = asyncio.Event()
         self.datachecks = DataChecks(self.config.data_checks, store, metrics, self.instance, clock)
-        self.plans = PlanDriver(self)
+        self.plans = PlanDriver(self, self.config.plans)
         self.control = FlagControl(self, clock)
         self._dry_logged: set[tuple[str, str]] = set()  # dry runs that fired during this store outage
         self.sources: frozenset[str] = frozenset()
@@ -129,11 +131,12 @@ class Safety:
             try:
                 await step()
             except StoreUnavailable as exc:
-                self._store_down(exc)
+                self.store_down(exc)
             except Exception:  # a bug must not stop the safety net for good: log, try again next time
                 log.exception("safety_loop_error", step=getattr(step, "__name__", "?"))
 
-    def _store_down(self, exc: StoreUnavailable) -> None:
+    def store_down(self, exc: StoreUnavailable) -> None:
+        """The safety store failed (here, in the plan driver or in flag control): say so once, count it."""
         if self.store_error != str(exc):
             log.error("safety_store_unavailable", error=str(exc), effect="trigger decisions and plans paused")
         self.store_error = str(exc)
@@ -180,7 +183,7 @@ class Safety:
         try:
             holds, epochs = await self.store.holds_and_epochs()
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.store_down(exc)
             return await self._evaluate_locally()
         self._store_up()
         await self.datachecks.refresh()
@@ -224,7 +227,7 @@ class Safety:
             stats = [WindowStats(by_range[r]) for r in ranges]
             self._store_up()
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.store_down(exc)
             streak = -1
         by_name = dict(zip((t.name for t in window_triggers), stats, strict=True))
         result = []
@@ -341,7 +344,7 @@ class Safety:
         try:
             events = await self.store.rollback(flags, self._event(verdict, "rollback"))
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.store_down(exc)
             return []
         for event in events:
             self.notifier.publish(event)
@@ -355,7 +358,7 @@ class Safety:
         try:
             recorded = await self.store.record_once(f"{verdict.trigger}:{verdict.flag}", ttl, event)
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.store_down(exc)
             return []
         if recorded is None:
             return []
@@ -411,7 +414,7 @@ class Safety:
         try:
             stamped = await self.store.append(event)
         except StoreUnavailable as exc:
-            self._store_down(exc)
+            self.store_down(exc)
             stamped = event
         self.notifier.publish(stamped)
         return stamped

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 import structlog
 from yarl import URL
 
-from gateway.config import UpstreamConfig
 from gateway.observability import Metrics
 from gateway.safety.config import HealthCheckTrigger, SyntheticCheck, SyntheticTrigger
 from gateway.safety.triggers import ProbeState
+
+if TYPE_CHECKING:
+    from gateway.config import UpstreamConfig
 
 __all__ = ["Prober", "json_field"]
 

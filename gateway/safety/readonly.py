@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from gateway.config import Config, Side
+from gateway.fields import Side
 from gateway.safety.config import WRITE_METHODS, ReadOnlyConfig
 from gateway.splitting import Decision
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["READ_ONLY_MESSAGE", "Decommission"]
 

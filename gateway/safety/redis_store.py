@@ -32,11 +32,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.config import RedisConfig
 from gateway.errors import StoreUnavailable
 from gateway.flags.memory import held_error
 from gateway.flags.values import parse_stored_percent
-from gateway.redis_client import REDIS_DOWN, redis_client, text
+from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client, text
 from gateway.safety.events import Event
 from gateway.safety.statefile import OperatorState
 from gateway.safety.windows import Batch, Counts

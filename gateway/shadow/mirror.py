@@ -23,14 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from gateway.config import Config, Side
 from gateway.errors import StoreUnavailable, UpstreamError
+from gateway.fields import Side
 from gateway.observability import Metrics
 from gateway.routing import Route
 from gateway.shadow.compare import Answer
@@ -46,6 +46,9 @@ from gateway.shadow.store import ParityStore
 from gateway.shadow.tap import Tap
 from gateway.tasks import Background
 from gateway.upstreams import Upstreams
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["SHADOW_HEADER", "Shadow"]
 

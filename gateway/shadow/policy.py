@@ -8,13 +8,16 @@ so an unmirrored route costs the request path one dict lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gateway.config import Config
 from gateway.routing import DEFAULT_ROUTE, Route
 from gateway.shadow.compare import Rules
 from gateway.shadow.normalize import build
 from gateway.shadow.paths import PatternSet, parse
 from gateway.shadow.settings import ShadowRule
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 __all__ = ["Policy", "policies"]
 

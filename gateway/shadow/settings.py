@@ -17,11 +17,10 @@ A route rule (or a flag, for every route on it without a rule of its own) may ca
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from gateway.methods import HTTP_METHODS
+from gateway.fields import FrozenModel, Methods
 from gateway.shadow.normalize import NormalizerName
 from gateway.shadow.paths import parse
 
@@ -30,15 +29,11 @@ __all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ShadowRule(_Model):
+class ShadowRule(FrozenModel):
     """How one route (or flag) is mirrored and compared."""
 
     percent: float = Field(ge=0, le=100)
-    methods: frozenset[str] = SAFE_METHODS
+    methods: Methods = SAFE_METHODS
     allow_writes: bool = False
     headers: tuple[str, ...] = ("Content-Type",)
     ignore: tuple[str, ...] = ()
@@ -46,21 +41,6 @@ class ShadowRule(_Model):
     tolerance: float = Field(default=0.0, ge=0)
     normalize: tuple[NormalizerName, ...] = ()
     learn_noise: bool = False
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _methods(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, (list, tuple, set, frozenset)):
-            methods = frozenset(str(m).upper() for m in value)
-            unknown = sorted(methods - HTTP_METHODS)
-            if unknown:
-                raise ValueError(f"unknown HTTP method(s) {unknown}; expected some of {sorted(HTTP_METHODS)}")
-            if not methods:
-                raise ValueError("expected at least one method")
-            return methods
-        return value
 
     @field_validator("ignore", "unordered")
     @classmethod
@@ -83,7 +63,7 @@ class ShadowRule(_Model):
         return self
 
 
-class ShadowConfig(_Model):
+class ShadowConfig(FrozenModel):
     """Process-wide shadowing limits and where per-flag rules live."""
 
     queue_size: int = Field(default=1000, ge=1, le=1_000_000)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.config import SIDES, Side
+from gateway.fields import SIDES, Side
 
 __all__ = [
     "FIELDS_KEPT",

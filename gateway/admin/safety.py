@@ -22,11 +22,11 @@ from aiohttp import web
 
 from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
 from gateway.errors import SafetyRefused, StoreUnavailable
+from gateway.keys import STATE
 from gateway.responses import json_error, json_response
 from gateway.safety.guard import Safety
 from gateway.safety.restore import export_state, import_state
 from gateway.safety.statefile import InvalidState
-from gateway.state import STATE
 
 __all__ = ["safety_routes"]
 

@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import StoreUnavailable
+from gateway.keys import STATE
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_error, json_response
-from gateway.state import STATE, GatewayState
+from gateway.state import GatewayState
 
 __all__ = ["build_readiness", "signoff_routes"]
 
