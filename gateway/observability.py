@@ -26,12 +26,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway import latency
 from gateway.methods import HTTP_METHODS
 from gateway.methods import OTHER as OTHER_METHOD
 
 __all__ = ["AccessLog", "Metrics", "LogWriter", "configure_logging", "status_class"]
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -56,7 +56,7 @@ class Metrics:
             "gateway_request_duration_seconds",
             "Time from request received to response fully sent, by upstream and route.",
             ["upstream", "route"],
-            buckets=LATENCY_BUCKETS,
+            buckets=latency.EDGES,  # as the status page, triggers and parity report
             registry=registry,
         )
         self.upstream_errors = Counter(
@@ -177,7 +177,7 @@ class Metrics:
             "gateway_shadow_answer_duration_seconds",
             "Each side's time to a full answer for the same shadowed request, by route, side and role.",
             ["route", "side", "role"],
-            buckets=LATENCY_BUCKETS,
+            buckets=latency.EDGES,
             registry=registry,
         )
         self.shadow_over_cap = Counter(
