@@ -20,10 +20,23 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-__all__ = ["REDIS_DOWN", "SENTINEL_SCHEMES", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
+from gateway.backoff import Backoff
+
+__all__ = [
+    "REDIS_DOWN",
+    "RECONNECT",
+    "SENTINEL_SCHEMES",
+    "SentinelURL",
+    "parse_sentinel_url",
+    "redis_client",
+    "text",
+]
 
 # What "Redis is down or too slow" looks like to a caller, for every Redis-backed feature.
 REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+# How a background loop (the flag watcher, the rate limiter's probe) retries a Redis that is down.
+RECONNECT = Backoff(base=0.05, cap=1.0)
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
