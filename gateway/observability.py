@@ -27,8 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import latency
-from gateway.methods import HTTP_METHODS
-from gateway.methods import OTHER as OTHER_METHOD
+from gateway.methods import method_label
 
 __all__ = ["AccessLog", "Metrics", "LogWriter", "configure_logging", "status_class"]
 
@@ -269,7 +268,7 @@ class Metrics:
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:
         # Keyed by the label, not the raw method: a client inventing methods must not grow this.
-        key = (upstream, route, method if method in HTTP_METHODS else OTHER_METHOD, status // 100)
+        key = (upstream, route, method_label(method), status // 100)
         children = self._children.get(key)
         if children is None:
             children = (

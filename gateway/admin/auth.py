@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from gateway.methods import SAFE_METHODS
 from gateway.responses import json_error
 from gateway.state import STATE
 
 __all__ = ["admin_middleware", "needs_token"]
 
 log = structlog.get_logger("gateway.admin")
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SENSITIVE_READS = ("/api/v1/parity/diffs", "/api/v1/parity/noise")
 OPEN_READS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/ui", "/openapi.json"})
 

@@ -31,8 +31,6 @@ __all__ = [
     "WebhookConfig",
 ]
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

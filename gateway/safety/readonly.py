@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from gateway.config import Config, Side
-from gateway.safety.config import WRITE_METHODS, ReadOnlyConfig
+from gateway.methods import WRITE_METHODS
+from gateway.safety.config import ReadOnlyConfig
 from gateway.splitting import Decision
 
 __all__ = ["READ_ONLY_MESSAGE", "Decommission"]

@@ -21,13 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.methods import HTTP_METHODS
+from gateway.methods import HTTP_METHODS, SAFE_METHODS
 from gateway.shadow.normalize import NormalizerName
 from gateway.shadow.paths import parse
 
-__all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+__all__ = ["ShadowConfig", "ShadowRule"]
 
 
 class _Model(BaseModel):
