@@ -3,15 +3,20 @@
 Route, rate-limit and shadow rules accept exactly these; ``gateway_requests_total`` labels them
 as they are and every other method (any token a client may send) as ``OTHER``, so a client
 inventing methods cannot create label values (issue #11). CONNECT is not in the list: the
-gateway never tunnels.
+gateway never tunnels. The admin API's reads, shadowing's default and noise learning use
+``SAFE_METHODS``; the legacy read-only switch refuses ``WRITE_METHODS``.
 """
 
 from __future__ import annotations
 
-__all__ = ["HTTP_METHODS", "OTHER", "method_label"]
+__all__ = ["HTTP_METHODS", "OTHER", "SAFE_METHODS", "WRITE_METHODS", "method_label"]
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 OTHER = "OTHER"
+# Reads: they change nothing on the server. TRACE, safe in RFC 9110 too, is not one here: it
+# echoes the request (credentials included), so it is neither mirrored nor allowed without a token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def method_label(method: str) -> str:

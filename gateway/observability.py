@@ -26,12 +26,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.methods import HTTP_METHODS
-from gateway.methods import OTHER as OTHER_METHOD
+from gateway import latency
+from gateway.methods import method_label
 
 __all__ = ["AccessLog", "Metrics", "LogWriter", "configure_logging", "status_class"]
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -56,7 +55,7 @@ class Metrics:
             "gateway_request_duration_seconds",
             "Time from request received to response fully sent, by upstream and route.",
             ["upstream", "route"],
-            buckets=LATENCY_BUCKETS,
+            buckets=latency.EDGES,  # as the status page, triggers and parity report
             registry=registry,
         )
         self.upstream_errors = Counter(
@@ -177,7 +176,7 @@ class Metrics:
             "gateway_shadow_answer_duration_seconds",
             "Each side's time to a full answer for the same shadowed request, by route, side and role.",
             ["route", "side", "role"],
-            buckets=LATENCY_BUCKETS,
+            buckets=latency.EDGES,
             registry=registry,
         )
         self.shadow_over_cap = Counter(
@@ -269,7 +268,7 @@ class Metrics:
 
     def observe_request(self, upstream: str, route: str, method: str, status: int, seconds: float) -> None:
         # Keyed by the label, not the raw method: a client inventing methods must not grow this.
-        key = (upstream, route, method if method in HTTP_METHODS else OTHER_METHOD, status // 100)
+        key = (upstream, route, method_label(method), status // 100)
         children = self._children.get(key)
         if children is None:
             children = (

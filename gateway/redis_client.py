@@ -23,12 +23,25 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from gateway.backoff import Backoff
 from gateway.fields import FrozenModel
 
-__all__ = ["REDIS_DOWN", "SENTINEL_SCHEMES", "RedisConfig", "SentinelURL", "parse_sentinel_url", "redis_client", "text"]
+__all__ = [
+    "REDIS_DOWN",
+    "RECONNECT",
+    "SENTINEL_SCHEMES",
+    "RedisConfig",
+    "SentinelURL",
+    "parse_sentinel_url",
+    "redis_client",
+    "text",
+]
 
 # What "Redis is down or too slow" looks like to a caller, for every Redis-backed feature.
 REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+# How a background loop (the flag watcher, the rate limiter's probe) retries a Redis that is down.
+RECONNECT = Backoff(base=0.05, cap=1.0)
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379

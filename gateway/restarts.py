@@ -2,7 +2,8 @@
 
 A worker that crashes at start (a port taken by another program, a broken config it re-reads,
 a missing library) would otherwise be restarted every fraction of a second forever, filling the
-log and hiding the cause. Each consecutive crash doubles the wait (``initial`` -> ``maximum``);
+log and hiding the cause. Each consecutive crash doubles the wait (``initial`` -> ``maximum``,
+the rule of ``gateway.backoff``);
 a worker that stayed up ``stable_after`` seconds starts the count afresh; after ``max_restarts``
 consecutive crashes the supervisor gives up (logs ``worker_restarts_exhausted`` and exits 1, so
 systemd or Kubernetes sees the failure and applies its own policy).
@@ -14,6 +15,8 @@ waiting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from gateway.backoff import Backoff
 
 __all__ = ["RestartPolicy", "RestartState"]
 
@@ -27,7 +30,7 @@ class RestartPolicy:
 
     def delay(self, crashes: int) -> float:
         """Seconds to wait before restarting after the ``crashes``-th consecutive crash (1-based)."""
-        return float(min(self.maximum, self.initial * 2 ** max(0, crashes - 1)))
+        return Backoff(self.initial, self.maximum).delay(crashes)
 
 
 @dataclass(slots=True)

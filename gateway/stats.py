@@ -1,35 +1,20 @@
 """Rolling per-upstream statistics for the status page: rate, error rate, p50/p95. Pure; no I/O.
 
 One-second slots in a ring covering ``span`` seconds; each slot holds a request count, an error
-count (5xx and failed exchanges) and a fixed-bucket latency histogram, so percentiles over any
+count (5xx and failed exchanges) and a latency histogram (``gateway.latency``: the edges and the
+percentile rule the triggers, the parity report and the metrics use), so percentiles over any
 window are a merge of slots. Recording is O(1) and allocation-free on the request path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LATENCY_EDGES", "RollingStats", "WindowSummary", "percentile"]
+from gateway import latency
 
-LATENCY_EDGES: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    float("inf"),
-)
+__all__ = ["RollingStats", "WindowSummary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,24 +37,6 @@ class WindowSummary:
         }
 
 
-def percentile(histogram: Sequence[int], q: float, edges: Sequence[float] = LATENCY_EDGES) -> float | None:
-    """The q-quantile from bucket counts, interpolated inside its bucket (as Prometheus does)."""
-    total = sum(histogram)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for index, count in enumerate(histogram):
-        if count and seen + count >= rank:
-            low = 0.0 if index == 0 else edges[index - 1]
-            high = edges[index]
-            if high == float("inf"):
-                return low
-            return round(low + (high - low) * ((rank - seen) / count), 6)
-        seen += count
-    return edges[-2]
-
-
 class _Slot:
     __slots__ = ("errors", "histogram", "requests", "second")
 
@@ -77,7 +44,7 @@ class _Slot:
         self.second = -1
         self.requests = 0
         self.errors = 0
-        self.histogram = [0] * len(LATENCY_EDGES)
+        self.histogram = [0] * latency.BUCKETS
 
     def reset(self, second: int) -> None:
         self.second = second
@@ -104,10 +71,7 @@ class RollingStats:
         slot.requests += 1
         if status >= 500 or status == 0:
             slot.errors += 1
-        index = 0
-        while seconds > LATENCY_EDGES[index]:
-            index += 1
-        slot.histogram[index] += 1
+        slot.histogram[latency.bucket_index(seconds)] += 1
 
     def _slots(self, upstream: str, window: int) -> list[_Slot]:
         ring = self._rings.get(upstream)
@@ -121,14 +85,14 @@ class RollingStats:
         slots = self._slots(upstream, window)
         requests = sum(s.requests for s in slots)
         errors = sum(s.errors for s in slots)
-        histogram = [sum(s.histogram[i] for s in slots) for i in range(len(LATENCY_EDGES))]
+        histogram = latency.merge(s.histogram for s in slots)
         return WindowSummary(
             requests=requests,
             errors=errors,
             rate=requests / max(1, min(window, self.span)),
             error_rate=(errors / requests) if requests else None,
-            p50=percentile(histogram, 0.50),
-            p95=percentile(histogram, 0.95),
+            p50=latency.quantile(histogram, 0.50),
+            p95=latency.quantile(histogram, 0.95),
         )
 
     def series(self, upstream: str, window: int = 300, step: int = 10) -> list[float]:

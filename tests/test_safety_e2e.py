@@ -315,6 +315,7 @@ async def test_candidate_slower_than_legacy_rolls_back(
         await pump.stop()
     event = (await gw.state.safety.store.events())[0]
     assert event.trigger == "slower-than-legacy"
-    assert event.measured is not None and event.measured >= 0.75  # 0.6 s + overhead: bucket (0.5, 0.75] or above
+    # 0.6 s + overhead: interpolated inside the bucket (0.5, 0.75] or above (gateway.latency)
+    assert event.measured is not None and event.measured > 0.5
     # 1.5 x legacy's p95 (a few ms idle, more on a loaded machine), below what the candidate took
     assert event.threshold is not None and event.threshold < event.measured and "x legacy" in event.reason

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from pydantic import TypeAdapter
 
+from gateway.latency import EDGES
 from gateway.safety.config import TriggerConfig
 from gateway.safety.triggers import ProbeState, evaluate
-from gateway.safety.windows import LATENCY_BOUNDS, Recorder, WindowStats, percentile, sum_buckets
+from gateway.safety.windows import Recorder, WindowStats, percentile, sum_buckets
 
 TRIGGER = TypeAdapter(TriggerConfig)
 
@@ -76,20 +75,20 @@ def test_restore_keeps_counts_a_failed_flush_could_not_write() -> None:
     assert list(rec.drain().buckets) == [("f", 501)]
 
 
-def test_percentile_is_the_upper_bound_of_its_histogram_bucket() -> None:
+def test_percentile_is_interpolated_inside_its_histogram_bucket() -> None:
     rec = Recorder(clock=Clock())
     for _ in range(90):
         rec.record("f", "candidate", 200, None, 0.04)
     for _ in range(10):
         rec.record("f", "candidate", 200, None, 1.2)
     stats = stats_of(rec)
-    assert stats.percentile(50) == 0.05
-    assert stats.percentile(90) == 0.05
-    assert stats.percentile(95) == 1.5
+    # gateway.latency's rule: linear inside the bucket, (0.03, 0.04] and (1.0, 1.5] here
+    assert stats.percentile(50) == round(0.03 + 0.01 * 50 / 90, 6)  # to the microsecond
+    assert stats.percentile(90) == 0.04
+    assert stats.percentile(95) == 1.25
     assert percentile({}, "candidate", 95) is None
     rec.record("f", "candidate", 200, None, 99.0)
-    assert stats_of(rec).percentile(99) == math.inf
-    assert LATENCY_BOUNDS == tuple(sorted(LATENCY_BOUNDS))
+    assert stats_of(rec).percentile(99) == EDGES[-1]  # beyond the last edge: the last edge
 
 
 def test_windows_merge_across_instances_and_slide() -> None:
@@ -146,10 +145,11 @@ def test_latency_trigger_absolute() -> None:
 def test_latency_trigger_relative_to_legacy() -> None:
     t = trigger(kind="latency", percentile=95, relative_to_legacy=1.5, min_requests=20)
     slower = evaluate(t, "f", _latency(0.5, 0.1))
-    assert slower.status == "firing" and slower.measured == 0.5 and slower.threshold == pytest.approx(0.15)
+    # p95s interpolated inside (0.4, 0.5] and (0.075, 0.1]
+    assert slower.status == "firing" and slower.measured == 0.495 and slower.threshold == pytest.approx(1.5 * 0.09875)
     assert "legacy" in slower.detail
     assert evaluate(t, "f", _latency(0.1, 0.1)).status == "ok"
-    assert evaluate(t, "f", _latency(0.2, 0.15)).status == "ok"  # 0.2 <= 1.5 x 0.2 (bucket bound)
+    assert evaluate(t, "f", _latency(0.2, 0.15)).status == "ok"  # 0.1975 <= 1.5 x 0.1475
     assert evaluate(t, "f", _latency(0.5, None)).status == "insufficient_data"  # nothing to compare with
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.stats import LATENCY_EDGES, RollingStats, percentile
+from gateway.latency import BUCKETS, EDGES, quantile
+from gateway.stats import RollingStats
 
 
 class Clock:
@@ -55,7 +56,7 @@ def test_series_buckets() -> None:
 
 
 def test_percentile_edges() -> None:
-    assert percentile([0] * len(LATENCY_EDGES), 0.5) is None
-    hist = [0] * len(LATENCY_EDGES)
+    assert quantile([0] * BUCKETS, 0.5) is None
+    hist = [0] * BUCKETS
     hist[-1] = 5  # all beyond the last finite edge
-    assert percentile(hist, 0.95) == LATENCY_EDGES[-2]
+    assert quantile(hist, 0.95) == EDGES[-1]

@@ -19,12 +19,12 @@ import structlog
 from aiohttp import web
 
 from gateway.keys import STATE
+from gateway.methods import SAFE_METHODS
 from gateway.responses import json_error
 
 __all__ = ["admin_middleware", "needs_token"]
 
 log = structlog.get_logger("gateway.admin")
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SENSITIVE_READS = ("/api/v1/parity/diffs", "/api/v1/parity/noise")
 OPEN_READS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/ui", "/openapi.json"})
 

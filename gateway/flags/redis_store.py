@@ -36,7 +36,7 @@ from gateway.flags.overrides import LocalOverride, LocalOverrides, override_path
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
 from gateway.observability import Metrics
-from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client, text
+from gateway.redis_client import RECONNECT, REDIS_DOWN, RedisConfig, redis_client, text
 from gateway.tasks import Background
 
 __all__ = ["RedisFlagStore"]
@@ -44,7 +44,6 @@ __all__ = ["RedisFlagStore"]
 log = structlog.get_logger("gateway.flags")
 
 STREAM_MAXLEN = 1000
-BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 
 # KEYS: flags hash, changes stream, holds hash   ARGV: flag, new, actor, reason, channel, maxlen, at
 _SET_SCRIPT = """
@@ -239,13 +238,13 @@ class RedisFlagStore:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         poll = self._config.poll_interval
-        backoff = BACKOFF_MIN
+        failures = RECONNECT.failures()
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
                 await self.reload()  # after subscribing, so no change slips between read and listen
-                backoff = BACKOFF_MIN
+                failures.succeeded()
                 next_poll = loop.time() + poll
                 while True:
                     timeout = max(0.0, next_poll - loop.time())
@@ -263,8 +262,7 @@ class RedisFlagStore:
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except REDIS_DOWN:
                     pass
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            await asyncio.sleep(failures.failed())
             if self.overrides.refresh():  # another worker of this host lowered a flag meanwhile
                 self._apply_overrides()
 

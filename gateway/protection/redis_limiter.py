@@ -27,14 +27,12 @@ from redis.exceptions import NoScriptError
 from gateway.observability import Metrics
 from gateway.protection.config import RateLimitConfig
 from gateway.protection.ratelimit import Check, CheckResult, LocalLimiter, Verdict
-from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client
+from gateway.redis_client import RECONNECT, REDIS_DOWN, RedisConfig, redis_client
 from gateway.tasks import Background
 
 __all__ = ["RedisLimiter"]
 
 log = structlog.get_logger("gateway.ratelimit")
-
-BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 
 # KEYS: one per check. ARGV: interval_us, burst for each check.
 # Returns {allowed, remaining_1, reset_1, retry_1, remaining_2, ...}; same arithmetic as gcra().
@@ -169,16 +167,15 @@ class RedisLimiter:
         self._tasks.spawn(self._probe(), name="ratelimit-redis-probe")
 
     async def _probe(self) -> None:
-        backoff = BACKOFF_MIN
+        failures = RECONNECT.failures()  # the request that degraded the limiter was the first
         while True:
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(failures.failed())
             try:
                 # The real script, not PING: a Redis that answers but refuses the script (out of
                 # memory, a cluster's CROSSSLOT) must not flap between healthy and degraded.
                 await self._script(keys=[self._prefix + "probe"], args=[1, 1])
             except REDIS_DOWN:
                 self._metrics.ratelimit_errors.inc()
-                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             self.healthy = True
             self._metrics.ratelimit_backend_up.set(1)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway import latency
 from gateway.readiness.evaluate import Evidence, Readiness, evaluate
 from gateway.safety.plans import Plan
 from gateway.safety.windows import WindowStats
-from gateway.shadow.stats import quantile
+from gateway.shadow.stats import latency_histogram
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState
@@ -26,15 +27,10 @@ HISTORY = 1000  # audit entries and events looked through for the last change, r
 
 def _paired_latency(counters: dict[str, dict[str, int]], routes: set[str]) -> tuple[float | None, float | None, int]:
     """p95 of each side over the shadowed requests of ``routes``, and the smaller sample count."""
-    sides: dict[str, dict[int, int]] = {"legacy": {}, "candidate": {}}
-    for route in routes:
-        for key, count in counters.get(route, {}).items():
-            if key.startswith("lat:"):
-                _, side, index = key.split(":", 2)
-                if side in sides and index.isdigit():
-                    sides[side][int(index)] = sides[side].get(int(index), 0) + count
-    n = min(sum(sides["legacy"].values()), sum(sides["candidate"].values()))
-    return quantile(sides["candidate"], 0.95), quantile(sides["legacy"], 0.95), n
+    candidate = latency.merge(latency_histogram(counters.get(route, {}), "candidate") for route in routes)
+    legacy = latency.merge(latency_histogram(counters.get(route, {}), "legacy") for route in routes)
+    n = min(sum(legacy), sum(candidate))
+    return latency.quantile(candidate, 0.95), latency.quantile(legacy, 0.95), n
 
 
 async def readiness_report(state: GatewayState, flags: list[str]) -> list[Readiness]:

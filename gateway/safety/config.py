@@ -31,7 +31,6 @@ __all__ = [
     "WebhookConfig",
 ]
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HOUR = 3600.0
 
 

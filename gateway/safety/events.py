@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import structlog
 
+from gateway.backoff import Backoff
 from gateway.observability import Metrics
 from gateway.safety.config import WebhookConfig
 
@@ -112,7 +113,7 @@ class Notifier:
                 await self._deliver(session, cfg, event)
 
     async def _deliver(self, session: aiohttp.ClientSession, cfg: WebhookConfig, event: Event) -> None:
-        delay = cfg.backoff_initial
+        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max)
         body = event.dumps()
         for attempt in range(1, cfg.max_attempts + 1):
             error: str
@@ -126,7 +127,7 @@ class Notifier:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:200]
             self._metrics.webhook_deliveries.labels("retried" if attempt < cfg.max_attempts else "failed").inc()
+            delay = backoff.delay(attempt)
             log.warning("webhook_failed", event_id=event.id, attempt=attempt, error=error, retry_in=delay)
             if attempt < cfg.max_attempts:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, cfg.backoff_max)

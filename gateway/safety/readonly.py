@@ -18,7 +18,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.fields import Side
-from gateway.safety.config import WRITE_METHODS, ReadOnlyConfig
+from gateway.methods import WRITE_METHODS
+from gateway.safety.config import ReadOnlyConfig
 from gateway.splitting import Decision
 
 if TYPE_CHECKING:

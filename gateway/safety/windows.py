@@ -2,27 +2,26 @@
 
 Every instance counts its requests in process (one dict increment per field) and periodically
 adds its counts to shared per-bucket counters; a window is the sum of its buckets, so the
-figures are the same whichever instance reads them. Latency is a fixed histogram per bucket
-(``LATENCY_BOUNDS``), so percentiles merge across buckets and instances; a percentile is
-reported as the upper bound of the histogram bucket it falls in (conservative, never lower
-than the truth).
+figures are the same whichever instance reads them. Latency is a histogram per bucket with the
+edges and percentile rule of ``gateway.latency`` (shared with the status page, the parity report
+and the metrics), so percentiles merge across buckets and instances.
 
 Counter fields (``s`` is ``c`` for candidate, ``l`` for legacy):
 ``sn`` requests, ``se`` errors (5xx, connection failures, timeouts, broken answers),
-``sf`` connection failures, ``sh<i>`` latency histogram; ``mc``/``mm`` shadow comparisons and
+``sf`` connection failures, ``sle<bound>`` latency histogram (``latency.field_names``; counters of
+an older layout, ``sh<i>``, are left unread); ``mc``/``mm`` shadow comparisons and
 mismatches, split by the side that served the client as ``mcl``/``mml`` and ``mcc``/``mmc``.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway import latency
+
 __all__ = [
-    "LATENCY_BOUNDS",
     "Batch",
     "Counts",
     "Recorder",
@@ -31,25 +30,6 @@ __all__ = [
     "percentile",
 ]
 
-# Seconds; a last, unbounded bucket catches everything slower.
-LATENCY_BOUNDS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    5.0,
-    10.0,
-    30.0,
-)
 ERROR_KINDS = frozenset({"connect", "reset", "timeout", "invalid", "aborted", "error"})
 CONNECT_KINDS = frozenset({"connect"})
 
@@ -61,7 +41,7 @@ def _fields(prefix: str) -> tuple[str, str, str, tuple[str, ...]]:
         prefix + "n",
         prefix + "e",
         prefix + "f",
-        tuple(f"{prefix}h{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
+        latency.field_names(prefix),
     )
 
 
@@ -74,18 +54,8 @@ def add_counts(into: Counts, other: Mapping[str, int]) -> None:
 
 
 def percentile(counts: Mapping[str, int], side: str, q: float) -> float | None:
-    """The q-th percentile (0 < q < 100) of a side's latency, as a bucket's upper bound."""
-    hist = _SIDE_FIELDS[side][3]
-    total = sum(counts.get(f, 0) for f in hist)
-    if total == 0:
-        return None
-    rank = math.ceil(total * q / 100.0)
-    seen = 0
-    for index, field in enumerate(hist):
-        seen += counts.get(field, 0)
-        if seen >= rank:
-            return LATENCY_BOUNDS[index] if index < len(LATENCY_BOUNDS) else math.inf
-    return math.inf
+    """The q-th percentile (0 < q < 100) of a side's latency, by the rule of ``gateway.latency``."""
+    return latency.quantile(latency.counts_of(counts, _SIDE_FIELDS[side][3]), q / 100.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +128,7 @@ class Recorder:
         counts[n] = counts.get(n, 0) + 1
         if status >= 500 or error_kind in ERROR_KINDS:
             counts[e] = counts.get(e, 0) + 1
-        h = hist[bisect_left(LATENCY_BOUNDS, seconds)]
+        h = hist[latency.bucket_index(seconds)]
         counts[h] = counts.get(h, 0) + 1
         if side == "candidate":
             reset, streak = self._streaks.get(flag, (False, 0))

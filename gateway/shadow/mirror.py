@@ -31,6 +31,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.fields import Side
+from gateway.methods import SAFE_METHODS
 from gateway.observability import Metrics
 from gateway.routing import Route
 from gateway.shadow.compare import Answer
@@ -40,7 +41,6 @@ from gateway.shadow.noise import NoiseLearner
 from gateway.shadow.policy import Policy, policies
 from gateway.shadow.pool import CompareFailed, ComparePool
 from gateway.shadow.redact import Redactor
-from gateway.shadow.settings import SAFE_METHODS
 from gateway.shadow.stats import Outcome, Result
 from gateway.shadow.store import ParityStore
 from gateway.shadow.tap import Tap

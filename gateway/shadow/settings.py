@@ -21,12 +21,11 @@ import os
 from pydantic import Field, field_validator, model_validator
 
 from gateway.fields import FrozenModel, Methods
+from gateway.methods import SAFE_METHODS
 from gateway.shadow.normalize import NormalizerName
 from gateway.shadow.paths import parse
 
-__all__ = ["SAFE_METHODS", "ShadowConfig", "ShadowRule"]
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+__all__ = ["ShadowConfig", "ShadowRule"]
 
 
 class ShadowRule(FrozenModel):

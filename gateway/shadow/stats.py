@@ -3,8 +3,10 @@
 Every comparison becomes a handful of counter increments (``increments``): outcome counts,
 one per differing field, one per latency bucket for each side. Counters add up, so the same
 encoding serves the in-process store and a Redis hash that every instance ``HINCRBY``s — the
-report is then aggregated over all instances for free. Latencies go into fixed geometric
-buckets (each ~19% wider than the last), so p50/p95 are estimates within one bucket's width.
+report is then aggregated over all instances for free. Latencies go into the buckets of
+``gateway.latency`` (``lat:<side>:le<bound>``), and p50/p95 follow its rule, so the report
+agrees with the status page and the triggers; counters of the older geometric layout
+(``lat:<side>:<index>``) are left unread.
 
 Field counters are bounded per route: ids in paths are generalised first (``paths.generic``),
 and once a route counts more than ``FIELDS_TRIM_AT`` distinct fields, only the
@@ -15,11 +17,11 @@ and once a route counts more than ``FIELDS_TRIM_AT`` distinct fields, only the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway import latency
 from gateway.fields import SIDES, Side
 
 __all__ = [
@@ -30,7 +32,7 @@ __all__ = [
     "Outcome",
     "Result",
     "increments",
-    "quantile",
+    "latency_histogram",
     "report_row",
     "trim_fields",
 ]
@@ -44,10 +46,7 @@ FIELDS_TRIM_AT = 200  # a route with more distinct field counters than this is t
 MAX_FIELD_CHARS = 512
 OTHER_FIELD = "(other)"  # real fields start with "$", "status", "header:" or "body": no clash
 
-_BASE = 0.0001  # 100 µs
-_GROWTH = 1.1892  # 2 ** 0.25: four buckets per doubling
-_LOG_GROWTH = math.log(_GROWTH)
-_MAX_BUCKET = 90  # ~ 100 µs * 2**22.5: several minutes
+LATENCY_FIELDS: dict[Side, tuple[str, ...]] = {side: latency.field_names(f"lat:{side}:") for side in SIDES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +57,6 @@ class Result:
     fields: tuple[str, ...] = ()
     latency: Mapping[Side, float] | None = None  # seconds, for each side that answered
     body_compared: bool = True
-
-
-def bucket(seconds: float) -> int:
-    if seconds <= _BASE:
-        return 0
-    return min(_MAX_BUCKET, 1 + int(math.log(seconds / _BASE) / _LOG_GROWTH))
-
-
-def _bucket_bounds(index: int) -> tuple[float, float]:
-    if index == 0:
-        return 0.0, _BASE
-    return _BASE * _GROWTH ** (index - 1), _BASE * _GROWTH**index
 
 
 def increments(result: Result) -> dict[str, int]:
@@ -83,7 +70,7 @@ def increments(result: Result) -> dict[str, int]:
         key = FIELD_PREFIX + (name if len(name) <= MAX_FIELD_CHARS else OTHER_FIELD)
         inc[key] = inc.get(key, 0) + 1
     for side, seconds in (result.latency or {}).items():
-        inc[f"lat:{side}:{bucket(seconds)}"] = 1
+        inc[LATENCY_FIELDS[side][latency.bucket_index(seconds)]] = 1
     return inc
 
 
@@ -97,19 +84,9 @@ def trim_fields(fields: Mapping[str, int], keep: int = FIELDS_KEPT) -> tuple[dic
     return kept, fields.get(OTHER_FIELD, 0) + sum(count for _, count in ranked[keep:])
 
 
-def quantile(buckets: Mapping[int, int], q: float) -> float | None:
-    """Estimated ``q`` quantile (seconds) from bucket counts; geometric middle of its bucket."""
-    total = sum(buckets.values())
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for index in sorted(buckets):
-        seen += buckets[index]
-        if seen >= rank:
-            low, high = _bucket_bounds(index)
-            return math.sqrt(low * high) if low > 0 else high / 2
-    return None  # pragma: no cover - rank <= total always lands in a bucket
+def latency_histogram(counters: Mapping[str, int], side: Side) -> latency.Histogram:
+    """One side's latency histogram in a route's counters."""
+    return latency.counts_of(counters, LATENCY_FIELDS[side])
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -128,14 +105,13 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
         ),
         key=lambda item: (-item[1], item[0]),
     )
-    latency: dict[str, dict[str, float | None]] = {}
+    latencies: dict[str, dict[str, float | None]] = {}
     p50: dict[str, float | None] = {}
     for side in SIDES:
-        prefix = f"lat:{side}:"
-        buckets = {int(k[len(prefix) :]): v for k, v in counters.items() if k.startswith(prefix)}
-        p50[side] = quantile(buckets, 0.50)
-        p95 = quantile(buckets, 0.95)
-        latency[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(p95), "samples": sum(buckets.values())}
+        histogram = latency_histogram(counters, side)
+        p50[side] = latency.quantile(histogram, 0.50)
+        p95 = latency.quantile(histogram, 0.95)
+        latencies[side] = {"p50Ms": _ms(p50[side]), "p95Ms": _ms(p95), "samples": sum(histogram)}
     legacy_p50, candidate_p50 = p50["legacy"], p50["candidate"]
     speedup = round(legacy_p50 / candidate_p50, 2) if legacy_p50 and candidate_p50 else None
     return {
@@ -151,7 +127,7 @@ def report_row(route: str, counters: Mapping[str, int], top: int = TOP_FIELDS) -
         "topFields": [{"field": name, "count": count} for name, count in fields[:top]],
         "fieldsTracked": len(fields),  # distinct differing fields counted (bounded, see trim_fields)
         "otherFields": counters.get(FIELD_PREFIX + OTHER_FIELD, 0),  # mismatches of fields folded away
-        "legacy": latency["legacy"],
-        "candidate": latency["candidate"],
+        "legacy": latencies["legacy"],
+        "candidate": latencies["candidate"],
         "speedup": speedup,  # legacy p50 / candidate p50: above 1 means the candidate is faster
     }
