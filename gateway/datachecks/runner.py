@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import structlog
+from typing_extensions import TypedDict
 
 from gateway.datachecks.config import DataCheck, DataChecksConfig, QueryRef
 from gateway.datachecks.results import CheckState, Outcome, advance, decode, encode
@@ -30,7 +31,7 @@ from gateway.observability import Metrics
 if TYPE_CHECKING:
     from gateway.safety.store import SafetyStore
 
-__all__ = ["DataChecks", "QueryFailed", "Unreachable", "fetch_number", "redact", "run_check"]
+__all__ = ["DataChecks", "DataChecksView", "QueryFailed", "Unreachable", "fetch_number", "redact", "run_check"]
 
 log = structlog.get_logger("gateway.datachecks")
 LEASE = "datachecks"
@@ -155,6 +156,15 @@ async def run_check(check: DataCheck, env: Mapping[str, str], config: DataChecks
     return Outcome("ok" if ok else "failing", value, detail, time.monotonic() - start)
 
 
+class DataChecksView(TypedDict):
+    """The latest results as the admin API and the status page show them (``None``: not run yet)."""
+
+    intervalSeconds: float | None
+    runner: str | None
+    checkedAt: float | None
+    checks: list[dict[str, Any]]
+
+
 class DataChecks:
     """The data checks of one gateway: ``run`` (under the lease) and ``refresh`` (every instance)."""
 
@@ -245,7 +255,7 @@ class DataChecks:
         if state.value is not None:
             self.metrics.data_check_value.labels(state.name).set(state.value)
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> DataChecksView:
         """For the admin API and the status page: no DSN, only the variable that names it."""
         by_name = {c.name: c for c in self.config.checks}
         return {
