@@ -16,7 +16,9 @@ from gateway import __version__
 from gateway.admin.display import check_view, plan_badge, trigger_groups
 from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
+from gateway.admin.schemas import StatusPage
 from gateway.config import SIDES
+from gateway.readiness.evaluate import ReadinessJson
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_response
 from gateway.safety.windows import WindowStats
@@ -33,7 +35,7 @@ def _page() -> bytes:
     return resources.files("gateway.admin").joinpath("static/status.html").read_bytes()
 
 
-async def build_status(state: GatewayState) -> dict[str, Any]:
+async def build_status(state: GatewayState) -> StatusPage:
     try:
         changes = [c.to_json() for c in await state.store.changes(10)]
     except Exception:  # the page must render whatever the store is doing; health says why
@@ -75,7 +77,7 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
                     plans[flag] = plan
         except Exception:  # the page renders whatever the store does; the store's health says why
             pass
-    readiness: list[dict[str, Any]] = []
+    readiness: list[ReadinessJson] = []
     readiness_error = None
     data_checks = None
     if safety is not None and safety.config.enabled:
