@@ -9,12 +9,13 @@ operation (summary, query parameters, error statuses). Who needs the token follo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, NamedTuple
 
 from aiohttp import web
 from pydantic import Field, TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 
 from gateway import __version__
 from gateway.admin.auth import needs_token
@@ -32,6 +33,7 @@ from gateway.admin.schemas import (
     NoiseReset,
     ParityReport,
     ParityReset,
+    Percent,
     Ready,
     Reloaded,
     RollbackBody,
@@ -89,8 +91,7 @@ class Op(NamedTuple):
     also: tuple[tuple[int, Any], ...] = ()  # other answers that are not errors: (status, type)
 
 
-Limit = Annotated[int, Field(ge=1, le=1000)]
-Percent = Annotated[int, Field(ge=0, le=100)]
+Limit = Annotated[int, Field(ge=1, le=1000)]  # ``query_limit``
 ROUTE = Param("route", str)
 PATH_PARAMS: dict[str, Any] = {"action": PlanAction}  # path parameters that are not any string
 ERRORS = {
@@ -170,6 +171,7 @@ OPERATIONS: tuple[Op, ...] = (
 
 @cache  # the same for the process's lifetime; pydantic takes a moment to build it
 def openapi_document() -> dict[str, Any]:
+    """The document (shared: serialise it, do not change it)."""
     answers = [t for op in OPERATIONS for t in (op.returns, *(t for _, t in op.also)) if t is not str]
     bodies = [op.body for op in OPERATIONS if op.body is not None]
     inputs: list[tuple[Any, JsonSchemaMode, TypeAdapter[Any]]] = [
@@ -179,7 +181,7 @@ def openapi_document() -> dict[str, Any]:
     schemas, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF, schema_generator=_Untitled)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method] = _operation(op, lambda t, mode: schemas[(t, mode)])
+        paths.setdefault(op.path, {})[op.method] = _operation(op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -204,7 +206,7 @@ class _Untitled(GenerateJsonSchema):
         return False  # a property's name is its title
 
 
-def _operation(op: Op, schema: Any) -> dict[str, Any]:
+def _operation(op: Op, schemas: Mapping[tuple[Any, JsonSchemaMode], JsonSchemaValue]) -> dict[str, Any]:
     errors = set(op.errors)
     result: dict[str, Any] = {"summary": op.summary}
     if needs_token(op.method.upper(), op.path, protect_reads=False):
@@ -218,16 +220,16 @@ def _operation(op: Op, schema: Any) -> dict[str, Any]:
         result["parameters"] = parameters
     if op.body is not None:
         required = any(field.is_required() for field in op.body.model_fields.values())
-        result["requestBody"] = {"required": required, **_content(schema(op.body, "validation"))}
+        result["requestBody"] = {"required": required, **_content(schemas[(op.body, "validation")])}
     if op.returns is str:
         ok = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
     else:
-        ok = {"description": "OK", **_content(schema(op.returns, "serialization"))}
+        ok = {"description": "OK", **_content(schemas[(op.returns, "serialization")])}
     responses = {"200": ok}
     for status, answer in op.also:
-        responses[str(status)] = {"description": answer.__name__, **_content(schema(answer, "serialization"))}
+        responses[str(status)] = {"description": answer.__name__, **_content(schemas[(answer, "serialization")])}
     for status in sorted(errors):
-        responses[str(status)] = {"description": ERRORS[status], **_content(schema(ErrorBody, "serialization"))}
+        responses[str(status)] = {"description": ERRORS[status], **_content(schemas[(ErrorBody, "serialization")])}
     result["responses"] = responses
     return result
 

@@ -33,6 +33,7 @@ __all__ = [
     "NoiseReset",
     "ParityReport",
     "ParityReset",
+    "Percent",
     "Ready",
     "Reloaded",
     "RollbackBody",
