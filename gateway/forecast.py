@@ -12,11 +12,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
-__all__ = ["KEY_MAX", "Forecast", "SubjectSketch"]
+from typing_extensions import TypedDict
+
+__all__ = ["KEY_MAX", "Forecast", "ForecastJson", "SubjectSketch"]
 
 KEY_MAX = 64  # bytes; longer subject keys are stored as a 32-character digest
+
+
+class ForecastJson(TypedDict):
+    """A ``Forecast`` as the admin API shows it (``share``: None before any subject was seen)."""
+
+    flag: str
+    currentPercent: int
+    targetPercent: int
+    subjectsSeen: int
+    wouldMove: int
+    share: float | None
+    direction: Literal["to candidate", "to legacy", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +41,8 @@ class Forecast:
     seen: int
     moving: int
 
-    def to_json(self) -> dict[str, Any]:
-        direction = (
+    def to_json(self) -> ForecastJson:
+        direction: Literal["to candidate", "to legacy", "none"] = (
             "to candidate" if self.target > self.current else "to legacy" if self.target < self.current else "none"
         )
         return {

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
 from aiohttp import web
+from typing_extensions import TypedDict
 
-__all__ = ["json_error", "json_response", "send_and_close"]
+__all__ = ["ErrorBody", "json_error", "json_response", "send_and_close"]
+
+
+class ErrorBody(TypedDict):
+    """Every refusal: a code for programs, a message for people, the request id where there is one."""
+
+    error: str
+    message: str
+    requestId: NotRequired[str]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -17,7 +26,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 def json_error(
     status: int, error: str, message: str, request_id: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body: dict[str, Any] = {"error": error, "message": message}
+    body: ErrorBody = {"error": error, "message": message}
     if request_id is not None:
         body["requestId"] = request_id
     return json_response(body, status=status, headers=headers)

@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.input import query_limit
+from gateway.admin.schemas import Mismatches, Noise, NoiseReset, ParityReport, ParityReset
 from gateway.errors import StoreUnavailable
 from gateway.keys import STATE
 from gateway.responses import json_error, json_response
@@ -54,8 +55,7 @@ async def report(request: web.Request) -> web.Response:
         if only not in names:
             return json_error(404, "unknown_route", f"route {only!r} is not shadowed; shadowed routes: {names}")
         rows = [row for row in rows if row["route"] == only]
-    body: dict[str, Any] = {"scope": state.shadow.store.scope, "backend": state.shadow.store.backend, "routes": rows}
-    return json_response(body)
+    return json_response(ParityReport(scope=state.shadow.store.scope, backend=state.shadow.store.backend, routes=rows))
 
 
 @parity_routes.get("/api/v1/parity/diffs")
@@ -75,7 +75,7 @@ async def diffs(request: web.Request) -> web.Response:
         return json_error(
             404, "unknown_route", f"route {route!r} is not shadowed; shadowed routes: {_shadowed_routes(state)}"
         )
-    return json_response({"route": route, "scope": state.shadow.store.scope, "mismatches": items})
+    return json_response(Mismatches(route=route, scope=state.shadow.store.scope, mismatches=items))
 
 
 @parity_routes.delete("/api/v1/parity")
@@ -86,7 +86,7 @@ async def reset_report(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
     log.info("parity_reset", remote=request.remote)
-    return json_response({"reset": True})
+    return json_response(ParityReset(reset=True))
 
 
 @parity_routes.get("/api/v1/parity/noise")
@@ -97,7 +97,7 @@ async def noise(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", str(exc))
     learned = state.shadow.noise.snapshot() if shared is None else shared
-    return json_response({"scope": state.shadow.store.scope, "noise": learned})
+    return json_response(Noise(scope=state.shadow.store.scope, noise=learned))
 
 
 @parity_routes.delete("/api/v1/parity/noise")
@@ -109,4 +109,4 @@ async def reset_noise(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", f"{exc}; nothing was reset")
     log.info("parity_noise_reset", routes=reset, remote=request.remote)
-    return json_response({"reset": reset})
+    return json_response(NoiseReset(reset=reset))

@@ -9,19 +9,32 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from typing_extensions import TypedDict
 
+from gateway.datachecks.runner import DataChecksView
 from gateway.errors import StoreUnavailable
 from gateway.keys import STATE
+from gateway.readiness.evaluate import ReadinessJson
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_error, json_response
 from gateway.state import GatewayState
 
-__all__ = ["build_readiness", "signoff_routes"]
+__all__ = ["ReadinessReport", "build_readiness", "signoff_routes"]
 
 signoff_routes = web.RouteTableDef()
 
 
-async def build_readiness(state: GatewayState, flags: list[str]) -> dict[str, Any]:
+class ReadinessReport(TypedDict):
+    """Per flag: the next step, the verdict and every criterion; the thresholds and data checks used."""
+
+    scope: str
+    evaluatedAt: float
+    thresholds: dict[str, Any]
+    flags: list[ReadinessJson]
+    dataChecks: DataChecksView
+
+
+async def build_readiness(state: GatewayState, flags: list[str]) -> ReadinessReport:
     """The report as JSON; raises ``StoreUnavailable``."""
     safety = state.safety
     assert safety is not None
@@ -55,5 +68,5 @@ async def readiness(request: web.Request) -> web.Response:
 async def datachecks(request: web.Request) -> web.Response:
     safety = request.app[STATE].safety
     if safety is None:
-        return json_response({"intervalSeconds": None, "runner": None, "checkedAt": None, "checks": []})
+        return json_response(DataChecksView(intervalSeconds=None, runner=None, checkedAt=None, checks=[]))
     return json_response(safety.datachecks.view())

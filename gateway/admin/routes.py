@@ -17,17 +17,32 @@ instance as a local override (``"local": true`` in the answer) and written to th
 is back; ``operation`` (optional, the CLI sends one per command) makes one command sent to
 several instances one event. Changes go through ``gateway.safety.control.FlagControl``.
 
-Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.safety.admin``.
+Safety routes (triggers, events, acknowledgement, rollout plans) live in ``gateway.admin.safety``.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import structlog
 from aiohttp import web
 
-from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
+from gateway.admin.input import BadBody, query_limit, request_actor
+from gateway.admin.schemas import (
+    Alive,
+    Changes,
+    Draining,
+    Explanation,
+    FlagJson,
+    FlagList,
+    FlagSet,
+    Ready,
+    Reloaded,
+    RollbackBody,
+    RolledBack,
+    RouteJson,
+    SetFlagBody,
+)
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
 from gateway.fields import Side
@@ -35,7 +50,7 @@ from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.keys import STATE
 from gateway.responses import json_error, json_response
-from gateway.safety.control import OPERATION_RE, FlagControl
+from gateway.safety.control import FlagControl
 from gateway.state import GatewayState
 
 __all__ = ["admin_routes"]
@@ -44,16 +59,7 @@ log = structlog.get_logger("gateway.admin")
 admin_routes = web.RouteTableDef()
 
 
-def _operation(body: dict[str, Any]) -> str | None:
-    if "operation" not in body:
-        return None
-    operation = body["operation"]
-    if not isinstance(operation, str) or not OPERATION_RE.fullmatch(operation):
-        raise BadBody("'operation' must be 1-64 of [A-Za-z0-9_.:-]")
-    return operation
-
-
-def flags_view(state: GatewayState) -> list[dict[str, Any]]:
+def flags_view(state: GatewayState) -> list[FlagJson]:
     """Every declared flag with its percentage, the routes that follow it and a pending local
     override (lowered here during a flag-store outage), sorted by name."""
     values = state.store.snapshot()
@@ -73,7 +79,7 @@ def flags_view(state: GatewayState) -> list[dict[str, Any]]:
     ]
 
 
-def _routes_view(state: GatewayState) -> list[dict[str, Any]]:
+def _routes_view(state: GatewayState) -> list[RouteJson]:
     return [
         {
             "name": rule.label,
@@ -88,7 +94,7 @@ def _routes_view(state: GatewayState) -> list[dict[str, Any]]:
 
 @admin_routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(Alive(status="ok"))
 
 
 @admin_routes.get("/readyz")
@@ -96,12 +102,12 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     health = state.store.health()
     if state.draining:
-        return json_response({"status": "draining", "store": health.to_json()}, status=503)
+        return json_response(Draining(status="draining", store=health.to_json()), status=503)
     # A degraded store still serves traffic on last known values, so the instance stays ready:
     # pulling every instance out of rotation because Redis blinked would turn a flag-store
     # outage into a full outage.
-    status = "ready" if health.healthy and not health.invalid_flags and not health.local_overrides else "degraded"
-    body: dict[str, Any] = {"status": status, "store": health.to_json()}
+    ready = health.healthy and not health.invalid_flags and not health.local_overrides
+    body = Ready(status="ready" if ready else "degraded", store=health.to_json())
     if health.local_overrides:
         body["localOverrides"] = {
             flag: o.percent for flag, o in sorted(state.store.local_overrides().items())
@@ -119,7 +125,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_flags(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return json_response(
-        {"flags": flags_view(state), "routes": _routes_view(state), "store": state.store.health().to_json()}
+        FlagList(flags=flags_view(state), routes=_routes_view(state), store=state.store.health().to_json())
     )
 
 
@@ -138,12 +144,9 @@ async def set_flag(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["name"]
     try:
-        body = await read_json_body(request)
-        if "percent" not in body:
-            raise BadBody('missing "percent": send {"percent": 0..100, "reason": "..."}')
-        percent = parse_percent(body["percent"])
+        body = await SetFlagBody.read(request)
         change = await _control(state).set_percent(
-            name, percent, actor=request_actor(request), reason=body_reason(body), operation=_operation(body)
+            name, body.percent, actor=request_actor(request), reason=body.reason, operation=body.operation
         )
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
@@ -164,7 +167,7 @@ async def set_flag(request: web.Request) -> web.Response:
         )
     _audit(state, [change])
     return json_response(
-        {"flag": name, "percent": change.new, "previous": change.old, "change": change.to_json(), "local": change.local}
+        FlagSet(flag=name, percent=change.new, previous=change.old, change=change.to_json(), local=change.local)
     )
 
 
@@ -172,15 +175,15 @@ async def set_flag(request: web.Request) -> web.Response:
 async def rollback(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        body = await read_json_body(request)
+        body = await RollbackBody.read(request)
         changes = await _control(state).rollback(
-            actor=request_actor(request), reason=body_reason(body) or "manual rollback", operation=_operation(body)
+            actor=request_actor(request), reason=body.reason or "manual rollback", operation=body.operation
         )
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     _audit(state, changes)
     local = any(c.local for c in changes) or bool(state.store.local_overrides())
-    return json_response({"rolledBack": [c.to_json() for c in changes], "local": local})
+    return json_response(RolledBack(rolledBack=[c.to_json() for c in changes], local=local))
 
 
 @admin_routes.get("/api/v1/changes")
@@ -201,7 +204,7 @@ async def changes(request: web.Request) -> web.Response:
         return json_error(503, "store_unavailable", str(exc))
     if flag is not None:
         items = [c for c in items if c.flag == flag][:limit]
-    return json_response({"changes": [c.to_json() for c in items]})
+    return json_response(Changes(changes=[c.to_json() for c in items]))
 
 
 def _control(state: GatewayState) -> FlagControl:
@@ -247,7 +250,7 @@ async def explain_subject(request: web.Request) -> web.Response:
         forcing_enabled=state.config.force.secret is not None,
         decommission=state.decommission,
     )
-    return json_response(answer)
+    return json_response(cast(Explanation, answer))  # explain() builds it key by key: checked by schemathesis
 
 
 @admin_routes.post("/api/v1/reload")
@@ -260,7 +263,7 @@ async def reload_rules(request: web.Request) -> web.Response:
     error = await state.reloader.reload("admin-api")
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
-    return json_response({"reloaded": True, "routes": _routes_view(state), "flags": flags_view(state)})
+    return json_response(Reloaded(reloaded=True, routes=_routes_view(state), flags=flags_view(state)))
 
 
 @admin_routes.get("/api/v1/forecast")

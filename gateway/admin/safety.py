@@ -16,11 +16,24 @@ POST /api/v1/state                   {"state": {...export...}, "reason": "..."}:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import get_args
 
 from aiohttp import web
 
-from gateway.admin.input import BadBody, body_reason, query_limit, read_json_body, request_actor
+from gateway.admin.input import BadBody, query_limit, request_actor
+from gateway.admin.safety_schemas import (
+    AckBody,
+    Acknowledged,
+    Events,
+    PlanAction,
+    PlanBody,
+    PlanList,
+    ReadOnlyBody,
+    ReadOnlySwitched,
+    ReadOnlyView,
+    SafetyView,
+    StateBody,
+)
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.keys import STATE
 from gateway.responses import json_error, json_response
@@ -39,11 +52,6 @@ def _safety(request: web.Request) -> Safety:
     return safety
 
 
-def _integral(value: Any) -> Any:
-    """JSON has one number type: 50.0 is the integer 50 (as JSON Schema's "integer" says)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def _refused(exc: SafetyRefused) -> web.Response:
     return json_error(exc.status, exc.code, str(exc))
 
@@ -60,13 +68,13 @@ async def safety_view(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         holds, safety.store_error = {}, str(exc)
     return json_response(
-        {
-            "enabled": safety.config.enabled,
-            "evaluatedAt": safety.evaluated_at,
-            "storeError": safety.store_error,
-            "held": holds,
-            "flags": {flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()},
-        }
+        SafetyView(
+            enabled=safety.config.enabled,
+            evaluatedAt=safety.evaluated_at,
+            storeError=safety.store_error,
+            held=holds,
+            flags={flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()},
+        )
     )
 
 
@@ -79,24 +87,21 @@ async def events(request: web.Request) -> web.Response:
         items = await _safety(request).store.events(limit)
     except StoreUnavailable as exc:
         return _unavailable(exc)
-    return json_response({"events": [e.to_json() for e in items]})
+    return json_response(Events(events=[e.to_json() for e in items]))
 
 
 @safety_routes.post("/api/v1/events/ack")
 async def ack(request: web.Request) -> web.Response:
     try:
-        body = await read_json_body(request)
-        flag = body.get("flag")
-        if not isinstance(flag, str) or not flag:
-            raise BadBody('missing "flag": send {"flag": "<name>", "reason": "..."}')
-        event = await _safety(request).ack(flag, request_actor(request), body_reason(body))
+        body = await AckBody.read(request)
+        event = await _safety(request).ack(body.flag, request_actor(request), body.reason)
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
         return _refused(exc)
     except StoreUnavailable as exc:
         return _unavailable(exc)
-    return json_response({"acknowledged": event.to_json()})
+    return json_response(Acknowledged(acknowledged=event.to_json()))
 
 
 @safety_routes.get("/api/v1/plans")
@@ -107,7 +112,7 @@ async def list_plans(request: web.Request) -> web.Response:
         plans = [await safety.plans.status(flag) for flag in flags]
     except StoreUnavailable as exc:
         return _unavailable(exc)
-    return json_response({"plans": [p for p in plans if p is not None]})
+    return json_response(PlanList(plans=[p for p in plans if p is not None]))
 
 
 @safety_routes.get("/api/v1/plans/{flag}")
@@ -129,18 +134,8 @@ async def start_plan(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     safety = _safety(request)
     try:
-        body = await read_json_body(request)
-        soak, min_requests = body.get("soak"), _integral(body.get("minRequests"))
-        steps = body.get("steps")
-        if isinstance(steps, list):
-            steps = [_integral(step) for step in steps]
-        if soak is not None and (isinstance(soak, bool) or not isinstance(soak, (int, float)) or soak <= 0):
-            raise BadBody("'soak' must be a positive number of seconds")
-        if min_requests is not None and (
-            isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0
-        ):
-            raise BadBody("'minRequests' must be a non-negative integer")
-        await safety.plans.start(flag, steps, soak, min_requests, request_actor(request))
+        body = await PlanBody.read(request)
+        await safety.plans.start(flag, body.steps, body.soak, body.min_requests, request_actor(request))
         status = await safety.plans.status(flag)
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
@@ -154,7 +149,7 @@ async def start_plan(request: web.Request) -> web.Response:
 @safety_routes.post("/api/v1/plans/{flag}/{action}")
 async def change_plan(request: web.Request) -> web.Response:
     flag, action = request.match_info["flag"], request.match_info["action"]
-    if action not in ("pause", "resume", "abort", "skip"):
+    if action not in get_args(PlanAction):
         return json_error(404, "not_found", f"unknown plan action {action!r}: pause, resume, abort or skip")
     safety = _safety(request)
     try:
@@ -170,7 +165,7 @@ async def change_plan(request: web.Request) -> web.Response:
 @safety_routes.get("/api/v1/readonly")
 async def read_only_view(request: web.Request) -> web.Response:
     policies = _safety(request).decommission.read_only
-    return json_response({"readOnly": {flag: p.model_dump() for flag, p in sorted(policies.items())}})
+    return json_response(ReadOnlyView(readOnly={flag: p.model_dump() for flag, p in sorted(policies.items())}))
 
 
 @safety_routes.put("/api/v1/readonly/{flag}")
@@ -178,13 +173,8 @@ async def set_read_only(request: web.Request) -> web.Response:
     flag = request.match_info["flag"]
     safety = _safety(request)
     try:
-        body = await read_json_body(request)
-        mode, retry_after = body.get("mode"), _integral(body.get("retryAfter"))
-        if not isinstance(mode, str):
-            raise BadBody('missing "mode": send {"mode": "reject"|"candidate"|"off", "retryAfter": seconds}')
-        if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):
-            raise BadBody("'retryAfter' must be an integer number of seconds")
-        event = await safety.set_read_only(flag, mode, retry_after, request_actor(request), body_reason(body))
+        body = await ReadOnlyBody.read(request)
+        event = await safety.set_read_only(flag, body.mode, body.retry_after, request_actor(request), body.reason)
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))
     except SafetyRefused as exc:
@@ -193,7 +183,7 @@ async def set_read_only(request: web.Request) -> web.Response:
         return _unavailable(exc)
     policies = safety.decommission.read_only
     return json_response(
-        {"event": event.to_json(), "readOnly": {f: p.model_dump() for f, p in sorted(policies.items())}}
+        ReadOnlySwitched(event=event.to_json(), readOnly={f: p.model_dump() for f, p in sorted(policies.items())})
     )
 
 
@@ -208,11 +198,9 @@ async def state_export(request: web.Request) -> web.Response:
 @safety_routes.post("/api/v1/state")
 async def state_import(request: web.Request) -> web.Response:
     try:
-        body = await read_json_body(request)
-        if "state" not in body:
-            raise BadBody('missing "state": send {"state": <a \'gateway state export\' document>, "reason": "..."}')
+        body = await StateBody.read(request)
         result = await import_state(
-            request.app[STATE], body["state"], actor=request_actor(request), reason=body_reason(body) or "state import"
+            request.app[STATE], body.state, actor=request_actor(request), reason=body.reason or "state import"
         )
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))

@@ -15,8 +15,10 @@ from aiohttp import web
 from gateway import __version__
 from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
+from gateway.admin.schemas import StatusPage
 from gateway.fields import SIDES
 from gateway.keys import STATE
+from gateway.readiness.evaluate import ReadinessJson
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_response
 from gateway.safety.display import check_view, plan_badge, trigger_groups
@@ -34,7 +36,7 @@ def _page() -> bytes:
     return resources.files("gateway.admin").joinpath("static/status.html").read_bytes()
 
 
-async def build_status(state: GatewayState) -> dict[str, Any]:
+async def build_status(state: GatewayState) -> StatusPage:
     try:
         changes = [c.to_json() for c in await state.store.changes(10)]
     except Exception:  # the page must render whatever the store is doing; health says why
@@ -76,7 +78,7 @@ async def build_status(state: GatewayState) -> dict[str, Any]:
                     plans[flag] = plan
         except Exception:  # the page renders whatever the store does; the store's health says why
             pass
-    readiness: list[dict[str, Any]] = []
+    readiness: list[ReadinessJson] = []
     readiness_error = None
     data_checks = None
     if safety is not None and safety.config.enabled:

@@ -21,13 +21,23 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import structlog
+from typing_extensions import TypedDict
 
 from gateway.datachecks.config import DataCheck, DataChecksConfig, QueryRef
 from gateway.datachecks.results import CheckState, Outcome, advance, decode, encode
 from gateway.errors import StoreUnavailable
 from gateway.observability import Metrics
 
-__all__ = ["DataChecks", "DocumentStore", "QueryFailed", "Unreachable", "fetch_number", "redact", "run_check"]
+__all__ = [
+    "DataChecks",
+    "DataChecksView",
+    "DocumentStore",
+    "QueryFailed",
+    "Unreachable",
+    "fetch_number",
+    "redact",
+    "run_check",
+]
 
 log = structlog.get_logger("gateway.datachecks")
 LEASE = "datachecks"
@@ -163,6 +173,15 @@ class DocumentStore(Protocol):
     async def document(self, name: str) -> bytes | None: ...
 
 
+class DataChecksView(TypedDict):
+    """The latest results as the admin API and the status page show them (``None``: not run yet)."""
+
+    intervalSeconds: float | None
+    runner: str | None
+    checkedAt: float | None
+    checks: list[dict[str, Any]]
+
+
 class DataChecks:
     """The data checks of one gateway: ``run`` (under the lease) and ``refresh`` (every instance)."""
 
@@ -253,7 +272,7 @@ class DataChecks:
         if state.value is not None:
             self.metrics.data_check_value.labels(state.name).set(state.value)
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> DataChecksView:
         """For the admin API and the status page: no DSN, only the variable that names it."""
         by_name = {c.name: c for c in self.config.checks}
         return {

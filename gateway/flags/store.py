@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Protocol
+
+from typing_extensions import TypedDict
 
 from gateway.errors import UnknownFlag
 from gateway.flags.overrides import LocalOverride
 
-__all__ = ["FlagCache", "FlagChange", "FlagStore", "StoreHealth"]
+__all__ = ["ChangeJson", "FlagCache", "FlagChange", "FlagStore", "StoreHealth", "StoreHealthJson"]
+
+
+class ChangeJson(TypedDict):
+    """A ``FlagChange`` as the admin API and the audit log show it."""
+
+    flag: str
+    old: int | None
+    new: int
+    actor: str
+    reason: str
+    at: float
+    local: bool
+
+
+class StoreHealthJson(TypedDict):
+    """The flag store's health as the admin API shows it."""
+
+    backend: str
+    healthy: bool
+    lastError: str | None
+    lastSyncAgeSeconds: float | None
+    invalidFlags: list[str]
+    localOverrides: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +51,16 @@ class FlagChange:
     at: float = field(default_factory=time.time)
     local: bool = False  # applied to this instance only, the store being unreachable (see overrides)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> ChangeJson:
+        return ChangeJson(
+            flag=self.flag,
+            old=self.old,
+            new=self.new,
+            actor=self.actor,
+            reason=self.reason,
+            at=self.at,
+            local=self.local,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +72,7 @@ class StoreHealth:
     invalid_flags: tuple[str, ...] = ()
     local_overrides: tuple[str, ...] = ()  # flags lowered here during an outage, not yet in the store
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> StoreHealthJson:
         return {
             "backend": self.backend,
             "healthy": self.healthy,

@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from typing_extensions import TypedDict
+
 from gateway.datachecks.results import CheckState
 from gateway.safety.config import ReadinessConfig
 
-__all__ = ["Criterion", "Evidence", "Readiness", "evaluate", "next_step"]
+__all__ = ["Criterion", "Evidence", "Readiness", "ReadinessJson", "evaluate", "next_step"]
 
 CriterionStatus = Literal["pass", "fail", "not_enough_traffic", "pending", "not_measured", "not_applicable"]
 VerdictStatus = Literal["ready", "not_ready", "not_enough_traffic"]
@@ -79,6 +81,19 @@ class Criterion:
         return data
 
 
+class ReadinessJson(TypedDict):
+    """One flag's ``Readiness`` as the admin API shows it."""
+
+    flag: str
+    percent: int
+    nextStep: str
+    verdict: VerdictStatus
+    summary: str
+    missing: list[str]
+    criteria: list[dict[str, Any]]
+    evaluatedAt: float
+
+
 @dataclass(frozen=True, slots=True)
 class Readiness:
     flag: str
@@ -90,7 +105,7 @@ class Readiness:
     missing: tuple[str, ...] = field(default=())
     evaluated_at: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ReadinessJson:
         return {
             "flag": self.flag,
             "percent": self.percent,

@@ -13,19 +13,33 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from typing_extensions import TypedDict
 
 from gateway.errors import StoreUnavailable
-from gateway.safety.statefile import export_document, parse_state
+from gateway.safety.statefile import StateDocument, export_document, parse_state
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState
 
-__all__ = ["export_state", "import_state"]
+__all__ = ["Imported", "export_state", "import_state"]
+
+
+class Imported(TypedDict):
+    """What an import changed (flags left as they were are listed too) and what it could not apply."""
+
+    flagsChanged: list[str]
+    flagsUnchanged: list[str]
+    holdsRestored: list[str]
+    plans: list[str]
+    readOnly: list[str]
+    noiseRoutes: list[str]
+    warnings: list[str]
+
 
 log = structlog.get_logger("gateway.safety")
 
 
-async def export_state(state: GatewayState) -> dict[str, Any]:
+async def export_state(state: GatewayState) -> StateDocument:
     """Everything an operator set up, as one document; raises StoreUnavailable if the store is down."""
     safety = state.safety
     assert safety is not None
@@ -44,7 +58,7 @@ async def export_state(state: GatewayState) -> dict[str, Any]:
     )
 
 
-async def import_state(state: GatewayState, doc: Any, *, actor: str, reason: str) -> dict[str, Any]:
+async def import_state(state: GatewayState, doc: Any, *, actor: str, reason: str) -> Imported:
     """Validate, then apply atomically; raises InvalidState, SafetyRefused or StoreUnavailable."""
     safety = state.safety
     assert safety is not None

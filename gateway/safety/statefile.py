@@ -21,15 +21,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from typing_extensions import TypedDict
 
 from gateway.errors import GatewayError
 from gateway.safety.config import ReadOnlyConfig
 from gateway.safety.events import Event
 from gateway.safety.plans import Plan
 
-__all__ = ["STATE_FORMAT", "InvalidState", "OperatorState", "parse_state"]
+__all__ = ["STATE_FORMAT", "InvalidState", "OperatorState", "StateDocument", "parse_state"]
 
 STATE_FORMAT = 2
+
+
+class StateDocument(TypedDict):
+    """The exported document (``format`` 2); plans and read-only switches as their stores hold them."""
+
+    format: int
+    exportedAt: str
+    flags: dict[str, int]
+    holds: dict[str, dict[str, Any]]
+    plans: dict[str, Any]
+    readOnly: dict[str, Any]
+    drained: list[str]
+    noise: dict[str, list[str]]
+
+
 SIDES = ("legacy", "candidate")
 PLAN_STATUSES = frozenset({"running", "paused", "completed", "aborted", "rolled_back"})
 
@@ -171,7 +187,7 @@ def export_document(
     switches: Mapping[str, bytes],
     drained: Set[str],
     noise: Mapping[str, list[str]],
-) -> dict[str, Any]:
+) -> StateDocument:
     """The state document (format 2) from what the stores hold."""
     return {
         "format": STATE_FORMAT,
