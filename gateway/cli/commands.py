@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from gateway import __version__
-from gateway.cli.client import CliError, admin_call
+from gateway.cli.client import CliError, UsageError, admin_call
 from gateway.cli.flags import changes, explain, rollback, rollout
 from gateway.cli.render import config_lines
 from gateway.cli.reports import parity, report
@@ -24,6 +24,8 @@ from gateway.cli.state import state
 from gateway.errors import ConfigError
 
 __all__ = ["cli", "main"]
+
+FAULT_CHOICES = ("errors", "slow", "down", "parity", "clear", "status")
 
 
 class _ConfigInvalid(CliError):
@@ -118,17 +120,20 @@ def demo(
 
 
 @demo.command("fault")
-@click.argument("fault", metavar="FAULT", type=click.Choice(["errors", "slow", "down", "parity", "clear", "status"]))
+@click.argument("fault", metavar="FAULT", required=False, type=click.Choice(FAULT_CHOICES))
 @click.option(
     "--control",
     metavar="URL",
     default="http://127.0.0.1:8083",
+    show_default=True,
     envvar="GATEWAY_DEMO_CONTROL_URL",
     show_envvar=True,
     help="the running demo's fault switch",
 )
-def demo_fault(fault: str, control: str) -> int:
-    """Switch the running demo's candidate fault ('status' shows it, 'clear' heals it)."""
+def demo_fault(fault: str | None, control: str) -> int:
+    """Switch the running demo's candidate FAULT: errors|slow|down|parity, 'clear' heals it, 'status' shows it."""
+    if fault is None:
+        raise UsageError(f"usage: gateway demo fault {'|'.join(FAULT_CHOICES)}")
     try:
         if fault == "status":
             data = admin_call(control, "GET", "/fault")
