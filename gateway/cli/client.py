@@ -30,9 +30,10 @@ __all__ = [
     "UsageError",
     "admin_call",
     "admin_urls",
+    "json_text",
     "on_every_instance",
     "operation_id",
-    "print_json",
+    "show",
 ]
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
@@ -65,8 +66,18 @@ def operation_id() -> str:
     return f"cli-{uuid.uuid4().hex[:16]}"
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+def json_text(data: Any) -> str:
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def show(data: Any, as_json: bool, text: Callable[[Any], str | list[str]]) -> int:
+    """Print an admin API answer: as it came with ``--json``, else ``text(data)`` for the terminal."""
+    if as_json:
+        sys.stdout.write(json_text(data))
+    else:
+        rendered = text(data)
+        click.echo(rendered if isinstance(rendered, str) else "\n".join(rendered))
+    return 0
 
 
 def on_every_instance(urls: list[str], call: Callable[[str], str]) -> int:

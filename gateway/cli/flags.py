@@ -6,7 +6,7 @@ import urllib.parse
 
 import click
 
-from gateway.cli.client import CliError, UsageError, admin_call, on_every_instance, operation_id, print_json
+from gateway.cli.client import CliError, UsageError, admin_call, on_every_instance, operation_id, show
 from gateway.cli.params import admin_option, admins_option, json_option
 from gateway.cli.render import changes_lines, explain_lines, forecast_line, rollback_line, set_line, status_lines
 
@@ -23,12 +23,7 @@ def rollout() -> None:
 @admin_option
 def rollout_status(as_json: bool, admin: str) -> int:
     """Show every flag and the store's health."""
-    data = admin_call(admin, "GET", "/api/v1/flags")
-    if as_json:
-        print_json(data)
-    else:
-        click.echo("\n".join(status_lines(data)))
-    return 0
+    return show(admin_call(admin, "GET", "/api/v1/flags"), as_json, status_lines)
 
 
 @rollout.command("set")
@@ -53,12 +48,7 @@ def rollout_set(percent: str, flag: str, reason: str, admins: list[str]) -> int:
 def rollout_forecast(flag: str, percent: int, as_json: bool, admin: str) -> int:
     """Share of recently seen users that would move at PERCENT."""
     query = urllib.parse.urlencode({"flag": flag, "percent": percent})
-    data = admin_call(admin, "GET", f"/api/v1/forecast?{query}")
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(forecast_line(flag, data))
-    return 0
+    return show(admin_call(admin, "GET", f"/api/v1/forecast?{query}"), as_json, lambda data: forecast_line(flag, data))
 
 
 @click.command()
@@ -81,11 +71,7 @@ def changes(flag: str | None, limit: int, as_json: bool, admin: str) -> int:
         raise UsageError(f"--limit must be 1..1000, got {limit}")
     query = {"limit": limit} | ({"flag": flag} if flag else {})
     data = admin_call(admin, "GET", "/api/v1/changes?" + urllib.parse.urlencode(query))
-    if as_json:
-        print_json(data)
-    else:
-        click.echo("\n".join(changes_lines(data, flag)))
-    return 0
+    return show(data, as_json, lambda data: changes_lines(data, flag))
 
 
 @click.command()
@@ -103,8 +89,4 @@ def explain(subject: str, path: str, method: str, force: str | None, as_json: bo
     """Which upstream a user gets now, and why."""
     params = {"subject": subject, "path": path, "method": method} | ({"force": force} if force else {})
     data = admin_call(admin, "GET", f"/api/v1/explain?{urllib.parse.urlencode(params)}")
-    if as_json:
-        print_json(data)
-    else:
-        click.echo("\n".join(explain_lines(subject, data)))
-    return 0
+    return show(data, as_json, lambda data: explain_lines(subject, data))

@@ -9,9 +9,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import click
-import orjson
 
-from gateway.cli.client import CliError, admin_call, print_json
+from gateway.cli.client import CliError, admin_call, json_text, show
 from gateway.cli.params import admin_option, json_option, one_format
 
 __all__ = ["NOT_READY_EXIT", "parity", "report"]
@@ -39,11 +38,7 @@ def parity_report(route: str | None, as_json: bool, markdown: bool, admin: str) 
 
     one_format(as_json, markdown)
     data = admin_call(admin, "GET", "/api/v1/parity" + _route_query(route))
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(report_markdown(data) if markdown else report_table(data))
-    return 0
+    return show(data, as_json, report_markdown if markdown else report_table)
 
 
 @parity.command("diffs")
@@ -56,11 +51,7 @@ def parity_diffs(route: str, limit: int, as_json: bool, admin: str) -> int:
     from gateway.shadow.render import diffs_text
 
     data = admin_call(admin, "GET", f"/api/v1/parity/diffs{_route_query(route)}&limit={limit}")
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(diffs_text(data))
-    return 0
+    return show(data, as_json, diffs_text)
 
 
 @parity.command("noise")
@@ -112,7 +103,7 @@ def readiness(flag: str | None, as_json: bool, markdown: bool, output: str | Non
     one_format(as_json, markdown)
     data = admin_call(admin, "GET", "/api/v1/readiness" + (f"?flag={quote(flag, safe='')}" if flag else ""))
     if as_json:
-        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+        text = json_text(data)
     elif markdown:
         text = report_markdown(data)
     else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.client import UsageError, admin_call, print_json
+from gateway.cli.client import UsageError, admin_call, show
 from gateway.cli.params import admin_option, json_option
 from gateway.cli.render import events_lines, plan_lines, readonly_lines, triggers_lines
 
@@ -30,12 +30,7 @@ def events(ctx: click.Context, limit: int, as_json: bool, admin: str) -> int:
     """List safety events; 'events ack FLAG' acknowledges a rollback."""
     if ctx.invoked_subcommand is not None:
         return 0
-    data = admin_call(admin, "GET", f"/api/v1/events?limit={limit}")
-    if as_json:
-        print_json(data)
-    else:
-        click.echo("\n".join(events_lines(data)))
-    return 0
+    return show(admin_call(admin, "GET", f"/api/v1/events?limit={limit}"), as_json, events_lines)
 
 
 @events.command("ack")
@@ -58,12 +53,9 @@ def events_ack(ctx: click.Context, flag: str, reason: str, admin: str | None) ->
 def triggers(as_json: bool, admin: str) -> int:
     """Every trigger's current verdict, per flag."""
     data = admin_call(admin, "GET", "/api/v1/safety")
-    if as_json:
-        print_json(data)
-        return 0
-    percents = {f["name"]: f["percent"] for f in admin_call(admin, "GET", "/api/v1/flags")["flags"]}
-    click.echo("\n".join(triggers_lines(data, percents)))
-    return 0
+    # The text reads each verdict against its flag's percentage: a failing probe at 0% is not firing.
+    percents = {} if as_json else {f["name"]: f["percent"] for f in admin_call(admin, "GET", "/api/v1/flags")["flags"]}
+    return show(data, as_json, lambda data: triggers_lines(data, percents))
 
 
 @click.command()
@@ -90,14 +82,6 @@ def readonly(flag: str | None, mode: str | None, retry_after: int | None, reason
 @click.group()
 def plan() -> None:
     """Progressive rollout plans: start|pause|resume|abort|skip|status."""
-
-
-def _show_plan(data: dict[str, Any], as_json: bool) -> int:
-    if as_json:
-        print_json(data)
-    else:
-        click.echo("\n".join(plan_lines(data)))
-    return 0
 
 
 _flag_argument = click.argument("flag", default="default", required=False)
@@ -133,7 +117,7 @@ def plan_start(
         body["soak"] = soak
     if min_requests is not None:
         body["minRequests"] = min_requests
-    return _show_plan(admin_call(admin, "POST", f"/api/v1/plans/{flag}", body), as_json)
+    return show(admin_call(admin, "POST", f"/api/v1/plans/{flag}", body), as_json, plan_lines)
 
 
 @plan.command("status")
@@ -142,7 +126,7 @@ def plan_start(
 @admin_option
 def plan_status(flag: str, as_json: bool, admin: str) -> int:
     """Step, time in step, time to next step, what it waits for, triggers."""
-    return _show_plan(admin_call(admin, "GET", f"/api/v1/plans/{flag}"), as_json)
+    return show(admin_call(admin, "GET", f"/api/v1/plans/{flag}"), as_json, plan_lines)
 
 
 def _plan_action(action: str, summary: str) -> None:
@@ -151,7 +135,7 @@ def _plan_action(action: str, summary: str) -> None:
     @json_option
     @admin_option
     def command(flag: str, as_json: bool, admin: str) -> int:
-        return _show_plan(admin_call(admin, "POST", f"/api/v1/plans/{flag}/{action}", {}), as_json)
+        return show(admin_call(admin, "POST", f"/api/v1/plans/{flag}/{action}", {}), as_json, plan_lines)
 
 
 _plan_action("pause", "Pause FLAG's plan: it stays at its step.")
