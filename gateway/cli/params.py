@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import click
 
-from gateway.cli.client import admin_urls
+from gateway.cli.client import DEFAULT_ADMIN_URL, admin_urls
 
 __all__ = ["ADMIN_URL_ENV", "admin_option", "admins_option", "json_option", "one_format"]
 
@@ -30,7 +30,7 @@ admin_option = click.option(
     envvar=ADMIN_URL_ENV,
     show_envvar=True,
     callback=_first_admin,
-    help="admin API base URL (the first one if it lists several)  [default: http://127.0.0.1:9090]",
+    help=f"admin API base URL (the first one if it lists several)  [default: {DEFAULT_ADMIN_URL}]",
 )
 
 # A change (set, rollback) goes to every instance: the option repeats, and the variable may list
@@ -44,7 +44,7 @@ admins_option = click.option(
     show_envvar=True,
     callback=_every_admin,
     help="admin API base URL of an instance; repeat it to reach every instance in one command "
-    "(the variable: comma-separated for several)",
+    f"(the variable: comma-separated for several)  [default: {DEFAULT_ADMIN_URL}]",
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
