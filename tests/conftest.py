@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.dataplane.listener import ProxyListener
 from gateway.server import GatewayServer
 from tests.pg_support import postgres  # noqa: F401 - the session's PostgreSQL, for data-check tests
 
@@ -216,6 +217,13 @@ class Gateway:
         return self.server.state
 
     @property
+    def listener(self) -> ProxyListener:
+        """The data plane's listener, for tests that look at its pools and counters."""
+        listener = self.server._listener
+        assert listener is not None, "the gateway has started"
+        return listener
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.proxy_port}"
 
@@ -236,8 +244,12 @@ class Gateway:
         return self.session.request(method, self.admin_url + path, headers=headers, **kwargs)
 
 
+MakeGateway = Callable[[Config], Awaitable[Gateway]]
+"""The ``make_gateway`` fixture: starts a gateway for a config; stopped at teardown."""
+
+
 @pytest.fixture
-async def make_gateway() -> AsyncIterator[Callable[[Config], Awaitable[Gateway]]]:
+async def make_gateway() -> AsyncIterator[MakeGateway]:
     started: list[Gateway] = []
 
     async def factory(config: Config) -> Gateway:

@@ -165,7 +165,7 @@ class RecordingUpstream:
         conn = self.accepted
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
         self._writers.add(writer)
         try:
             while True:
@@ -199,7 +199,7 @@ class RecordingUpstream:
             self._writers.discard(writer)
             writer.transport.abort()
             if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
 
     async def close(self) -> None:
         if self._server is not None:

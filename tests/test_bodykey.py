@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
@@ -108,8 +106,10 @@ def test_ruleset_keys_body_field_rules_on_the_account_else_the_address() -> None
 
     rules = RuleSet(
         [
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="ip", limit=5),
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="body_field", body_field="email", limit=5),
+            RateLimitRule.model_validate({"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "ip", "limit": 5}),
+            RateLimitRule.model_validate(
+                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "body_field", "body_field": "email", "limit": 5}
+            ),
         ]
     )
     assert rules.reads_body("/api/v1/auth/login", "POST") and rules.reads_body("/api/v1/%61uth/login", "POST")

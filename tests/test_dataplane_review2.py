@@ -9,17 +9,17 @@ import time
 
 import pytest
 import trustme
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import free_port, make_config, wait_for
+from tests.conftest import MakeGateway, free_port, make_config, wait_for
 from tests.dataplane_support import read_head
-from tests.support import RawConnection, read_response
-from tests.test_dataplane_tls import pki, tls_get, tls_listener  # noqa: F401  (pki is a fixture)
+from tests.support import RawConnection, RawUpstream, read_response
+from tests.test_dataplane_tls import Pki, pki, tls_get, tls_listener  # noqa: F401  (pki is a fixture)
 from tests.test_ratelimit_body import LOGIN, PER_ACCOUNT, backend, gateway  # noqa: F401  (backend is a fixture)
-
 
 # -- 1. a failed SIGHUP certificate reload leaves the TLS listener unable to handshake -----------
 
-async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(upstreams, make_gateway, pki) -> None:
+async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki)))
     port = gw.server.proxy_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context())
@@ -30,7 +30,7 @@ async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(ups
     pki.cert_file.write_bytes(b"".join(p.bytes() for p in new.cert_chain_pems))
     pki.key_file.write_bytes(b"not a key\n")
     gw.server.request_reload()  # what SIGHUP runs: logs tls_reload_failed, "old certificate kept"
-    await wait_for(lambda: gw.server._listener.tls_reloads["failed"] == 1)
+    await wait_for(lambda: gw.listener.tls_reloads["failed"] == 1)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context())
     except (ssl.SSLError, ConnectionError) as exc:
@@ -41,7 +41,7 @@ async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(ups
 
 # -- 2. a client CA removed from client_ca_file stays trusted after SIGHUP -----------------------
 
-async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams, make_gateway, pki) -> None:
+async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, client_ca_file=str(pki.ca_file))))
     port = gw.server.proxy_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context(with_cert=True))
@@ -49,7 +49,7 @@ async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams, mak
     writer.close()
     trustme.CA().cert_pem.write_to_path(str(pki.ca_file))  # the old client CA is rotated out
     gw.server.request_reload()
-    await wait_for(lambda: gw.server._listener.tls_reloads["ok"] == 1)
+    await wait_for(lambda: gw.listener.tls_reloads["ok"] == 1)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context(with_cert=True))
         status = await tls_get(reader, writer, "/after")
@@ -61,7 +61,7 @@ async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams, mak
 
 # -- 3. the 308 redirect listener: no size limit, no deadline, any Host --------------------------
 
-async def test_redirect_listener_bounds_the_request_target(upstreams, make_gateway, pki) -> None:
+async def test_redirect_listener_bounds_the_request_target(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     redirect_port = free_port()
     await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     reader, writer = await asyncio.open_connection("127.0.0.1", redirect_port)
@@ -82,7 +82,7 @@ async def test_redirect_listener_bounds_the_request_target(upstreams, make_gatew
     assert data is not None and data.startswith(b"HTTP/1.1 414"), f"{sent} bytes of target buffered, no refusal"
 
 
-async def test_redirect_listener_closes_a_silent_half_head(upstreams, make_gateway, pki) -> None:
+async def test_redirect_listener_closes_a_silent_half_head(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     redirect_port = free_port()
     await make_gateway(
         make_config(
@@ -101,7 +101,7 @@ async def test_redirect_listener_closes_a_silent_half_head(upstreams, make_gatew
         writer.close()
 
 
-async def test_redirect_listener_refuses_a_host_that_is_not_a_host(upstreams, make_gateway, pki) -> None:
+async def test_redirect_listener_refuses_a_host_that_is_not_a_host(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     redirect_port = free_port()
     await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     async with await RawConnection.open(redirect_port) as conn:
@@ -111,7 +111,7 @@ async def test_redirect_listener_refuses_a_host_that_is_not_a_host(upstreams, ma
 
 # -- 4. a TCP client that never starts the TLS handshake ignores header_timeout -----------------
 
-async def test_tls_listener_silent_client_obeys_header_timeout(upstreams, make_gateway, pki) -> None:
+async def test_tls_listener_silent_client_obeys_header_timeout(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     gw = await make_gateway(make_config(upstreams, limits={"header_timeout": 0.5}, tls=tls_listener(pki)))
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.proxy_port)  # no ClientHello, ever
     try:
@@ -124,7 +124,7 @@ async def test_tls_listener_silent_client_obeys_header_timeout(upstreams, make_g
 
 # -- 5. Expect: 100-continue while the gateway waits for a pool connection -> 408 ----------------
 
-async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_body(upstreams, make_gateway) -> None:
+async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_body(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(
         make_config(
             upstreams,
@@ -152,7 +152,7 @@ async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_bo
 
 # -- 6. drain cuts a request whose body the rate limiter is peeking -----------------------------
 
-async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway, backend) -> None:
+async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway: MakeGateway, backend: RawUpstream) -> None:
     gw = await gateway(make_gateway, backend, [PER_ACCOUNT], drain_timeout=3)
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.server.proxy_port))
     body = b'{"email": "a@school.example", "password": "x"}'
@@ -177,11 +177,11 @@ async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway
 
 # -- 7. the sweep period ignores total_timeout (and stream_idle_timeout, reloaded routes) --------
 
-async def test_total_timeout_is_enforced_within_its_own_scale(upstreams, make_gateway) -> None:
+async def test_total_timeout_is_enforced_within_its_own_scale(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams, {"total_timeout": 0.2, "read_timeout": 10, "keepalive_timeout": 30}))
     async with await RawConnection.open(int(gw.server.proxy_port)) as conn:
         started = time.monotonic()
         resp = await conn.request(b"GET /slow?s=3 HTTP/1.1\r\nHost: gw.example\r\n\r\n")
         took = time.monotonic() - started
     assert resp.status == 504
-    assert took < 0.2 * 1.5, f"total_timeout 0.2 s enforced after {took:.2f} s (sweep {gw.server._listener.sweep_interval} s)"
+    assert took < 0.2 * 1.5, f"total_timeout 0.2 s enforced after {took:.2f} s (sweep {gw.listener.sweep_interval} s)"

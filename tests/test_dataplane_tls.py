@@ -19,9 +19,10 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
-from tests.conftest import free_port, make_config, wait_for
+from tests.conftest import MakeGateway, free_port, make_config, wait_for
 from tests.support import GatewayProcess, RawConnection, read_response
 
 HSTS = "max-age=31536000; includeSubDomains"
@@ -95,7 +96,7 @@ def https_url(gw: Any, path: str) -> str:
 # -- the TLS listener ---------------------------------------------------------------------------
 
 
-async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams, make_gateway, pki) -> None:
+async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki)))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context())) as session:
         async with session.get(https_url(gw, "/over-tls?x=1")) as resp:
@@ -115,13 +116,13 @@ async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
-async def test_plain_listener_has_no_hsts(upstreams, make_gateway) -> None:
+async def test_plain_listener_has_no_hsts(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/plain") as resp:
         assert resp.status == 200 and "Strict-Transport-Security" not in resp.headers
 
 
-async def test_client_certificate_required_when_client_ca_is_set(upstreams, make_gateway, pki) -> None:
+async def test_client_certificate_required_when_client_ca_is_set(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, client_ca_file=str(pki.ca_file))))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(True))) as session:
         async with session.get(https_url(gw, "/mtls")) as resp:
@@ -132,7 +133,7 @@ async def test_client_certificate_required_when_client_ca_is_set(upstreams, make
                 await resp.read()
 
 
-async def test_redirect_listener_answers_308_to_https(upstreams, make_gateway, pki) -> None:
+async def test_redirect_listener_answers_308_to_https(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
     redirect_port = free_port()
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     async with await RawConnection.open(redirect_port) as conn:
@@ -159,7 +160,7 @@ def peer_der(writer: asyncio.StreamWriter) -> bytes:
 
 
 @pytest.mark.slow
-async def test_sighup_reloads_the_certificate_without_dropping_connections(upstreams, pki, tmp_path) -> None:
+async def test_sighup_reloads_the_certificate_without_dropping_connections(upstreams: dict[str, TestServer], pki: Pki, tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(f"tls:\n  cert_file: {pki.cert_file}\n  key_file: {pki.key_file}\n")
     urls = {side: str(server.make_url("/")).rstrip("/") for side, server in upstreams.items()}
@@ -242,7 +243,7 @@ def with_legacy(upstreams: Any, **legacy: Any) -> Config:
     )
 
 
-async def test_https_upstream_is_verified_against_the_configured_ca(upstreams, make_gateway, https_upstream, pki):
+async def test_https_upstream_is_verified_against_the_configured_ca(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url, ca_file=str(pki.ca_file)))
     async with gw.get("/peer") as resp:
@@ -250,7 +251,7 @@ async def test_https_upstream_is_verified_against_the_configured_ca(upstreams, m
         assert (await resp.json())["side"] == "legacy"
 
 
-async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams, make_gateway, https_upstream) -> None:
+async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url))  # the system store does not know the test CA
     async with gw.get("/peer") as resp:
@@ -258,7 +259,7 @@ async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams, make_gate
         assert (await resp.json())["error"] == "upstream_unavailable"
 
 
-async def test_https_upstream_with_client_certificate(upstreams, make_gateway, https_upstream, pki) -> None:
+async def test_https_upstream_with_client_certificate(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki) -> None:
     url = await https_upstream(require_client_cert=True)
     gw = await make_gateway(
         with_legacy(

@@ -10,19 +10,25 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 import pytest
 import yaml
+from pytest_aiohttp import AiohttpServer
 
 from gateway.sample_api import DEMO_USERS
 from tests.conftest import free_port
 
+T = TypeVar("T")
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.status, orjson.loads(resp.read())
+        data: dict[str, Any] = orjson.loads(resp.read())
+        return resp.status, data
 
 
 def _wait_http(url: str, deadline: float) -> None:
@@ -165,13 +171,14 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=30)
 
 
-def _admin_json(admin: str, path: str, token: str) -> dict:
+def _admin_json(admin: str, path: str, token: str) -> dict[str, Any]:
     request = urllib.request.Request(admin + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=5) as resp:
-        return orjson.loads(resp.read())
+        data: dict[str, Any] = orjson.loads(resp.read())
+        return data
 
 
-def _poll(predicate, timeout: float = 20.0):  # noqa: ANN001, ANN202 - a test helper
+def _poll(predicate: Callable[[], T | None], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -197,7 +204,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     try:
-        def evaluated() -> dict | None:
+        def evaluated() -> dict[str, Any] | None:
             status = _admin_json(admin, "/api/v1/status", token)
             default = next(f for f in status["flags"] if f["name"] == "default")
             return status if default["triggers"] else None
@@ -214,7 +221,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
         done = _cli(env, "demo", "fault", "errors")
         assert done.returncode == 0 and "fault errors" in done.stdout, done.stderr
 
-        def rolled_back() -> dict | None:
+        def rolled_back() -> dict[str, Any] | None:
             events = _admin_json(admin, "/api/v1/events?limit=20", token)["events"]
             return next((e for e in events if e["kind"] == "rollback" and e["flag"] == "default"), None)
 
@@ -284,7 +291,7 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
             done = _cli(env, "demo", "fault", fault)
             assert done.returncode == 0, done.stderr
 
-            def new_rollback(seen: set[str] = seen) -> dict | None:
+            def new_rollback(seen: set[str] = seen) -> dict[str, Any] | None:
                 events = _admin_json(admin, "/api/v1/events?limit=50", token)["events"]
                 return next((e for e in events if e["kind"] == "rollback" and e["id"] not in seen), None)
 
@@ -311,7 +318,7 @@ def test_demo_fault_without_a_running_demo_is_a_clear_error() -> None:
     assert done.returncode == 2 and "usage: gateway demo fault" in done.stderr
 
 
-async def test_sample_api_speaks_the_school_api(aiohttp_server) -> None:  # noqa: ANN001
+async def test_sample_api_speaks_the_school_api(aiohttp_server: AiohttpServer) -> None:  # noqa: ANN001
     """What the team's load test does: log in, read accessToken, call the class analytics with it."""
     import aiohttp
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, make_config
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 METRIC_RE = re.compile(r"\bgateway_[a-z_]+")
@@ -134,7 +135,7 @@ def _used_metric_names() -> set[str]:
     return names
 
 
-async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams, make_gateway) -> None:
+async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     used = _used_metric_names()
     assert "gateway_requests_total" in used and "gateway_flag_percent" in used
     gw = await make_gateway(make_config(upstreams))

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import Gateway, MakeGateway, RedisServer, make_config
 from tests.support import RawConnection, RawRequest, RawResponse, RawUpstream
 
 LOGIN = "/api/v1/auth/login"
@@ -44,8 +44,8 @@ async def backend() -> AsyncIterator[RawUpstream]:
 
 
 async def gateway(
-    make_gateway: Any, backend: RawUpstream, rules: list[dict[str, Any]], body_cap: int = 4096, **overrides: Any
-) -> Any:
+    make_gateway: MakeGateway, backend: RawUpstream, rules: list[dict[str, Any]], body_cap: int = 4096, **overrides: Any
+) -> Gateway:
     limits = {"rules": rules, "body_cap": body_cap}
     config = make_config({"legacy": backend.url, "candidate": backend.url}, rate_limits=limits, **overrides)
     return await make_gateway(config)
@@ -74,9 +74,9 @@ async def post_chunked(port: int, chunks: list[bytes], source: str = "127.0.0.1"
 
 @pytest.mark.parametrize("limiter", ["local", "redis"])
 async def test_one_account_from_twelve_addresses_is_limited_others_are_not(
-    limiter: str, make_gateway, backend, redis_server, key_prefix
+    limiter: str, make_gateway: MakeGateway, backend: RawUpstream, redis_server: RedisServer, key_prefix: str
 ) -> None:
-    redis = {"redis": {"url": redis_server.url, "key_prefix": key_prefix}} if limiter == "redis" else {}
+    redis: dict[str, Any] = {"redis": {"url": redis_server.url, "key_prefix": key_prefix}} if limiter == "redis" else {}
     gw = await gateway(make_gateway, backend, [PER_IP, PER_ACCOUNT], **redis)
     port = gw.server.proxy_port
     # Twelve attempts on one account, each from its own address; the spelling of the address varies.
@@ -101,7 +101,7 @@ async def test_one_account_from_twelve_addresses_is_limited_others_are_not(
     assert (await post(port, b"email=Ada%40school.example&password=x", "127.0.0.20", FORM)).status == 429
 
 
-async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(make_gateway, backend) -> None:
+async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(make_gateway: MakeGateway, backend: RawUpstream) -> None:
     gw = await gateway(make_gateway, backend, [PER_ACCOUNT], body_cap=1024)
     port = gw.server.proxy_port
     chunks = [b'{"email": ', b'"ada@school.example", ', b'"password": "x"}']
@@ -116,7 +116,7 @@ async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(m
     assert backend.requests[-1].body == big
 
 
-async def test_requests_without_the_field_fall_back_to_the_address(make_gateway, backend) -> None:
+async def test_requests_without_the_field_fall_back_to_the_address(make_gateway: MakeGateway, backend: RawUpstream) -> None:
     gw = await gateway(make_gateway, backend, [PER_ACCOUNT])
     port = gw.server.proxy_port
     # Each attempt names a different account, but none can be read: counted per address.

@@ -190,7 +190,7 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
     pump = asyncio.create_task(traffic())
     try:
         async def ready() -> bool:
-            return (await verdict())["summary"] == "ready for 100%"
+            return bool((await verdict())["summary"] == "ready for 100%")
 
         await until(ready, timeout=window * 4, interval=0.2)
     finally:

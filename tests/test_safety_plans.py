@@ -103,7 +103,7 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
 
 
 async def _status_is(gw: Gateway, status: str) -> bool:
-    return (await plan_of(gw))["status"] == status
+    return bool((await plan_of(gw))["status"] == status)
 
 
 async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(

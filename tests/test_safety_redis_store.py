@@ -29,7 +29,7 @@ async def stores(redis_server: Any, key_prefix: str) -> Any:
 
 async def test_two_instances_add_to_one_window(stores: list[RedisSafetyStore]) -> None:
     for i, store in enumerate(stores):
-        rec = Recorder(clock=lambda i=i: 1000.0 + i)
+        rec = Recorder(clock=lambda i=i: 1000.0 + i)  # type: ignore[misc]
         for _ in range(10):
             rec.record("default", "candidate", 500 if i else 200, None, 0.02)
         rec.record("default", "candidate", 502, "connect", 0.001)

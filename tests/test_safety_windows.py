@@ -11,7 +11,7 @@ from gateway.safety.config import TriggerConfig
 from gateway.safety.triggers import ProbeState, evaluate
 from gateway.safety.windows import LATENCY_BOUNDS, Recorder, WindowStats, percentile, sum_buckets
 
-TRIGGER = TypeAdapter(TriggerConfig)
+TRIGGER: TypeAdapter[TriggerConfig] = TypeAdapter(TriggerConfig)
 
 
 class Clock:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, RedisServer, make_config
 from tests.test_safety_e2e import faulty  # noqa: F401 - fixture
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -58,7 +59,7 @@ def _poll(predicate: Any, timeout: float = 10.0) -> Any:
 
 
 @pytest.mark.slow
-async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     gw = await make_gateway(make_config(upstreams, flags={"default": 10, "analytics": 0},
@@ -89,7 +90,8 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
         box.send_keys("35")
         row.find_element(By.CSS_SELECTOR, 'button[data-role="set"]').click()
         _poll(lambda: percent_shown("analytics") == "35%")
-        return driver.get_log("browser")
+        logs: list[dict[str, Any]] = driver.get_log("browser")
+        return logs
 
     try:
         console = await asyncio.to_thread(drive_page)
@@ -132,7 +134,7 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
         await asyncio.to_thread(driver.quit)
 
 
-async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
+async def test_status_json_and_page_served(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/api/v1/users") as resp:
         assert resp.status == 200
@@ -161,7 +163,7 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
 
 
 @pytest.mark.slow
-async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path) -> None:
     """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
     from selenium.webdriver.common.by import By
 
@@ -189,7 +191,8 @@ async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway
         assert "data.id" in driver.find_element(By.ID, "parity").text  # the differing field
         assert "held at 0%" in driver.find_element(By.ID, "flags").text
         driver.save_screenshot(str(tmp_path / "status-page-safety.png"))
-        return driver.get_log("browser")
+        logs: list[dict[str, Any]] = driver.get_log("browser")
+        return logs
 
     try:
         console = await asyncio.to_thread(check)
@@ -198,7 +201,7 @@ async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway
     assert not [e for e in console if e["level"] == "SEVERE"], console
 
 
-async def test_status_shows_upstream_figures_of_all_instances(upstreams, make_gateway, redis_server, key_prefix) -> None:
+async def test_status_shows_upstream_figures_of_all_instances(upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str) -> None:
     from tests.conftest import wait_for
     from tests.test_splitting import bearer
 
@@ -262,11 +265,12 @@ def _shipped_triggers() -> list[dict[str, Any]]:
     import yaml
 
     rules = Path(__file__).parent.parent / "rules" / "rollback.yaml"
-    return yaml.safe_load(rules.read_text())["safety"]["triggers"]
+    triggers: list[dict[str, Any]] = yaml.safe_load(rules.read_text())["safety"]["triggers"]
+    return triggers
 
 
 @pytest.mark.slow
-async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path) -> None:
     """A busy page (the shipped triggers on three flags, a plan, a held flag, a failing probe at 0%,
     parity rows, events): no card's content is wider than its card at either width, the safety panel
     stays above the fold, and the held flag is acknowledged from the page."""
@@ -323,7 +327,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
         _poll(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
         _poll(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
         _poll(lambda: "failing" in driver.find_element(By.ID, "checks").text)
-        problems = driver.execute_script(_MEASURE)
+        problems: list[str] = driver.execute_script(_MEASURE)
         _full_page_screenshot(driver, tmp_path / f"status-{width}.png")
         return problems
 
@@ -343,7 +347,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
 
             def set_button_inside() -> bool:
                 button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]').rect
-                return button["x"] + button["width"] <= card["x"] + card["width"]
+                return bool(button["x"] + button["width"] <= card["x"] + card["width"])
 
             assert _poll(set_button_inside, timeout=2)
 
@@ -363,7 +367,8 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
             alert.accept()
             _poll(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
             _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
-            return driver.get_log("browser")
+            logs: list[dict[str, Any]] = driver.get_log("browser")
+            return logs
 
         console = await asyncio.to_thread(acknowledge)
         assert not [e for e in console if e["level"] == "SEVERE"], console
@@ -375,7 +380,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
 
 
 @pytest.mark.slow
-async def test_status_page_with_protected_reads_asks_for_the_token(upstreams, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_with_protected_reads_asks_for_the_token(upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     gw = await make_gateway(make_config(upstreams, flags={"default": 10}, admin={"protect_reads": True}))
