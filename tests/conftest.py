@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -28,7 +28,8 @@ from gateway.dataplane.listener import ProxyListener
 from gateway.server import GatewayServer
 from tests.pg_support import postgres  # noqa: F401 - the session's PostgreSQL, for data-check tests
 
-pytest_plugins = ["aiohttp"]
+# Support modules whose fixtures every test module may take (pki, faulty, login_backend).
+pytest_plugins = ["aiohttp", "tests.tls_support", "tests.safety_support", "tests.ratelimit_support"]
 
 
 def free_port() -> int:
@@ -279,3 +280,27 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval:
         if loop.time() - start > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+T = TypeVar("T")
+
+
+def poll(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """``wait_for`` for code that runs in a thread (browsers, blocking clients): polls ``predicate``
+    until truthy and returns its value; an exception in ``ignore`` counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,6 +1,6 @@
 """Helpers for the data-plane behaviour tests (tests/test_dataplane_*.py): heads as lists of lines,
 a recording upstream that also notes which connection each request came on, raw clients bound to
-a chosen loopback source address, and JWT-shaped bearer tokens for bucketing by subject.
+a chosen loopback source address.
 
 Everything here is bytes on real sockets: these tests must keep passing whatever framework (or
 none) serves the proxy listener.
@@ -9,12 +9,9 @@ none) serves the proxy listener.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-import orjson
 
 from tests.support import _parse_head, _read_chunked
 
@@ -23,7 +20,6 @@ __all__ = [
     "OK",
     "Recorded",
     "RecordingUpstream",
-    "bearer",
     "head_lines",
     "open_from",
     "read_head",
@@ -39,12 +35,6 @@ HANDSHAKE = (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-
-
-def bearer(sub: str) -> str:
-    """An ``Authorization`` value whose JWT payload carries ``sub`` (the gateway reads, never verifies, it)."""
-    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
-    return f"Bearer h.{payload}.s"
 
 
 def head_lines(raw_head: bytes) -> tuple[str, list[tuple[str, str]]]:

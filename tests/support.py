@@ -1,5 +1,5 @@
-"""Helpers shared by the end-to-end tests: raw HTTP over asyncio sockets, and the gateway as a
-subprocess (``python -m gateway run``).
+"""Helpers shared by the end-to-end tests: raw HTTP over asyncio sockets, the gateway as a
+subprocess (``python -m gateway run``) and its CLI, its /metrics, and requests by subject.
 
 The raw helpers exist because aiohttp's client and server normalise what they send (re-quoting
 paths, choosing framing, adding or refusing headers); these tests need to control and observe
@@ -9,6 +9,7 @@ exact bytes on the wire. Everything listens and connects on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -19,11 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
 
-from tests.conftest import free_port
+from tests.conftest import Gateway, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -329,9 +332,62 @@ def metric_samples(text: str, name: str, **labels: str) -> list[float]:
     ]
 
 
-async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
-    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
+async def metric_values(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples of ``name`` matching ``labels`` in the admin ``/metrics``."""
     async with session.get(admin_url + "/metrics") as resp:
         assert resp.status == 200
-        values = metric_samples(await resp.text(), name, **labels)
+        return metric_samples(await resp.text(), name, **labels)
+
+
+async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
+    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
+    values = await metric_values(session, admin_url, name, **labels)
     return values[0] if values else 0.0
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-admin-token") -> tuple[int, str, str]:
+    """``python -m gateway ARGS`` with a clean GATEWAY_* environment; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if admin is not None:
+        env["GATEWAY_ADMIN_URL"] = admin
+    if token is not None:
+        env["GATEWAY_ADMIN_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def gateway_cli_out(*args: str) -> str:
+    """The stdout of a CLI call that must succeed (its arguments name the admin URL)."""
+    code, out, err = await gateway_cli(*args, admin=None)
+    assert code == 0, err
+    return out
+
+
+# -- requests by subject ----------------------------------------------------------------------
+
+
+def bearer(sub: str) -> dict[str, str]:
+    """An ``Authorization`` header whose JWT payload carries ``sub`` (the gateway reads, never verifies, it)."""
+    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
+    return {"Authorization": f"Bearer h.{payload}.s"}
+
+
+async def side_of(gw: Gateway, path: str = "/api/v1/users", method: str = "GET", **kwargs: Any) -> str:
+    async with gw.request(method, path, **kwargs) as resp:
+        assert resp.status == 200, await resp.text()
+        side: str = (await resp.json())["side"]
+        return side
+
+
+async def set_flag(gw: Gateway, flag: str, percent: int) -> None:
+    async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": percent, "reason": "test"}) as resp:
+        assert resp.status == 200, await resp.text()
+

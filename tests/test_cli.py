@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import orjson
@@ -12,21 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, MakeGateway, free_port, make_config
-
-
-async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-admin-token") -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    if admin is not None:
-        env["GATEWAY_ADMIN_URL"] = admin
-    if token is not None:
-        env["GATEWAY_ADMIN_TOKEN"] = token
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support import bearer, gateway_cli, set_flag, side_of
 
 
 @pytest.fixture
@@ -70,7 +53,6 @@ async def test_cli_errors_are_clear(gw: Gateway) -> None:
 
 
 async def test_explain_matches_what_the_proxy_does(gw: Gateway) -> None:
-    from tests.test_splitting import bearer, set_flag, side_of
 
     await set_flag(gw, "default", 40)
     for user in ("student-1", "student-2", "teacher-9"):

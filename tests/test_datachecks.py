@@ -16,9 +16,8 @@ from gateway.config import load_config
 from gateway.datachecks.config import DataCheck, DataChecksConfig
 from gateway.datachecks.runner import run_check
 from gateway.errors import ConfigError
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 from tests.pg_support import PostgresServer
-from tests.safety_support import until
 from tests.support import REPO, metric_value
 
 RULES = yaml.safe_load((REPO / "rules" / "data_checks.yaml").read_text())["safety"]
@@ -155,10 +154,10 @@ async def test_planted_orphan_fires_the_trigger_and_rolls_the_flag_back(
             async with gw.admin("GET", "/api/v1/datachecks", token=None) as resp:
                 return {c["name"]: c for c in (await resp.json())["checks"]}
 
-        await until(lambda: _all(checks, lambda c: c["status"] == "ok" and c["runs"] >= 2), timeout=10)
+        await wait_for(lambda: _all(checks, lambda c: c["status"] == "ok" and c["runs"] >= 2), timeout=10)
         assert gw.state.store.snapshot()["default"] == 50
         postgres.psql(name, "INSERT INTO enrollments VALUES (1003, 77, 10)")  # student 77 does not exist
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=10)
+        await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=10)
 
         async with gw.admin("GET", "/api/v1/events", token=None) as resp:
             events = (await resp.json())["events"]
@@ -180,9 +179,9 @@ async def test_planted_orphan_fires_the_trigger_and_rolls_the_flag_back(
 
         # The database goes away: "unreachable", its own trigger, never "failing".
         postgres.drop(name)
-        await until(lambda: _all(checks, lambda c: c["status"] == "unreachable" and c["consecutive_unreachable"] >= 2),
+        await wait_for(lambda: _all(checks, lambda c: c["status"] == "unreachable" and c["consecutive_unreachable"] >= 2),
                     timeout=10)
-        await until(lambda: _verdict(gw, "database-connection") == "firing", timeout=5)
+        await wait_for(lambda: _verdict(gw, "database-connection") == "firing", timeout=5)
         assert _verdict(gw, "data-inconsistency") == "ok"  # an unreachable database is not bad data
 
         shown = []
@@ -233,7 +232,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
     async def both_see_runs() -> bool:
         return all(v["checks"][0]["runs"] >= 4 and v["checks"][0]["status"] == "ok" for v in await views())
 
-    await until(both_see_runs, timeout=10)
+    await wait_for(both_see_runs, timeout=10)
     runs = [
         await metric_value(gw.session, gw.admin_url, "gateway_data_check_runs_total", check="students", result="ok")
         for gw in (a, b)
@@ -245,7 +244,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
 
 async def test_dry_run_and_minimum_evidence_through_the_shared_results() -> None:
     from gateway.datachecks.results import CheckState, Outcome, advance, encode
-    from tests.test_safety_guard import Clock, make_safety
+    from tests.safety_support import Clock, make_safety
 
     clock = Clock()
     check = {"name": "orphans", "dsn_env": "X_DSN", "query": "SELECT 0", "expect": "= 0"}

@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.conftest import MakeGateway, make_config, wait_for
 from tests.dataplane_support import open_from, read_head, read_until_close
-from tests.support import GatewayProcess, metric_samples, metric_value, read_response
+from tests.support import GatewayProcess, metric_value, metric_values, read_response
 
 MB = 1024 * 1024
 GREEDY = "127.0.0.2"
@@ -125,8 +125,7 @@ async def get(port: int, path: str, source: str = "127.0.0.1", timeout: float = 
 
 async def metric_sum(gw: Any, name: str, **labels: str) -> float:
     """The sum of every sample of ``name`` matching ``labels`` (0.0 when none exists yet)."""
-    async with gw.session.get(gw.admin_url + "/metrics") as resp:
-        return sum(metric_samples(await resp.text(), name, **labels))
+    return sum(await metric_values(gw.session, gw.admin_url, name, **labels))
 
 
 async def test_greedy_address_cannot_starve_another(backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway) -> None:

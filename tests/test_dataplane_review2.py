@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 
 from tests.conftest import MakeGateway, free_port, make_config, wait_for
 from tests.dataplane_support import read_head
+from tests.ratelimit_support import LOGIN, PER_ACCOUNT, limited_gateway
 from tests.support import RawConnection, RawUpstream, read_response
-from tests.test_dataplane_tls import Pki, pki, tls_get, tls_listener  # noqa: F401  (pki is a fixture)
-from tests.test_ratelimit_body import LOGIN, PER_ACCOUNT, backend, gateway  # noqa: F401  (backend is a fixture)
+from tests.tls_support import Pki, tls_get, tls_listener
 
 # -- 1. a failed SIGHUP certificate reload leaves the TLS listener unable to handshake -----------
 
@@ -152,8 +152,8 @@ async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_bo
 
 # -- 6. drain cuts a request whose body the rate limiter is peeking -----------------------------
 
-async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway: MakeGateway, backend: RawUpstream) -> None:
-    gw = await gateway(make_gateway, backend, [PER_ACCOUNT], drain_timeout=3)
+async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway: MakeGateway, login_backend: RawUpstream) -> None:
+    gw = await limited_gateway(make_gateway, login_backend, [PER_ACCOUNT], drain_timeout=3)
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.server.proxy_port))
     body = b'{"email": "a@school.example", "password": "x"}'
     writer.write(

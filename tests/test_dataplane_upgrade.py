@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import side_for
 from tests.conftest import MakeGateway, make_config, wait_for
-from tests.dataplane_support import HANDSHAKE, Recorded, RecordingUpstream, bearer, read_head
-from tests.support import GatewayProcess, RawConnection, metric_value
+from tests.dataplane_support import HANDSHAKE, Recorded, RecordingUpstream, read_head
+from tests.support import GatewayProcess, RawConnection, bearer, metric_value
 
 H = b"Host: gw.example\r\n"
 
@@ -54,7 +54,7 @@ async def ws_upstreams(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> 
 
 
 async def http_side(gw: Any, sub: str) -> str:
-    async with gw.get("/who", headers={"Authorization": bearer(sub)}) as resp:
+    async with gw.get("/who", headers=bearer(sub)) as resp:
         assert resp.status == 200
         return str((await resp.json())["side"])
 
@@ -66,7 +66,7 @@ async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(ws_upstr
     assert set(expected.values()) == {"legacy", "candidate"}  # the sample covers both sides
     for sub in subjects:
         assert await http_side(gw, sub) == expected[sub]
-        async with gw.session.ws_connect(gw.url + "/ws", headers={"Authorization": bearer(sub)}) as ws:
+        async with gw.session.ws_connect(gw.url + "/ws", headers=bearer(sub)) as ws:
             await ws.send_str(f"hello {sub}")
             assert (await ws.receive_str(timeout=5)) == f"{expected[sub]}:hello {sub}"
             await ws.send_bytes(b"\x00\x01binary\xff")
@@ -90,7 +90,7 @@ async def test_tunnels_are_counted(ws_upstreams: dict[str, TestServer], make_gat
     opened = await metric("gateway_tunnels_opened_total")
     up = await metric("gateway_tunnel_bytes_total", direction="up")
     down = await metric("gateway_tunnel_bytes_total", direction="down")
-    async with s.ws_connect(gw.url + "/ws", headers={"Authorization": bearer("counted")}) as ws:
+    async with s.ws_connect(gw.url + "/ws", headers=bearer("counted")) as ws:
         await wait_for(lambda: metric("gateway_tunnels_active"))
         assert await metric("gateway_tunnels_active") == 1
         assert await metric("gateway_tunnels_opened_total") == opened + 1

@@ -113,7 +113,7 @@ def test_shipped_rules_load_and_name_errors(tmp_path: Any) -> None:
 async def test_read_only_is_a_run_time_switch_seen_by_every_instance(
     sides: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
 ) -> None:
-    from tests.test_safety_plans import cli
+    from tests.support import gateway_cli_out as cli
 
     config = make_config(
         sides,

@@ -10,9 +10,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -20,9 +19,7 @@ import yaml
 from pytest_aiohttp import AiohttpServer
 
 from gateway.sample_api import DEMO_USERS
-from tests.conftest import free_port
-
-T = TypeVar("T")
+from tests.conftest import free_port, poll
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
@@ -178,23 +175,12 @@ def _admin_json(admin: str, path: str, token: str) -> dict[str, Any]:
         return data
 
 
-def _poll(predicate: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path) -> None:
     """The README walkthrough, command by command, against the demo's own background traffic."""
     from selenium.webdriver.common.by import By
 
-    from tests.test_status_page import _browser
-    from tests.test_status_page import _poll as _poll_page
+    from tests.browser_support import browser, poll_page
 
     proc, ports, printed, token = _start_demo()
     admin = f"http://127.0.0.1:{ports['admin-port']}"
@@ -209,7 +195,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
             default = next(f for f in status["flags"] if f["name"] == "default")
             return status if default["triggers"] else None
 
-        status = _poll(evaluated)
+        status = poll(evaluated, timeout=20)
         default = next(f for f in status["flags"] if f["name"] == "default")
         names = {t["trigger"] for t in default["triggers"]}
         rules = yaml.safe_load((ROOT / "rules" / "rollback.yaml").read_text())
@@ -225,7 +211,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
             events = _admin_json(admin, "/api/v1/events?limit=20", token)["events"]
             return next((e for e in events if e["kind"] == "rollback" and e["flag"] == "default"), None)
 
-        event = _poll(rolled_back, timeout=20)
+        event = poll(rolled_back, timeout=20)
         assert event["percent_before"] == 50 and event["trigger"] in shipped
         listed = _cli(env, "events")  # step 3 of the walkthrough
         assert listed.returncode == 0 and "rollback" in listed.stdout and "from 50%" in listed.stdout
@@ -237,22 +223,22 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
         assert _cli(env, "demo", "fault", "clear").returncode == 0
 
         # On the status page: the rollback event, the hold, and its Acknowledge button.
-        driver = _browser(tmp_path / "profile")
+        driver = browser(tmp_path / "profile")
         try:
             driver.get(admin + "/ui")
             driver.find_element(By.ID, "token").send_keys(token)
             driver.find_element(By.ID, "save-token").click()
-            _poll_page(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
-            _poll_page(lambda: "rollback default from 50%" in driver.find_element(By.ID, "events").text)
-            _poll_page(lambda: event["trigger"] in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            poll_page(lambda: "rollback default from 50%" in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: event["trigger"] in driver.find_element(By.ID, "events").text)
             driver.save_screenshot(str(tmp_path / "demo-held.png"))
             ack = 'tr[data-flag="default"] button[data-role="ack"]'
-            _poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
+            poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             alert.send_keys("candidate fixed")
             alert.accept()
-            _poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
-            _poll_page(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
             driver.save_screenshot(str(tmp_path / "demo-acked.png"))
         finally:
             driver.quit()
@@ -265,7 +251,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
             checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
             return bool(checks) and all(c["healthy"] for c in checks)
 
-        _poll(probes_healthy)
+        poll(probes_healthy, timeout=20)
         assert _cli(env, "rollout", "set", "50").returncode == 0
         assert _admin_json(admin, "/api/v1/flags/default", token)["percent"] == 50
     finally:
@@ -285,7 +271,7 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
             return bool(checks) and all(c["healthy"] for c in checks)
 
         for fault in ("slow", "down", "parity"):
-            _poll(probes_healthy)
+            poll(probes_healthy, timeout=20)
             seen = {e["id"] for e in _admin_json(admin, "/api/v1/events?limit=50", token)["events"]}
             assert _cli(env, "rollout", "set", "50").returncode == 0
             done = _cli(env, "demo", "fault", fault)
@@ -295,7 +281,7 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
                 events = _admin_json(admin, "/api/v1/events?limit=50", token)["events"]
                 return next((e for e in events if e["kind"] == "rollback" and e["id"] not in seen), None)
 
-            fired[fault] = _poll(new_rollback, timeout=25)["trigger"]
+            fired[fault] = poll(new_rollback, timeout=25)["trigger"]
             assert _cli(env, "demo", "fault", "clear").returncode == 0
             assert _cli(env, "events", "ack", "default", "--reason", f"{fault} fixed").returncode == 0
         status = _cli(env, "demo", "fault", "status")

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.server import GatewayServer
 from tests.conftest import Gateway, MakeGateway, RedisServer, free_port, make_config, wait_for
-from tests.support import metric_samples
+from tests.support import metric_values
 
 FLAG = "default"
 
@@ -40,9 +40,7 @@ async def readyz(gw: Gateway) -> dict[str, Any]:
 
 async def metric(gw: Gateway, name: str, **labels: str) -> float | None:
     """The value of one sample in the gateway's /metrics (None if absent)."""
-    async with gw.admin("GET", "/metrics") as resp:
-        assert resp.status == 200
-        values = metric_samples(await resp.text(), name, **labels)
+    values = await metric_values(gw.session, gw.admin_url, name, **labels)
     return values[0] if values else None
 
 

@@ -7,8 +7,7 @@ from aiohttp.test_utils import TestServer
 from gateway.bucketing import side_for
 from gateway.forecast import SubjectSketch
 from tests.conftest import MakeGateway, make_config
-from tests.test_cli import gateway_cli
-from tests.test_splitting import bearer, set_flag
+from tests.support import bearer, gateway_cli, set_flag
 
 
 def test_sketch_counts_the_band_between_percentages_and_is_bounded() -> None:

@@ -20,9 +20,8 @@ from aiohttp.test_utils import TestServer
 from gateway.datachecks.results import CheckState
 from gateway.readiness.config import ReadinessConfig
 from gateway.readiness.evaluate import Evidence, evaluate
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 from tests.pg_support import PostgresServer
-from tests.safety_support import until
 from tests.support import REPO
 
 NOW = 1_000_000.0
@@ -168,7 +167,7 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
     async def parity_judged() -> bool:
         return "parity 97% < 99.9%" in (await verdict())["summary"]
 
-    await until(parity_judged, timeout=window - 1)
+    await wait_for(parity_judged, timeout=window - 1)
     second = await verdict()
     assert second["verdict"] == "not_ready"
     assert second["summary"].startswith("not ready: parity 97% < 99.9% (3 of 100 compared requests differ; served by ")
@@ -192,7 +191,7 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
         async def ready() -> bool:
             return bool((await verdict())["summary"] == "ready for 100%")
 
-        await until(ready, timeout=window * 4, interval=0.2)
+        await wait_for(ready, timeout=window * 4, interval=0.2)
     finally:
         stop.set()
         await pump

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-from typing import Any
-
-import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import anonymous_id, side_for
 from tests.conftest import Gateway, MakeGateway, make_config
+from tests.support import bearer, set_flag, side_of
 
 ROUTES = [
     {"prefix": "/api/v1/auth/", "pin": "legacy", "name": "auth"},
@@ -19,23 +16,6 @@ ROUTES = [
 ]
 FLAGS = {"default": 0, "analytics": 0}
 SECRET = "force-secret-0123456789"
-
-
-def bearer(sub: str) -> dict[str, str]:
-    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
-    return {"Authorization": f"Bearer h.{payload}.s"}
-
-
-async def side_of(gw: Gateway, path: str = "/api/v1/users", method: str = "GET", **kwargs: Any) -> str:
-    async with gw.request(method, path, **kwargs) as resp:
-        assert resp.status == 200, await resp.text()
-        side: str = (await resp.json())["side"]
-        return side
-
-
-async def set_flag(gw: Gateway, flag: str, percent: int) -> None:
-    async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": percent, "reason": "test"}) as resp:
-        assert resp.status == 200, await resp.text()
 
 
 @pytest.fixture

@@ -7,55 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import MakeGateway, RedisServer, make_config
-from tests.test_safety_e2e import faulty  # noqa: F401 - fixture
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _browser(profile: Path) -> Any:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromium-driver are not installed; scripts/test.sh installs them")
-        pytest.skip("chromium/chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-def _poll(predicate: Any, timeout: float = 10.0) -> Any:
-    """Poll until truthy; an element re-rendered under our feet (the page redraws rows) counts as not yet."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except StaleElementReferenceException:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
+from tests.browser_support import browser, poll_page
+from tests.conftest import MakeGateway, RedisServer, make_config, wait_for
 
 
 @pytest.mark.slow
@@ -67,7 +27,7 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
     for _ in range(5):
         async with gw.get("/api/v1/users") as resp:
             assert resp.status == 200
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def percent_shown(flag: str) -> str:
         from selenium.common.exceptions import StaleElementReferenceException
@@ -80,7 +40,7 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
 
     def drive_page() -> list[dict[str, Any]]:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: percent_shown("default") == "10%")
+        poll_page(lambda: percent_shown("default") == "10%")
         assert "healthy" in driver.find_element(By.ID, "store").text
         driver.find_element(By.ID, "token").send_keys("test-admin-token")
         driver.find_element(By.ID, "save-token").click()
@@ -89,7 +49,7 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
         box.clear()
         box.send_keys("35")
         row.find_element(By.CSS_SELECTOR, 'button[data-role="set"]').click()
-        _poll(lambda: percent_shown("analytics") == "35%")
+        poll_page(lambda: percent_shown("analytics") == "35%")
         logs: list[dict[str, Any]] = driver.get_log("browser")
         return logs
 
@@ -108,8 +68,8 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
         assert proc.returncode == 0, err
 
         def sees_rollback() -> None:
-            _poll(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
-            _poll(lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8)
+            poll_page(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
+            poll_page(lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8)
             upstream_rows = driver.find_element(By.ID, "upstreams").text
             assert "legacy" in upstream_rows and "candidate" in upstream_rows
             driver.save_screenshot(str(tmp_path / "status-page.png"))
@@ -123,10 +83,10 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
         await gw.state.store.set_percent("default", 50, actor="t", reason="t")
 
         def rollback_from_page() -> None:
-            _poll(lambda: percent_shown("default") == "50%")
+            poll_page(lambda: percent_shown("default") == "50%")
             driver.find_element(By.ID, "rollback").click()
             driver.switch_to.alert.accept()
-            _poll(lambda: percent_shown("default") == "0%")
+            poll_page(lambda: percent_shown("default") == "0%")
 
         await asyncio.to_thread(rollback_from_page)
         assert gw.state.store.snapshot()["default"] == 0
@@ -167,9 +127,7 @@ async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, An
     """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
     from selenium.webdriver.common.by import By
 
-    from tests.safety_support import Pump, until
-    from tests.test_mismatch_trigger import PARITY
-    from tests.test_safety_e2e import FAST
+    from tests.safety_support import FAST, PARITY, Pump
 
     gw = await make_gateway(make_config(
         faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}},
@@ -178,16 +136,16 @@ async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, An
     faulty["candidate_mode"]["wrong"] = True
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
+        await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
     finally:
         await pump.stop()
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def check() -> list[dict[str, Any]]:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
-        _poll(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
-        _poll(lambda: "default" in driver.find_element(By.ID, "parity").text)
+        poll_page(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
+        poll_page(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
+        poll_page(lambda: "default" in driver.find_element(By.ID, "parity").text)
         assert "data.id" in driver.find_element(By.ID, "parity").text  # the differing field
         assert "held at 0%" in driver.find_element(By.ID, "flags").text
         driver.save_screenshot(str(tmp_path / "status-page-safety.png"))
@@ -203,7 +161,7 @@ async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, An
 
 async def test_status_shows_upstream_figures_of_all_instances(upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str) -> None:
     from tests.conftest import wait_for
-    from tests.test_splitting import bearer
+    from tests.support import bearer
 
     shared = {"url": redis_server.url, "key_prefix": key_prefix}
     config = make_config(upstreams, redis=shared, safety={"flush_interval": 0.2, "evaluate_interval": 0.2})
@@ -277,8 +235,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
     from selenium.webdriver.common.by import By
 
     from gateway.safety.events import Event
-    from tests.safety_support import until
-    from tests.test_safety_e2e import FAST
+    from tests.safety_support import FAST
 
     # The probes guard 'grades' only (at 0%): they fail without rolling back the plan on 'analytics'.
     triggers = [{**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
@@ -295,7 +252,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
         async with gw.get(path) as resp:
             assert resp.status == 200
     safety = gw.state.safety
-    await until(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
+    await wait_for(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
     # A held flag, as the guard leaves one, and a manual rollback as the event log records it.
     await gw.state.store.set_percent("default", 50, actor="t", reason="t")
     [held] = await safety.store.rollback(["default"], Event(
@@ -317,16 +274,16 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
     assert not any(v["status"] == "firing" and v["tone"] == "bad" for v in groups["grades"]["triggers"])
     assert groups["default"]["open"] and not groups["grades"]["open"]  # held: open; idle: collapsed
 
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def measure(width: int, height: int) -> list[str]:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
-        _poll(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
-        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
-        _poll(lambda: "failing" in driver.find_element(By.ID, "checks").text)
+        poll_page(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
+        poll_page(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
+        poll_page(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
+        poll_page(lambda: "failing" in driver.find_element(By.ID, "checks").text)
         problems: list[str] = driver.execute_script(_MEASURE)
         _full_page_screenshot(driver, tmp_path / f"status-{width}.png")
         return problems
@@ -341,7 +298,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
             # grouped per flag: the idle flags' triggers are collapsed, the held flag's shown
             visible = [e for e in driver.find_elements(By.CSS_SELECTOR, "#triggers .trigger") if e.is_displayed()]
             assert 0 < len(visible) <= 8, len(visible)
-            _poll(lambda: "plan running: step 1/4" in driver.find_element(
+            poll_page(lambda: "plan running: step 1/4" in driver.find_element(
                 By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text)
             card = driver.find_element(By.CSS_SELECTOR, "main > section").rect
 
@@ -349,7 +306,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
                 button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]').rect
                 return bool(button["x"] + button["width"] <= card["x"] + card["width"])
 
-            assert _poll(set_button_inside, timeout=2)
+            assert poll_page(set_button_inside, timeout=2)
 
         await asyncio.to_thread(above_the_fold)
         narrow = await asyncio.to_thread(measure, 390, 844)
@@ -360,13 +317,13 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
             driver.find_element(By.ID, "token").send_keys("test-admin-token")
             driver.find_element(By.ID, "save-token").click()
             ack = 'tr[data-flag="default"] button[data-role="ack"]'
-            _poll(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
+            poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             assert "Acknowledge the automatic rollback of 'default'" in alert.text
             alert.send_keys("error rate fixed in 1.4.2")
             alert.accept()
-            _poll(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
-            _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
+            poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
             logs: list[dict[str, Any]] = driver.get_log("browser")
             return logs
 
@@ -384,15 +341,15 @@ async def test_status_page_with_protected_reads_asks_for_the_token(upstreams: di
     from selenium.webdriver.common.by import By
 
     gw = await make_gateway(make_config(upstreams, flags={"default": 10}, admin={"protect_reads": True}))
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def drive() -> None:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "admin token needed" in driver.find_element(By.ID, "store").text)
+        poll_page(lambda: "admin token needed" in driver.find_element(By.ID, "store").text)
         assert not driver.find_elements(By.CSS_SELECTOR, "tr[data-flag]")  # nothing shown without it
         driver.find_element(By.ID, "token").send_keys("test-admin-token")
         driver.find_element(By.ID, "save-token").click()
-        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-flag="default"]'))
+        poll_page(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-flag="default"]'))
         assert "healthy" in driver.find_element(By.ID, "store").text
 
     try:
