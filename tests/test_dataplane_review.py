@@ -154,8 +154,8 @@ async def test_a_request_pipelined_after_a_refused_upgrade_is_handled_once(make_
             first = await read_response(conn.reader)
             second = await read_response(conn.reader)
             assert (first.status, second.status) == (200, 200)
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(0.3)
+        # The gateway is done with the connection: a duplicate of /second would have gone out by now.
+        await wait_for(lambda: gw.server.state.in_flight == 0)
         targets = [r.start_line for r in upstream.requests]
         print("upstream saw:", targets, "in_flight:", gw.server.state.in_flight)
         assert targets == ["GET /a HTTP/1.1", "GET /second HTTP/1.1"]
@@ -181,7 +181,7 @@ async def test_a_malformed_pipelined_request_never_reaches_the_upstream(make_gat
             assert first.status == 200
             rest = await read_until_close(conn.reader, timeout=4)  # hangs: no 400, never closed
             assert b" 400 " in rest
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: gw.server.state.in_flight == 0)  # done with the connection, /two included
         assert upstream.accepted == 1  # /two (a 400) never went anywhere
     finally:
         await upstream.close()

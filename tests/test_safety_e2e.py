@@ -213,11 +213,9 @@ async def test_webhook_is_retried_off_the_request_path(
         async with gw.get("/x") as resp:
             assert resp.status == 502
     await wait_for(lambda: len(received) == 1, timeout=3)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     async with gw.get("/x") as resp:  # while the webhook's first attempt hangs
         assert resp.status == 200
-    assert loop.time() - started < 0.5
+    assert len(received) == 1  # answered before the hanging first attempt ended (and was retried)
     await wait_for(lambda: len(received) == 2, timeout=5)
     assert received[0] == received[1]
     assert received[1]["kind"] == "rollback" and received[1]["trigger"] == "candidate-down"
