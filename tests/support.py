@@ -149,19 +149,24 @@ def abort_with_rst(writer: asyncio.StreamWriter) -> None:
 RawHandler = Callable[[RawRequest, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
-class RawUpstream:
-    """An HTTP/1.1 'server' whose answers are written by hand.
+async def read_body(reader: asyncio.StreamReader, headers: CIMultiDict[str]) -> tuple[bytes, bool]:
+    """A request's body as its head frames it (chunked or Content-Length), and whether it was chunked."""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body, _raw = await _read_chunked(reader)
+        return body, True
+    if "Content-Length" in headers:
+        return await reader.readexactly(int(headers["Content-Length"])), False
+    return b"", False
 
-    The handler gets each parsed request (head + Content-Length body) and writes whatever bytes it
-    likes; it returns True to keep the connection for another request, False to close it.
-    ``requests`` records every request received, in order.
-    """
 
-    def __init__(self, handler: RawHandler) -> None:
-        self._handler = handler
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 whose connections ``_serve`` handles; ``close`` aborts the ones
+    still open and waits for their handlers. The plumbing of the hand-written upstreams."""
+
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
-        self.requests: list[RawRequest] = []
-        self._conns: set[asyncio.StreamWriter] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -172,12 +177,54 @@ class RawUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def _listen(self, limit: int = 2**16) -> None:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=limit)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            await self._server.wait_closed()
+            self._server = None
+
+
+class RawUpstream(LoopbackServer):
+    """An HTTP/1.1 'server' whose answers are written by hand.
+
+    The handler gets each parsed request (head + body) and writes whatever bytes it likes; it
+    returns True to keep the connection for another request, False to close it.
+    ``requests`` records every request received, in order.
+    """
+
+    def __init__(self, handler: RawHandler) -> None:
+        super().__init__()
+        self._handler = handler
+        self.requests: list[RawRequest] = []
+
     async def start(self) -> RawUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        await self._listen()
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
         try:
             while True:
                 try:
@@ -186,11 +233,7 @@ class RawUpstream:
                     return
                 request_line, headers = _parse_head(head)
                 method, target, _ = request_line.split(" ", 2)
-                body = b""
-                if "Content-Length" in headers:
-                    body = await reader.readexactly(int(headers["Content-Length"]))
-                elif "chunked" in headers.get("Transfer-Encoding", "").lower():
-                    body, _raw = await _read_chunked(reader)
+                body, _chunked = await read_body(reader, headers)
                 request = RawRequest(method, target, headers, head, body)
                 self.requests.append(request)
                 keep = await self._handler(request, reader, writer)
@@ -199,17 +242,8 @@ class RawUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self._conns.discard(writer)
             if not writer.transport.is_closing():
                 writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._conns):
-                writer.transport.abort()
-            await self._server.wait_closed()
-            self._server = None
 
 
 # -- the gateway as a subprocess --------------------------------------------------------------
