@@ -77,7 +77,8 @@ async def test_config_check(tmp_path: Path) -> None:
     good.write_text(
         "upstreams: {legacy: {url: 'http://l:1'}, candidate: {url: 'http://c:2'}}\n"
         "flags: {default: 5, grades: 0}\n"
-        "routes:\n  - {prefix: /api/v1/grades/, flag: grades}\n  - {prefix: /api/v1/auth, methods: [POST], pin: legacy}\n"
+        "routes:\n  - {prefix: /api/v1/grades/, flag: grades}\n"
+        "  - {prefix: /api/v1/auth, methods: [POST], pin: legacy}\n"
     )
     code, out, err = await gateway_cli("config", "check", str(good), admin=None)
     assert code == 0, err
