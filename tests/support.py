@@ -390,8 +390,14 @@ async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-a
     if token is not None:
         env["GATEWAY_ADMIN_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -424,4 +430,3 @@ async def side_of(gw: Gateway, path: str = "/api/v1/users", method: str = "GET",
 async def set_flag(gw: Gateway, flag: str, percent: int) -> None:
     async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": percent, "reason": "test"}) as resp:
         assert resp.status == 200, await resp.text()
-

@@ -27,8 +27,9 @@ async def test_health_ready_and_flags(gw: Gateway) -> None:
 
 
 async def test_set_flag_and_audit_trail(gw: Gateway) -> None:
-    async with gw.admin("PUT", "/api/v1/flags/analytics", json={"percent": 50, "reason": "step 2"},
-                        headers={"X-Gateway-Actor": "alice"}) as resp:
+    async with gw.admin(
+        "PUT", "/api/v1/flags/analytics", json={"percent": 50, "reason": "step 2"}, headers={"X-Gateway-Actor": "alice"}
+    ) as resp:
         body = await resp.json()
     assert resp.status == 200
     assert (body["flag"], body["percent"], body["previous"]) == ("analytics", 50, 10)
@@ -70,7 +71,9 @@ async def test_invalid_flag_writes_are_refused(gw: Gateway, body: dict[str, Any]
 
 
 async def test_malformed_bodies_and_unknown_flags(gw: Gateway) -> None:
-    async with gw.admin("PUT", "/api/v1/flags/default", data=b"{not json", headers={"Content-Type": "application/json"}) as resp:
+    async with gw.admin(
+        "PUT", "/api/v1/flags/default", data=b"{not json", headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 400 and "not valid JSON" in (await resp.json())["message"]
     async with gw.admin("PUT", "/api/v1/flags/default", json=[1, 2]) as resp:
         assert resp.status == 400 and "JSON object" in (await resp.json())["message"]
@@ -95,7 +98,9 @@ async def test_mutations_need_the_token(gw: Gateway) -> None:
     assert gw.state.store.snapshot()["analytics"] == 10
 
 
-async def test_no_token_configured_refuses_changes_clearly(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_no_token_configured_refuses_changes_clearly(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     config = make_config(upstreams)
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
     gw = await make_gateway(config)
@@ -106,7 +111,9 @@ async def test_no_token_configured_refuses_changes_clearly(upstreams: dict[str, 
     assert gw.state.store.snapshot()["default"] == 0
 
 
-async def test_reads_of_response_data_need_the_token(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_reads_of_response_data_need_the_token(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, shadow={"flags": {"default": {"percent": 100}}}))
     for path in ("/api/v1/parity/diffs?route=default", "/api/v1/parity/noise"):
         async with gw.admin("GET", path, token=None) as resp:
@@ -121,16 +128,32 @@ async def test_reads_of_response_data_need_the_token(upstreams: dict[str, TestSe
             assert resp.status == 200, path
 
 
-async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_metrics(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_metrics(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     from gateway.config import load_config
 
-    env = {"GATEWAY_ADMIN_PROTECT_READS": "true", "GATEWAY_ADMIN_TOKEN": "test-admin-token",
-           "GATEWAY_LEGACY_URL": "http://127.0.0.1:1", "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2"}
+    env = {
+        "GATEWAY_ADMIN_PROTECT_READS": "true",
+        "GATEWAY_ADMIN_TOKEN": "test-admin-token",
+        "GATEWAY_LEGACY_URL": "http://127.0.0.1:1",
+        "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2",
+    }
     assert load_config(None, env).admin.protect_reads is True  # the environment switch
     gw = await make_gateway(make_config(upstreams, admin={"protect_reads": True}))
-    for path in ("/api/v1/flags", "/api/v1/flags/default", "/api/v1/status", "/api/v1/changes", "/api/v1/events",
-                 "/api/v1/safety", "/api/v1/parity", "/api/v1/forecast?percent=10", "/api/v1/plans",
-                 "/api/v1/explain?subject=u&path=/", "/api/v1/readonly"):
+    for path in (
+        "/api/v1/flags",
+        "/api/v1/flags/default",
+        "/api/v1/status",
+        "/api/v1/changes",
+        "/api/v1/events",
+        "/api/v1/safety",
+        "/api/v1/parity",
+        "/api/v1/forecast?percent=10",
+        "/api/v1/plans",
+        "/api/v1/explain?subject=u&path=/",
+        "/api/v1/readonly",
+    ):
         async with gw.admin("GET", path, token=None) as resp:
             assert resp.status == 401, path
         async with gw.admin("GET", path) as resp:
@@ -143,7 +166,9 @@ async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_me
     assert "401" in doc["paths"]["/api/v1/flags"]["get"]["responses"]
 
 
-async def test_protect_reads_without_a_token_configured_is_refused_clearly(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_protect_reads_without_a_token_configured_is_refused_clearly(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     config = make_config(upstreams, admin={"protect_reads": True})
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
     gw = await make_gateway(config)

@@ -36,7 +36,9 @@ async def get(conn: RawConnection, cookie: str | None = None) -> tuple[str, str 
     return orjson.loads(response.body)["side"], issued(response)
 
 
-async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_stick(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_stick(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     await set_flag(gw, 50)
     sides: list[str] = []
@@ -59,7 +61,9 @@ async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_s
                 assert await get(conn, cookie) == (expected, None)
 
 
-async def test_address_based_stickiness_is_an_option(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_address_based_stickiness_is_an_option(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, bucketing={"anonymous": "ip"}))
     await set_flag(gw, 50)
     async with await RawConnection.open(gw.server.proxy_port) as conn:

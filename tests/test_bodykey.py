@@ -106,9 +106,17 @@ def test_ruleset_keys_body_field_rules_on_the_account_else_the_address() -> None
 
     rules = RuleSet(
         [
-            RateLimitRule.model_validate({"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "ip", "limit": 5}),
             RateLimitRule.model_validate(
-                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "body_field", "body_field": "email", "limit": 5}
+                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "ip", "limit": 5}
+            ),
+            RateLimitRule.model_validate(
+                {
+                    "prefix": "/api/v1/auth/login",
+                    "methods": ["POST"],
+                    "key": "body_field",
+                    "body_field": "email",
+                    "limit": 5,
+                }
             ),
         ]
     )

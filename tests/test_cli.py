@@ -14,9 +14,16 @@ from tests.support import bearer, gateway_cli, set_flag, side_of
 
 @pytest.fixture
 async def gw(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> Gateway:
-    return await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 0},
-                                          routes=[{"prefix": "/api/v1/auth/", "pin": "legacy"},
-                                                  {"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+    return await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 0, "analytics": 0},
+            routes=[
+                {"prefix": "/api/v1/auth/", "pin": "legacy"},
+                {"prefix": "/api/v1/analytics/", "flag": "analytics"},
+            ],
+        )
+    )
 
 
 async def test_status_set_and_rollback(gw: Gateway) -> None:
@@ -56,8 +63,9 @@ async def test_explain_matches_what_the_proxy_does(gw: Gateway) -> None:
 
     await set_flag(gw, "default", 40)
     for user in ("student-1", "student-2", "teacher-9"):
-        code, out, err = await gateway_cli("explain", "--subject", user, "--path", "/api/v1/users", "--json",
-                                           admin=gw.admin_url, token=None)
+        code, out, err = await gateway_cli(
+            "explain", "--subject", user, "--path", "/api/v1/users", "--json", admin=gw.admin_url, token=None
+        )
         assert code == 0, err
         data = orjson.loads(out)
         assert data["side"] == await side_of(gw, "/api/v1/users", headers=bearer(user))
@@ -158,9 +166,11 @@ async def test_plan_steps_are_checked_by_the_admin_api_too(gw: Gateway) -> None:
 
 
 async def test_changes_lists_the_audit_log(gw: Gateway) -> None:
-    for args in (("rollout", "set", "10", "--reason", "first step"),
-                 ("rollout", "set", "20", "--flag", "analytics", "--reason", "analytics too"),
-                 ("rollback", "--reason", "p95 regression")):
+    for args in (
+        ("rollout", "set", "10", "--reason", "first step"),
+        ("rollout", "set", "20", "--flag", "analytics", "--reason", "analytics too"),
+        ("rollback", "--reason", "p95 regression"),
+    ):
         code, _, err = await gateway_cli(*args, admin=gw.admin_url)
         assert code == 0, err
     code, out, err = await gateway_cli("changes", admin=gw.admin_url, token=None)  # a read: no token needed
@@ -181,13 +191,22 @@ async def test_changes_lists_the_audit_log(gw: Gateway) -> None:
     assert code == 2 and "--limit must be 1..1000" in err
 
 
-async def test_triggers_at_zero_percent_read_failing_not_firing(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_triggers_at_zero_percent_read_failing_not_firing(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     from tests.conftest import wait_for
 
-    check = {"name": "db", "kind": "health_check", "path": "/health", "expect_json": {"database": "connected"},
-             "interval": 0.1, "failures": 1}
-    gw = await make_gateway(make_config(upstreams, flags={"default": 0},
-                                        safety={"evaluate_interval": 0.1, "triggers": [check]}))
+    check = {
+        "name": "db",
+        "kind": "health_check",
+        "path": "/health",
+        "expect_json": {"database": "connected"},
+        "interval": 0.1,
+        "failures": 1,
+    }
+    gw = await make_gateway(
+        make_config(upstreams, flags={"default": 0}, safety={"evaluate_interval": 0.1, "triggers": [check]})
+    )
 
     def judged() -> bool:
         verdicts = gw.state.safety.verdicts.get("default", [])

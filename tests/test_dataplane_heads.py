@@ -46,7 +46,9 @@ def without(headers: list[tuple[str, str]], names: set[str]) -> list[tuple[str, 
 # -- request head: client -> upstream ---------------------------------------------------------
 
 
-async def test_request_head_reaches_the_upstream_with_only_the_owed_edits(upstream: RecordingUpstream, gw: Gateway) -> None:
+async def test_request_head_reaches_the_upstream_with_only_the_owed_edits(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     sent_headers = [
         ("host", "gw.example"),
         ("x-lower", "a"),
@@ -163,7 +165,9 @@ SLOPPY = {
 
 
 @pytest.mark.parametrize("name", list(SLOPPY))
-async def test_sloppy_answer_is_served_and_its_connection_never_reused(upstream: RecordingUpstream, gw: Gateway, name: str) -> None:
+async def test_sloppy_answer_is_served_and_its_connection_never_reused(
+    upstream: RecordingUpstream, gw: Gateway, name: str
+) -> None:
     answer, status, body = SLOPPY[name]
     upstream.answers["/sloppy"] = answer
     async with await RawConnection.open(port(gw)) as conn:
@@ -187,7 +191,9 @@ async def test_identical_duplicate_content_length_is_accepted(upstream: Recordin
         assert (after.status, after.body) == (200, b"ok")
 
 
-async def test_differing_duplicate_content_length_from_upstream_is_502(upstream: RecordingUpstream, gw: Gateway) -> None:
+async def test_differing_duplicate_content_length_from_upstream_is_502(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     """Tolerance stops where the framing is ambiguous: that answer is not relayed."""
     upstream.answers["/ambiguous"] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk"
     async with await RawConnection.open(port(gw)) as conn:
@@ -274,7 +280,9 @@ SMUGGLING = {
 
 
 @pytest.mark.parametrize("name", list(SMUGGLING))
-async def test_ambiguous_client_framing_is_400_json_and_closed(upstream: RecordingUpstream, gw: Gateway, name: str) -> None:
+async def test_ambiguous_client_framing_is_400_json_and_closed(
+    upstream: RecordingUpstream, gw: Gateway, name: str
+) -> None:
     """Beyond tests/test_bad_input.py (4xx or close): exactly a 400 JSON answer, then the
     connection closes, and nothing queued behind the bad request is ever forwarded."""
     async with await RawConnection.open(port(gw)) as conn:
@@ -341,7 +349,9 @@ async def test_http10_keep_alive_is_honoured(upstream: RecordingUpstream, gw: Ga
             assert resp.headers.get("Connection", "").lower() == "keep-alive"
 
 
-async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier_answers(upstream: RecordingUpstream, gw: Gateway) -> None:
+async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier_answers(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     """One read may carry thousands of tiny pipelined requests: at most MAX_PIPELINED wait their turn."""
     from gateway.dataplane.connection import MAX_PIPELINED
 

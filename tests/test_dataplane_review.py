@@ -95,7 +95,9 @@ async def test_a_connection_paused_for_a_slow_client_is_never_pooled_paused(make
         await upstream.close()
 
 
-async def test_a_body_after_an_upgrade_head_never_desyncs_a_pooled_upstream_connection(make_gateway: MakeGateway) -> None:
+async def test_a_body_after_an_upgrade_head_never_desyncs_a_pooled_upstream_connection(
+    make_gateway: MakeGateway,
+) -> None:
     """Like Node.js: the upstream may answer before reading a body, keeps the connection, and
     discards the body (Content-Length bytes) before reading the next request."""
     drained: list[bytes] = []
@@ -379,7 +381,9 @@ async def test_a_reset_mid_read_until_close_body_is_never_a_complete_answer(make
         server.close()
 
 
-async def test_content_length_listed_in_an_answers_connection_keeps_the_answer_framed(make_gateway: MakeGateway) -> None:
+async def test_content_length_listed_in_an_answers_connection_keeps_the_answer_framed(
+    make_gateway: MakeGateway,
+) -> None:
     server, url = await _answering(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok")
     try:
         gw = await make_gateway(make_config({"legacy": url, "candidate": url}))

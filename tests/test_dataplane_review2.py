@@ -19,7 +19,10 @@ from tests.tls_support import Pki, tls_get, tls_listener
 
 # -- 1. a failed SIGHUP certificate reload leaves the TLS listener unable to handshake -----------
 
-async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+
+async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki)))
     port = gw.server.proxy_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context())
@@ -41,7 +44,10 @@ async def test_a_failed_certificate_reload_keeps_serving_the_old_certificate(ups
 
 # -- 2. a client CA removed from client_ca_file stays trusted after SIGHUP -----------------------
 
-async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+
+async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, client_ca_file=str(pki.ca_file))))
     port = gw.server.proxy_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context(with_cert=True))
@@ -61,7 +67,10 @@ async def test_a_client_ca_removed_on_reload_is_no_longer_trusted(upstreams: dic
 
 # -- 3. the 308 redirect listener: no size limit, no deadline, any Host --------------------------
 
-async def test_redirect_listener_bounds_the_request_target(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+
+async def test_redirect_listener_bounds_the_request_target(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     redirect_port = free_port()
     await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     reader, writer = await asyncio.open_connection("127.0.0.1", redirect_port)
@@ -82,7 +91,9 @@ async def test_redirect_listener_bounds_the_request_target(upstreams: dict[str, 
     assert data is not None and data.startswith(b"HTTP/1.1 414"), f"{sent} bytes of target buffered, no refusal"
 
 
-async def test_redirect_listener_closes_a_silent_half_head(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+async def test_redirect_listener_closes_a_silent_half_head(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     redirect_port = free_port()
     await make_gateway(
         make_config(
@@ -101,7 +112,9 @@ async def test_redirect_listener_closes_a_silent_half_head(upstreams: dict[str, 
         writer.close()
 
 
-async def test_redirect_listener_refuses_a_host_that_is_not_a_host(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+async def test_redirect_listener_refuses_a_host_that_is_not_a_host(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     redirect_port = free_port()
     await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     async with await RawConnection.open(redirect_port) as conn:
@@ -111,7 +124,10 @@ async def test_redirect_listener_refuses_a_host_that_is_not_a_host(upstreams: di
 
 # -- 4. a TCP client that never starts the TLS handshake ignores header_timeout -----------------
 
-async def test_tls_listener_silent_client_obeys_header_timeout(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+
+async def test_tls_listener_silent_client_obeys_header_timeout(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, limits={"header_timeout": 0.5}, tls=tls_listener(pki)))
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.proxy_port)  # no ClientHello, ever
     try:
@@ -124,7 +140,10 @@ async def test_tls_listener_silent_client_obeys_header_timeout(upstreams: dict[s
 
 # -- 5. Expect: 100-continue while the gateway waits for a pool connection -> 408 ----------------
 
-async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_body(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+
+async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_body(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(
         make_config(
             upstreams,
@@ -152,13 +171,17 @@ async def test_expect_continue_waiting_for_a_pool_connection_is_not_a_stalled_bo
 
 # -- 6. drain cuts a request whose body the rate limiter is peeking -----------------------------
 
-async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway: MakeGateway, login_backend: RawUpstream) -> None:
+
+async def test_drain_waits_for_a_request_whose_body_is_being_peeked(
+    make_gateway: MakeGateway, login_backend: RawUpstream
+) -> None:
     gw = await limited_gateway(make_gateway, login_backend, [PER_ACCOUNT], drain_timeout=3)
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.server.proxy_port))
     body = b'{"email": "a@school.example", "password": "x"}'
     writer.write(
         f"POST {LOGIN} HTTP/1.1\r\nHost: school\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10]
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
     )
     await wait_for(lambda: gw.server.state.in_flight == 1)  # the head is in; the limiter waits for the key in the body
     stopping = asyncio.create_task(gw.server.stop())
@@ -180,7 +203,10 @@ async def test_drain_waits_for_a_request_whose_body_is_being_peeked(make_gateway
 
 # -- 7. the sweep period ignores total_timeout (and stream_idle_timeout, reloaded routes) --------
 
-async def test_total_timeout_is_enforced_within_its_own_scale(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+
+async def test_total_timeout_is_enforced_within_its_own_scale(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, {"total_timeout": 0.2, "read_timeout": 10, "keepalive_timeout": 30}))
     async with await RawConnection.open(int(gw.server.proxy_port)) as conn:
         started = time.monotonic()

@@ -73,7 +73,9 @@ async def short_gateway(make_gateway: Any, server: RecordingUpstream, **override
     )
 
 
-async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(quiet: RecordingUpstream, make_gateway: MakeGateway) -> None:
+async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await short_gateway(make_gateway, quiet)
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /sse HTTP/1.1\r\n" + H + b"Accept: text/event-stream\r\n\r\n", timeout=10)
@@ -84,7 +86,9 @@ async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(quiet: R
         assert after.status == 200 and after.body == b"ok"
 
 
-async def test_sse_is_cut_after_its_own_stream_idle_timeout(quiet: RecordingUpstream, make_gateway: MakeGateway) -> None:
+async def test_sse_is_cut_after_its_own_stream_idle_timeout(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(
         make_config(
             both(quiet), upstream={"read_timeout": SHORT, "body_idle_timeout": 60, "stream_idle_timeout": SHORT}
@@ -99,7 +103,9 @@ async def test_sse_is_cut_after_its_own_stream_idle_timeout(quiet: RecordingUpst
 
 
 @pytest.mark.parametrize("path", ["/plain", "/plain-chunked"])
-async def test_plain_answer_silent_past_body_idle_timeout_is_cut(quiet: RecordingUpstream, make_gateway: MakeGateway, path: str) -> None:
+async def test_plain_answer_silent_past_body_idle_timeout_is_cut(
+    quiet: RecordingUpstream, make_gateway: MakeGateway, path: str
+) -> None:
     gw = await short_gateway(make_gateway, quiet)
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         conn.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")
@@ -115,7 +121,9 @@ async def test_plain_answer_silent_past_body_idle_timeout_is_cut(quiet: Recordin
     await wait_for(lambda: quiet.closed >= 1, timeout=10)
 
 
-async def test_route_override_lets_a_slow_plain_answer_finish(quiet: RecordingUpstream, make_gateway: MakeGateway) -> None:
+async def test_route_override_lets_a_slow_plain_answer_finish(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await short_gateway(
         make_gateway, quiet, routes=[{"prefix": "/patient/", "flag": "default", "body_idle_timeout": 30}]
     )

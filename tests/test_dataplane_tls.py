@@ -34,7 +34,9 @@ def https_url(gw: Any, path: str) -> str:
 # -- the TLS listener ---------------------------------------------------------------------------
 
 
-async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki)))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context())) as session:
         async with session.get(https_url(gw, "/over-tls?x=1")) as resp:
@@ -60,7 +62,9 @@ async def test_plain_listener_has_no_hsts(upstreams: dict[str, TestServer], make
         assert resp.status == 200 and "Strict-Transport-Security" not in resp.headers
 
 
-async def test_client_certificate_required_when_client_ca_is_set(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+async def test_client_certificate_required_when_client_ca_is_set(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, client_ca_file=str(pki.ca_file))))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(True))) as session:
         async with session.get(https_url(gw, "/mtls")) as resp:
@@ -71,7 +75,9 @@ async def test_client_certificate_required_when_client_ca_is_set(upstreams: dict
                 await resp.read()
 
 
-async def test_redirect_listener_answers_308_to_https(upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki) -> None:
+async def test_redirect_listener_answers_308_to_https(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     redirect_port = free_port()
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     async with await RawConnection.open(redirect_port) as conn:
@@ -93,7 +99,9 @@ def peer_der(writer: asyncio.StreamWriter) -> bytes:
 
 
 @pytest.mark.slow
-async def test_sighup_reloads_the_certificate_without_dropping_connections(upstreams: dict[str, TestServer], pki: Pki, tmp_path: Path) -> None:
+async def test_sighup_reloads_the_certificate_without_dropping_connections(
+    upstreams: dict[str, TestServer], pki: Pki, tmp_path: Path
+) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(f"tls:\n  cert_file: {pki.cert_file}\n  key_file: {pki.key_file}\n")
     urls = {side: str(server.make_url("/")).rstrip("/") for side, server in upstreams.items()}
@@ -176,7 +184,9 @@ def with_legacy(upstreams: Any, **legacy: Any) -> Config:
     )
 
 
-async def test_https_upstream_is_verified_against_the_configured_ca(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki) -> None:
+async def test_https_upstream_is_verified_against_the_configured_ca(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki
+) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url, ca_file=str(pki.ca_file)))
     async with gw.get("/peer") as resp:
@@ -184,7 +194,9 @@ async def test_https_upstream_is_verified_against_the_configured_ca(upstreams: d
         assert (await resp.json())["side"] == "legacy"
 
 
-async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any) -> None:
+async def test_https_upstream_with_an_unknown_ca_is_refused(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any
+) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url))  # the system store does not know the test CA
     async with gw.get("/peer") as resp:
@@ -192,7 +204,9 @@ async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams: dict[str,
         assert (await resp.json())["error"] == "upstream_unavailable"
 
 
-async def test_https_upstream_with_client_certificate(upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki) -> None:
+async def test_https_upstream_with_client_certificate(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki
+) -> None:
     url = await https_upstream(require_client_cert=True)
     gw = await make_gateway(
         with_legacy(

@@ -59,7 +59,9 @@ async def http_side(gw: Any, sub: str) -> str:
         return str((await resp.json())["side"])
 
 
-async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(
+    ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(ws_upstreams, flags={"default": 50}))
     subjects = [f"ws-user-{i}" for i in range(16)]
     expected = {s: side_for("default", "u:" + s, 50)[0] for s in subjects}
@@ -149,7 +151,9 @@ def urls(sides: dict[str, RecordingUpstream]) -> dict[str, str]:
     return {side: server.url for side, server in sides.items()}
 
 
-async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway) -> None:
+async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides)))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         conn.writer.write(b"GET /chat?room=1 HTTP/1.1\r\n" + H + HANDSHAKE + b"\r\n")
@@ -168,7 +172,9 @@ async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(raw_sides: dict[st
     assert raw_sides["candidate"].requests == []
 
 
-async def test_refused_handshake_leaves_the_connection_in_http(raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway) -> None:
+async def test_refused_handshake_leaves_the_connection_in_http(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     """After a 400 to the handshake, the next bytes are a request: routed (here to the other side by a
     pin), with X-Forwarded-For and a request id, never relayed raw to the upstream that refused."""
     gw = await make_gateway(make_config(urls(raw_sides), routes=[{"prefix": "/other/", "pin": "candidate"}]))
@@ -185,7 +191,9 @@ async def test_refused_handshake_leaves_the_connection_in_http(raw_sides: dict[s
     assert forwarded.values("X-Gateway-Force") == []
 
 
-async def test_route_refusing_upgrades_answers_403(raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway) -> None:
+async def test_route_refusing_upgrades_answers_403(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(
         make_config(urls(raw_sides), routes=[{"prefix": "/no-upgrades/", "flag": "default", "upgrades": False}])
     )
@@ -209,7 +217,9 @@ H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: A
     [H2C, H2C.replace(b"h2c", b"H2C"), b"Connection: Upgrade\r\nUpgrade: tls/1.2\r\n"],
     ids=["h2c", "h2c-upper-case", "not-allowed-protocol"],
 )
-async def test_disallowed_upgrade_is_stripped_and_served_as_http(raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway, upgrade_headers: bytes) -> None:
+async def test_disallowed_upgrade_is_stripped_and_served_as_http(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway, upgrade_headers: bytes
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides)))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /plain HTTP/1.1\r\n" + H + upgrade_headers + b"\r\n")
@@ -222,7 +232,9 @@ async def test_disallowed_upgrade_is_stripped_and_served_as_http(raw_sides: dict
         assert all("upgrade" not in v.lower() for v in request.values("Connection")), request.raw_head
 
 
-async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway) -> None:
+async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides), upgrades={"protocols": ["websocket", "x-custom"]}))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /h2c HTTP/1.1\r\n" + H + H2C + b"\r\n")
@@ -238,7 +250,9 @@ async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(raw_sides:
     assert custom.values("Upgrade") == ["x-custom"]
 
 
-async def test_websocket_side_follows_pins_and_the_forced_side(ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_websocket_side_follows_pins_and_the_forced_side(
+    ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     secret = "force-secret-0123456789"
     gw = await make_gateway(make_config(ws_upstreams, force={"secret": secret}))  # flag at 0 %: legacy
     async with gw.session.ws_connect(gw.url + "/ws") as ws:
@@ -251,7 +265,9 @@ async def test_websocket_side_follows_pins_and_the_forced_side(ws_upstreams: dic
 
 
 @pytest.mark.slow
-async def test_tunnels_are_closed_at_the_drain_deadline_on_sigterm(ws_upstreams: dict[str, TestServer], tmp_path: Path) -> None:
+async def test_tunnels_are_closed_at_the_drain_deadline_on_sigterm(
+    ws_upstreams: dict[str, TestServer], tmp_path: Path
+) -> None:
     urls = {side: str(server.make_url("/")).rstrip("/") for side, server in ws_upstreams.items()}
     proc = GatewayProcess(
         urls["legacy"], urls["candidate"], tmp_path / "gateway.log", extra_env={"GATEWAY_DRAIN_TIMEOUT": "0.5"}

@@ -49,7 +49,10 @@ def _start_demo(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int], str
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", *[f"--{name}={port}" for name, port in ports.items()], *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     _wait_http(f"http://127.0.0.1:{ports['admin-port']}/healthz", time.monotonic() + 15)
     assert proc.stdout is not None
@@ -86,20 +89,34 @@ def test_demo_end_to_end() -> None:
         assert status == 200 and body["servedBy"] == "legacy" and body["meta"]["total"] == len(DEMO_USERS)
 
         cli_env = {**env, "GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token}
-        done = subprocess.run([sys.executable, "-m", "gateway", "rollout", "set", "100"],
-                              env=cli_env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "rollout", "set", "100"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         assert _get(gw + "/api/v1/users")[1]["servedBy"] == "candidate"
         assert _get(gw + "/api/v1/analytics/dashboard")[1]["servedBy"] == "legacy"  # its own flag
 
-        request = urllib.request.Request(gw + "/api/v1/attendance/daily", data=b'{"student": 1, "present": true}',
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            gw + "/api/v1/attendance/daily",
+            data=b'{"student": 1, "present": true}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=2) as resp:
             assert resp.status == 201
             assert orjson.loads(resp.read())["data"]["recorded"] == {"student": 1, "present": True}
 
-        done = subprocess.run([sys.executable, "-m", "gateway", "rollback", "--reason", "demo"],
-                              env=cli_env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "rollback", "--reason", "demo"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         assert _get(gw + "/api/v1/users")[1]["servedBy"] == "legacy"
     finally:
@@ -114,9 +131,20 @@ def test_demo_port_taken_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "demo", f"--port={port}", f"--admin-port={free_port()}",
-             f"--legacy-port={free_port()}", f"--candidate-port={free_port()}", f"--control-port={free_port()}"],
-            capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "demo",
+                f"--port={port}",
+                f"--admin-port={free_port()}",
+                f"--legacy-port={free_port()}",
+                f"--candidate-port={free_port()}",
+                f"--control-port={free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -136,8 +164,13 @@ def test_demo_parity_report_finds_the_one_planted_difference_and_nothing_else() 
         cli_env = {**env, "GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token}  # diffs and noise need it
 
         def parity(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "gateway", "parity", *args],
-                                  env=cli_env, capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "parity", *args],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
@@ -190,6 +223,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     try:
+
         def evaluated() -> dict[str, Any] | None:
             status = _admin_json(admin, "/api/v1/status", token)
             default = next(f for f in status["flags"] if f["name"] == "default")
@@ -266,6 +300,7 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     fired: dict[str, str] = {}
     try:
+
         def probes_healthy() -> bool:  # as an operator checks `gateway triggers` before rolling out again
             checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
             return bool(checks) and all(c["healthy"] for c in checks)

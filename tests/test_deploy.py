@@ -58,8 +58,15 @@ def test_kubernetes_manifests_validate() -> None:
     manifests = sorted((DEPLOY / "k8s").glob("*.yaml"))
     assert manifests
     kinds = {doc["kind"] for m in manifests for doc in yaml.safe_load_all(m.read_text()) if doc}
-    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-            "NetworkPolicy"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+    } <= kinds
     _run(sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, manifests))
 
 
@@ -115,9 +122,7 @@ def test_kubernetes_admin_port_is_fenced() -> None:
     assert len(admin_rules) == 1 and admin_rules[0].get("from"), "the admin port must name who may connect"
     peers = admin_rules[0]["from"]
     assert all("ipBlock" not in peer for peer in peers)
-    assert any(
-        "prometheus" in str(peer.get("podSelector", {}).get("matchLabels", {})).lower() for peer in peers
-    ), peers
+    assert any("prometheus" in str(peer.get("podSelector", {}).get("matchLabels", {})).lower() for peer in peers), peers
     assert any("operator" in str(peer.get("podSelector", {}).get("matchLabels", {})) for peer in peers), peers
     assert all(peer.get("podSelector", {}).get("matchLabels") for peer in peers)  # never "every pod"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -147,7 +152,9 @@ def _used_metric_names() -> set[str]:
     return names
 
 
-async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_every_metric_used_by_dashboard_and_alerts_is_exported(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     used = _used_metric_names()
     assert "gateway_requests_total" in used and "gateway_flag_percent" in used
     gw = await make_gateway(make_config(upstreams))

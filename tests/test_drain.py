@@ -61,7 +61,9 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]
 # -- in process -------------------------------------------------------------------------------
 
 
-async def test_stop_drains_in_flight_requests(upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession) -> None:
+async def test_stop_drains_in_flight_requests(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=5))
     proxy_port, admin_url = server.proxy_port, f"http://127.0.0.1:{server.admin_port}"
     loop = asyncio.get_running_loop()
@@ -116,7 +118,9 @@ async def test_stop_drains_in_flight_requests(upstreams: dict[str, TestServer], 
     assert await _refused(server.admin_port)
 
 
-async def test_stop_without_in_flight_work_is_immediate(upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession) -> None:
+async def test_stop_without_in_flight_work_is_immediate(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=10))
     async with await RawConnection.open(server.proxy_port) as idle:
         assert (await idle.request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")).status == 200
@@ -129,7 +133,9 @@ async def test_stop_without_in_flight_work_is_immediate(upstreams: dict[str, Tes
         assert await asyncio.wait_for(idle.reader.read(), 2) == b""
 
 
-async def test_requests_outlasting_drain_timeout_are_cut_off(upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession) -> None:
+async def test_requests_outlasting_drain_timeout_are_cut_off(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=0.5))
     loop = asyncio.get_running_loop()
 
@@ -152,7 +158,9 @@ async def test_requests_outlasting_drain_timeout_are_cut_off(upstreams: dict[str
     assert b"gateway_requests_in_flight 0.0" in body
 
 
-async def test_cut_off_happens_at_the_drain_timeout(upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession) -> None:
+async def test_cut_off_happens_at_the_drain_timeout(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=0.5))
 
     async def slow_get() -> Any:
@@ -233,7 +241,9 @@ async def test_sigterm_drains_then_exits_zero(gateway_process: Any, session: aio
 
 
 @pytest.mark.slow
-async def test_sigterm_cuts_off_requests_past_the_drain_timeout(gateway_process: Any, session: aiohttp.ClientSession) -> None:
+async def test_sigterm_cuts_off_requests_past_the_drain_timeout(
+    gateway_process: Any, session: aiohttp.ClientSession
+) -> None:
     proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="1")
     await proc.wait_ready(session)
 

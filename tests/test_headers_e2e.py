@@ -51,7 +51,9 @@ def port_of(gw: Any) -> int:
 # -- hop-by-hop, client -> upstream -----------------------------------------------------------
 
 
-async def test_hop_by_hop_request_headers_are_not_forwarded(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_hop_by_hop_request_headers_are_not_forwarded(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     resp = await raw_request(
         port_of(gw),
@@ -85,7 +87,9 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(upstreams: dict[str,
     assert seen["Accept"] == "application/json"
 
 
-async def test_hop_by_hop_request_headers_dropped_on_body_requests_too(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_hop_by_hop_request_headers_dropped_on_body_requests_too(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.request(
         "POST",
@@ -143,7 +147,9 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     await server.close()
 
 
-async def test_hop_by_hop_response_headers_are_not_returned(upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream) -> None:
+async def test_hop_by_hop_response_headers_are_not_returned(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get("/r", "Host: gw.example"))
     assert resp.status == 200 and resp.body == b"ok"
@@ -171,7 +177,9 @@ async def test_hop_by_hop_response_headers_are_not_returned(upstreams: dict[str,
     assert len(resp.headers.getall("X-Request-ID")) == 1
 
 
-async def test_every_set_cookie_reaches_the_client(upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream) -> None:
+async def test_every_set_cookie_reaches_the_client(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get("/c", "Host: gw.example"))
     assert resp.headers.getall("Set-Cookie") == [
@@ -188,7 +196,9 @@ async def test_every_set_cookie_reaches_the_client(upstreams: dict[str, TestServ
 # -- X-Forwarded-* and Host -------------------------------------------------------------------
 
 
-async def test_x_forwarded_for_from_untrusted_peer_is_replaced(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_x_forwarded_for_from_untrusted_peer_is_replaced(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/xff") as resp:
         seen = received_headers(await resp.json())
@@ -200,7 +210,9 @@ async def test_x_forwarded_for_from_untrusted_peer_is_replaced(upstreams: dict[s
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
 
 
-async def test_x_forwarded_for_behind_trusted_proxy_is_appended(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_x_forwarded_for_behind_trusted_proxy_is_appended(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]))
     async with gw.get("/xff", headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2, 10.1.2.3"}) as resp:
         seen = received_headers(await resp.json())
@@ -217,7 +229,9 @@ async def test_x_forwarded_for_behind_trusted_proxy_is_appended(upstreams: dict[
     assert seen.getall("X-Forwarded-For") == ["198.51.100.2, 127.0.0.1"]
 
 
-async def test_x_forwarded_proto_and_host_are_set_not_trusted(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_x_forwarded_proto_and_host_are_set_not_trusted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get(
         "/xfp",
@@ -258,7 +272,9 @@ async def test_host_is_kept_with_preserve_host(upstreams: dict[str, TestServer],
 
 
 @pytest.mark.parametrize("client_id", ["abc-123", "Req.2024:07_x-Y", "a" * 128, "0"])
-async def test_sane_request_id_is_kept_end_to_end(upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str) -> None:
+async def test_sane_request_id_is_kept_end_to_end(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/rid", headers={"X-Request-ID": client_id}) as resp:
         seen = received_headers(await resp.json())
@@ -271,7 +287,9 @@ async def test_sane_request_id_is_kept_end_to_end(upstreams: dict[str, TestServe
     ["a" * 129, "has space", "semi;colon", "<script>", 'quote"d', "tab\tinside", "caf\u00e9", ""],
     ids=["too-long", "space", "semicolon", "angle", "quote", "tab", "non-ascii", "empty"],
 )
-async def test_insane_request_id_is_replaced(upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str) -> None:
+async def test_insane_request_id_is_replaced(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     raw = b"GET /rid HTTP/1.1\r\nHost: a\r\nX-Request-ID: " + client_id.encode() + b"\r\n\r\n"
     resp = await raw_request(port_of(gw), raw)
@@ -284,7 +302,9 @@ async def test_insane_request_id_is_replaced(upstreams: dict[str, TestServer], m
     assert resp.headers.getall("X-Request-ID") == [generated]
 
 
-async def test_request_id_with_cr_never_reaches_the_upstream(upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream) -> None:
+async def test_request_id_with_cr_never_reaches_the_upstream(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), b"GET /rid HTTP/1.1\r\nHost: a\r\nX-Request-ID: abc\rX-Injected: 1\r\n\r\n")
     if resp.status == 400:
@@ -313,7 +333,9 @@ async def test_generated_request_ids_are_unique(upstreams: dict[str, TestServer]
 # -- the gateway's own namespace --------------------------------------------------------------
 
 
-async def test_client_x_gateway_headers_never_reach_the_upstream(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_client_x_gateway_headers_never_reach_the_upstream(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, force={"secret": "s" * 20}))
     resp = await raw_request(
         port_of(gw),
@@ -351,7 +373,9 @@ RAW_TARGETS = [
 
 
 @pytest.mark.parametrize("target", RAW_TARGETS)
-async def test_raw_path_and_query_forwarded_byte_exact(upstreams: dict[str, TestServer], make_gateway: MakeGateway, target: str) -> None:
+async def test_raw_path_and_query_forwarded_byte_exact(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, target: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
         assert resp.status == 200
@@ -359,8 +383,12 @@ async def test_raw_path_and_query_forwarded_byte_exact(upstreams: dict[str, Test
     assert data["raw_path"] == target
 
 
-@pytest.mark.parametrize("target", ["/a/./b/../c?x=/../y", "/%2e%2e/secret", "/a?x=%zz&y=%", "/trailing/?", "//double//"])
-async def test_unusual_targets_forwarded_byte_exact_on_the_wire(upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream, target: str) -> None:
+@pytest.mark.parametrize(
+    "target", ["/a/./b/../c?x=/../y", "/%2e%2e/secret", "/a?x=%zz&y=%", "/trailing/?", "//double//"]
+)
+async def test_unusual_targets_forwarded_byte_exact_on_the_wire(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream, target: str
+) -> None:
     """Dot segments and broken escapes are the upstream's business; the gateway does not rewrite them."""
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get(target, "Host: a"))
@@ -368,7 +396,9 @@ async def test_unusual_targets_forwarded_byte_exact_on_the_wire(upstreams: dict[
     assert raw_upstream.requests[-1].target == target
 
 
-async def test_keep_alive_client_connection_reused_across_requests(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_keep_alive_client_connection_reused_across_requests(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     """Dropping the client's Connection header must not break the client's own keep-alive."""
     gw = await make_gateway(make_config(upstreams))
     async with await RawConnection.open(port_of(gw)) as conn:

@@ -83,7 +83,9 @@ return {
 
 
 @pytest.mark.slow
-async def test_html_pages_work_through_the_gateway_as_directly(aiohttp_server: Any, make_gateway: Any, tmp_path: Path) -> None:
+async def test_html_pages_work_through_the_gateway_as_directly(
+    aiohttp_server: Any, make_gateway: Any, tmp_path: Path
+) -> None:
     site = await aiohttp_server(site_app())
     gw = await make_gateway(make_config({"legacy": site, "candidate": site}))
     direct = str(site.make_url("")).rstrip("/")

@@ -41,7 +41,9 @@ async def read_until_closed(conn: RawConnection, timeout: float = 5.0) -> bytes:
     return await asyncio.wait_for(conn.reader.read(), timeout)
 
 
-async def test_declared_oversized_body_is_refused_before_the_upstream(recording_upstream: RawUpstream, make_gateway: MakeGateway) -> None:
+async def test_declared_oversized_body_is_refused_before_the_upstream(
+    recording_upstream: RawUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(both(recording_upstream), limits={"max_body_bytes": 1000}))
     head = b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000001\r\n\r\n"
     async with await RawConnection.open(port(gw)) as conn:
@@ -56,7 +58,9 @@ async def test_declared_oversized_body_is_refused_before_the_upstream(recording_
     assert ok.status == 200 and json.loads(ok.body)["body_len"] == 1000
 
 
-async def test_chunked_body_is_cut_as_it_passes_the_cap(recording_upstream: RawUpstream, make_gateway: MakeGateway) -> None:
+async def test_chunked_body_is_cut_as_it_passes_the_cap(
+    recording_upstream: RawUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(both(recording_upstream), limits={"max_body_bytes": 100_000}))
     async with await RawConnection.open(port(gw)) as conn:
         conn.writer.write(b"POST /up HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -104,7 +108,9 @@ async def test_header_and_url_limits(recording_upstream: RawUpstream, make_gatew
     assert ok.status == 200
 
 
-async def test_slow_sending_client_is_cut_off_while_others_are_served(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_slow_sending_client_is_cut_off_while_others_are_served(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, limits={"body_read_timeout": 0.3}))
     loop = asyncio.get_running_loop()
     async with await RawConnection.open(port(gw)) as slow:
@@ -146,7 +152,9 @@ async def test_concurrency_cap_answers_503_fast(upstreams: dict[str, TestServer]
     assert (await raw_request(port(gw), b"GET /fast HTTP/1.1\r\nHost: gw\r\n\r\n")).status == 200
 
 
-async def test_expect_continue_with_oversized_body_is_refused_before_the_body(recording_upstream: RawUpstream, make_gateway: MakeGateway) -> None:
+async def test_expect_continue_with_oversized_body_is_refused_before_the_body(
+    recording_upstream: RawUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(both(recording_upstream), limits={"max_body_bytes": 1000}))
     head = b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
     async with await RawConnection.open(port(gw)) as conn:

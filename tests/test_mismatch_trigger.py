@@ -8,7 +8,9 @@ from tests.conftest import make_config, wait_for
 from tests.safety_support import FAST, PARITY, Pump
 
 
-async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(faulty: dict[str, Any], make_gateway: Any) -> None:  # noqa: F811
+async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(
+    faulty: dict[str, Any], make_gateway: Any
+) -> None:  # noqa: F811
     config = make_config(
         faulty,
         flags={"default": 50},
@@ -32,7 +34,10 @@ async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(faulty: di
 
 async def test_matching_answers_do_not_trip_it(faulty: dict[str, Any], make_gateway: Any) -> None:  # noqa: F811
     config = make_config(
-        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}}, safety={**FAST, "triggers": [PARITY]}
+        faulty,
+        flags={"default": 50},
+        shadow={"flags": {"default": {"percent": 100}}},
+        safety={**FAST, "triggers": [PARITY]},
     )
     gw = await make_gateway(config)
     pump = Pump([gw], path="/api/v1/students/1").start()

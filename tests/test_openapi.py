@@ -35,18 +35,38 @@ async def test_every_admin_route_is_documented(upstreams: dict[str, TestServer],
 
 
 @pytest.mark.slow
-async def test_schemathesis_against_the_live_admin_listener(upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path) -> None:
+async def test_schemathesis_against_the_live_admin_listener(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     # The interpreter running the tests, never PATH: the test extras are installed beside it.
     if importlib.util.find_spec("schemathesis") is None:
         pytest.fail("schemathesis is not installed (it is in the test extras)")
-    gw = await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 10},
-                                        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+    gw = await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 0, "analytics": 10},
+            routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}],
+        )
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", gw.admin_url + "/openapi.json",
-        "-H", "Authorization: Bearer test-admin-token",
-        "--checks", "all", "--max-examples", "25", "--seed", "20261125", "--no-color",
-        cwd=tmp_path, env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        gw.admin_url + "/openapi.json",
+        "-H",
+        "Authorization: Bearer test-admin-token",
+        "--checks",
+        "all",
+        "--max-examples",
+        "25",
+        "--seed",
+        "20261125",
+        "--no-color",
+        cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 240)
     text = out.decode(errors="replace")

@@ -16,7 +16,9 @@ async def test_forwards_to_legacy_at_zero_percent(upstreams: dict[str, TestServe
     assert resp.headers["X-Request-ID"]
 
 
-async def test_redis_backed_gateway_starts(upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str) -> None:
+async def test_redis_backed_gateway_starts(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     gw = await make_gateway(make_config(upstreams, redis={"url": redis_server.url, "key_prefix": key_prefix}))
     assert gw.state.store.health().healthy
     async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 100}) as resp:

@@ -68,7 +68,9 @@ async def test_one_account_from_twelve_addresses_is_limited_others_are_not(
     assert (await post(port, b"email=Ada%40school.example&password=x", "127.0.0.20", FORM)).status == 429
 
 
-async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(make_gateway: MakeGateway, login_backend: RawUpstream) -> None:
+async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(
+    make_gateway: MakeGateway, login_backend: RawUpstream
+) -> None:
     gw = await gateway(make_gateway, login_backend, [PER_ACCOUNT], body_cap=1024)
     port = gw.server.proxy_port
     chunks = [b'{"email": ', b'"ada@school.example", ', b'"password": "x"}']
@@ -83,7 +85,9 @@ async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(m
     assert login_backend.requests[-1].body == big
 
 
-async def test_requests_without_the_field_fall_back_to_the_address(make_gateway: MakeGateway, login_backend: RawUpstream) -> None:
+async def test_requests_without_the_field_fall_back_to_the_address(
+    make_gateway: MakeGateway, login_backend: RawUpstream
+) -> None:
     gw = await gateway(make_gateway, login_backend, [PER_ACCOUNT])
     port = gw.server.proxy_port
     # Each attempt names a different account, but none can be read: counted per address.

@@ -55,7 +55,9 @@ def sentinel(private_redis: RedisServer, tmp_path: Path) -> Iterator[int]:
         f"sentinel monitor cutover 127.0.0.1 {private_redis.port} 1\n"
         "sentinel down-after-milliseconds cutover 1000\n"
     )
-    proc = subprocess.Popen([_redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     client = redis.Redis(port=port, socket_timeout=0.5)
     deadline = time.monotonic() + 10
     try:
@@ -75,7 +77,13 @@ def sentinel(private_redis: RedisServer, tmp_path: Path) -> Iterator[int]:
         proc.wait(10)
 
 
-async def test_gateway_finds_the_master_through_sentinel(upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer, sentinel: int, key_prefix: str) -> None:
+async def test_gateway_finds_the_master_through_sentinel(
+    upstreams: dict[str, TestServer],
+    make_gateway: MakeGateway,
+    private_redis: RedisServer,
+    sentinel: int,
+    key_prefix: str,
+) -> None:
     url = f"redis+sentinel://127.0.0.1:{sentinel}/cutover/0"
     gw = await make_gateway(make_config(upstreams, redis={"url": url, "key_prefix": key_prefix}))
     await wait_for(lambda: gw.state.store.health().healthy, timeout=5)

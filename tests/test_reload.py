@@ -24,9 +24,7 @@ def _rules(upstreams: dict[str, Any], pin: str, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
-        "upstreams": {
-            side: {"url": str(server.make_url("/")).rstrip("/")} for side, server in upstreams.items()
-        },
+        "upstreams": {side: {"url": str(server.make_url("/")).rstrip("/")} for side, server in upstreams.items()},
         "flags": {"default": 0},
         "routes": [{"prefix": "/api/v1/grades/", "pin": pin, "name": "grades"}],
         "log": {"access_log": False},
@@ -36,7 +34,8 @@ def _rules(upstreams: dict[str, Any], pin: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def served(upstreams: dict[str, TestServer], tmp_path: Path, make_gateway: MakeGateway
+async def served(
+    upstreams: dict[str, TestServer], tmp_path: Path, make_gateway: MakeGateway
 ) -> AsyncIterator[tuple[GatewayServer, Path, aiohttp.ClientSession]]:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy")))
@@ -62,7 +61,9 @@ async def side(server: GatewayServer, session: aiohttp.ClientSession, path: str 
         return answer
 
 
-async def test_reload_applies_new_rules_and_keeps_old_on_error(served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]) -> None:
+async def test_reload_applies_new_rules_and_keeps_old_on_error(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     assert await side(server, session) == "legacy"
     path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", flags={"default": 0, "grades": 0})))
@@ -81,7 +82,9 @@ async def test_reload_applies_new_rules_and_keeps_old_on_error(served: tuple[Gat
     assert b'gateway_config_reloads_total{result="ok"} 1.0' in body
 
 
-async def test_reload_keeps_flag_values_and_reports_restart_only_changes(served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]) -> None:
+async def test_reload_keeps_flag_values_and_reports_restart_only_changes(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     await server.state.store.set_percent("default", 100, actor="t", reason="t")
     with capture_logs() as logs:
@@ -93,7 +96,9 @@ async def test_reload_keeps_flag_values_and_reports_restart_only_changes(served:
     assert await side(server, session, "/other") == "candidate"
 
 
-async def test_admin_reload_endpoint(served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]) -> None:
+async def test_admin_reload_endpoint(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     url = f"http://127.0.0.1:{server.admin_port}/api/v1/reload"
     auth = {"Authorization": "Bearer test-admin-token"}
@@ -128,7 +133,9 @@ async def test_file_watch_reloads_on_change(upstreams: dict[str, TestServer], tm
         await server.stop()
 
 
-async def test_sighup_reloads_a_running_process_without_dropping_requests(upstreams: dict[str, TestServer], tmp_path: Path) -> None:
+async def test_sighup_reloads_a_running_process_without_dropping_requests(
+    upstreams: dict[str, TestServer], tmp_path: Path
+) -> None:
     import aiohttp
 
     path = tmp_path / "gateway.yaml"
@@ -192,7 +199,9 @@ async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in
         await second.stop()
 
 
-async def test_reload_reaches_the_request_paths_header_rules(served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]) -> None:
+async def test_reload_reaches_the_request_paths_header_rules(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     """The request path derives header rules from the configuration: a reload must reach them."""
     server, path, session = served
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", force={"header": "X-Tester-Side"})))

@@ -15,7 +15,12 @@ def _table() -> RouteTable:
             RouteRule(prefix="/api/v1/analytics/", flag="analytics", name="analytics"),
             RouteRule(prefix="/api/v1/analytics/reports", flag="reports"),
             RouteRule.model_validate(
-                {"prefix": "/api/v1/attendance", "methods": ["POST", "put"], "pin": "legacy", "name": "attendance-writes"}
+                {
+                    "prefix": "/api/v1/attendance",
+                    "methods": ["POST", "put"],
+                    "pin": "legacy",
+                    "name": "attendance-writes",
+                }
             ),
             RouteRule(prefix="/api/v1/attendance", flag="attendance", name="attendance"),
         ]

@@ -18,8 +18,6 @@ from tests.support import REPO, metric_value
 ERRORS = {"name": "candidate-errors", "kind": "error_rate", "threshold": 0.05, "window": 2, "min_requests": 20}
 
 
-
-
 def shared(redis_server: Any, key_prefix: str) -> dict[str, Any]:
     return {"url": redis_server.url, "key_prefix": key_prefix, "poll_interval": 1.0}
 

@@ -26,16 +26,27 @@ async def test_status_page_shows_readiness_and_data_checks(
     postgres.psql(name, "INSERT INTO attendance VALUES (9, 4242, '2026-11-03', true)")  # no enrollment 4242
     monkeypatch.setenv("PAGE_DB_DSN", dsn)
     checks = [
-        {"name": "attendance-orphaned", "dsn_env": "PAGE_DB_DSN", "expect": "= 0",
-         "query": "SELECT count(*) FROM attendance a WHERE NOT EXISTS "
-                  "(SELECT 1 FROM enrollments e WHERE e.id = a.enrollment_id)"},
-        {"name": "students-present", "dsn_env": "PAGE_DB_DSN", "expect": "<= 10",
-         "query": "SELECT count(*) FROM students"},
+        {
+            "name": "attendance-orphaned",
+            "dsn_env": "PAGE_DB_DSN",
+            "expect": "= 0",
+            "query": "SELECT count(*) FROM attendance a WHERE NOT EXISTS "
+            "(SELECT 1 FROM enrollments e WHERE e.id = a.enrollment_id)",
+        },
+        {
+            "name": "students-present",
+            "dsn_env": "PAGE_DB_DSN",
+            "expect": "<= 10",
+            "query": "SELECT count(*) FROM students",
+        },
     ]
-    gw = await make_gateway(make_config(
-        upstreams, flags={"default": 50},
-        safety={"evaluate_interval": 0.2, "data_checks": {"interval": 0.2, "checks": checks}},
-    ))
+    gw = await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 50},
+            safety={"evaluate_interval": 0.2, "data_checks": {"interval": 0.2, "checks": checks}},
+        )
+    )
     driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def check() -> tuple[str, str, list[dict[str, Any]]]:

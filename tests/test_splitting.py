@@ -73,7 +73,9 @@ async def test_forced_side_needs_the_secret_and_is_stripped(gw: Gateway) -> None
     assert await side_of(gw, headers={"X-Gateway-Force": "nonsense", "X-Gateway-Force-Secret": SECRET}) == "legacy"
 
 
-async def test_forcing_ignored_without_configured_secret(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_forcing_ignored_without_configured_secret(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/x", headers={"X-Gateway-Force": "candidate", "X-Gateway-Force-Secret": ""}) as resp:
         data = await resp.json()

@@ -19,11 +19,18 @@ from tests.conftest import MakeGateway, RedisServer, make_config, wait_for
 
 
 @pytest.mark.slow
-async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path) -> None:
+async def test_status_page_in_headless_chromium(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
-    gw = await make_gateway(make_config(upstreams, flags={"default": 10, "analytics": 0},
-                                        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+    gw = await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 10, "analytics": 0},
+            routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}],
+        )
+    )
     for _ in range(5):
         async with gw.get("/api/v1/users") as resp:
             assert resp.status == 200
@@ -60,16 +67,24 @@ async def test_status_page_in_headless_chromium(upstreams: dict[str, TestServer]
 
         # A rollback from the CLI shows up on the open page by itself.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "rollback", "--reason", "from the CLI",
+            sys.executable,
+            "-m",
+            "gateway",
+            "rollback",
+            "--reason",
+            "from the CLI",
             env={**os.environ, "GATEWAY_ADMIN_URL": gw.admin_url, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await proc.communicate()
         assert proc.returncode == 0, err
 
         def sees_rollback() -> None:
             poll_page(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
-            poll_page(lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8)
+            poll_page(
+                lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8
+            )
             upstream_rows = driver.find_element(By.ID, "upstreams").text
             assert "legacy" in upstream_rows and "candidate" in upstream_rows
             driver.save_screenshot(str(tmp_path / "status-page.png"))
@@ -123,16 +138,22 @@ async def test_status_json_and_page_served(upstreams: dict[str, TestServer], mak
 
 
 @pytest.mark.slow
-async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path) -> None:
+async def test_status_page_shows_triggers_events_and_parity(
+    faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
     from selenium.webdriver.common.by import By
 
     from tests.safety_support import FAST, PARITY, Pump
 
-    gw = await make_gateway(make_config(
-        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}},
-        safety={**FAST, "triggers": [PARITY]},
-    ))
+    gw = await make_gateway(
+        make_config(
+            faulty,
+            flags={"default": 50},
+            shadow={"flags": {"default": {"percent": 100}}},
+            safety={**FAST, "triggers": [PARITY]},
+        )
+    )
     faulty["candidate_mode"]["wrong"] = True
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
@@ -159,7 +180,9 @@ async def test_status_page_shows_triggers_events_and_parity(faulty: dict[str, An
     assert not [e for e in console if e["level"] == "SEVERE"], console
 
 
-async def test_status_shows_upstream_figures_of_all_instances(upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str) -> None:
+async def test_status_shows_upstream_figures_of_all_instances(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     from tests.conftest import wait_for
     from tests.support import bearer
 
@@ -228,7 +251,9 @@ def _shipped_triggers() -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path) -> None:
+async def test_status_page_fits_at_1280_and_390_and_reads_right(
+    faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     """A busy page (the shipped triggers on three flags, a plan, a held flag, a failing probe at 0%,
     parity rows, events): no card's content is wider than its card at either width, the safety panel
     stays above the fold, and the held flag is acknowledged from the page."""
@@ -238,15 +263,22 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
     from tests.safety_support import FAST
 
     # The probes guard 'grades' only (at 0%): they fail without rolling back the plan on 'analytics'.
-    triggers = [{**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
-                for t in _shipped_triggers()]
-    gw = await make_gateway(make_config(
-        faulty, flags={"default": 0, "analytics": 0, "grades": 0},
-        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
-                {"prefix": "/api/v1/grades/", "flag": "grades", "name": "grades"}],
-        shadow={"flags": {"default": {"percent": 100}, "analytics": {"percent": 100}}},
-        safety={**FAST, "triggers": triggers},
-    ))
+    triggers = [
+        {**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
+        for t in _shipped_triggers()
+    ]
+    gw = await make_gateway(
+        make_config(
+            faulty,
+            flags={"default": 0, "analytics": 0, "grades": 0},
+            routes=[
+                {"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
+                {"prefix": "/api/v1/grades/", "flag": "grades", "name": "grades"},
+            ],
+            shadow={"flags": {"default": {"percent": 100}, "analytics": {"percent": 100}}},
+            safety={**FAST, "triggers": triggers},
+        )
+    )
     faulty["candidate_mode"]["db_down"] = True  # the health check fails while every flag is at 0%
     for path in ("/api/v1/analytics/dashboard-with-a-rather-long-name?termId=1", "/api/v1/students/1"):
         async with gw.get(path) as resp:
@@ -255,11 +287,25 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
     await wait_for(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
     # A held flag, as the guard leaves one, and a manual rollback as the event log records it.
     await gw.state.store.set_percent("default", 50, actor="t", reason="t")
-    [held] = await safety.store.rollback(["default"], Event(
-        kind="rollback", flag="default", trigger="candidate-error-rate", measured=0.31, threshold=0.05,
-        reason="rolled back: trigger candidate-error-rate (error_rate) fired: error rate 31.00% vs threshold 5.00%"))
-    await safety.store.append(Event(kind="rollback", flag="grades", actor="alice@ops (cli) from 10.0.0.7",
-                                    reason="manual rollback: p95 regression on grades"))
+    [held] = await safety.store.rollback(
+        ["default"],
+        Event(
+            kind="rollback",
+            flag="default",
+            trigger="candidate-error-rate",
+            measured=0.31,
+            threshold=0.05,
+            reason="rolled back: trigger candidate-error-rate (error_rate) fired: error rate 31.00% vs threshold 5.00%",
+        ),
+    )
+    await safety.store.append(
+        Event(
+            kind="rollback",
+            flag="grades",
+            actor="alice@ops (cli) from 10.0.0.7",
+            reason="manual rollback: p95 regression on grades",
+        )
+    )
     async with gw.admin("POST", "/api/v1/plans/analytics", json={"steps": [10, 25, 50, 100], "soak": 3600}) as resp:
         assert resp.status == 200, await resp.text()
 
@@ -277,8 +323,10 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
     driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def measure(width: int, height: int) -> list[str]:
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
         driver.get(gw.admin_url + "/ui")
         poll_page(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
         poll_page(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
@@ -298,8 +346,12 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
             # grouped per flag: the idle flags' triggers are collapsed, the held flag's shown
             visible = [e for e in driver.find_elements(By.CSS_SELECTOR, "#triggers .trigger") if e.is_displayed()]
             assert 0 < len(visible) <= 8, len(visible)
-            poll_page(lambda: "plan running: step 1/4" in driver.find_element(
-                By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text)
+            poll_page(
+                lambda: (
+                    "plan running: step 1/4"
+                    in driver.find_element(By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text
+                )
+            )
             card = driver.find_element(By.CSS_SELECTOR, "main > section").rect
 
             def set_button_inside() -> bool:
@@ -337,7 +389,9 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty: dict[str
 
 
 @pytest.mark.slow
-async def test_status_page_with_protected_reads_asks_for_the_token(upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path) -> None:
+async def test_status_page_with_protected_reads_asks_for_the_token(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     gw = await make_gateway(make_config(upstreams, flags={"default": 10}, admin={"protect_reads": True}))

@@ -456,7 +456,9 @@ CUTS = ["/cut-length", "/cut-length-fin", "/cut-chunked", "/cut-chunked-fin"]
 
 
 @pytest.mark.parametrize("path", CUTS)
-async def test_upstream_dying_mid_body_truncates_the_client_response(upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str) -> None:
+async def test_upstream_dying_mid_body_truncates_the_client_response(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str
+) -> None:
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     before = await aborted_count(gw)
 
@@ -486,7 +488,9 @@ async def test_upstream_dying_mid_body_truncates_the_client_response(upstreams: 
 
 
 @pytest.mark.parametrize("path", CUTS)
-async def test_mid_body_failure_is_visible_on_the_wire(upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str) -> None:
+async def test_mid_body_failure_is_visible_on_the_wire(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str
+) -> None:
     """At byte level: the client connection ends before the framing says the body is complete."""
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
@@ -512,7 +516,9 @@ async def test_mid_body_failure_is_visible_on_the_wire(upstreams: dict[str, Test
         assert not rest.endswith(b"0\r\n\r\n"), "a truncated chunked body was terminated as if complete"
 
 
-async def test_close_delimited_upstream_body_is_complete(upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream) -> None:
+async def test_close_delimited_upstream_body_is_complete(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     async with gw.get("/close-delimited") as resp:
         assert resp.status == 200

@@ -60,7 +60,9 @@ async def assert_still_serving(gw: Any) -> None:
 # -- connection refused -----------------------------------------------------------------------
 
 
-async def test_connection_refused_is_502_json_and_counted(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
+async def test_connection_refused_is_502_json_and_counted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     gw = await make_gateway(make_config({"legacy": closed, "candidate": upstreams["candidate"]}, routes=HEALTHY_ROUTE))
     before = await errors_count(gw, "legacy", "connect")
@@ -168,7 +170,9 @@ def unresponsive_listener() -> Iterator[int]:
         listener.close()
 
 
-async def test_connect_timeout_is_504_and_counted(upstreams: dict[str, TestServer], make_gateway: MakeGateway, unresponsive_listener: int) -> None:
+async def test_connect_timeout_is_504_and_counted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, unresponsive_listener: int
+) -> None:
     config = make_config(upstreams, routes=HEALTHY_ROUTE)
     gw = await make_gateway(with_legacy(config, url=f"http://127.0.0.1:{unresponsive_listener}", connect_timeout=0.3))
     before = await errors_count(gw, "legacy", "timeout")
@@ -207,7 +211,9 @@ async def garbage_upstream() -> AsyncIterator[RawUpstream]:
 
 
 @pytest.mark.parametrize("path", ["/hello", "/bad-status-code", "/bad-header", "/double-length"])
-async def test_malformed_upstream_response_is_502(upstreams: dict[str, TestServer], make_gateway: MakeGateway, garbage_upstream: RawUpstream, path: str) -> None:
+async def test_malformed_upstream_response_is_502(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, garbage_upstream: RawUpstream, path: str
+) -> None:
     gw = await make_gateway(
         make_config({"legacy": garbage_upstream.url, "candidate": upstreams["candidate"]}, routes=HEALTHY_ROUTE)
     )

@@ -267,7 +267,9 @@ def served_by_each(c: Cluster, before: dict[int, float]) -> dict[int, float]:
 # -- tests -------------------------------------------------------------------------------------
 
 
-async def test_two_workers_share_flags_and_aggregate_metrics(upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path) -> None:
+async def test_two_workers_share_flags_and_aggregate_metrics(
+    upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
     async with cluster(upstreams, redis_server.url, key_prefix, tmp_path) as c:
         workers = c.workers()
         assert len(workers) == 2 and len(set(workers)) == 2
@@ -300,7 +302,9 @@ async def test_two_workers_share_flags_and_aggregate_metrics(upstreams: dict[str
         assert status == 200 and body["status"] == "ready"
 
 
-async def test_killed_worker_is_restarted_and_sigterm_stops_all(upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path) -> None:
+async def test_killed_worker_is_restarted_and_sigterm_stops_all(
+    upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
     async with cluster(upstreams, redis_server.url, key_prefix, tmp_path) as c:
         await set_flag(c, 100)
         first = c.workers()
