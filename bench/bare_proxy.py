@@ -21,8 +21,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-     "te", "trailer", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 ORIGIN = web.AppKey("origin", str)
@@ -39,8 +48,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     body = request.content if request.body_exists else None
     try:
         upstream = await session.request(
-            request.method, url, headers=_copy(request.headers, HOP_BY_HOP | {"host"}),
-            data=body, allow_redirects=False,
+            request.method,
+            url,
+            headers=_copy(request.headers, HOP_BY_HOP | {"host"}),
+            data=body,
+            allow_redirects=False,
         )
     except aiohttp.ClientError:
         return web.Response(status=502, text="bad gateway")

@@ -92,8 +92,12 @@ class Processes:
         stderr = open(self._logdir / f"{name}.stderr", "wb")
         try:
             proc = subprocess.Popen(
-                cmd, env=env, cwd=REPO_DIR, stdin=subprocess.DEVNULL,
-                stdout=stdout if stdout is not None else subprocess.DEVNULL, stderr=stderr,
+                cmd,
+                env=env,
+                cwd=REPO_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                stderr=stderr,
                 start_new_session=True,
             )
         finally:
@@ -137,8 +141,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], what: str, procs: Processes, name: str, proc: subprocess.Popen[bytes],
-             timeout: float = START_DEADLINE) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    what: str,
+    procs: Processes,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = START_DEADLINE,
+) -> None:
     """Poll ``check`` until true; fail early if the process died, or at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -169,7 +179,7 @@ def group_cpu_seconds(pgid: int) -> float:
                 data = f.read()
         except OSError:
             continue  # exited meanwhile
-        fields = data[data.rindex(")") + 2:].split()
+        fields = data[data.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -180,8 +190,9 @@ def port_open(port: int) -> bool:
         return True
 
 
-def http(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-         timeout: float = 5.0) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -206,8 +217,9 @@ class Started:
 def nginx_conf(tmp: Path, name: str, port: int, body: str) -> Path:
     """A private nginx config: foreground, one worker, no access log, all paths in ``tmp``."""
     conf = tmp / f"{name}.conf"
-    temp_paths = "\n".join(f"    {kind}_temp_path {tmp}/{name}-{kind};" for kind in
-                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {tmp}/{name}-{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf.write_text(f"""
 worker_processes 1;
 daemon off;
@@ -259,8 +271,24 @@ def start_redis(procs: Processes, tmp: Path) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise BenchError("redis-server not found")
-    proc = procs.start("redis", [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                                 "--dir", str(tmp), "--protected-mode", "no"])
+    proc = procs.start(
+        "redis",
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+            "--protected-mode",
+            "no",
+        ],
+    )
 
     def ping() -> bool:
         with socket.create_connection((HOST, port), timeout=0.5) as sock:
@@ -275,7 +303,7 @@ def start_nginx_proxy(procs: Processes, tmp: Path, upstream: str) -> Started:
     port = free_port()
     server = f"""
     upstream backend {{
-        server {upstream.removeprefix('http://')};
+        server {upstream.removeprefix("http://")};
         keepalive 64;
         keepalive_requests 1000000;
     }}
@@ -293,28 +321,42 @@ def start_nginx_proxy(procs: Processes, tmp: Path, upstream: str) -> Started:
 def start_bare(procs: Processes, upstream: str, processes: int) -> Started:
     port = free_port()
     name = f"bare-{processes}"
-    proc = procs.start(name, [sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(port),
-                              "--upstream", upstream, "--processes", str(processes)])
+    proc = procs.start(
+        name,
+        [
+            sys.executable,
+            str(BENCH_DIR / "bare_proxy.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            "--processes",
+            str(processes),
+        ],
+    )
     wait_for(lambda: port_open(port), f"port {port}", procs, name, proc)
     return Started(f"http://{HOST}:{port}", proc, processes)
 
 
-def start_gateway(procs: Processes, tmp: Path, upstream: str, redis_url: str | None, workers: int,
-                  config: Path | None = None) -> Started:
+def start_gateway(
+    procs: Processes, tmp: Path, upstream: str, redis_url: str | None, workers: int, config: Path | None = None
+) -> Started:
     """``gateway run`` as operators run it: access log on (info, JSON to a file), default flag at 50%."""
     port, admin_port = free_port(), free_port()
     token = secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
-    env.update({
-        "GATEWAY_LEGACY_URL": upstream,
-        "GATEWAY_CANDIDATE_URL": upstream,
-        "GATEWAY_LISTEN": f"{HOST}:{port}",
-        "GATEWAY_ADMIN_LISTEN": f"{HOST}:{admin_port}",
-        "GATEWAY_ADMIN_TOKEN": token,
-        "GATEWAY_LOG_LEVEL": "info",
-        "GATEWAY_LOG_FORMAT": "json",
-        "GATEWAY_DRAIN_TIMEOUT": "2",
-    })
+    env.update(
+        {
+            "GATEWAY_LEGACY_URL": upstream,
+            "GATEWAY_CANDIDATE_URL": upstream,
+            "GATEWAY_LISTEN": f"{HOST}:{port}",
+            "GATEWAY_ADMIN_LISTEN": f"{HOST}:{admin_port}",
+            "GATEWAY_ADMIN_TOKEN": token,
+            "GATEWAY_LOG_LEVEL": "info",
+            "GATEWAY_LOG_FORMAT": "json",
+            "GATEWAY_DRAIN_TIMEOUT": "2",
+        }
+    )
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     name = f"gateway-{workers}"
@@ -326,9 +368,12 @@ def start_gateway(procs: Processes, tmp: Path, upstream: str, redis_url: str | N
         proc = procs.start(name, cmd, env=env, stdout=out)
     admin = f"http://{HOST}:{admin_port}"
     wait_for(lambda: port_open(port) and http("GET", f"{admin}/readyz")[0] == 200, "/readyz", procs, name, proc)
-    status, body = http("PUT", f"{admin}/api/v1/flags/default", {
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"
-    }, json.dumps({"percent": 50, "reason": "benchmark"}).encode())
+    status, body = http(
+        "PUT",
+        f"{admin}/api/v1/flags/default",
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        json.dumps({"percent": 50, "reason": "benchmark"}).encode(),
+    )
     if status != 200:
         raise BenchError(f"{name}: PUT /api/v1/flags/default answered {status}: {body[:300]!r}")
     # Every worker must see 50% (Redis pub/sub); each fresh connection may land on another worker.
@@ -349,6 +394,7 @@ def start_gateway(procs: Processes, tmp: Path, upstream: str, redis_url: str | N
 
 def make_tokens(n: int) -> list[str]:
     """HS256-shaped JWTs with distinct ``sub`` claims, so the gateway buckets on many subjects."""
+
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -426,8 +472,18 @@ def parse_wrk(out: str) -> Load:
 
 
 def run_wrk(url: str, lua: Path, connections: int, seconds: float) -> Load:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency",
-           "-s", str(lua), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -473,6 +529,7 @@ async def _python_load(url: str, tokens: list[str], connections: int, seconds: f
 def run_python(url: str, tokens: list[str], connections: int, seconds: float) -> Load:
     try:
         import uvloop
+
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(_python_load(url, tokens, connections, seconds))
     except ImportError:
@@ -524,6 +581,7 @@ def access_log_counts(path: Path) -> tuple[int, int]:
 @contextmanager
 def terminate_on_sigterm() -> Iterator[None]:
     """SIGTERM/SIGHUP behave like Ctrl-C, so the ``finally`` that kills the subprocesses runs."""
+
     def _raise(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -538,10 +596,12 @@ def terminate_on_sigterm() -> Iterator[None]:
 def git_revision() -> tuple[str, list[str]]:
     """HEAD, and the files under gateway/ that differ from it (they are what gets measured)."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", "gateway"], cwd=REPO_DIR, capture_output=True,
-                                text=True, timeout=5).stdout
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5
+        ).stdout
         return rev or "unknown", [line[3:] for line in status.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
         return "unknown", []
@@ -549,6 +609,7 @@ def git_revision() -> tuple[str, list[str]]:
 
 def background_cpu(seconds: float = 1.0) -> float:
     """Percent of all cores busy before we start anything: other work on the machine skews results."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
@@ -572,16 +633,20 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     by = {r.target: r for r in results}
     bare = by.get("bare")
     direct = by.get("direct")
-    header = (f"{'target':<10} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
-              f"{'vs direct':>9} {'CPU us/req':>10} {'errors':>7}  description")
+    header = (
+        f"{'target':<10} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
+        f"{'vs direct':>9} {'CPU us/req':>10} {'errors':>7}  description"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         vs_bare = r.rps / bare.rps if bare else None
         vs_direct = r.rps / direct.rps if direct else None
-        print(f"{r.target:<10} {r.processes:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-              f"{fmt_ratio(vs_bare):>8} {fmt_ratio(vs_direct):>9} {r.cpu_us_per_request:>10.0f} "
-              f"{r.non_2xx + r.socket_errors:>7}  {r.description}")
+        print(
+            f"{r.target:<10} {r.processes:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{fmt_ratio(vs_bare):>8} {fmt_ratio(vs_direct):>9} {r.cpu_us_per_request:>10.0f} "
+            f"{r.non_2xx + r.socket_errors:>7}  {r.description}"
+        )
     ratios: dict[str, float | None] = {}
 
     def ratio(name: str, a: str, b: str) -> None:
@@ -595,8 +660,10 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     ratio("gateway-2 / gateway-1 (req/s)", "gateway-2", "gateway-1")
     ratio("bare-2 / bare (req/s)", "bare-2", "bare")
     ratio("nginx / bare (req/s)", "nginx", "bare")
-    for name, a, b in (("gateway-1 / bare (CPU per request)", "gateway-1", "bare"),
-                       ("gateway-2 / bare-2 (CPU per request)", "gateway-2", "bare-2")):
+    for name, a, b in (
+        ("gateway-1 / bare (CPU per request)", "gateway-1", "bare"),
+        ("gateway-2 / bare-2 (CPU per request)", "gateway-2", "bare-2"),
+    ):
         if a in by and b in by and by[b].cpu_us_per_request > 0:
             ratios[name] = by[a].cpu_us_per_request / by[b].cpu_us_per_request
             print(f"  {name:<38} {ratios[name]:.3f}")
@@ -612,12 +679,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
     parser.add_argument("--quick", action="store_true", help="3 s per target, 1 s warm-up: a smoke test")
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help=f"comma list of {', '.join(ALL_TARGETS)}")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every target this many times, interleaved, and report the median round "
-                        "(use an odd number; default 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every target this many times, interleaved, and report the median round "
+        "(use an odd number; default 1)",
+    )
     parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto", help="load generator")
-    parser.add_argument("--gateway-config", type=Path, metavar="YAML",
-                        help="also pass this config to `gateway run` (env still sets listeners, upstreams, redis)")
+    parser.add_argument(
+        "--gateway-config",
+        type=Path,
+        metavar="YAML",
+        help="also pass this config to `gateway run` (env still sets listeners, upstreams, redis)",
+    )
     parser.add_argument("--upstream", choices=("auto", "nginx", "aiohttp"), default="auto", help="upstream server")
     args = parser.parse_args(argv)
     duration = 3.0 if args.quick else args.duration
@@ -660,11 +735,15 @@ def main(argv: list[str] | None = None) -> int:
             uncommitted = f" plus uncommitted changes in {shown}" if changed else ""
             print(f"gateway code: {revision}{uncommitted}")
             print(f"interpreter: {interpreter()}")
-            print(f"machine: {os.cpu_count()} cores, {busy:.0f}% busy before the run"
-                  + (" -- WARNING: other processes are using the CPU, figures will be noisy" if busy > 10 else ""))
+            print(
+                f"machine: {os.cpu_count()} cores, {busy:.0f}% busy before the run"
+                + (" -- WARNING: other processes are using the CPU, figures will be noisy" if busy > 10 else "")
+            )
             print(f"upstream: {upstream_desc} at {upstream_url}, body {len(BODY)} bytes")
-            print(f"load: {loader}, 1 thread, {args.connections} connections, {duration:.0f}s per target "
-                  f"after a {warmup:.0f}s warm-up, {args.rounds} round(s); {N_TOKENS} distinct Bearer JWTs, 1000 paths")
+            print(
+                f"load: {loader}, 1 thread, {args.connections} connections, {duration:.0f}s per target "
+                f"after a {warmup:.0f}s warm-up, {args.rounds} round(s); {N_TOKENS} distinct Bearer JWTs, 1000 paths"
+            )
             if redis_url:
                 print(f"redis: private redis-server at {redis_url} (both gateway runs use it; the hot path does not)")
             for name, why in skipped.items():
@@ -688,8 +767,14 @@ def main(argv: list[str] | None = None) -> int:
                     running[target] = start_bare(procs, upstream_url, 2 if target == "bare-2" else 1)
                 else:
                     workers = 2 if target == "gateway-2" else 1
-                    running[target] = start_gateway(procs, tmp, upstream_url, redis_url, workers,
-                                                    args.gateway_config.resolve() if args.gateway_config else None)
+                    running[target] = start_gateway(
+                        procs,
+                        tmp,
+                        upstream_url,
+                        redis_url,
+                        workers,
+                        args.gateway_config.resolve() if args.gateway_config else None,
+                    )
                 probe(running[target].url, tokens[0])
             print(f"started and probed: {', '.join(targets)}", flush=True)
 
@@ -712,31 +797,43 @@ def main(argv: list[str] | None = None) -> int:
                         logged[target][1] += candidate
                     bad = " (ERRORS)" if measured.non_2xx or measured.socket_errors else ""
                     us = 1e6 * cpu[target][-1] / max(1, measured.requests)
-                    print(f"[round {round_no}/{args.rounds}] {target:<10} {measured.rps:7.0f} req/s, "
-                          f"p50 {measured.p50_ms:.2f} ms, p99 {measured.p99_ms:.2f} ms, {us:.0f} CPU us/req{bad}",
-                          flush=True)
+                    print(
+                        f"[round {round_no}/{args.rounds}] {target:<10} {measured.rps:7.0f} req/s, "
+                        f"p50 {measured.p50_ms:.2f} ms, p99 {measured.p99_ms:.2f} ms, {us:.0f} CPU us/req{bad}",
+                        flush=True,
+                    )
 
             for target in targets:
                 ordered = sorted(runs[target], key=lambda m: m.rps)
                 median = ordered[len(ordered) // 2]  # the median round supplies req/s and its latencies
-                result = Result(target, DESCRIPTIONS[target], running[target].processes, median.rps, median.p50_ms,
-                                median.p99_ms, sum(m.requests for m in ordered),
-                                sum(m.non_2xx for m in ordered), sum(m.socket_errors for m in ordered),
-                                1e6 * sum(cpu[target]) / max(1, sum(m.requests for m in ordered)),
-                                rounds_rps=[round(m.rps, 1) for m in runs[target]])
+                result = Result(
+                    target,
+                    DESCRIPTIONS[target],
+                    running[target].processes,
+                    median.rps,
+                    median.p50_ms,
+                    median.p99_ms,
+                    sum(m.requests for m in ordered),
+                    sum(m.non_2xx for m in ordered),
+                    sum(m.socket_errors for m in ordered),
+                    1e6 * sum(cpu[target]) / max(1, sum(m.requests for m in ordered)),
+                    rounds_rps=[round(m.rps, 1) for m in runs[target]],
+                )
                 if args.rounds > 1:
                     result.notes.append("req/s per round: " + ", ".join(f"{m.rps:.0f}" for m in runs[target]))
                 if running[target].access_log is not None:
                     lines, candidate = logged[target]
                     share = 100.0 * candidate / lines if lines else 0.0
-                    result.notes.append(f"access log: {lines} lines for {result.requests} requests, "
-                                        f"{share:.1f}% bucketed to candidate")
+                    result.notes.append(
+                        f"access log: {lines} lines for {result.requests} requests, {share:.1f}% bucketed to candidate"
+                    )
                     if args.gateway_config:
                         result.notes.append(f"with --config {args.gateway_config}")
                 if result.non_2xx or result.socket_errors:
                     failed = True
-                    result.notes.append(f"ERRORS: {result.non_2xx} non-2xx responses, "
-                                        f"{result.socket_errors} socket errors")
+                    result.notes.append(
+                        f"ERRORS: {result.non_2xx} non-2xx responses, {result.socket_errors} socket errors"
+                    )
                 results.append(result)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every subprocess", file=sys.stderr)
@@ -751,28 +848,43 @@ def main(argv: list[str] | None = None) -> int:
     print()
     ratios = print_table(results)
     print()
-    print(f"note: this machine has {os.cpu_count()} CPU cores shared by wrk, the upstream and the target, so "
-          "2 processes cannot reach 2x; compare gateway-2 with bare-2, not with 2 x gateway-1.")
+    print(
+        f"note: this machine has {os.cpu_count()} CPU cores shared by wrk, the upstream and the target, so "
+        "2 processes cannot reach 2x; compare gateway-2 with bare-2, not with 2 x gateway-1."
+    )
     print("note: closed-loop load at fixed concurrency: latency here is mostly queueing (p50 ~ connections / req/s).")
-    print("note: CPU us/req is the target's own processes' CPU time per request (upstream excluded, except for "
-          "direct); it usually moves less than req/s when other work shares the machine, but neither is clean then.")
+    print(
+        "note: CPU us/req is the target's own processes' CPU time per request (upstream excluded, except for "
+        "direct); it usually moves less than req/s when other work shares the machine, but neither is clean then."
+    )
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps({
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git": revision,
-        "gateway_uncommitted": changed,
-        "machine": {"cpus": os.cpu_count(), "busy_percent_before": round(busy, 1),
-                    "python": platform.python_version(), "interpreter": interpreter(), "platform": platform.platform()},
-        "upstream": upstream_desc,
-        "loader": loader,
-        "connections": args.connections,
-        "duration_seconds": duration,
-        "warmup_seconds": warmup,
-        "rounds": args.rounds,
-        "skipped": skipped,
-        "results": [asdict(r) for r in results],
-        "ratios": ratios,
-    }, indent=2) + "\n")
+    RESULTS_FILE.write_text(
+        json.dumps(
+            {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "git": revision,
+                "gateway_uncommitted": changed,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "busy_percent_before": round(busy, 1),
+                    "python": platform.python_version(),
+                    "interpreter": interpreter(),
+                    "platform": platform.platform(),
+                },
+                "upstream": upstream_desc,
+                "loader": loader,
+                "connections": args.connections,
+                "duration_seconds": duration,
+                "warmup_seconds": warmup,
+                "rounds": args.rounds,
+                "skipped": skipped,
+                "results": [asdict(r) for r in results],
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"results written to {RESULTS_FILE.relative_to(REPO_DIR)}")
     if failed:
         print("FAILED: some target answered errors (see notes above)", file=sys.stderr)

@@ -144,7 +144,10 @@ def gateway_config(path: Path, upstream: str, port: int, admin_port: int, percen
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
@@ -199,10 +202,14 @@ def latency_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="shadow-latency-") as tmp:
         workdir = Path(tmp)
         try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", _LATENCY_UPSTREAM, str(up_port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _LATENCY_UPSTREAM, str(up_port)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
             wait_http(f"http://{HOST}:{up_port}/small/x", time.monotonic() + 20)
             config = workdir / "gateway.yaml"
             upstream = f"http://{HOST}:{up_port}"
@@ -218,10 +225,16 @@ def latency_main(args: argparse.Namespace) -> int:
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
             env["PYTHONPATH"] = str(tree)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(config)], cwd=tree, env=env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                    cwd=tree,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
             admin = f"http://{HOST}:{admin_port}"
             wait_http(admin + "/readyz", time.monotonic() + 20)
             wait_http(f"http://{HOST}:{gw_port}/small/warm", time.monotonic() + 20)
@@ -230,7 +243,9 @@ def latency_main(args: argparse.Namespace) -> int:
                 for name, prefix in (("no shadow", "big-off"), ("shadow 100%", "big-on")):
                     loader = subprocess.Popen(
                         [sys.executable, "-c", _LOADER, HOST, str(gw_port), prefix, str(args.big_rate)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
                     )
                     try:
                         timings = probe(gw_port, seconds)
@@ -238,16 +253,20 @@ def latency_main(args: argparse.Namespace) -> int:
                         stop_all([loader])
                     rows[name].append(timings)
                     ms = [t * 1000 for t in timings]
-                    print(f"round {round_ + 1}: {name:<12} max {max(ms):7.1f} ms over {len(ms)} small requests",
-                          flush=True)
+                    print(
+                        f"round {round_ + 1}: {name:<12} max {max(ms):7.1f} ms over {len(ms)} small requests",
+                        flush=True,
+                    )
                     time.sleep(2)  # let queued comparisons finish before the next variant
             counts = shadow_counts(admin, "big-on")
         finally:
             stop_all(procs)
     compared = sum(counts.get(k, 0) for k in ("match", "mismatch"))
-    print(f"\ngateway tree: {tree}; big answers: ~880 KB JSON and its gzip, {args.big_rate:g}/s, "
-          f"{compared:.0f} compared, {counts.get('dropped', 0):.0f} dropped; "
-          f"small requests every 5 ms, {seconds} s per variant and round")
+    print(
+        f"\ngateway tree: {tree}; big answers: ~880 KB JSON and its gzip, {args.big_rate:g}/s, "
+        f"{compared:.0f} compared, {counts.get('dropped', 0):.0f} dropped; "
+        f"small requests every 5 ms, {seconds} s per variant and round"
+    )
     print(f"{'small requests during':<24}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'requests':>10}")
     for name, runs in rows.items():
         ms = sorted(t * 1000 for run in runs for t in run)
@@ -291,10 +310,16 @@ def throughput_main(args: argparse.Namespace) -> int:
             config = workdir / "gateway.yaml"
             gateway_config(config, f"http://{HOST}:{up_port}", gw_port, admin_port, args.percent)
             env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(config)], cwd=REPO, env=env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
             admin = f"http://{HOST}:{admin_port}"
             wait_http(admin + "/readyz", time.monotonic() + 20)
             base = f"http://{HOST}:{gw_port}"
@@ -314,8 +339,10 @@ def throughput_main(args: argparse.Namespace) -> int:
     ratio = statistics.median(b / a for a, b in zip(results["off"], results["on"], strict=True))
     mirrored = sum(counts.get(k, 0) for k in ("match", "mismatch", "shadow_error"))
     dropped = counts.get("dropped", 0)
-    print(f"\nupstream: {'nginx' if shutil.which('nginx') else 'aiohttp'}; {rounds} round(s) x {seconds} s, "
-          f"{args.connections} connections, median of rounds")
+    print(
+        f"\nupstream: {'nginx' if shutil.which('nginx') else 'aiohttp'}; {rounds} round(s) x {seconds} s, "
+        f"{args.connections} connections, median of rounds"
+    )
     print(f"shadow   0%: {off:9.0f} req/s")
     label = f"{args.percent:g}%"
     cost = f"median of per-round ratios: cost {100 * (1 - ratio):.0f}%"

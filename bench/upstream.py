@@ -1,6 +1,6 @@
 """Fallback benchmark upstream (used only when nginx is missing): a fixed small JSON on every path.
 
-    python bench/upstream.py --port 8001 --body '{"ok":true}'
+python bench/upstream.py --port 8001 --body '{"ok":true}'
 """
 
 from __future__ import annotations

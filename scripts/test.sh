@@ -27,8 +27,8 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-# The package's lint and type gates (tests/ and bench/ are not held to them yet).
-python3 -m ruff check gateway
-python3 -m ruff format --check gateway
-python3 -m mypy gateway
+# The lint and type gates, on the package, its tests and the benchmark (versions pinned in the test extras).
+python3 -m ruff check gateway tests bench
+python3 -m ruff format --check gateway tests bench
+python3 -m mypy gateway tests bench
 exec python3 -m pytest -q -p no:cacheprovider "$@"

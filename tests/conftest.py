@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -24,10 +24,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
+from gateway.dataplane.listener import ProxyListener
 from gateway.server import GatewayServer
 from tests.pg_support import postgres  # noqa: F401 - the session's PostgreSQL, for data-check tests
 
-pytest_plugins = ["aiohttp"]
+# Support modules whose fixtures every test module may take (pki, faulty, login_backend).
+pytest_plugins = ["aiohttp", "tests.tls_support", "tests.safety_support", "tests.ratelimit_support"]
 
 
 def free_port() -> int:
@@ -60,13 +62,20 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [
                 _redis_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "yes" if self.aof else "no",
-                "--appendfsync", "always",
-                "--dir", str(self.workdir),
-                "--protected-mode", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.aof else "no",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -216,6 +225,13 @@ class Gateway:
         return self.server.state
 
     @property
+    def listener(self) -> ProxyListener:
+        """The data plane's listener, for tests that look at its pools and counters."""
+        listener = self.server._listener
+        assert listener is not None, "the gateway has started"
+        return listener
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.proxy_port}"
 
@@ -236,8 +252,12 @@ class Gateway:
         return self.session.request(method, self.admin_url + path, headers=headers, **kwargs)
 
 
+MakeGateway = Callable[[Config], Awaitable[Gateway]]
+"""The ``make_gateway`` fixture: starts a gateway for a config; stopped at teardown."""
+
+
 @pytest.fixture
-async def make_gateway() -> AsyncIterator[Callable[[Config], Awaitable[Gateway]]]:
+async def make_gateway() -> AsyncIterator[MakeGateway]:
     started: list[Gateway] = []
 
     async def factory(config: Config) -> Gateway:
@@ -267,3 +287,27 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval:
         if loop.time() - start > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+T = TypeVar("T")
+
+
+def poll(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """``wait_for`` for code that runs in a thread (browsers, blocking clients): polls ``predicate``
+    until truthy and returns its value; an exception in ``ignore`` counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

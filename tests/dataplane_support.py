@@ -1,6 +1,6 @@
 """Helpers for the data-plane behaviour tests (tests/test_dataplane_*.py): heads as lists of lines,
 a recording upstream that also notes which connection each request came on, raw clients bound to
-a chosen loopback source address, and JWT-shaped bearer tokens for bucketing by subject.
+a chosen loopback source address.
 
 Everything here is bytes on real sockets: these tests must keep passing whatever framework (or
 none) serves the proxy listener.
@@ -9,21 +9,17 @@ none) serves the proxy listener.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import orjson
-
-from tests.support import _parse_head, _read_chunked
+from tests.support import LoopbackServer, _parse_head, read_body
 
 __all__ = [
     "HANDSHAKE",
     "OK",
     "Recorded",
     "RecordingUpstream",
-    "bearer",
     "head_lines",
     "open_from",
     "read_head",
@@ -39,12 +35,6 @@ HANDSHAKE = (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-
-
-def bearer(sub: str) -> str:
-    """An ``Authorization`` value whose JWT payload carries ``sub`` (the gateway reads, never verifies, it)."""
-    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
-    return f"Bearer h.{payload}.s"
 
 
 def head_lines(raw_head: bytes) -> tuple[str, list[tuple[str, str]]]:
@@ -127,8 +117,7 @@ class Recorded:
 Answer = Callable[[Recorded, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
-@dataclass
-class RecordingUpstream:
+class RecordingUpstream(LoopbackServer):
     """An upstream that records each request byte for byte and answers with hand-written bytes.
 
     ``answers`` maps a request target to the exact bytes written back (``OK`` by default); an
@@ -137,36 +126,24 @@ class RecordingUpstream:
     connection a request came on.
     """
 
-    answers: dict[str, bytes] = field(default_factory=dict)
-    answer: Answer | None = None
-    read_bodies: bool = True  # False: the answer is written before any request body is read
-    requests: list[Recorded] = field(default_factory=list)
-    accepted: int = 0
-    closed: int = 0
-    _server: asyncio.Server | None = None
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self, answers: dict[str, bytes] | None = None, answer: Answer | None = None, read_bodies: bool = True
+    ) -> None:
+        super().__init__()
+        self.answers = answers or {}
+        self.answer = answer
+        self.read_bodies = read_bodies  # False: the answer is written before any request body is read
+        self.requests: list[Recorded] = []
+        self.accepted = 0
+        self.closed = 0
 
     async def start(self) -> RecordingUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=2**20)
+        await self._listen(limit=2**20)
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         conn = self.accepted
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -174,15 +151,9 @@ class RecordingUpstream:
                 except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                     self.closed += 1
                     return
-                _, headers = _parse_head(head)
                 body, chunked = b"", False
-                if not self.read_bodies:
-                    pass
-                elif "chunked" in headers.get("Transfer-Encoding", "").lower():
-                    body, _raw = await _read_chunked(reader)
-                    chunked = True
-                elif "Content-Length" in headers:
-                    body = await reader.readexactly(int(headers["Content-Length"]))
+                if self.read_bodies:
+                    body, chunked = await read_body(reader, _parse_head(head)[1])
                 request = Recorded(head, body, chunked, conn)
                 self.requests.append(request)
                 if self.answer is not None:
@@ -196,18 +167,4 @@ class RecordingUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             self.closed += 1
         finally:
-            self._writers.discard(writer)
             writer.transport.abort()
-            if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
-            if pending:
-                await asyncio.wait(pending, timeout=5)
-            await self._server.wait_closed()
-            self._server = None

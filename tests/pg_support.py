@@ -62,12 +62,32 @@ class PostgresServer:
         if self.as_root:
             shutil.chown(pwfile, "postgres", "postgres")
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", "cutover", "--auth=scram-sha-256",
-            f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8", "--locale=C",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "cutover",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
         )
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=50"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
-                  "-w", "-t", "30", "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
         self.psql("postgres", "CREATE DATABASE school_template")
         self.psql("school_template", SCHEMA.read_text())
 
@@ -83,9 +103,28 @@ class PostgresServer:
     def psql(self, database: str, sql: str) -> str:
         env = {**os.environ, "PGPASSWORD": self.password}
         done = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1",
-             "-p", str(self.port), "-U", "cutover", "-d", database],
-            input=sql, check=True, capture_output=True, text=True, env=env, timeout=60,
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "cutover",
+                "-d",
+                database,
+            ],
+            input=sql,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         return done.stdout.strip()
 

@@ -1,15 +1,26 @@
-"""Helpers for the safety end-to-end tests: an upstream that can be told to fail, slow down or
-report its database down, and a traffic pump spreading subjects over both sides."""
+"""Helpers for the safety tests: an upstream that can be told to fail, slow down or report its
+database down (the ``faulty`` fixture serves one per side), a traffic pump spreading subjects over
+both sides, fast evaluation settings, and a Safety on the embedded store with an injected clock.
+Registered as a pytest plugin by conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
+from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import Gateway
+from gateway.app import build_store
+from gateway.observability import Metrics
+from gateway.safety.guard import Safety
+from gateway.safety.store import MemorySafetyStore
+from tests.conftest import Gateway, make_config
+
+# Triggers evaluated five times a second over the recorder's flushes: decisions within a test's patience.
+FAST = {"flush_interval": 0.2, "evaluate_interval": 0.2}
+PARITY = {"name": "parity", "kind": "mismatch_rate", "threshold": 0.1, "window": 2, "min_requests": 10}
 
 
 def faulty_app(side: str, mode: dict[str, Any]) -> web.Application:
@@ -75,16 +86,31 @@ class Pump:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> float:
-    """Seconds until ``predicate`` (sync or async) holds; AssertionError at the deadline."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return loop.time() - start
-        if loop.time() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+@pytest.fixture
+async def faulty(aiohttp_server: AiohttpServer) -> dict[str, Any]:
+    legacy_mode: dict[str, Any] = {}
+    candidate_mode: dict[str, Any] = {}
+    return {
+        "legacy": await aiohttp_server(faulty_app("legacy", legacy_mode)),
+        "candidate": await aiohttp_server(faulty_app("candidate", candidate_mode)),
+        "legacy_mode": legacy_mode,
+        "candidate_mode": candidate_mode,
+    }
+
+
+URLS = {"legacy": "http://127.0.0.1:9", "candidate": "http://127.0.0.1:9"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_safety(triggers: list[dict[str, Any]], clock: Clock, **safety: Any) -> Safety:
+    config = make_config(URLS, flags={"default": 50, "grades": 0}, safety={"triggers": triggers, **safety})
+    metrics = Metrics()
+    flags = build_store(config, metrics)
+    return Safety(config, flags, MemorySafetyStore(flags, 1, 700), metrics, clock=clock)

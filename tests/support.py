@@ -1,5 +1,5 @@
-"""Helpers shared by the end-to-end tests: raw HTTP over asyncio sockets, and the gateway as a
-subprocess (``python -m gateway run``).
+"""Helpers shared by the end-to-end tests: raw HTTP over asyncio sockets, the gateway as a
+subprocess (``python -m gateway run``) and its CLI, its /metrics, and requests by subject.
 
 The raw helpers exist because aiohttp's client and server normalise what they send (re-quoting
 paths, choosing framing, adding or refusing headers); these tests need to control and observe
@@ -9,6 +9,7 @@ exact bytes on the wire. Everything listens and connects on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -19,11 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
 
-from tests.conftest import free_port
+from tests.conftest import Gateway, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,19 +149,24 @@ def abort_with_rst(writer: asyncio.StreamWriter) -> None:
 RawHandler = Callable[[RawRequest, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
-class RawUpstream:
-    """An HTTP/1.1 'server' whose answers are written by hand.
+async def read_body(reader: asyncio.StreamReader, headers: CIMultiDict[str]) -> tuple[bytes, bool]:
+    """A request's body as its head frames it (chunked or Content-Length), and whether it was chunked."""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body, _raw = await _read_chunked(reader)
+        return body, True
+    if "Content-Length" in headers:
+        return await reader.readexactly(int(headers["Content-Length"])), False
+    return b"", False
 
-    The handler gets each parsed request (head + Content-Length body) and writes whatever bytes it
-    likes; it returns True to keep the connection for another request, False to close it.
-    ``requests`` records every request received, in order.
-    """
 
-    def __init__(self, handler: RawHandler) -> None:
-        self._handler = handler
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 whose connections ``_serve`` handles; ``close`` aborts the ones
+    still open and waits for their handlers. The plumbing of the hand-written upstreams."""
+
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
-        self.requests: list[RawRequest] = []
-        self._conns: set[asyncio.StreamWriter] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -169,12 +177,54 @@ class RawUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def _listen(self, limit: int = 2**16) -> None:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=limit)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            await self._server.wait_closed()
+            self._server = None
+
+
+class RawUpstream(LoopbackServer):
+    """An HTTP/1.1 'server' whose answers are written by hand.
+
+    The handler gets each parsed request (head + body) and writes whatever bytes it likes; it
+    returns True to keep the connection for another request, False to close it.
+    ``requests`` records every request received, in order.
+    """
+
+    def __init__(self, handler: RawHandler) -> None:
+        super().__init__()
+        self._handler = handler
+        self.requests: list[RawRequest] = []
+
     async def start(self) -> RawUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        await self._listen()
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
         try:
             while True:
                 try:
@@ -183,11 +233,7 @@ class RawUpstream:
                     return
                 request_line, headers = _parse_head(head)
                 method, target, _ = request_line.split(" ", 2)
-                body = b""
-                if "Content-Length" in headers:
-                    body = await reader.readexactly(int(headers["Content-Length"]))
-                elif "chunked" in headers.get("Transfer-Encoding", "").lower():
-                    body, _raw = await _read_chunked(reader)
+                body, _chunked = await read_body(reader, headers)
                 request = RawRequest(method, target, headers, head, body)
                 self.requests.append(request)
                 keep = await self._handler(request, reader, writer)
@@ -196,17 +242,8 @@ class RawUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self._conns.discard(writer)
             if not writer.transport.is_closing():
                 writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._conns):
-                writer.transport.abort()
-            await self._server.wait_closed()
-            self._server = None
 
 
 # -- the gateway as a subprocess --------------------------------------------------------------
@@ -329,9 +366,67 @@ def metric_samples(text: str, name: str, **labels: str) -> list[float]:
     ]
 
 
-async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
-    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
+async def metric_values(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples of ``name`` matching ``labels`` in the admin ``/metrics``."""
     async with session.get(admin_url + "/metrics") as resp:
         assert resp.status == 200
-        values = metric_samples(await resp.text(), name, **labels)
+        return metric_samples(await resp.text(), name, **labels)
+
+
+async def metric_value(session: aiohttp.ClientSession, admin_url: str, name: str, **labels: str) -> float:
+    """A sample's value from the admin ``/metrics`` (0.0 when the labelled child does not exist yet)."""
+    values = await metric_values(session, admin_url, name, **labels)
     return values[0] if values else 0.0
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-admin-token") -> tuple[int, str, str]:
+    """``python -m gateway ARGS`` with a clean GATEWAY_* environment; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if admin is not None:
+        env["GATEWAY_ADMIN_URL"] = admin
+    if token is not None:
+        env["GATEWAY_ADMIN_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def gateway_cli_out(*args: str) -> str:
+    """The stdout of a CLI call that must succeed (its arguments name the admin URL)."""
+    code, out, err = await gateway_cli(*args, admin=None)
+    assert code == 0, err
+    return out
+
+
+# -- requests by subject ----------------------------------------------------------------------
+
+
+def bearer(sub: str) -> dict[str, str]:
+    """An ``Authorization`` header whose JWT payload carries ``sub`` (the gateway reads, never verifies, it)."""
+    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
+    return {"Authorization": f"Bearer h.{payload}.s"}
+
+
+async def side_of(gw: Gateway, path: str = "/api/v1/users", method: str = "GET", **kwargs: Any) -> str:
+    async with gw.request(method, path, **kwargs) as resp:
+        assert resp.status == 200, await resp.text()
+        side: str = (await resp.json())["side"]
+        return side
+
+
+async def set_flag(gw: Gateway, flag: str, percent: int) -> None:
+    async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": percent, "reason": "test"}) as resp:
+        assert resp.status == 200, await resp.text()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from tests.conftest import make_config
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import Gateway, MakeGateway, make_config
 
 
 @pytest.fixture
-async def gw(upstreams, make_gateway):
+async def gw(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> Gateway:
     return await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 10}))
 
 
-async def test_health_ready_and_flags(gw) -> None:
+async def test_health_ready_and_flags(gw: Gateway) -> None:
     async with gw.admin("GET", "/healthz", token=None) as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "ok"
     async with gw.admin("GET", "/readyz", token=None) as resp:
@@ -23,9 +26,10 @@ async def test_health_ready_and_flags(gw) -> None:
     assert flags == {"default": 0, "analytics": 10}
 
 
-async def test_set_flag_and_audit_trail(gw) -> None:
-    async with gw.admin("PUT", "/api/v1/flags/analytics", json={"percent": 50, "reason": "step 2"},
-                        headers={"X-Gateway-Actor": "alice"}) as resp:
+async def test_set_flag_and_audit_trail(gw: Gateway) -> None:
+    async with gw.admin(
+        "PUT", "/api/v1/flags/analytics", json={"percent": 50, "reason": "step 2"}, headers={"X-Gateway-Actor": "alice"}
+    ) as resp:
         body = await resp.json()
     assert resp.status == 200
     assert (body["flag"], body["percent"], body["previous"]) == ("analytics", 50, 10)
@@ -36,7 +40,7 @@ async def test_set_flag_and_audit_trail(gw) -> None:
     assert change["actor"].startswith("alice from 127.0.0.1") and change["reason"] == "step 2"
 
 
-async def test_rollback_sets_every_flag_to_zero(gw) -> None:
+async def test_rollback_sets_every_flag_to_zero(gw: Gateway) -> None:
     for flag, pct in (("default", 40), ("analytics", 70)):
         async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": pct}) as resp:
             assert resp.status == 200
@@ -59,15 +63,17 @@ async def test_rollback_sets_every_flag_to_zero(gw) -> None:
         ({"percent": 5, "reason": 7}, 400, "bad_request"),
     ],
 )
-async def test_invalid_flag_writes_are_refused(gw, body, status, error) -> None:
+async def test_invalid_flag_writes_are_refused(gw: Gateway, body: dict[str, Any], status: int, error: str) -> None:
     async with gw.admin("PUT", "/api/v1/flags/default", json=body) as resp:
         data = await resp.json()
     assert resp.status == status and data["error"] == error and data["message"]
     assert gw.state.store.snapshot()["default"] == 0
 
 
-async def test_malformed_bodies_and_unknown_flags(gw) -> None:
-    async with gw.admin("PUT", "/api/v1/flags/default", data=b"{not json", headers={"Content-Type": "application/json"}) as resp:
+async def test_malformed_bodies_and_unknown_flags(gw: Gateway) -> None:
+    async with gw.admin(
+        "PUT", "/api/v1/flags/default", data=b"{not json", headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 400 and "not valid JSON" in (await resp.json())["message"]
     async with gw.admin("PUT", "/api/v1/flags/default", json=[1, 2]) as resp:
         assert resp.status == 400 and "JSON object" in (await resp.json())["message"]
@@ -84,7 +90,7 @@ async def test_malformed_bodies_and_unknown_flags(gw) -> None:
         assert resp.status == 405 and (await resp.json())["error"]
 
 
-async def test_mutations_need_the_token(gw) -> None:
+async def test_mutations_need_the_token(gw: Gateway) -> None:
     async with gw.admin("PUT", "/api/v1/flags/default", token=None, json={"percent": 50}) as resp:
         assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
     async with gw.admin("POST", "/api/v1/rollback", token="wrong-token") as resp:
@@ -92,7 +98,9 @@ async def test_mutations_need_the_token(gw) -> None:
     assert gw.state.store.snapshot()["analytics"] == 10
 
 
-async def test_no_token_configured_refuses_changes_clearly(upstreams, make_gateway) -> None:
+async def test_no_token_configured_refuses_changes_clearly(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     config = make_config(upstreams)
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
     gw = await make_gateway(config)
@@ -103,7 +111,9 @@ async def test_no_token_configured_refuses_changes_clearly(upstreams, make_gatew
     assert gw.state.store.snapshot()["default"] == 0
 
 
-async def test_reads_of_response_data_need_the_token(upstreams, make_gateway) -> None:
+async def test_reads_of_response_data_need_the_token(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, shadow={"flags": {"default": {"percent": 100}}}))
     for path in ("/api/v1/parity/diffs?route=default", "/api/v1/parity/noise"):
         async with gw.admin("GET", path, token=None) as resp:
@@ -118,16 +128,32 @@ async def test_reads_of_response_data_need_the_token(upstreams, make_gateway) ->
             assert resp.status == 200, path
 
 
-async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_metrics(upstreams, make_gateway) -> None:
+async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_metrics(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     from gateway.config import load_config
 
-    env = {"GATEWAY_ADMIN_PROTECT_READS": "true", "GATEWAY_ADMIN_TOKEN": "test-admin-token",
-           "GATEWAY_LEGACY_URL": "http://127.0.0.1:1", "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2"}
+    env = {
+        "GATEWAY_ADMIN_PROTECT_READS": "true",
+        "GATEWAY_ADMIN_TOKEN": "test-admin-token",
+        "GATEWAY_LEGACY_URL": "http://127.0.0.1:1",
+        "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2",
+    }
     assert load_config(None, env).admin.protect_reads is True  # the environment switch
     gw = await make_gateway(make_config(upstreams, admin={"protect_reads": True}))
-    for path in ("/api/v1/flags", "/api/v1/flags/default", "/api/v1/status", "/api/v1/changes", "/api/v1/events",
-                 "/api/v1/safety", "/api/v1/parity", "/api/v1/forecast?percent=10", "/api/v1/plans",
-                 "/api/v1/explain?subject=u&path=/", "/api/v1/readonly"):
+    for path in (
+        "/api/v1/flags",
+        "/api/v1/flags/default",
+        "/api/v1/status",
+        "/api/v1/changes",
+        "/api/v1/events",
+        "/api/v1/safety",
+        "/api/v1/parity",
+        "/api/v1/forecast?percent=10",
+        "/api/v1/plans",
+        "/api/v1/explain?subject=u&path=/",
+        "/api/v1/readonly",
+    ):
         async with gw.admin("GET", path, token=None) as resp:
             assert resp.status == 401, path
         async with gw.admin("GET", path) as resp:
@@ -140,7 +166,9 @@ async def test_protect_reads_requires_the_token_for_every_read_but_probes_and_me
     assert "401" in doc["paths"]["/api/v1/flags"]["get"]["responses"]
 
 
-async def test_protect_reads_without_a_token_configured_is_refused_clearly(upstreams, make_gateway) -> None:
+async def test_protect_reads_without_a_token_configured_is_refused_clearly(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     config = make_config(upstreams, admin={"protect_reads": True})
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"token": None})})
     gw = await make_gateway(config)
@@ -150,7 +178,7 @@ async def test_protect_reads_without_a_token_configured_is_refused_clearly(upstr
     assert "read" in data["message"] and "GATEWAY_ADMIN_TOKEN" in data["message"]
 
 
-async def test_admin_routes_are_not_on_the_proxy_port(gw) -> None:
+async def test_admin_routes_are_not_on_the_proxy_port(gw: Gateway) -> None:
     for path in ("/metrics", "/healthz", "/readyz", "/api/v1/flags", "/api/v1/rollback"):
         async with gw.request("POST" if path.endswith("rollback") else "GET", path) as resp:
             data = await resp.json()
@@ -158,7 +186,7 @@ async def test_admin_routes_are_not_on_the_proxy_port(gw) -> None:
     assert gw.state.store.snapshot()["analytics"] == 10
 
 
-async def test_metrics_exposition(gw) -> None:
+async def test_metrics_exposition(gw: Gateway) -> None:
     for _ in range(3):
         async with gw.get("/api/v1/users") as resp:
             assert resp.status == 200

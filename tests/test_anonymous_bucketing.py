@@ -9,13 +9,14 @@ from __future__ import annotations
 from http.cookies import SimpleCookie
 
 import orjson
+from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import side_for
-from tests.conftest import make_config
+from tests.conftest import Gateway, MakeGateway, make_config
 from tests.support import RawConnection, RawResponse
 
 
-async def set_flag(gw, percent: int) -> None:
+async def set_flag(gw: Gateway, percent: int) -> None:
     async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": percent, "reason": "test"}) as resp:
         assert resp.status == 200, await resp.text()
 
@@ -35,7 +36,9 @@ async def get(conn: RawConnection, cookie: str | None = None) -> tuple[str, str 
     return orjson.loads(response.body)["side"], issued(response)
 
 
-async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_stick(upstreams, make_gateway):
+async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_stick(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     await set_flag(gw, 50)
     sides: list[str] = []
@@ -58,7 +61,9 @@ async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_s
                 assert await get(conn, cookie) == (expected, None)
 
 
-async def test_address_based_stickiness_is_an_option(upstreams, make_gateway):
+async def test_address_based_stickiness_is_an_option(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, bucketing={"anonymous": "ip"}))
     await set_flag(gw, 50)
     async with await RawConnection.open(gw.server.proxy_port) as conn:

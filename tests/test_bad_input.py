@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, make_config
 from tests.support import RawRequest, RawUpstream, read_response
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -100,7 +100,9 @@ async def exchange(port: int, data: bytes) -> tuple[int | None, bytes]:
 
 
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
-async def test_malformed_request_is_refused_and_never_forwarded(upstream, make_gateway, name):
+async def test_malformed_request_is_refused_and_never_forwarded(
+    upstream: RawUpstream, make_gateway: MakeGateway, name: str
+) -> None:
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
     port = gw.server.proxy_port
     status, raw = await exchange(port, BAD_REQUESTS[name])
@@ -123,7 +125,9 @@ async def test_malformed_request_is_refused_and_never_forwarded(upstream, make_g
         "OPTIONS * HTTP/1.1",
     ],
 )
-async def test_never_an_open_proxy(upstream, elsewhere, make_gateway, request_line):
+async def test_never_an_open_proxy(
+    upstream: RawUpstream, elsewhere: RawUpstream, make_gateway: MakeGateway, request_line: str
+) -> None:
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
     host = f"127.0.0.1:{elsewhere.port}"
     data = (request_line.format(host=host) + f"\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").encode()
@@ -132,7 +136,9 @@ async def test_never_an_open_proxy(upstream, elsewhere, make_gateway, request_li
     assert elsewhere.requests == [] and upstream.requests == []
 
 
-async def test_host_header_never_chooses_the_destination(upstream, elsewhere, make_gateway):
+async def test_host_header_never_chooses_the_destination(
+    upstream: RawUpstream, elsewhere: RawUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))
     for target in ("/x", f"//127.0.0.1:{elsewhere.port}/x"):
         data = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{elsewhere.port}\r\n\r\n".encode()
@@ -143,7 +149,9 @@ async def test_host_header_never_chooses_the_destination(upstream, elsewhere, ma
 
 
 @pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
-async def test_parser_level_errors_are_json_without_version(upstream, make_gateway, name):
+async def test_parser_level_errors_are_json_without_version(
+    upstream: RawUpstream, make_gateway: MakeGateway, name: str
+) -> None:
     """Parser-level errors are answered like the gateway's: JSON, request id, no echo,
     no version string."""
     gw = await make_gateway(make_config({"legacy": upstream.url, "candidate": upstream.url}))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from gateway.protection.config import RateLimitRule
 from gateway.protection.bodykey import BodyFieldKey, parse_field_path
+from gateway.protection.config import RateLimitRule
 from gateway.protection.ratelimit import RuleSet
 
 JSON = "application/json"
@@ -108,8 +106,18 @@ def test_ruleset_keys_body_field_rules_on_the_account_else_the_address() -> None
 
     rules = RuleSet(
         [
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="ip", limit=5),
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="body_field", body_field="email", limit=5),
+            RateLimitRule.model_validate(
+                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "ip", "limit": 5}
+            ),
+            RateLimitRule.model_validate(
+                {
+                    "prefix": "/api/v1/auth/login",
+                    "methods": ["POST"],
+                    "key": "body_field",
+                    "body_field": "email",
+                    "limit": 5,
+                }
+            ),
         ]
     )
     assert rules.reads_body("/api/v1/auth/login", "POST") and rules.reads_body("/api/v1/%61uth/login", "POST")

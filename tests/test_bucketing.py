@@ -58,7 +58,7 @@ def test_bucket_range_and_flag_independence() -> None:
     assert all(0 <= v < BUCKETS for v in values)
     other = [bucket("analytics", f"s{i}") for i in range(2000)]
     # Different flags place the same subject differently (not the same guinea pigs everywhere).
-    assert sum(a == b for a, b in zip(values, other)) < 20
+    assert sum(a == b for a, b in zip(values, other, strict=True)) < 20
 
 
 def test_zero_and_hundred_are_absolute() -> None:

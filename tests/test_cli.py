@@ -2,39 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
+from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import free_port, make_config
-
-
-async def gateway_cli(*args: str, admin: str | None, token: str | None = "test-admin-token") -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    if admin is not None:
-        env["GATEWAY_ADMIN_URL"] = admin
-    if token is not None:
-        env["GATEWAY_ADMIN_TOKEN"] = token
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.conftest import Gateway, MakeGateway, free_port, make_config
+from tests.support import bearer, gateway_cli, set_flag, side_of
 
 
 @pytest.fixture
-async def gw(upstreams, make_gateway):
-    return await make_gateway(make_config(upstreams, flags={"default": 0, "analytics": 0},
-                                          routes=[{"prefix": "/api/v1/auth/", "pin": "legacy"},
-                                                  {"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+async def gw(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 0, "analytics": 0},
+            routes=[
+                {"prefix": "/api/v1/auth/", "pin": "legacy"},
+                {"prefix": "/api/v1/analytics/", "flag": "analytics"},
+            ],
+        )
+    )
 
 
-async def test_status_set_and_rollback(gw) -> None:
+async def test_status_set_and_rollback(gw: Gateway) -> None:
     code, out, err = await gateway_cli("rollout", "set", "10", "--reason", "first step", admin=gw.admin_url)
     assert code == 0, err
     assert "flag default: 0% -> 10%" in out
@@ -55,7 +47,7 @@ async def test_status_set_and_rollback(gw) -> None:
     assert changes[0].reason == "errors up" and "(cli)" in changes[0].actor
 
 
-async def test_cli_errors_are_clear(gw) -> None:
+async def test_cli_errors_are_clear(gw: Gateway) -> None:
     code, _, err = await gateway_cli("rollout", "set", "150", admin=gw.admin_url)
     assert code == 1 and "0..100" in err and "Traceback" not in err
     code, _, err = await gateway_cli("rollout", "set", "10", "--flag", "nope", admin=gw.admin_url)
@@ -67,13 +59,13 @@ async def test_cli_errors_are_clear(gw) -> None:
     assert gw.state.store.snapshot()["default"] == 0
 
 
-async def test_explain_matches_what_the_proxy_does(gw) -> None:
-    from tests.test_splitting import bearer, set_flag, side_of
+async def test_explain_matches_what_the_proxy_does(gw: Gateway) -> None:
 
     await set_flag(gw, "default", 40)
     for user in ("student-1", "student-2", "teacher-9"):
-        code, out, err = await gateway_cli("explain", "--subject", user, "--path", "/api/v1/users", "--json",
-                                           admin=gw.admin_url, token=None)
+        code, out, err = await gateway_cli(
+            "explain", "--subject", user, "--path", "/api/v1/users", "--json", admin=gw.admin_url, token=None
+        )
         assert code == 0, err
         data = orjson.loads(out)
         assert data["side"] == await side_of(gw, "/api/v1/users", headers=bearer(user))
@@ -88,12 +80,13 @@ async def test_explain_matches_what_the_proxy_does(gw) -> None:
         assert resp.status == 400 and "subject" in (await resp.json())["message"]
 
 
-async def test_config_check(tmp_path) -> None:
+async def test_config_check(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(
         "upstreams: {legacy: {url: 'http://l:1'}, candidate: {url: 'http://c:2'}}\n"
         "flags: {default: 5, grades: 0}\n"
-        "routes:\n  - {prefix: /api/v1/grades/, flag: grades}\n  - {prefix: /api/v1/auth, methods: [POST], pin: legacy}\n"
+        "routes:\n  - {prefix: /api/v1/grades/, flag: grades}\n"
+        "  - {prefix: /api/v1/auth, methods: [POST], pin: legacy}\n"
     )
     code, out, err = await gateway_cli("config", "check", str(good), admin=None)
     assert code == 0, err
@@ -104,7 +97,7 @@ async def test_config_check(tmp_path) -> None:
     assert code == 2 and "flags" in err and "0..100" in err and "Traceback" not in err
 
 
-async def test_state_export_import_round_trip(gw, tmp_path) -> None:
+async def test_state_export_import_round_trip(gw: Gateway, tmp_path: Path) -> None:
     await gw.state.store.set_percent("default", 25, actor="t", reason="t")
     await gw.state.store.set_percent("analytics", 60, actor="t", reason="t")
     backup = tmp_path / "flags.json"
@@ -122,7 +115,7 @@ async def test_state_export_import_round_trip(gw, tmp_path) -> None:
     assert (await gw.state.store.changes())[0].reason == "state import"
 
 
-async def test_state_import_is_validated_before_anything_changes(gw, tmp_path) -> None:
+async def test_state_import_is_validated_before_anything_changes(gw: Gateway, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps({"format": 1, "flags": {"default": 50, "nope": 10, "analytics": 101}}))
     code, _, err = await gateway_cli("state", "import", str(bad), admin=gw.admin_url)
@@ -145,7 +138,7 @@ async def test_state_import_is_validated_before_anything_changes(gw, tmp_path) -
         ("0,50", "integers 1..100"),
     ],
 )
-async def test_plan_steps_must_rise_above_the_current_percentage(gw, steps: str, said: str) -> None:
+async def test_plan_steps_must_rise_above_the_current_percentage(gw: Gateway, steps: str, said: str) -> None:
     code, _, err = await gateway_cli("rollout", "set", "30", admin=gw.admin_url)
     assert code == 0, err
     code, out, err = await gateway_cli("rollout", "plan", "start", "--steps", steps, admin=gw.admin_url)
@@ -155,7 +148,7 @@ async def test_plan_steps_must_rise_above_the_current_percentage(gw, steps: str,
     assert await gw.state.safety.plans.status("default") is None
 
 
-async def test_plan_steps_are_checked_by_the_admin_api_too(gw) -> None:
+async def test_plan_steps_are_checked_by_the_admin_api_too(gw: Gateway) -> None:
     await gw.state.store.set_percent("default", 30, actor="t", reason="t")
     for body, status, error in (
         ({"steps": [50, 20]}, 409, "plan_steps_not_increasing"),
@@ -172,10 +165,12 @@ async def test_plan_steps_are_checked_by_the_admin_api_too(gw) -> None:
     assert "step 1/2 at 40%" in out and gw.state.store.snapshot()["default"] == 40
 
 
-async def test_changes_lists_the_audit_log(gw) -> None:
-    for args in (("rollout", "set", "10", "--reason", "first step"),
-                 ("rollout", "set", "20", "--flag", "analytics", "--reason", "analytics too"),
-                 ("rollback", "--reason", "p95 regression")):
+async def test_changes_lists_the_audit_log(gw: Gateway) -> None:
+    for args in (
+        ("rollout", "set", "10", "--reason", "first step"),
+        ("rollout", "set", "20", "--flag", "analytics", "--reason", "analytics too"),
+        ("rollback", "--reason", "p95 regression"),
+    ):
         code, _, err = await gateway_cli(*args, admin=gw.admin_url)
         assert code == 0, err
     code, out, err = await gateway_cli("changes", admin=gw.admin_url, token=None)  # a read: no token needed
@@ -196,13 +191,22 @@ async def test_changes_lists_the_audit_log(gw) -> None:
     assert code == 2 and "--limit must be 1..1000" in err
 
 
-async def test_triggers_at_zero_percent_read_failing_not_firing(upstreams, make_gateway) -> None:
+async def test_triggers_at_zero_percent_read_failing_not_firing(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     from tests.conftest import wait_for
 
-    check = {"name": "db", "kind": "health_check", "path": "/health", "expect_json": {"database": "connected"},
-             "interval": 0.1, "failures": 1}
-    gw = await make_gateway(make_config(upstreams, flags={"default": 0},
-                                        safety={"evaluate_interval": 0.1, "triggers": [check]}))
+    check = {
+        "name": "db",
+        "kind": "health_check",
+        "path": "/health",
+        "expect_json": {"database": "connected"},
+        "interval": 0.1,
+        "failures": 1,
+    }
+    gw = await make_gateway(
+        make_config(upstreams, flags={"default": 0}, safety={"evaluate_interval": 0.1, "triggers": [check]})
+    )
 
     def judged() -> bool:
         verdicts = gw.state.safety.verdicts.get("default", [])

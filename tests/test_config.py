@@ -36,7 +36,10 @@ def test_missing_upstream_names_the_env_var() -> None:
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, "upstreams:\n  legacy: {url: 'http://a:1'}\n  candidate: {url: 'http://b:2'}\nlisten: '0.0.0.0:7000'\n")
+    path = _write(
+        tmp_path,
+        "upstreams:\n  legacy: {url: 'http://a:1'}\n  candidate: {url: 'http://b:2'}\nlisten: '0.0.0.0:7000'\n",
+    )
     config = load_config(path, {"GATEWAY_LISTEN": ":7001", "REDIS_URL": "redis://127.0.0.1:6390/2"})
     assert config.listen.port == 7001 and config.listen.host == "0.0.0.0"
     assert config.upstreams["legacy"].url == "http://a:1"
@@ -125,7 +128,11 @@ def test_shipped_limits_match_the_audit() -> None:
     for name, key in (("login-per-ip", "ip"), ("login-per-account", "body_field")):
         rule = rules[name]
         assert (rule.prefix, rule.methods, rule.key, rule.limit, rule.period) == (
-            "/api/v1/auth/login", frozenset({"POST"}), key, 5, 60.0
+            "/api/v1/auth/login",
+            frozenset({"POST"}),
+            key,
+            5,
+            60.0,
         )
 
 
@@ -183,7 +190,12 @@ def test_a_typo_in_the_shipped_rollback_rules_names_rollback_yaml(tmp_path: Path
     broken = (rules / "rollback.yaml").read_text().replace("min_requests: 100", "min_request: 100", 1)
     (tmp_path / "rollback.yaml").write_text(broken)
     line = broken.splitlines().index("      min_request: 100") + 1
-    proc = subprocess.run([sys.executable, "-m", "gateway", "config", "check", str(tmp_path / "gateway.yaml")],
-                          env={**BASE_ENV, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(tmp_path / "gateway.yaml")],
+        env={**BASE_ENV, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"safety.triggers.0.min_request: unknown key (in {tmp_path / 'rollback.yaml'}, line {line})" in proc.stderr

@@ -16,9 +16,8 @@ from gateway.config import load_config
 from gateway.datachecks.config import DataCheck, DataChecksConfig
 from gateway.datachecks.runner import run_check
 from gateway.errors import ConfigError
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 from tests.pg_support import PostgresServer
-from tests.safety_support import until
 from tests.support import REPO, metric_value
 
 RULES = yaml.safe_load((REPO / "rules" / "data_checks.yaml").read_text())["safety"]
@@ -78,8 +77,11 @@ async def test_writes_are_refused_and_nothing_is_written(postgres: PostgresServe
 async def test_timeout_errors_equal_to_and_unreachable_are_told_apart(postgres: PostgresServer) -> None:
     legacy, candidate = _db(), _db()
     env = {"LEGACY_DSN": postgres.create_school(legacy), "SCHOOL_DSN": postgres.create_school(candidate)}
-    same = _check(query="SELECT count(*) FROM students", expect=None,
-                  equal_to={"dsn_env": "LEGACY_DSN", "query": "SELECT count(*) FROM students"})
+    same = _check(
+        query="SELECT count(*) FROM students",
+        expect=None,
+        equal_to={"dsn_env": "LEGACY_DSN", "query": "SELECT count(*) FROM students"},
+    )
     assert (await run_check(same, env, CFG)).status == "ok"
     postgres.psql(candidate, "DELETE FROM students WHERE id = 2")
     differs = await run_check(same, env, CFG)
@@ -155,10 +157,10 @@ async def test_planted_orphan_fires_the_trigger_and_rolls_the_flag_back(
             async with gw.admin("GET", "/api/v1/datachecks", token=None) as resp:
                 return {c["name"]: c for c in (await resp.json())["checks"]}
 
-        await until(lambda: _all(checks, lambda c: c["status"] == "ok" and c["runs"] >= 2), timeout=10)
+        await wait_for(lambda: _all(checks, lambda c: c["status"] == "ok" and c["runs"] >= 2), timeout=10)
         assert gw.state.store.snapshot()["default"] == 50
         postgres.psql(name, "INSERT INTO enrollments VALUES (1003, 77, 10)")  # student 77 does not exist
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=10)
+        await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=10)
 
         async with gw.admin("GET", "/api/v1/events", token=None) as resp:
             events = (await resp.json())["events"]
@@ -173,21 +175,34 @@ async def test_planted_orphan_fires_the_trigger_and_rolls_the_flag_back(
         assert readiness["verdict"] == "not_ready" and readiness["nextStep"] == "raise the percentage"
         assert f"unacknowledged automatic rollback (event {rollback['id']})" in readiness["summary"]
         assert "data check enrollments-orphaned failing: 1, expected = 0" in readiness["summary"]
-        assert await metric_value(gw.session, gw.admin_url, "gateway_data_check_status",
-                                  check="enrollments-orphaned", status="failing") == 1
-        assert await metric_value(gw.session, gw.admin_url, "gateway_data_check_value",
-                                  check="enrollments-orphaned") == 1
+        assert (
+            await metric_value(
+                gw.session, gw.admin_url, "gateway_data_check_status", check="enrollments-orphaned", status="failing"
+            )
+            == 1
+        )
+        assert (
+            await metric_value(gw.session, gw.admin_url, "gateway_data_check_value", check="enrollments-orphaned") == 1
+        )
 
         # The database goes away: "unreachable", its own trigger, never "failing".
         postgres.drop(name)
-        await until(lambda: _all(checks, lambda c: c["status"] == "unreachable" and c["consecutive_unreachable"] >= 2),
-                    timeout=10)
-        await until(lambda: _verdict(gw, "database-connection") == "firing", timeout=5)
+        await wait_for(
+            lambda: _all(checks, lambda c: c["status"] == "unreachable" and c["consecutive_unreachable"] >= 2),
+            timeout=10,
+        )
+        await wait_for(lambda: _verdict(gw, "database-connection") == "firing", timeout=5)
         assert _verdict(gw, "data-inconsistency") == "ok"  # an unreachable database is not bad data
 
         shown = []
-        for path in ("/api/v1/datachecks", "/api/v1/status", "/api/v1/safety", "/api/v1/events", "/metrics",
-                     "/api/v1/readiness"):
+        for path in (
+            "/api/v1/datachecks",
+            "/api/v1/status",
+            "/api/v1/safety",
+            "/api/v1/events",
+            "/metrics",
+            "/api/v1/readiness",
+        ):
             async with gw.admin("GET", path) as resp:
                 assert resp.status == 200, path
                 shown.append(await resp.text())
@@ -214,8 +229,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LEASED_DB_DSN", postgres.create_school(_db()))
-    check = {"name": "students", "dsn_env": "LEASED_DB_DSN", "query": "SELECT count(*) FROM students",
-             "expect": "= 2"}
+    check = {"name": "students", "dsn_env": "LEASED_DB_DSN", "query": "SELECT count(*) FROM students", "expect": "= 2"}
     config = make_config(
         upstreams,
         redis={"url": redis_server.url, "key_prefix": key_prefix},
@@ -233,7 +247,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
     async def both_see_runs() -> bool:
         return all(v["checks"][0]["runs"] >= 4 and v["checks"][0]["status"] == "ok" for v in await views())
 
-    await until(both_see_runs, timeout=10)
+    await wait_for(both_see_runs, timeout=10)
     runs = [
         await metric_value(gw.session, gw.admin_url, "gateway_data_check_runs_total", check="students", result="ok")
         for gw in (a, b)
@@ -245,7 +259,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
 
 async def test_dry_run_and_minimum_evidence_through_the_shared_results() -> None:
     from gateway.datachecks.results import CheckState, Outcome, advance, encode
-    from tests.test_safety_guard import Clock, make_safety
+    from tests.safety_support import Clock, make_safety
 
     clock = Clock()
     check = {"name": "orphans", "dsn_env": "X_DSN", "query": "SELECT 0", "expect": "= 0"}

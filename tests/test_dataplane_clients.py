@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config, wait_for
+from tests.conftest import MakeGateway, make_config, wait_for
 from tests.dataplane_support import open_from, read_head, read_until_close
-from tests.support import GatewayProcess, metric_samples, metric_value, read_response
+from tests.support import GatewayProcess, metric_value, metric_values, read_response
 
 MB = 1024 * 1024
 GREEDY = "127.0.0.2"
@@ -41,7 +41,7 @@ class Backend:
     started: dict[str, int] = field(default_factory=lambda: {"big": 0, "sse": 0, "hold": 0})
     aborted: int = 0  # /big answers whose connection the gateway closed under them
     release: asyncio.Event = field(default_factory=asyncio.Event)
-    transports: set[asyncio.BaseTransport] = field(default_factory=set)  # of the /big answers in progress
+    transports: set[asyncio.Transport] = field(default_factory=set)  # of the /big answers in progress
     stopped: bool = False
 
     def stop(self) -> None:
@@ -106,7 +106,9 @@ def backend_app(state: Backend) -> web.Application:
 
 
 @pytest.fixture
-async def backend(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[Backend, dict[str, str]]:
+async def backend(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[tuple[Backend, dict[str, str]]]:
     state = Backend()
     server = await aiohttp_server(backend_app(state))
     url = str(server.make_url("/")).rstrip("/")
@@ -125,11 +127,12 @@ async def get(port: int, path: str, source: str = "127.0.0.1", timeout: float = 
 
 async def metric_sum(gw: Any, name: str, **labels: str) -> float:
     """The sum of every sample of ``name`` matching ``labels`` (0.0 when none exists yet)."""
-    async with gw.session.get(gw.admin_url + "/metrics") as resp:
-        return sum(metric_samples(await resp.text(), name, **labels))
+    return sum(await metric_values(gw.session, gw.admin_url, name, **labels))
 
 
-async def test_greedy_address_cannot_starve_another(backend, make_gateway) -> None:
+async def test_greedy_address_cannot_starve_another(
+    backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
+) -> None:
     """300 clients from one address ask for a large download each and never read; another address
     is still served within a second per request (a request that waited for a pooled connection
     would take ``pool_wait``, 1 s, and then be refused). 64 MiB rather than a few: loopback socket
@@ -158,7 +161,9 @@ async def test_greedy_address_cannot_starve_another(backend, make_gateway) -> No
         state.stop()
 
 
-async def test_500_concurrent_sse_streams_from_one_address(backend, make_gateway) -> None:
+async def test_500_concurrent_sse_streams_from_one_address(
+    backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
+) -> None:
     state, urls = backend
     gw = await make_gateway(make_config(urls))
     port = int(gw.server.proxy_port)
@@ -186,7 +191,9 @@ async def test_500_concurrent_sse_streams_from_one_address(backend, make_gateway
         state.stop()
 
 
-async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(backend, make_gateway) -> None:
+async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(
+    backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
+) -> None:
     state, urls = backend
     gw = await make_gateway(
         make_config(urls, upstream={"max_connections": 2, "pool_wait": 0.3}, limits={"client_share": 1.0})
@@ -216,7 +223,9 @@ async def test_pool_exhaustion_is_503_gateway_busy_not_an_upstream_error(backend
     assert await metric_sum(gw, "gateway_upstream_errors_total") == errors_before
 
 
-async def test_one_address_is_capped_at_its_share_others_are_not(backend, make_gateway) -> None:
+async def test_one_address_is_capped_at_its_share_others_are_not(
+    backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
+) -> None:
     state, urls = backend
     gw = await make_gateway(
         make_config(urls, upstream={"max_connections": 4, "pool_wait": 0.3}, limits={"client_share": 0.5})
@@ -234,7 +243,9 @@ async def test_one_address_is_capped_at_its_share_others_are_not(backend, make_g
     assert [r.status for r in await asyncio.gather(*held)] == [200, 200, 200]
 
 
-async def test_client_that_stops_reading_is_cut_and_its_upstream_connection_freed(backend, make_gateway) -> None:
+async def test_client_that_stops_reading_is_cut_and_its_upstream_connection_freed(
+    backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
+) -> None:
     state, urls = backend
     gw = await make_gateway(
         make_config(urls, upstream={"max_connections": 1}, limits={"send_timeout": 0.5, "client_share": 1.0})
@@ -275,7 +286,9 @@ def access_lines(log: str, path: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["/big", "/hold"], ids=["mid-download", "before-the-answer"])
-async def test_client_disconnect_is_client_aborted_without_traceback(backend, tmp_path: Path, path: str) -> None:
+async def test_client_disconnect_is_client_aborted_without_traceback(
+    backend: tuple[Backend, dict[str, str]], tmp_path: Path, path: str
+) -> None:
     state, urls = backend
     log_path = tmp_path / "gateway.log"
     proc = GatewayProcess(urls["legacy"], urls["candidate"], log_path, extra_env={"GATEWAY_LOG_LEVEL": "info"})

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway.protection.config import DEFAULT_SECURITY_HEADERS
-from tests.conftest import make_config
+from tests.conftest import Gateway, MakeGateway, make_config
 from tests.dataplane_support import Recorded, RecordingUpstream, head_lines, read_until_close
 from tests.support import RawConnection, read_response
 
@@ -46,7 +46,9 @@ def without(headers: list[tuple[str, str]], names: set[str]) -> list[tuple[str, 
 # -- request head: client -> upstream ---------------------------------------------------------
 
 
-async def test_request_head_reaches_the_upstream_with_only_the_owed_edits(upstream, gw) -> None:
+async def test_request_head_reaches_the_upstream_with_only_the_owed_edits(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     sent_headers = [
         ("host", "gw.example"),
         ("x-lower", "a"),
@@ -86,7 +88,7 @@ async def test_request_head_reaches_the_upstream_with_only_the_owed_edits(upstre
 
 
 @pytest.mark.parametrize("target", ["/q?", "/?", "/q?&", "//x//y/?a", "/%2F%2f/%41?%3F=%3f"])
-async def test_request_target_is_forwarded_exactly(upstream, gw, target) -> None:
+async def test_request_target_is_forwarded_exactly(upstream: RecordingUpstream, gw: Gateway, target: str) -> None:
     async with await RawConnection.open(port(gw)) as conn:
         resp = await conn.request(f"GET {target} HTTP/1.1\r\nHost: gw.example\r\n\r\n".encode())
     assert resp.status == 200
@@ -112,7 +114,7 @@ ANSWER_HEAD = (
 )
 
 
-async def test_response_head_reaches_the_client_byte_faithful(upstream, gw) -> None:
+async def test_response_head_reaches_the_client_byte_faithful(upstream: RecordingUpstream, gw: Gateway) -> None:
     """No Content-Type, Server or Date invented; case, order and repeats kept; the status line as written."""
     upstream.answers["/faithful"] = ANSWER_HEAD + b"ok"
     async with await RawConnection.open(port(gw)) as conn:
@@ -129,7 +131,7 @@ async def test_response_head_reaches_the_client_byte_faithful(upstream, gw) -> N
         assert len(resp.headers.getall(name)) == 1, (name, resp.raw_head)
 
 
-async def test_response_headers_the_gateway_must_remove_are_removed(upstream, gw) -> None:
+async def test_response_headers_the_gateway_must_remove_are_removed(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answers["/remove"] = (
         b"HTTP/1.1 200 OK\r\nServer: legacy/1.0\r\nX-Powered-By: PHP\r\nConnection: X-Secret\r\n"
         b"X-Secret: s\r\nKeep-Alive: timeout=5\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\nok"
@@ -140,7 +142,7 @@ async def test_response_headers_the_gateway_must_remove_are_removed(upstream, gw
     assert without(headers, GATEWAY_ADDED) == [("X-Kept", "k"), ("Content-Length", "2")]
 
 
-async def test_chunked_answer_stays_chunked_with_its_headers_in_place(upstream, gw) -> None:
+async def test_chunked_answer_stays_chunked_with_its_headers_in_place(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answers["/chunked"] = (
         b"HTTP/1.1 200 OK\r\nX-Before: 1\r\nTransfer-Encoding: chunked\r\nX-After: 2\r\n\r\n"
         b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
@@ -163,7 +165,9 @@ SLOPPY = {
 
 
 @pytest.mark.parametrize("name", list(SLOPPY))
-async def test_sloppy_answer_is_served_and_its_connection_never_reused(upstream, gw, name) -> None:
+async def test_sloppy_answer_is_served_and_its_connection_never_reused(
+    upstream: RecordingUpstream, gw: Gateway, name: str
+) -> None:
     answer, status, body = SLOPPY[name]
     upstream.answers["/sloppy"] = answer
     async with await RawConnection.open(port(gw)) as conn:
@@ -177,7 +181,7 @@ async def test_sloppy_answer_is_served_and_its_connection_never_reused(upstream,
     assert upstream.requests[1].conn != upstream.requests[0].conn, "a connection with stray bytes was pooled again"
 
 
-async def test_identical_duplicate_content_length_is_accepted(upstream, gw) -> None:
+async def test_identical_duplicate_content_length_is_accepted(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answers["/twice"] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
     async with await RawConnection.open(port(gw)) as conn:
         resp = await conn.request(b"GET /twice HTTP/1.1\r\n" + H + b"\r\n")
@@ -187,7 +191,9 @@ async def test_identical_duplicate_content_length_is_accepted(upstream, gw) -> N
         assert (after.status, after.body) == (200, b"ok")
 
 
-async def test_differing_duplicate_content_length_from_upstream_is_502(upstream, gw) -> None:
+async def test_differing_duplicate_content_length_from_upstream_is_502(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     """Tolerance stops where the framing is ambiguous: that answer is not relayed."""
     upstream.answers["/ambiguous"] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk"
     async with await RawConnection.open(port(gw)) as conn:
@@ -195,7 +201,7 @@ async def test_differing_duplicate_content_length_from_upstream_is_502(upstream,
     assert resp.status == 502 and orjson.loads(resp.body)["error"] == "upstream_unavailable"
 
 
-async def test_head_answer_with_content_length_has_no_body(upstream, gw) -> None:
+async def test_head_answer_with_content_length_has_no_body(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answers["/head"] = b'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: "h"\r\n\r\n'
     async with await RawConnection.open(port(gw)) as conn:
         resp = await conn.request(b"HEAD /head HTTP/1.1\r\n" + H + b"\r\n", method="HEAD")
@@ -206,7 +212,7 @@ async def test_head_answer_with_content_length_has_no_body(upstream, gw) -> None
     assert [r.conn for r in upstream.requests] == [1, 1]  # a clean HEAD exchange keeps its connection
 
 
-async def test_interim_100_before_the_final_answer(upstream, gw) -> None:
+async def test_interim_100_before_the_final_answer(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answers["/interim"] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     async with await RawConnection.open(port(gw)) as conn:
         conn.writer.write(b"POST /interim HTTP/1.1\r\n" + H + b"Content-Length: 3\r\n\r\nabc")
@@ -219,7 +225,7 @@ async def test_interim_100_before_the_final_answer(upstream, gw) -> None:
     assert final.startswith(b"HTTP/1.1 200 OK\r\n") and final.endswith(b"\r\n\r\nok")
 
 
-async def test_upstream_answering_before_the_body_is_relayed_and_not_reused(make_gateway) -> None:
+async def test_upstream_answering_before_the_body_is_relayed_and_not_reused(make_gateway: MakeGateway) -> None:
     """A 413 written before the upstream read the body: relayed to the client, and that upstream
     connection (with the unread body in it) is never used for another request."""
 
@@ -274,7 +280,9 @@ SMUGGLING = {
 
 
 @pytest.mark.parametrize("name", list(SMUGGLING))
-async def test_ambiguous_client_framing_is_400_json_and_closed(upstream, gw, name) -> None:
+async def test_ambiguous_client_framing_is_400_json_and_closed(
+    upstream: RecordingUpstream, gw: Gateway, name: str
+) -> None:
     """Beyond tests/test_bad_input.py (4xx or close): exactly a 400 JSON answer, then the
     connection closes, and nothing queued behind the bad request is ever forwarded."""
     async with await RawConnection.open(port(gw)) as conn:
@@ -298,7 +306,7 @@ async def echo_target(request: Recorded, reader: asyncio.StreamReader, writer: a
     return True
 
 
-async def test_pipelined_requests_are_answered_in_order(upstream, gw) -> None:
+async def test_pipelined_requests_are_answered_in_order(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answer = echo_target
     batch = (
         b"GET /p1 HTTP/1.1\r\n" + H + b"\r\n"
@@ -319,7 +327,7 @@ async def test_pipelined_requests_are_answered_in_order(upstream, gw) -> None:
     assert [r.body for r in upstream.requests] == [b"", b"hello", b"", b"abc", b""]
 
 
-async def test_http10_without_host_is_served_and_closed(upstream, gw) -> None:
+async def test_http10_without_host_is_served_and_closed(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answer = echo_target
     async with await RawConnection.open(port(gw)) as conn:
         conn.writer.write(b"GET /old?x=1 HTTP/1.0\r\nUser-Agent: ancient\r\n\r\n")
@@ -332,7 +340,7 @@ async def test_http10_without_host_is_served_and_closed(upstream, gw) -> None:
     assert got.values("User-Agent") == ["ancient"]
 
 
-async def test_http10_keep_alive_is_honoured(upstream, gw) -> None:
+async def test_http10_keep_alive_is_honoured(upstream: RecordingUpstream, gw: Gateway) -> None:
     upstream.answer = echo_target
     async with await RawConnection.open(port(gw)) as conn:
         for i in range(2):
@@ -341,7 +349,9 @@ async def test_http10_keep_alive_is_honoured(upstream, gw) -> None:
             assert resp.headers.get("Connection", "").lower() == "keep-alive"
 
 
-async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier_answers(upstream, gw) -> None:
+async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier_answers(
+    upstream: RecordingUpstream, gw: Gateway
+) -> None:
     """One read may carry thousands of tiny pipelined requests: at most MAX_PIPELINED wait their turn."""
     from gateway.dataplane.connection import MAX_PIPELINED
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import make_config, wait_for
+from tests.conftest import MakeGateway, make_config, wait_for
 from tests.dataplane_support import HANDSHAKE, open_from, read_head, read_until_close
-from tests.support import RawConnection, RawUpstream, read_response
+from tests.support import RawConnection, RawRequest, RawUpstream, read_response
 
 H = b"Host: gw.example\r\n"
 
@@ -21,8 +21,8 @@ def pools(gw: Any) -> dict[str, Any]:
     return {p.name: p for p in gw.server._listener.pools}
 
 
-async def test_closed_tunnels_give_back_their_pool_slot(make_gateway) -> None:
-    async def handler(request, reader, writer) -> bool:
+async def test_closed_tunnels_give_back_their_pool_slot(make_gateway: MakeGateway) -> None:
+    async def handler(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         data = await reader.read(100)
         writer.write(data)  # echo one read
@@ -59,8 +59,8 @@ async def test_closed_tunnels_give_back_their_pool_slot(make_gateway) -> None:
         await upstream.close()
 
 
-async def test_a_connection_paused_for_a_slow_client_is_never_pooled_paused(make_gateway) -> None:
-    async def handler(request, reader, writer) -> bool:
+async def test_a_connection_paused_for_a_slow_client_is_never_pooled_paused(make_gateway: MakeGateway) -> None:
+    async def handler(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         size = int(request.target.rsplit("/", 1)[1])
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
         await writer.drain()
@@ -95,7 +95,9 @@ async def test_a_connection_paused_for_a_slow_client_is_never_pooled_paused(make
         await upstream.close()
 
 
-async def test_a_body_after_an_upgrade_head_never_desyncs_a_pooled_upstream_connection(make_gateway) -> None:
+async def test_a_body_after_an_upgrade_head_never_desyncs_a_pooled_upstream_connection(
+    make_gateway: MakeGateway,
+) -> None:
     """Like Node.js: the upstream may answer before reading a body, keeps the connection, and
     discards the body (Content-Length bytes) before reading the next request."""
     drained: list[bytes] = []
@@ -139,7 +141,7 @@ async def test_a_body_after_an_upgrade_head_never_desyncs_a_pooled_upstream_conn
         server.close()
 
 
-async def test_a_request_pipelined_after_a_refused_upgrade_is_handled_once(make_gateway) -> None:
+async def test_a_request_pipelined_after_a_refused_upgrade_is_handled_once(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -154,8 +156,8 @@ async def test_a_request_pipelined_after_a_refused_upgrade_is_handled_once(make_
             first = await read_response(conn.reader)
             second = await read_response(conn.reader)
             assert (first.status, second.status) == (200, 200)
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(0.3)
+        # The gateway is done with the connection: a duplicate of /second would have gone out by now.
+        await wait_for(lambda: gw.server.state.in_flight == 0)
         targets = [r.start_line for r in upstream.requests]
         print("upstream saw:", targets, "in_flight:", gw.server.state.in_flight)
         assert targets == ["GET /a HTTP/1.1", "GET /second HTTP/1.1"]
@@ -164,7 +166,7 @@ async def test_a_request_pipelined_after_a_refused_upgrade_is_handled_once(make_
         await upstream.close()
 
 
-async def test_a_malformed_pipelined_request_never_reaches_the_upstream(make_gateway) -> None:
+async def test_a_malformed_pipelined_request_never_reaches_the_upstream(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -181,13 +183,13 @@ async def test_a_malformed_pipelined_request_never_reaches_the_upstream(make_gat
             assert first.status == 200
             rest = await read_until_close(conn.reader, timeout=4)  # hangs: no 400, never closed
             assert b" 400 " in rest
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: gw.server.state.in_flight == 0)  # done with the connection, /two included
         assert upstream.accepted == 1  # /two (a 400) never went anywhere
     finally:
         await upstream.close()
 
 
-async def test_request_trailers_never_become_upstream_headers(make_gateway) -> None:
+async def test_request_trailers_never_become_upstream_headers(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -206,7 +208,7 @@ async def test_request_trailers_never_become_upstream_headers(make_gateway) -> N
         await upstream.close()
 
 
-async def test_an_upstream_that_stops_reading_the_body_is_timed_out(make_gateway) -> None:
+async def test_an_upstream_that_stops_reading_the_body_is_timed_out(make_gateway: MakeGateway) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")  # the head, then never reads nor answers
         await asyncio.sleep(20)
@@ -242,7 +244,7 @@ async def test_an_upstream_that_stops_reading_the_body_is_timed_out(make_gateway
         server.close()
 
 
-async def test_refused_upgrades_do_not_use_up_the_concurrency_cap(make_gateway) -> None:
+async def test_refused_upgrades_do_not_use_up_the_concurrency_cap(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -267,7 +269,7 @@ async def test_refused_upgrades_do_not_use_up_the_concurrency_cap(make_gateway) 
         await upstream.close()
 
 
-async def test_an_early_refusal_reaches_a_client_still_sending_its_body(make_gateway) -> None:
+async def test_an_early_refusal_reaches_a_client_still_sending_its_body(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -296,7 +298,7 @@ async def test_an_early_refusal_reaches_a_client_still_sending_its_body(make_gat
         await upstream.close()
 
 
-async def test_content_length_listed_in_connection_never_unframes_the_body(make_gateway) -> None:
+async def test_content_length_listed_in_connection_never_unframes_the_body(make_gateway: MakeGateway) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()
@@ -343,7 +345,7 @@ async def _answering(answer: bytes, then_reset: bool = False) -> tuple[asyncio.S
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
-async def test_early_hints_then_duplicate_identical_content_length_is_served(make_gateway) -> None:
+async def test_early_hints_then_duplicate_identical_content_length_is_served(make_gateway: MakeGateway) -> None:
     server, url = await _answering(
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
@@ -357,7 +359,7 @@ async def test_early_hints_then_duplicate_identical_content_length_is_served(mak
         server.close()
 
 
-async def test_a_reset_mid_read_until_close_body_is_never_a_complete_answer(make_gateway) -> None:
+async def test_a_reset_mid_read_until_close_body_is_never_a_complete_answer(make_gateway: MakeGateway) -> None:
     server, url = await _answering(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial", then_reset=True)
     try:
         gw = await make_gateway(make_config({"legacy": url, "candidate": url}))
@@ -379,7 +381,9 @@ async def test_a_reset_mid_read_until_close_body_is_never_a_complete_answer(make
         server.close()
 
 
-async def test_content_length_listed_in_an_answers_connection_keeps_the_answer_framed(make_gateway) -> None:
+async def test_content_length_listed_in_an_answers_connection_keeps_the_answer_framed(
+    make_gateway: MakeGateway,
+) -> None:
     server, url = await _answering(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok")
     try:
         gw = await make_gateway(make_config({"legacy": url, "candidate": url}))
@@ -392,7 +396,7 @@ async def test_content_length_listed_in_an_answers_connection_keeps_the_answer_f
         server.close()
 
 
-async def test_a_transfer_coding_beyond_chunked_is_refused(make_gateway) -> None:
+async def test_a_transfer_coding_beyond_chunked_is_refused(make_gateway: MakeGateway) -> None:
     """``gzip, chunked`` must not reach the upstream as plain chunked (its body would be taken raw)."""
     from tests.dataplane_support import RecordingUpstream
 
@@ -410,7 +414,7 @@ async def test_a_transfer_coding_beyond_chunked_is_refused(make_gateway) -> None
 
 
 @pytest.mark.parametrize("target", [b"/x", b"example.org:443"])
-async def test_connect_is_refused_and_never_forwarded(make_gateway, target: bytes) -> None:
+async def test_connect_is_refused_and_never_forwarded(make_gateway: MakeGateway, target: bytes) -> None:
     from tests.dataplane_support import RecordingUpstream
 
     upstream = await RecordingUpstream().start()

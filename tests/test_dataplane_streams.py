@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_config, wait_for
+from tests.conftest import MakeGateway, make_config, wait_for
 from tests.dataplane_support import Recorded, RecordingUpstream, read_until_close
 from tests.support import RawConnection, read_response
 
@@ -73,7 +73,9 @@ async def short_gateway(make_gateway: Any, server: RecordingUpstream, **override
     )
 
 
-async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(quiet, make_gateway) -> None:
+async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await short_gateway(make_gateway, quiet)
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /sse HTTP/1.1\r\n" + H + b"Accept: text/event-stream\r\n\r\n", timeout=10)
@@ -84,7 +86,9 @@ async def test_sse_silent_longer_than_every_short_timeout_keeps_flowing(quiet, m
         assert after.status == 200 and after.body == b"ok"
 
 
-async def test_sse_is_cut_after_its_own_stream_idle_timeout(quiet, make_gateway) -> None:
+async def test_sse_is_cut_after_its_own_stream_idle_timeout(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(
         make_config(
             both(quiet), upstream={"read_timeout": SHORT, "body_idle_timeout": 60, "stream_idle_timeout": SHORT}
@@ -99,7 +103,9 @@ async def test_sse_is_cut_after_its_own_stream_idle_timeout(quiet, make_gateway)
 
 
 @pytest.mark.parametrize("path", ["/plain", "/plain-chunked"])
-async def test_plain_answer_silent_past_body_idle_timeout_is_cut(quiet, make_gateway, path) -> None:
+async def test_plain_answer_silent_past_body_idle_timeout_is_cut(
+    quiet: RecordingUpstream, make_gateway: MakeGateway, path: str
+) -> None:
     gw = await short_gateway(make_gateway, quiet)
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         conn.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + H + b"\r\n")
@@ -115,7 +121,9 @@ async def test_plain_answer_silent_past_body_idle_timeout_is_cut(quiet, make_gat
     await wait_for(lambda: quiet.closed >= 1, timeout=10)
 
 
-async def test_route_override_lets_a_slow_plain_answer_finish(quiet, make_gateway) -> None:
+async def test_route_override_lets_a_slow_plain_answer_finish(
+    quiet: RecordingUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await short_gateway(
         make_gateway, quiet, routes=[{"prefix": "/patient/", "flag": "default", "body_idle_timeout": 30}]
     )
@@ -131,7 +139,7 @@ async def test_route_override_lets_a_slow_plain_answer_finish(quiet, make_gatewa
     assert raw.endswith(b"a" * 10)
 
 
-async def test_read_timeout_still_bounds_the_wait_for_the_head(make_gateway) -> None:
+async def test_read_timeout_still_bounds_the_wait_for_the_head(make_gateway: MakeGateway) -> None:
     async def late_head(request: Recorded, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(SILENCE)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n")

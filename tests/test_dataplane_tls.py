@@ -11,81 +11,20 @@ import asyncio
 import signal
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
-from tests.conftest import free_port, make_config, wait_for
-from tests.support import GatewayProcess, RawConnection, read_response
+from tests.conftest import MakeGateway, free_port, make_config, wait_for
+from tests.support import GatewayProcess, RawConnection
+from tests.tls_support import Pki, tls_get, tls_listener
 
 HSTS = "max-age=31536000; includeSubDomains"
-
-
-@dataclass
-class Pki:
-    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate, on disk."""
-
-    ca: trustme.CA
-    dir: Path
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    client_cert_file: Path
-    client_key_file: Path
-
-    def client_context(self, with_cert: bool = False) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        if with_cert:
-            context.load_cert_chain(self.client_cert_file, self.client_key_file)
-        return context
-
-    def server_context(self, require_client_cert: bool = False) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        if require_client_cert:
-            context.verify_mode = ssl.CERT_REQUIRED
-            self.ca.configure_trust(context)
-        return context
-
-    def reissue_server_cert(self) -> bytes:
-        """Overwrite the server certificate and key files with a new pair; returns the new cert's DER."""
-        cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        write_cert(cert, self.cert_file, self.key_file)
-        return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
-
-
-def write_cert(cert: trustme.LeafCert, cert_file: Path, key_file: Path) -> None:
-    key_file.write_bytes(cert.private_key_pem.bytes())
-    cert_file.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    ca = trustme.CA()
-    pki = Pki(
-        ca,
-        tmp_path,
-        tmp_path / "ca.pem",
-        tmp_path / "server.pem",
-        tmp_path / "server.key",
-        tmp_path / "client.pem",
-        tmp_path / "client.key",
-    )
-    ca.cert_pem.write_to_path(str(pki.ca_file))
-    write_cert(ca.issue_cert("127.0.0.1", "localhost"), pki.cert_file, pki.key_file)
-    write_cert(ca.issue_cert("gateway-client.test"), pki.client_cert_file, pki.client_key_file)
-    return pki
-
-
-def tls_listener(pki: Pki, **extra: Any) -> dict[str, Any]:
-    return {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file), **extra}
 
 
 def https_url(gw: Any, path: str) -> str:
@@ -95,7 +34,9 @@ def https_url(gw: Any, path: str) -> str:
 # -- the TLS listener ---------------------------------------------------------------------------
 
 
-async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams, make_gateway, pki) -> None:
+async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki)))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context())) as session:
         async with session.get(https_url(gw, "/over-tls?x=1")) as resp:
@@ -115,13 +56,15 @@ async def test_tls_listener_serves_https_with_forwarded_proto_and_hsts(upstreams
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
-async def test_plain_listener_has_no_hsts(upstreams, make_gateway) -> None:
+async def test_plain_listener_has_no_hsts(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/plain") as resp:
         assert resp.status == 200 and "Strict-Transport-Security" not in resp.headers
 
 
-async def test_client_certificate_required_when_client_ca_is_set(upstreams, make_gateway, pki) -> None:
+async def test_client_certificate_required_when_client_ca_is_set(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, client_ca_file=str(pki.ca_file))))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(True))) as session:
         async with session.get(https_url(gw, "/mtls")) as resp:
@@ -132,7 +75,9 @@ async def test_client_certificate_required_when_client_ca_is_set(upstreams, make
                 await resp.read()
 
 
-async def test_redirect_listener_answers_308_to_https(upstreams, make_gateway, pki) -> None:
+async def test_redirect_listener_answers_308_to_https(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, pki: Pki
+) -> None:
     redirect_port = free_port()
     gw = await make_gateway(make_config(upstreams, tls=tls_listener(pki, redirect_listen=f"127.0.0.1:{redirect_port}")))
     async with await RawConnection.open(redirect_port) as conn:
@@ -145,11 +90,6 @@ async def test_redirect_listener_answers_308_to_https(upstreams, make_gateway, p
             assert r.status == 200
 
 
-async def tls_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gw.example\r\n\r\n".encode())
-    return (await asyncio.wait_for(read_response(reader), 5)).status
-
-
 def peer_der(writer: asyncio.StreamWriter) -> bytes:
     ssl_object = writer.get_extra_info("ssl_object")
     assert ssl_object is not None
@@ -159,7 +99,9 @@ def peer_der(writer: asyncio.StreamWriter) -> bytes:
 
 
 @pytest.mark.slow
-async def test_sighup_reloads_the_certificate_without_dropping_connections(upstreams, pki, tmp_path) -> None:
+async def test_sighup_reloads_the_certificate_without_dropping_connections(
+    upstreams: dict[str, TestServer], pki: Pki, tmp_path: Path
+) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(f"tls:\n  cert_file: {pki.cert_file}\n  key_file: {pki.key_file}\n")
     urls = {side: str(server.make_url("/")).rstrip("/") for side, server in upstreams.items()}
@@ -242,7 +184,9 @@ def with_legacy(upstreams: Any, **legacy: Any) -> Config:
     )
 
 
-async def test_https_upstream_is_verified_against_the_configured_ca(upstreams, make_gateway, https_upstream, pki):
+async def test_https_upstream_is_verified_against_the_configured_ca(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki
+) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url, ca_file=str(pki.ca_file)))
     async with gw.get("/peer") as resp:
@@ -250,7 +194,9 @@ async def test_https_upstream_is_verified_against_the_configured_ca(upstreams, m
         assert (await resp.json())["side"] == "legacy"
 
 
-async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams, make_gateway, https_upstream) -> None:
+async def test_https_upstream_with_an_unknown_ca_is_refused(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any
+) -> None:
     url = await https_upstream()
     gw = await make_gateway(with_legacy(upstreams, url=url))  # the system store does not know the test CA
     async with gw.get("/peer") as resp:
@@ -258,7 +204,9 @@ async def test_https_upstream_with_an_unknown_ca_is_refused(upstreams, make_gate
         assert (await resp.json())["error"] == "upstream_unavailable"
 
 
-async def test_https_upstream_with_client_certificate(upstreams, make_gateway, https_upstream, pki) -> None:
+async def test_https_upstream_with_client_certificate(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, https_upstream: Any, pki: Pki
+) -> None:
     url = await https_upstream(require_client_cert=True)
     gw = await make_gateway(
         with_legacy(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,9 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import side_for
-from tests.conftest import make_config, wait_for
-from tests.dataplane_support import HANDSHAKE, Recorded, RecordingUpstream, bearer, read_head
-from tests.support import GatewayProcess, RawConnection, metric_value
+from tests.conftest import MakeGateway, make_config, wait_for
+from tests.dataplane_support import HANDSHAKE, Recorded, RecordingUpstream, read_head
+from tests.support import GatewayProcess, RawConnection, bearer, metric_value
 
 H = b"Host: gw.example\r\n"
 
@@ -53,19 +54,21 @@ async def ws_upstreams(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> 
 
 
 async def http_side(gw: Any, sub: str) -> str:
-    async with gw.get("/who", headers={"Authorization": bearer(sub)}) as resp:
+    async with gw.get("/who", headers=bearer(sub)) as resp:
         assert resp.status == 200
         return str((await resp.json())["side"])
 
 
-async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(ws_upstreams, make_gateway) -> None:
+async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(
+    ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(ws_upstreams, flags={"default": 50}))
     subjects = [f"ws-user-{i}" for i in range(16)]
     expected = {s: side_for("default", "u:" + s, 50)[0] for s in subjects}
     assert set(expected.values()) == {"legacy", "candidate"}  # the sample covers both sides
     for sub in subjects:
         assert await http_side(gw, sub) == expected[sub]
-        async with gw.session.ws_connect(gw.url + "/ws", headers={"Authorization": bearer(sub)}) as ws:
+        async with gw.session.ws_connect(gw.url + "/ws", headers=bearer(sub)) as ws:
             await ws.send_str(f"hello {sub}")
             assert (await ws.receive_str(timeout=5)) == f"{expected[sub]}:hello {sub}"
             await ws.send_bytes(b"\x00\x01binary\xff")
@@ -79,7 +82,7 @@ async def test_websocket_echo_at_50_percent_keeps_each_user_on_one_side(ws_upstr
         assert await http_side(gw, sub) == expected[sub]
 
 
-async def test_tunnels_are_counted(ws_upstreams, make_gateway) -> None:
+async def test_tunnels_are_counted(ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(ws_upstreams, flags={"default": 100}))
     s, admin = gw.session, gw.admin_url
 
@@ -89,7 +92,7 @@ async def test_tunnels_are_counted(ws_upstreams, make_gateway) -> None:
     opened = await metric("gateway_tunnels_opened_total")
     up = await metric("gateway_tunnel_bytes_total", direction="up")
     down = await metric("gateway_tunnel_bytes_total", direction="down")
-    async with s.ws_connect(gw.url + "/ws", headers={"Authorization": bearer("counted")}) as ws:
+    async with s.ws_connect(gw.url + "/ws", headers=bearer("counted")) as ws:
         await wait_for(lambda: metric("gateway_tunnels_active"))
         assert await metric("gateway_tunnels_active") == 1
         assert await metric("gateway_tunnels_opened_total") == opened + 1
@@ -148,7 +151,9 @@ def urls(sides: dict[str, RecordingUpstream]) -> dict[str, str]:
     return {side: server.url for side, server in sides.items()}
 
 
-async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(raw_sides, make_gateway) -> None:
+async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides)))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         conn.writer.write(b"GET /chat?room=1 HTTP/1.1\r\n" + H + HANDSHAKE + b"\r\n")
@@ -167,7 +172,9 @@ async def test_upgrade_is_forwarded_and_spliced_byte_for_byte(raw_sides, make_ga
     assert raw_sides["candidate"].requests == []
 
 
-async def test_refused_handshake_leaves_the_connection_in_http(raw_sides, make_gateway) -> None:
+async def test_refused_handshake_leaves_the_connection_in_http(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     """After a 400 to the handshake, the next bytes are a request: routed (here to the other side by a
     pin), with X-Forwarded-For and a request id, never relayed raw to the upstream that refused."""
     gw = await make_gateway(make_config(urls(raw_sides), routes=[{"prefix": "/other/", "pin": "candidate"}]))
@@ -184,7 +191,9 @@ async def test_refused_handshake_leaves_the_connection_in_http(raw_sides, make_g
     assert forwarded.values("X-Gateway-Force") == []
 
 
-async def test_route_refusing_upgrades_answers_403(raw_sides, make_gateway) -> None:
+async def test_route_refusing_upgrades_answers_403(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(
         make_config(urls(raw_sides), routes=[{"prefix": "/no-upgrades/", "flag": "default", "upgrades": False}])
     )
@@ -208,7 +217,9 @@ H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: A
     [H2C, H2C.replace(b"h2c", b"H2C"), b"Connection: Upgrade\r\nUpgrade: tls/1.2\r\n"],
     ids=["h2c", "h2c-upper-case", "not-allowed-protocol"],
 )
-async def test_disallowed_upgrade_is_stripped_and_served_as_http(raw_sides, make_gateway, upgrade_headers) -> None:
+async def test_disallowed_upgrade_is_stripped_and_served_as_http(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway, upgrade_headers: bytes
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides)))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /plain HTTP/1.1\r\n" + H + upgrade_headers + b"\r\n")
@@ -221,7 +232,9 @@ async def test_disallowed_upgrade_is_stripped_and_served_as_http(raw_sides, make
         assert all("upgrade" not in v.lower() for v in request.values("Connection")), request.raw_head
 
 
-async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(raw_sides, make_gateway) -> None:
+async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(
+    raw_sides: dict[str, RecordingUpstream], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(urls(raw_sides), upgrades={"protocols": ["websocket", "x-custom"]}))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(b"GET /h2c HTTP/1.1\r\n" + H + H2C + b"\r\n")
@@ -237,7 +250,9 @@ async def test_h2c_is_never_forwarded_even_when_protocols_are_widened(raw_sides,
     assert custom.values("Upgrade") == ["x-custom"]
 
 
-async def test_websocket_side_follows_pins_and_the_forced_side(ws_upstreams, make_gateway) -> None:
+async def test_websocket_side_follows_pins_and_the_forced_side(
+    ws_upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     secret = "force-secret-0123456789"
     gw = await make_gateway(make_config(ws_upstreams, force={"secret": secret}))  # flag at 0 %: legacy
     async with gw.session.ws_connect(gw.url + "/ws") as ws:
@@ -250,7 +265,9 @@ async def test_websocket_side_follows_pins_and_the_forced_side(ws_upstreams, mak
 
 
 @pytest.mark.slow
-async def test_tunnels_are_closed_at_the_drain_deadline_on_sigterm(ws_upstreams, tmp_path) -> None:
+async def test_tunnels_are_closed_at_the_drain_deadline_on_sigterm(
+    ws_upstreams: dict[str, TestServer], tmp_path: Path
+) -> None:
     urls = {side: str(server.make_url("/")).rstrip("/") for side, server in ws_upstreams.items()}
     proc = GatewayProcess(
         urls["legacy"], urls["candidate"], tmp_path / "gateway.log", extra_env={"GATEWAY_DRAIN_TIMEOUT": "0.5"}

@@ -4,35 +4,20 @@ drained upstreams, against real upstreams."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from tests.conftest import make_config
-from tests.safety_support import faulty_app
-
-
-@pytest.fixture
-async def sides(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[str, Any]:
-    legacy_mode: dict[str, Any] = {}
-    candidate_mode: dict[str, Any] = {}
-    return {
-        "legacy": await aiohttp_server(faulty_app("legacy", legacy_mode)),
-        "candidate": await aiohttp_server(faulty_app("candidate", candidate_mode)),
-        "legacy_mode": legacy_mode,
-        "candidate_mode": candidate_mode,
-    }
 
 
 async def test_read_only_legacy_refuses_writes_or_sends_them_to_the_candidate(
-    sides: dict[str, Any], make_gateway: Any
+    faulty: dict[str, Any], make_gateway: Any
 ) -> None:
     config = make_config(
-        sides,
+        faulty,
         flags={"default": 0, "grades": 0},
         routes=[{"prefix": "/api/v1/grades/", "flag": "grades"}],
         safety={
@@ -47,17 +32,17 @@ async def test_read_only_legacy_refuses_writes_or_sends_them_to_the_candidate(
             body = await resp.json()
             assert resp.status == 503 and resp.headers["Retry-After"] == "120"
             assert body["error"] == "legacy_read_only" and "retry" in body["message"] and body["requestId"]
-    assert sides["legacy_mode"].get("writes", 0) == 0
+    assert faulty["legacy_mode"].get("writes", 0) == 0
     async with gw.request("POST", "/api/v1/grades/7", json={"grade": "A"}) as resp:
         assert resp.status == 200 and resp.headers["X-Side"] == "candidate"
     async with gw.get("/api/v1/grades/7") as resp:
         assert resp.headers["X-Side"] == "legacy"
-    assert sides["legacy_mode"].get("writes", 0) == 0 and sides["candidate_mode"]["writes"] == 1
+    assert faulty["legacy_mode"].get("writes", 0) == 0 and faulty["candidate_mode"]["writes"] == 1
 
 
-async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_gateway: Any) -> None:
+async def test_drained_upstream_never_gets_traffic(faulty: dict[str, Any], make_gateway: Any) -> None:
     config = make_config(
-        sides,
+        faulty,
         flags={"default": 100},
         routes=[{"prefix": "/pinned/", "pin": "legacy"}],
         force={"secret": "s" * 16},
@@ -76,7 +61,7 @@ async def test_drained_upstream_never_gets_traffic(sides: dict[str, Any], make_g
     # Nothing is mirrored while an upstream is drained (no policy, so no tap, no queued job):
     # checked at the cause instead of waiting for a mirror that must never arrive.
     assert not gw.state.shadow.policies
-    assert sides["legacy_mode"].get("hits", 0) == 0  # neither served nor shadowed
+    assert faulty["legacy_mode"].get("hits", 0) == 0  # neither served nor shadowed
     async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 90}) as resp:
         body = await resp.json()
         assert resp.status == 409 and body["error"] == "upstream_drained"
@@ -111,12 +96,12 @@ def test_shipped_rules_load_and_name_errors(tmp_path: Any) -> None:
 
 
 async def test_read_only_is_a_run_time_switch_seen_by_every_instance(
-    sides: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
+    faulty: dict[str, Any], make_gateway: Any, redis_server: Any, key_prefix: str
 ) -> None:
-    from tests.test_safety_plans import cli
+    from tests.support import gateway_cli_out as cli
 
     config = make_config(
-        sides,
+        faulty,
         redis={"url": redis_server.url, "key_prefix": key_prefix},
         safety={"evaluate_interval": 0.2, "legacy_read_only": {"default": {"mode": "candidate"}}},
     )

@@ -11,18 +11,21 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import yaml
+from pytest_aiohttp import AiohttpServer
 
 from gateway.sample_api import DEMO_USERS
-from tests.conftest import free_port
+from tests.conftest import free_port, poll
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+def _get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.status, orjson.loads(resp.read())
+        data: dict[str, Any] = orjson.loads(resp.read())
+        return resp.status, data
 
 
 def _wait_http(url: str, deadline: float) -> None:
@@ -46,7 +49,10 @@ def _start_demo(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int], str
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", *[f"--{name}={port}" for name, port in ports.items()], *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     _wait_http(f"http://127.0.0.1:{ports['admin-port']}/healthz", time.monotonic() + 15)
     assert proc.stdout is not None
@@ -83,20 +89,34 @@ def test_demo_end_to_end() -> None:
         assert status == 200 and body["servedBy"] == "legacy" and body["meta"]["total"] == len(DEMO_USERS)
 
         cli_env = {**env, "GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token}
-        done = subprocess.run([sys.executable, "-m", "gateway", "rollout", "set", "100"],
-                              env=cli_env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "rollout", "set", "100"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         assert _get(gw + "/api/v1/users")[1]["servedBy"] == "candidate"
         assert _get(gw + "/api/v1/analytics/dashboard")[1]["servedBy"] == "legacy"  # its own flag
 
-        request = urllib.request.Request(gw + "/api/v1/attendance/daily", data=b'{"student": 1, "present": true}',
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            gw + "/api/v1/attendance/daily",
+            data=b'{"student": 1, "present": true}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=2) as resp:
             assert resp.status == 201
             assert orjson.loads(resp.read())["data"]["recorded"] == {"student": 1, "present": True}
 
-        done = subprocess.run([sys.executable, "-m", "gateway", "rollback", "--reason", "demo"],
-                              env=cli_env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "rollback", "--reason", "demo"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         assert _get(gw + "/api/v1/users")[1]["servedBy"] == "legacy"
     finally:
@@ -111,9 +131,20 @@ def test_demo_port_taken_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "demo", f"--port={port}", f"--admin-port={free_port()}",
-             f"--legacy-port={free_port()}", f"--candidate-port={free_port()}", f"--control-port={free_port()}"],
-            capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "demo",
+                f"--port={port}",
+                f"--admin-port={free_port()}",
+                f"--legacy-port={free_port()}",
+                f"--candidate-port={free_port()}",
+                f"--control-port={free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -133,8 +164,13 @@ def test_demo_parity_report_finds_the_one_planted_difference_and_nothing_else() 
         cli_env = {**env, "GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token}  # diffs and noise need it
 
         def parity(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "gateway", "parity", *args],
-                                  env=cli_env, capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "parity", *args],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
@@ -165,20 +201,11 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=30)
 
 
-def _admin_json(admin: str, path: str, token: str) -> dict:
+def _admin_json(admin: str, path: str, token: str) -> dict[str, Any]:
     request = urllib.request.Request(admin + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=5) as resp:
-        return orjson.loads(resp.read())
-
-
-def _poll(predicate, timeout: float = 20.0):  # noqa: ANN001, ANN202 - a test helper
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+        data: dict[str, Any] = orjson.loads(resp.read())
+        return data
 
 
 @pytest.mark.slow
@@ -186,8 +213,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
     """The README walkthrough, command by command, against the demo's own background traffic."""
     from selenium.webdriver.common.by import By
 
-    from tests.test_status_page import _browser
-    from tests.test_status_page import _poll as _poll_page
+    from tests.browser_support import browser, poll_page
 
     proc, ports, printed, token = _start_demo()
     admin = f"http://127.0.0.1:{ports['admin-port']}"
@@ -197,12 +223,13 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     try:
-        def evaluated() -> dict | None:
+
+        def evaluated() -> dict[str, Any] | None:
             status = _admin_json(admin, "/api/v1/status", token)
             default = next(f for f in status["flags"] if f["name"] == "default")
             return status if default["triggers"] else None
 
-        status = _poll(evaluated)
+        status = poll(evaluated, timeout=20)
         default = next(f for f in status["flags"] if f["name"] == "default")
         names = {t["trigger"] for t in default["triggers"]}
         rules = yaml.safe_load((ROOT / "rules" / "rollback.yaml").read_text())
@@ -214,11 +241,11 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
         done = _cli(env, "demo", "fault", "errors")
         assert done.returncode == 0 and "fault errors" in done.stdout, done.stderr
 
-        def rolled_back() -> dict | None:
+        def rolled_back() -> dict[str, Any] | None:
             events = _admin_json(admin, "/api/v1/events?limit=20", token)["events"]
             return next((e for e in events if e["kind"] == "rollback" and e["flag"] == "default"), None)
 
-        event = _poll(rolled_back, timeout=20)
+        event = poll(rolled_back, timeout=20)
         assert event["percent_before"] == 50 and event["trigger"] in shipped
         listed = _cli(env, "events")  # step 3 of the walkthrough
         assert listed.returncode == 0 and "rollback" in listed.stdout and "from 50%" in listed.stdout
@@ -230,22 +257,22 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
         assert _cli(env, "demo", "fault", "clear").returncode == 0
 
         # On the status page: the rollback event, the hold, and its Acknowledge button.
-        driver = _browser(tmp_path / "profile")
+        driver = browser(tmp_path / "profile")
         try:
             driver.get(admin + "/ui")
             driver.find_element(By.ID, "token").send_keys(token)
             driver.find_element(By.ID, "save-token").click()
-            _poll_page(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
-            _poll_page(lambda: "rollback default from 50%" in driver.find_element(By.ID, "events").text)
-            _poll_page(lambda: event["trigger"] in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: "held at 0%" in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            poll_page(lambda: "rollback default from 50%" in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: event["trigger"] in driver.find_element(By.ID, "events").text)
             driver.save_screenshot(str(tmp_path / "demo-held.png"))
             ack = 'tr[data-flag="default"] button[data-role="ack"]'
-            _poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
+            poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             alert.send_keys("candidate fixed")
             alert.accept()
-            _poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
-            _poll_page(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
+            poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            poll_page(lambda: "held" not in driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="default"]').text)
             driver.save_screenshot(str(tmp_path / "demo-acked.png"))
         finally:
             driver.quit()
@@ -258,7 +285,7 @@ def test_demo_story_rollout_fault_rollback_hold_ack_rollout_again(tmp_path: Path
             checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
             return bool(checks) and all(c["healthy"] for c in checks)
 
-        _poll(probes_healthy)
+        poll(probes_healthy, timeout=20)
         assert _cli(env, "rollout", "set", "50").returncode == 0
         assert _admin_json(admin, "/api/v1/flags/default", token)["percent"] == 50
     finally:
@@ -273,22 +300,23 @@ def test_every_demo_fault_trips_a_shipped_trigger() -> None:
     env |= {"GATEWAY_ADMIN_URL": admin, "GATEWAY_ADMIN_TOKEN": token, "GATEWAY_DEMO_CONTROL_URL": control}
     fired: dict[str, str] = {}
     try:
+
         def probes_healthy() -> bool:  # as an operator checks `gateway triggers` before rolling out again
             checks = _admin_json(admin, "/api/v1/status", token)["healthChecks"]
             return bool(checks) and all(c["healthy"] for c in checks)
 
         for fault in ("slow", "down", "parity"):
-            _poll(probes_healthy)
+            poll(probes_healthy, timeout=20)
             seen = {e["id"] for e in _admin_json(admin, "/api/v1/events?limit=50", token)["events"]}
             assert _cli(env, "rollout", "set", "50").returncode == 0
             done = _cli(env, "demo", "fault", fault)
             assert done.returncode == 0, done.stderr
 
-            def new_rollback(seen: set[str] = seen) -> dict | None:
+            def new_rollback(seen: set[str] = seen) -> dict[str, Any] | None:
                 events = _admin_json(admin, "/api/v1/events?limit=50", token)["events"]
                 return next((e for e in events if e["kind"] == "rollback" and e["id"] not in seen), None)
 
-            fired[fault] = _poll(new_rollback, timeout=25)["trigger"]
+            fired[fault] = poll(new_rollback, timeout=25)["trigger"]
             assert _cli(env, "demo", "fault", "clear").returncode == 0
             assert _cli(env, "events", "ack", "default", "--reason", f"{fault} fixed").returncode == 0
         status = _cli(env, "demo", "fault", "status")
@@ -311,7 +339,7 @@ def test_demo_fault_without_a_running_demo_is_a_clear_error() -> None:
     assert done.returncode == 2 and "usage: gateway demo fault" in done.stderr
 
 
-async def test_sample_api_speaks_the_school_api(aiohttp_server) -> None:  # noqa: ANN001
+async def test_sample_api_speaks_the_school_api(aiohttp_server: AiohttpServer) -> None:  # noqa: ANN001
     """What the team's load test does: log in, read accessToken, call the class analytics with it."""
     import aiohttp
 

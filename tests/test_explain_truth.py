@@ -9,8 +9,7 @@ import orjson
 
 from gateway.config import Config
 from tests.conftest import make_config
-from tests.test_cli import gateway_cli
-from tests.test_splitting import bearer
+from tests.support import bearer, gateway_cli
 
 SECRET = "s" * 16
 

@@ -14,8 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import Gateway, RedisServer, make_config, wait_for
-from tests.support import metric_value
-from tests.test_cli import gateway_cli
+from tests.support import gateway_cli, metric_value
 
 FLAG = "default"
 SUBJECTS = [f"subject{n:04d}" for n in range(40)]

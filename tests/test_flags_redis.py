@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from gateway.server import GatewayServer
-from tests.conftest import Gateway, RedisServer, free_port, make_config, wait_for
-from tests.support import metric_samples
+from tests.conftest import Gateway, MakeGateway, RedisServer, free_port, make_config, wait_for
+from tests.support import metric_values
 
 FLAG = "default"
 
@@ -38,9 +40,7 @@ async def readyz(gw: Gateway) -> dict[str, Any]:
 
 async def metric(gw: Gateway, name: str, **labels: str) -> float | None:
     """The value of one sample in the gateway's /metrics (None if absent)."""
-    async with gw.admin("GET", "/metrics") as resp:
-        assert resp.status == 200
-        values = metric_samples(await resp.text(), name, **labels)
+    values = await metric_values(gw.session, gw.admin_url, name, **labels)
     return values[0] if values else None
 
 
@@ -52,7 +52,7 @@ async def put_flag(gw: Gateway, percent: int, flag: str = FLAG, **kwargs: Any) -
 
 def ready_is(gw: Gateway, status: str) -> Any:
     async def check() -> bool:
-        return (await readyz(gw))["status"] == status
+        return bool((await readyz(gw))["status"] == status)
 
     return check
 
@@ -60,7 +60,9 @@ def ready_is(gw: Gateway, status: str) -> Any:
 # -- 1. propagation between instances ----------------------------------------------------------
 
 
-async def test_admin_change_reaches_second_instance_within_a_second(upstreams, make_gateway, redis_server, key_prefix):
+async def test_admin_change_reaches_second_instance_within_a_second(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     # A long poll interval: only the pub/sub notification can deliver the change this fast.
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30))
     gw1 = await make_gateway(cfg)
@@ -77,7 +79,9 @@ async def test_admin_change_reaches_second_instance_within_a_second(upstreams, m
         assert (await resp.json())["percent"] == 100
 
 
-async def test_hset_and_publish_straight_into_redis_is_picked_up(upstreams, make_gateway, redis_server, key_prefix):
+async def test_hset_and_publish_straight_into_redis_is_picked_up(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30), flags={FLAG: 0})
     gw = await make_gateway(cfg)
     r = redis_server.client()
@@ -92,7 +96,9 @@ async def test_hset_and_publish_straight_into_redis_is_picked_up(upstreams, make
         r.close()
 
 
-async def test_hand_edit_without_publish_is_picked_up_by_polling(upstreams, make_gateway, redis_server, key_prefix):
+async def test_hand_edit_without_publish_is_picked_up_by_polling(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     poll = 0.2
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=poll))
     gw = await make_gateway(cfg)
@@ -109,7 +115,9 @@ async def test_hand_edit_without_publish_is_picked_up_by_polling(upstreams, make
 # -- 2. Redis killed and restarted under load --------------------------------------------------
 
 
-async def test_redis_restart_mid_traffic_fails_no_request(upstreams, make_gateway, private_redis, key_prefix):
+async def test_redis_restart_mid_traffic_fails_no_request(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(private_redis, key_prefix, poll_interval=0.2))
     gw = await make_gateway(cfg)
     status, body = await put_flag(gw, 100)
@@ -178,8 +186,8 @@ BAD_VALUES = ["abc", "150", "-5", "50.5", "9" * 100_000, " 50", "", "0x10", "1e2
 
 
 async def test_malformed_values_are_ignored_logged_counted_and_reported(
-    upstreams, make_gateway, redis_server, key_prefix
-):
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30), flags={"checkout": 0})
     gw = await make_gateway(cfg)
     status, body = await put_flag(gw, 100)
@@ -236,7 +244,9 @@ async def test_malformed_values_are_ignored_logged_counted_and_reported(
         r.close()
 
 
-async def test_undeclared_flag_in_hash_is_ignored(upstreams, make_gateway, redis_server, key_prefix):
+async def test_undeclared_flag_in_hash_is_ignored(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30))
     gw = await make_gateway(cfg)
     r = redis_server.client()
@@ -259,7 +269,9 @@ async def test_undeclared_flag_in_hash_is_ignored(upstreams, make_gateway, redis
         r.close()
 
 
-async def test_wrong_key_type_keeps_last_values_and_recovers(upstreams, make_gateway, redis_server, key_prefix):
+async def test_wrong_key_type_keeps_last_values_and_recovers(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=0.2))
     gw = await make_gateway(cfg)
     status, body = await put_flag(gw, 100)
@@ -302,7 +314,9 @@ async def test_wrong_key_type_keeps_last_values_and_recovers(upstreams, make_gat
         r.close()
 
 
-async def test_deleted_hash_is_reseeded_with_last_known_values(upstreams, make_gateway, redis_server, key_prefix):
+async def test_deleted_hash_is_reseeded_with_last_known_values(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=0.2), flags={"checkout": 0})
     gw = await make_gateway(cfg)
     assert (await put_flag(gw, 100))[0] == 200
@@ -319,7 +333,9 @@ async def test_deleted_hash_is_reseeded_with_last_known_values(upstreams, make_g
 # -- 4. admin writes, rollback, audit ----------------------------------------------------------
 
 
-async def test_raising_while_redis_is_down_fails_loudly(upstreams, make_gateway, private_redis, key_prefix):
+async def test_raising_while_redis_is_down_fails_loudly(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer, key_prefix: str
+) -> None:
     # Lowering works while Redis is down (a local override): see tests/test_flags_outage.py.
     cfg = make_config(upstreams, redis=redis_cfg(private_redis, key_prefix, poll_interval=0.2))
     gw = await make_gateway(cfg)
@@ -352,7 +368,9 @@ async def test_raising_while_redis_is_down_fails_loudly(upstreams, make_gateway,
     assert await side_of(gw) == "candidate"
 
 
-async def test_rollback_is_atomic_and_reaches_other_instances(upstreams, make_gateway, redis_server, key_prefix):
+async def test_rollback_is_atomic_and_reaches_other_instances(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     flags = {FLAG: 50, "checkout": 20, "search": 70}
     routes = [{"prefix": "/checkout", "flag": "checkout"}, {"prefix": "/search", "flag": "search"}]
     cfg = make_config(
@@ -368,7 +386,7 @@ async def test_rollback_is_atomic_and_reaches_other_instances(upstreams, make_ga
     hash_key = f"{key_prefix}flags"
     before = {b"default": b"100", b"checkout": b"100", b"search": b"100"}
     after = {b"default": b"0", b"checkout": b"0", b"search": b"0"}
-    seen: list[dict[bytes, bytes]] = []
+    seen: list[dict[bytes | str, bytes | str]] = []
     stop = threading.Event()
 
     def observe() -> None:
@@ -408,7 +426,9 @@ async def test_rollback_is_atomic_and_reaches_other_instances(upstreams, make_ga
         assert await side_of(gw2, path) == "legacy"
 
 
-async def test_changes_are_audited_newest_first(upstreams, make_gateway, redis_server, key_prefix):
+async def test_changes_are_audited_newest_first(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix), flags={"checkout": 0})
     gw1 = await make_gateway(cfg)
     gw2 = await make_gateway(cfg)
@@ -450,7 +470,9 @@ async def test_changes_are_audited_newest_first(upstreams, make_gateway, redis_s
 # -- 5. Redis slow, not down -------------------------------------------------------------------
 
 
-async def test_paused_redis_adds_no_latency_to_requests(upstreams, make_gateway, private_redis, key_prefix):
+async def test_paused_redis_adds_no_latency_to_requests(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer, key_prefix: str
+) -> None:
     cfg = make_config(upstreams, redis=redis_cfg(private_redis, key_prefix, poll_interval=0.1))
     gw = await make_gateway(cfg)
     assert (await put_flag(gw, 100))[0] == 200
@@ -466,7 +488,7 @@ async def test_paused_redis_adds_no_latency_to_requests(upstreams, make_gateway,
     pause = 2.0
     pauser = private_redis.client()
     try:
-        pauser.execute_command("CLIENT", "PAUSE", int(pause * 1000))
+        pauser.client_pause(int(pause * 1000))
         paused_at = time.monotonic()
         during: list[float] = []
         saw_degraded = False
@@ -489,7 +511,9 @@ async def test_paused_redis_adds_no_latency_to_requests(upstreams, make_gateway,
 # -- 6. start-up without Redis -----------------------------------------------------------------
 
 
-async def test_starts_without_redis_then_connects_and_seeds(upstreams, make_gateway, tmp_path, key_prefix):
+async def test_starts_without_redis_then_connects_and_seeds(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path, key_prefix: str
+) -> None:
     server = RedisServer(tmp_path)
     server.port = free_port()
     server.url = f"redis://127.0.0.1:{server.port}/0"
@@ -524,7 +548,9 @@ async def test_starts_without_redis_then_connects_and_seeds(upstreams, make_gate
 # -- shutdown ----------------------------------------------------------------------------------
 
 
-async def test_gateway_stops_promptly_when_redis_just_died(upstreams, private_redis, key_prefix):
+async def test_gateway_stops_promptly_when_redis_just_died(
+    upstreams: dict[str, TestServer], private_redis: RedisServer, key_prefix: str
+) -> None:
     # SIGTERM during a Redis outage must not hang the drain: the watcher has to honour the
     # cancel even when it lands while the watcher is tidying up a dead connection.
     cfg = make_config(upstreams, redis=redis_cfg(private_redis, key_prefix, poll_interval=0.2))

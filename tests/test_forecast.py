@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from aiohttp.test_utils import TestServer
+
 from gateway.bucketing import side_for
 from gateway.forecast import SubjectSketch
-from tests.conftest import make_config
-from tests.test_cli import gateway_cli
-from tests.test_splitting import bearer, set_flag
+from tests.conftest import MakeGateway, make_config
+from tests.support import bearer, gateway_cli, set_flag
 
 
 def test_sketch_counts_the_band_between_percentages_and_is_bounded() -> None:
@@ -21,7 +22,9 @@ def test_sketch_counts_the_band_between_percentages_and_is_bounded() -> None:
     assert sketch.forecast("default", 0, 100).seen == 3
 
 
-async def test_forecast_matches_what_the_proxy_then_does(upstreams, make_gateway) -> None:
+async def test_forecast_matches_what_the_proxy_then_does(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     await set_flag(gw, "default", 20)
     users = [f"student-{i}" for i in range(200)]
@@ -34,7 +37,8 @@ async def test_forecast_matches_what_the_proxy_then_does(upstreams, make_gateway
 
     data = orjson.loads(out)
     expected = sum(
-        1 for u in users
+        1
+        for u in users
         if side_for("default", "u:" + u, 20)[0] == "legacy" and side_for("default", "u:" + u, 50)[0] == "candidate"
     )
     assert data["subjectsSeen"] == 200 and data["wouldMove"] == expected and data["direction"] == "to candidate"
@@ -42,7 +46,9 @@ async def test_forecast_matches_what_the_proxy_then_does(upstreams, make_gateway
     assert f"would move {expected} of 200" in out
 
 
-async def test_every_subject_is_recorded_at_zero_percent(upstreams, make_gateway) -> None:
+async def test_every_subject_is_recorded_at_zero_percent(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     """Before the first step the forecast speaks of every recent user, not of one request in eight."""
     gw = await make_gateway(make_config(upstreams))
     users = [f"u{i}" for i in range(80)]

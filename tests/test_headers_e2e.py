@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Config
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, make_config
 from tests.support import RawConnection, RawRequest, RawUpstream, raw_request
 
 HOP_BY_HOP_REQUEST = {
@@ -50,7 +51,9 @@ def port_of(gw: Any) -> int:
 # -- hop-by-hop, client -> upstream -----------------------------------------------------------
 
 
-async def test_hop_by_hop_request_headers_are_not_forwarded(upstreams, make_gateway):
+async def test_hop_by_hop_request_headers_are_not_forwarded(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     resp = await raw_request(
         port_of(gw),
@@ -84,7 +87,9 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(upstreams, make_gate
     assert seen["Accept"] == "application/json"
 
 
-async def test_hop_by_hop_request_headers_dropped_on_body_requests_too(upstreams, make_gateway):
+async def test_hop_by_hop_request_headers_dropped_on_body_requests_too(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.request(
         "POST",
@@ -142,7 +147,9 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     await server.close()
 
 
-async def test_hop_by_hop_response_headers_are_not_returned(upstreams, make_gateway, raw_upstream):
+async def test_hop_by_hop_response_headers_are_not_returned(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get("/r", "Host: gw.example"))
     assert resp.status == 200 and resp.body == b"ok"
@@ -170,7 +177,9 @@ async def test_hop_by_hop_response_headers_are_not_returned(upstreams, make_gate
     assert len(resp.headers.getall("X-Request-ID")) == 1
 
 
-async def test_every_set_cookie_reaches_the_client(upstreams, make_gateway, raw_upstream):
+async def test_every_set_cookie_reaches_the_client(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get("/c", "Host: gw.example"))
     assert resp.headers.getall("Set-Cookie") == [
@@ -187,7 +196,9 @@ async def test_every_set_cookie_reaches_the_client(upstreams, make_gateway, raw_
 # -- X-Forwarded-* and Host -------------------------------------------------------------------
 
 
-async def test_x_forwarded_for_from_untrusted_peer_is_replaced(upstreams, make_gateway):
+async def test_x_forwarded_for_from_untrusted_peer_is_replaced(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/xff") as resp:
         seen = received_headers(await resp.json())
@@ -199,7 +210,9 @@ async def test_x_forwarded_for_from_untrusted_peer_is_replaced(upstreams, make_g
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
 
 
-async def test_x_forwarded_for_behind_trusted_proxy_is_appended(upstreams, make_gateway):
+async def test_x_forwarded_for_behind_trusted_proxy_is_appended(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]))
     async with gw.get("/xff", headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2, 10.1.2.3"}) as resp:
         seen = received_headers(await resp.json())
@@ -216,7 +229,9 @@ async def test_x_forwarded_for_behind_trusted_proxy_is_appended(upstreams, make_
     assert seen.getall("X-Forwarded-For") == ["198.51.100.2, 127.0.0.1"]
 
 
-async def test_x_forwarded_proto_and_host_are_set_not_trusted(upstreams, make_gateway):
+async def test_x_forwarded_proto_and_host_are_set_not_trusted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get(
         "/xfp",
@@ -227,7 +242,7 @@ async def test_x_forwarded_proto_and_host_are_set_not_trusted(upstreams, make_ga
     assert seen.getall("X-Forwarded-Host") == ["shop.example:8443"]
 
 
-async def test_host_is_rewritten_to_the_upstream(upstreams, make_gateway):
+async def test_host_is_rewritten_to_the_upstream(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     legacy_host = f"127.0.0.1:{upstreams['legacy'].port}"
     async with gw.get("/host", headers={"Host": "public.example"}) as resp:
@@ -236,7 +251,7 @@ async def test_host_is_rewritten_to_the_upstream(upstreams, make_gateway):
     assert seen["X-Forwarded-Host"] == "public.example"
 
 
-async def test_host_is_kept_with_preserve_host(upstreams, make_gateway):
+async def test_host_is_kept_with_preserve_host(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     data = make_config(upstreams).model_dump()
     data["upstreams"]["legacy"]["preserve_host"] = True
     gw = await make_gateway(Config.model_validate(data))
@@ -257,7 +272,9 @@ async def test_host_is_kept_with_preserve_host(upstreams, make_gateway):
 
 
 @pytest.mark.parametrize("client_id", ["abc-123", "Req.2024:07_x-Y", "a" * 128, "0"])
-async def test_sane_request_id_is_kept_end_to_end(upstreams, make_gateway, client_id):
+async def test_sane_request_id_is_kept_end_to_end(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/rid", headers={"X-Request-ID": client_id}) as resp:
         seen = received_headers(await resp.json())
@@ -270,7 +287,9 @@ async def test_sane_request_id_is_kept_end_to_end(upstreams, make_gateway, clien
     ["a" * 129, "has space", "semi;colon", "<script>", 'quote"d', "tab\tinside", "caf\u00e9", ""],
     ids=["too-long", "space", "semicolon", "angle", "quote", "tab", "non-ascii", "empty"],
 )
-async def test_insane_request_id_is_replaced(upstreams, make_gateway, client_id):
+async def test_insane_request_id_is_replaced(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, client_id: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     raw = b"GET /rid HTTP/1.1\r\nHost: a\r\nX-Request-ID: " + client_id.encode() + b"\r\n\r\n"
     resp = await raw_request(port_of(gw), raw)
@@ -283,7 +302,9 @@ async def test_insane_request_id_is_replaced(upstreams, make_gateway, client_id)
     assert resp.headers.getall("X-Request-ID") == [generated]
 
 
-async def test_request_id_with_cr_never_reaches_the_upstream(upstreams, make_gateway, raw_upstream):
+async def test_request_id_with_cr_never_reaches_the_upstream(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), b"GET /rid HTTP/1.1\r\nHost: a\r\nX-Request-ID: abc\rX-Injected: 1\r\n\r\n")
     if resp.status == 400:
@@ -298,7 +319,7 @@ async def test_request_id_with_cr_never_reaches_the_upstream(upstreams, make_gat
     assert b"\r" not in resp.headers.get("X-Request-ID", "").encode()
 
 
-async def test_generated_request_ids_are_unique(upstreams, make_gateway):
+async def test_generated_request_ids_are_unique(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     ids = []
     for _ in range(5):
@@ -312,7 +333,9 @@ async def test_generated_request_ids_are_unique(upstreams, make_gateway):
 # -- the gateway's own namespace --------------------------------------------------------------
 
 
-async def test_client_x_gateway_headers_never_reach_the_upstream(upstreams, make_gateway):
+async def test_client_x_gateway_headers_never_reach_the_upstream(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, force={"secret": "s" * 20}))
     resp = await raw_request(
         port_of(gw),
@@ -350,7 +373,9 @@ RAW_TARGETS = [
 
 
 @pytest.mark.parametrize("target", RAW_TARGETS)
-async def test_raw_path_and_query_forwarded_byte_exact(upstreams, make_gateway, target):
+async def test_raw_path_and_query_forwarded_byte_exact(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, target: str
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.session.get(URL(gw.url + target, encoded=True)) as resp:
         assert resp.status == 200
@@ -358,8 +383,12 @@ async def test_raw_path_and_query_forwarded_byte_exact(upstreams, make_gateway, 
     assert data["raw_path"] == target
 
 
-@pytest.mark.parametrize("target", ["/a/./b/../c?x=/../y", "/%2e%2e/secret", "/a?x=%zz&y=%", "/trailing/?", "//double//"])
-async def test_unusual_targets_forwarded_byte_exact_on_the_wire(upstreams, make_gateway, raw_upstream, target):
+@pytest.mark.parametrize(
+    "target", ["/a/./b/../c?x=/../y", "/%2e%2e/secret", "/a?x=%zz&y=%", "/trailing/?", "//double//"]
+)
+async def test_unusual_targets_forwarded_byte_exact_on_the_wire(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, raw_upstream: RawUpstream, target: str
+) -> None:
     """Dot segments and broken escapes are the upstream's business; the gateway does not rewrite them."""
     gw = await make_gateway(make_config({"legacy": raw_upstream.url, "candidate": upstreams["candidate"]}))
     resp = await raw_request(port_of(gw), raw_get(target, "Host: a"))
@@ -367,7 +396,9 @@ async def test_unusual_targets_forwarded_byte_exact_on_the_wire(upstreams, make_
     assert raw_upstream.requests[-1].target == target
 
 
-async def test_keep_alive_client_connection_reused_across_requests(upstreams, make_gateway):
+async def test_keep_alive_client_connection_reused_across_requests(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     """Dropping the client's Connection header must not break the client's own keep-alive."""
     gw = await make_gateway(make_config(upstreams))
     async with await RawConnection.open(port_of(gw)) as conn:

@@ -46,6 +46,7 @@ async def gw(request: Any, upstreams: Any, make_gateway: Any, key_prefix: str) -
 
 
 async def held(gw: Gateway) -> dict[str, str]:
+    holds: dict[str, str]
     holds, _ = await gw.state.safety.store.holds_and_epochs()
     return holds
 
@@ -103,7 +104,7 @@ async def test_plan_step_refused_when_a_rollback_lands_after_the_driver_read(gw:
     original = safety.store.flag_value
 
     async def read_then_rollback(flag: str) -> int | None:
-        value = await original(flag)  # 10, as the plan expects: the driver goes on to raise
+        value: int | None = await original(flag)  # 10, as the plan expects: the driver goes on to raise
         await safety.store.rollback([flag], Event(kind="rollback", flag=flag, reason="fired", actor="gateway test"))
         return value
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.browser_support import browser
 from tests.conftest import make_config
 from tests.support import raw_request
-from tests.test_status_page import _browser
 
 INLINE_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'"
 
@@ -83,11 +83,13 @@ return {
 
 
 @pytest.mark.slow
-async def test_html_pages_work_through_the_gateway_as_directly(aiohttp_server: Any, make_gateway: Any, tmp_path: Path):
+async def test_html_pages_work_through_the_gateway_as_directly(
+    aiohttp_server: Any, make_gateway: Any, tmp_path: Path
+) -> None:
     site = await aiohttp_server(site_app())
     gw = await make_gateway(make_config({"legacy": site, "candidate": site}))
     direct = str(site.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def observe(base: str) -> dict[str, Any]:
         seen: dict[str, Any] = {}

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import make_config
-from tests.safety_support import Pump, until
-from tests.test_safety_e2e import FAST, faulty  # noqa: F401 - the fixture
-
-PARITY = {"name": "parity", "kind": "mismatch_rate", "threshold": 0.1, "window": 2, "min_requests": 10}
+from tests.conftest import make_config, wait_for
+from tests.safety_support import FAST, PARITY, Pump
 
 
-async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(faulty: dict[str, Any], make_gateway: Any) -> None:  # noqa: F811
+async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(
+    faulty: dict[str, Any], make_gateway: Any
+) -> None:  # noqa: F811
     config = make_config(
         faulty,
         flags={"default": 50},
@@ -23,7 +22,7 @@ async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(faulty: di
     faulty["candidate_mode"]["wrong"] = True  # candidate answers id 2 where legacy answers id 1
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
+        await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
     finally:
         await pump.stop()
     async with gw.admin("GET", "/api/v1/events", token=None) as resp:
@@ -35,12 +34,15 @@ async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(faulty: di
 
 async def test_matching_answers_do_not_trip_it(faulty: dict[str, Any], make_gateway: Any) -> None:  # noqa: F811
     config = make_config(
-        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}}, safety={**FAST, "triggers": [PARITY]}
+        faulty,
+        flags={"default": 50},
+        shadow={"flags": {"default": {"percent": 100}}},
+        safety={**FAST, "triggers": [PARITY]},
     )
     gw = await make_gateway(config)
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
-        await until(lambda: any(v.status == "ok" for v in gw.state.safety.verdicts.get("default", [])), timeout=15)
+        await wait_for(lambda: any(v.status == "ok" for v in gw.state.safety.verdicts.get("default", [])), timeout=15)
     finally:
         await pump.stop()
     assert gw.state.store.snapshot()["default"] == 50

@@ -14,7 +14,11 @@ from gateway.observability import AccessLog, FastTimestamper, LogWriter
 class _Stream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
-        self.buffer = io.BytesIO()
+        self.bytes = io.BytesIO()
+
+    @property
+    def buffer(self) -> io.BytesIO:  # LogWriter writes bytes to the stream's buffer
+        return self.bytes
 
 
 def test_access_lines_go_straight_to_the_writer_as_json() -> None:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config
+from tests.conftest import MakeGateway, make_config
 from tests.support import RawRequest, RawUpstream, raw_request
 
 SECURITY = (
@@ -48,7 +49,9 @@ def gateway_port(gw: Any) -> int:
     return int(gw.server.proxy_port)
 
 
-async def test_security_headers_on_proxied_error_and_429_responses(upstreams, make_gateway):
+async def test_security_headers_on_proxied_error_and_429_responses(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     config = make_config(
         upstreams, rate_limits={"rules": [{"prefix": "/limited", "key": "ip", "limit": 1, "period": 60}]}
     )
@@ -76,7 +79,9 @@ async def test_security_headers_on_proxied_error_and_429_responses(upstreams, ma
         assert b"\r\nserver:" not in resp.raw_head.lower() and b"aiohttp" not in resp.raw_head.lower()
 
 
-async def test_upstream_leaks_are_removed_and_values_replaced(leaky_upstream, make_gateway):
+async def test_upstream_leaks_are_removed_and_values_replaced(
+    leaky_upstream: RawUpstream, make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config({"legacy": leaky_upstream.url, "candidate": leaky_upstream.url}))
     resp = await raw_request(gateway_port(gw), get("/x"))
     head = resp.raw_head.lower()
@@ -87,7 +92,7 @@ async def test_upstream_leaks_are_removed_and_values_replaced(leaky_upstream, ma
     assert "Strict-Transport-Security" not in resp.headers  # plain HTTP: an upstream's HSTS is dropped too
 
 
-async def test_keep_upstream_values_per_route(leaky_upstream, make_gateway):
+async def test_keep_upstream_values_per_route(leaky_upstream: RawUpstream, make_gateway: MakeGateway) -> None:
     config = make_config(
         {"legacy": leaky_upstream.url, "candidate": leaky_upstream.url},
         security_headers={
@@ -112,7 +117,9 @@ async def test_keep_upstream_values_per_route(leaky_upstream, make_gateway):
     assert other.headers.getall("X-Frame-Options") == ["DENY"]
 
 
-async def test_hsts_only_when_the_client_side_is_https(upstreams, make_gateway):
+async def test_hsts_only_when_the_client_side_is_https(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     trusted = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.1/32"]))
     behind_tls = await raw_request(gateway_port(trusted), get("/x", "X-Forwarded-Proto: https"))
     assert behind_tls.headers["Strict-Transport-Security"].startswith("max-age=")
@@ -133,7 +140,9 @@ CORS = {
 }
 
 
-async def test_cors_preflight_allowed_is_answered_by_the_gateway(upstreams, make_gateway):
+async def test_cors_preflight_allowed_is_answered_by_the_gateway(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, cors=CORS))
     resp = await raw_request(
         gateway_port(gw),
@@ -166,14 +175,16 @@ async def test_cors_preflight_allowed_is_answered_by_the_gateway(upstreams, make
         ),
     ],
 )
-async def test_cors_preflight_denied_gets_no_cors_headers(upstreams, make_gateway, headers):
+async def test_cors_preflight_denied_gets_no_cors_headers(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, headers: tuple[str, ...]
+) -> None:
     gw = await make_gateway(make_config(upstreams, cors=CORS))
     resp = await raw_request(gateway_port(gw), get("/api/v1/x", *headers, method="OPTIONS"))
     assert resp.status == 403
     assert not [name for name in resp.headers if name.lower().startswith("access-control-")]
 
 
-async def test_cors_on_actual_requests(leaky_upstream, make_gateway):
+async def test_cors_on_actual_requests(leaky_upstream: RawUpstream, make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config({"legacy": leaky_upstream.url, "candidate": leaky_upstream.url}, cors=CORS))
     allowed = await raw_request(gateway_port(gw), get("/x", "Origin: https://app.example.org"))
     assert allowed.headers.getall("Access-Control-Allow-Origin") == ["https://app.example.org"]
@@ -185,7 +196,9 @@ async def test_cors_on_actual_requests(leaky_upstream, make_gateway):
     assert not [name for name in denied.headers if name.lower().startswith("access-control-")]
 
 
-async def test_bucketing_cookie_is_secure_behind_a_trusted_tls_proxy(upstreams, make_gateway):
+async def test_bucketing_cookie_is_secure_behind_a_trusted_tls_proxy(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams, trusted_proxies=["127.0.0.1"], flags={"default": 50}))
     behind_tls = await raw_request(gateway_port(gw), get("/x", "X-Forwarded-Proto: https"))
     assert "secure" in behind_tls.headers["Set-Cookie"].lower()

@@ -6,9 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from tests.conftest import make_config, wait_for
+from tests.conftest import MakeGateway, RedisServer, make_config, wait_for
 from tests.support import metric_value
 
 LIMITED = {"prefix": "/limited", "key": "ip", "limit": 20, "period": "hour", "name": "limited"}
@@ -27,7 +28,9 @@ async def fetch(gw: Any, path: str, **kwargs: Any) -> tuple[int, dict[str, str],
         return resp.status, dict(resp.headers), body
 
 
-async def test_limit_is_exact_under_concurrency_across_two_instances(upstreams, make_gateway, redis_server, key_prefix):
+async def test_limit_is_exact_under_concurrency_across_two_instances(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     config = limited_config(upstreams, redis_server.url, key_prefix)
     gw1, gw2 = await make_gateway(config), await make_gateway(config)
     results = await asyncio.gather(*(fetch(gw1 if i % 2 else gw2, f"/limited/{i}") for i in range(70)))
@@ -48,7 +51,9 @@ async def test_limit_is_exact_under_concurrency_across_two_instances(upstreams, 
     assert remaining == list(range(20)), remaining
 
 
-async def test_unlimited_routes_carry_no_limit_and_no_headers(upstreams, make_gateway, redis_server, key_prefix):
+async def test_unlimited_routes_carry_no_limit_and_no_headers(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=1))
     client = redis_server.client()
 
@@ -69,7 +74,9 @@ async def test_unlimited_routes_carry_no_limit_and_no_headers(upstreams, make_ga
     client.close()
 
 
-async def test_no_double_burst_right_after_the_burst(upstreams, make_gateway, redis_server, key_prefix):
+async def test_no_double_burst_right_after_the_burst(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     """A fixed window would admit a second full burst when the window rolls over; GCRA admits
     one request per interval after a burst, whenever the burst happened."""
     gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=10, period=1.0))
@@ -86,7 +93,9 @@ async def test_no_double_burst_right_after_the_burst(upstreams, make_gateway, re
     assert len(admitted) <= 10 + (admitted[-1] - started) / 0.1 + 2
 
 
-async def test_redis_down_falls_back_to_local_and_recovers(upstreams, make_gateway, private_redis):
+async def test_redis_down_falls_back_to_local_and_recovers(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer
+) -> None:
     gw = await make_gateway(limited_config(upstreams, private_redis.url, limit=3))
     assert [(await fetch(gw, "/limited"))[0] for _ in range(4)] == [200, 200, 200, 429]
     assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_backend_up") == 1
@@ -111,13 +120,15 @@ async def test_redis_down_falls_back_to_local_and_recovers(upstreams, make_gatew
     assert private_redis.client().keys("t:rl:*"), "decisions are back in Redis"
 
 
-async def test_local_limiter_without_redis(upstreams, make_gateway):
+async def test_local_limiter_without_redis(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(limited_config(upstreams, limit=2))
     assert gw.state.protection.limiter.backend == "local"
     assert [(await fetch(gw, "/limited"))[0] for _ in range(3)] == [200, 200, 429]
 
 
-async def test_limits_key_on_the_resolved_client_ip(upstreams, make_gateway):
+async def test_limits_key_on_the_resolved_client_ip(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     """Behind a trusted proxy each forwarded client has its own bucket; an untrusted client
     cannot dodge its limit by inventing X-Forwarded-For values."""
     trusted = make_config(upstreams, trusted_proxies=["127.0.0.0/8"], rate_limits={"rules": [{**LIMITED, "limit": 1}]})
@@ -132,7 +143,9 @@ async def test_limits_key_on_the_resolved_client_ip(upstreams, make_gateway):
         assert (await fetch(untrusted, "/limited", headers={"X-Forwarded-For": spoof}))[0] == 429
 
 
-async def test_redis_refusing_the_script_does_not_flap(upstreams, make_gateway, private_redis):
+async def test_redis_refusing_the_script_does_not_flap(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, private_redis: RedisServer
+) -> None:
     """A Redis that answers PING but refuses writes (out of memory) keeps the limiter on its
     fallback until the script itself works again: no healthy/degraded flapping."""
     gw = await make_gateway(limited_config(upstreams, private_redis.url, limit=3))
@@ -157,8 +170,8 @@ async def test_redis_refusing_the_script_does_not_flap(upstreams, make_gateway, 
 
 
 async def test_script_flushed_from_redis_is_reloaded_without_fallback(
-    upstreams, make_gateway, redis_server, key_prefix
-):
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     gw = await make_gateway(limited_config(upstreams, redis_server.url, key_prefix, limit=3))
     assert (await fetch(gw, "/limited"))[0] == 200
     client = redis_server.client()

@@ -7,48 +7,15 @@ raw upstream that records the exact bytes it receives, the local limiter and a r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import make_config
-from tests.support import RawConnection, RawRequest, RawResponse, RawUpstream
-
-LOGIN = "/api/v1/auth/login"
-FORM = "application/x-www-form-urlencoded"
-JSON = "application/json"
-PER_ACCOUNT = {
-    "name": "login-per-account",
-    "prefix": LOGIN,
-    "methods": ["POST"],
-    "key": "body_field",
-    "body_field": "email",
-    "limit": 5,
-    "period": "minute",
-}
-PER_IP = {"name": "login-per-ip", "prefix": LOGIN, "methods": ["POST"], "key": "ip", "limit": 5, "period": "minute"}
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[RawUpstream]:
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        return True
-
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
-
-
-async def gateway(
-    make_gateway: Any, backend: RawUpstream, rules: list[dict[str, Any]], body_cap: int = 4096, **overrides: Any
-) -> Any:
-    limits = {"rules": rules, "body_cap": body_cap}
-    config = make_config({"legacy": backend.url, "candidate": backend.url}, rate_limits=limits, **overrides)
-    return await make_gateway(config)
+from tests.conftest import MakeGateway, RedisServer
+from tests.ratelimit_support import FORM, JSON, LOGIN, PER_ACCOUNT, PER_IP
+from tests.ratelimit_support import limited_gateway as gateway
+from tests.support import RawConnection, RawResponse, RawUpstream
 
 
 async def post(port: int, body: bytes, source: str = "127.0.0.1", content_type: str = JSON) -> RawResponse:
@@ -74,10 +41,10 @@ async def post_chunked(port: int, chunks: list[bytes], source: str = "127.0.0.1"
 
 @pytest.mark.parametrize("limiter", ["local", "redis"])
 async def test_one_account_from_twelve_addresses_is_limited_others_are_not(
-    limiter: str, make_gateway, backend, redis_server, key_prefix
+    limiter: str, make_gateway: MakeGateway, login_backend: RawUpstream, redis_server: RedisServer, key_prefix: str
 ) -> None:
-    redis = {"redis": {"url": redis_server.url, "key_prefix": key_prefix}} if limiter == "redis" else {}
-    gw = await gateway(make_gateway, backend, [PER_IP, PER_ACCOUNT], **redis)
+    redis: dict[str, Any] = {"redis": {"url": redis_server.url, "key_prefix": key_prefix}} if limiter == "redis" else {}
+    gw = await gateway(make_gateway, login_backend, [PER_IP, PER_ACCOUNT], **redis)
     port = gw.server.proxy_port
     # Twelve attempts on one account, each from its own address; the spelling of the address varies.
     spellings = ["ada@school.example", " Ada@School.example", "ADA@SCHOOL.EXAMPLE\t"]
@@ -91,33 +58,37 @@ async def test_one_account_from_twelve_addresses_is_limited_others_are_not(
     assert payload["requestId"] == refused.headers["X-Request-ID"]
     assert refused.headers["Content-Type"].startswith("application/json") and int(refused.headers["Retry-After"]) > 0
     # Only the admitted attempts reached the backend, byte for byte.
-    assert [r.body for r in backend.requests] == bodies[:5]
+    assert [r.body for r in login_backend.requests] == bodies[:5]
     # Another account is unaffected, even from an address that already tried the first one.
     other = orjson.dumps({"email": "bob@school.example", "password": "x"})
     assert (await post(port, other, "127.0.0.2")).status == 401
     assert (await post(port, b"email=carol%40school.example&password=x", "127.0.0.3", FORM)).status == 401
-    assert backend.requests[-1].body == b"email=carol%40school.example&password=x"
+    assert login_backend.requests[-1].body == b"email=carol%40school.example&password=x"
     # A form body names the same account as the JSON one: refused too.
     assert (await post(port, b"email=Ada%40school.example&password=x", "127.0.0.20", FORM)).status == 429
 
 
-async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(make_gateway, backend) -> None:
-    gw = await gateway(make_gateway, backend, [PER_ACCOUNT], body_cap=1024)
+async def test_bodies_stream_upstream_unchanged_whatever_their_size_or_framing(
+    make_gateway: MakeGateway, login_backend: RawUpstream
+) -> None:
+    gw = await gateway(make_gateway, login_backend, [PER_ACCOUNT], body_cap=1024)
     port = gw.server.proxy_port
     chunks = [b'{"email": ', b'"ada@school.example", ', b'"password": "x"}']
     assert (await post_chunked(port, chunks)).status == 401
-    assert backend.requests[-1].body == b"".join(chunks)
+    assert login_backend.requests[-1].body == b"".join(chunks)
     # Far over the cap: keyed on the address, and still delivered whole.
     big = b'{"email": "ada@school.example", "pad": "' + bytes(range(32, 127)) * 3000 + b'"}'
     assert (await post(port, big)).status == 401
-    assert backend.requests[-1].body == big
+    assert login_backend.requests[-1].body == big
     big_chunks = [big[i : i + 700] for i in range(0, len(big), 700)]
     assert (await post_chunked(port, big_chunks)).status == 401
-    assert backend.requests[-1].body == big
+    assert login_backend.requests[-1].body == big
 
 
-async def test_requests_without_the_field_fall_back_to_the_address(make_gateway, backend) -> None:
-    gw = await gateway(make_gateway, backend, [PER_ACCOUNT])
+async def test_requests_without_the_field_fall_back_to_the_address(
+    make_gateway: MakeGateway, login_backend: RawUpstream
+) -> None:
+    gw = await gateway(make_gateway, login_backend, [PER_ACCOUNT])
     port = gw.server.proxy_port
     # Each attempt names a different account, but none can be read: counted per address.
     unreadable = [

@@ -12,6 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.protection.config import RateLimitRule
 from gateway.protection.ratelimit import US, Check, LocalLimiter, RuleSet
+from tests.conftest import RedisServer
 
 
 class Clock:
@@ -97,8 +98,12 @@ def test_rules_match_prefix_methods_and_keys() -> None:
     rules = RuleSet(
         [
             RateLimitRule(limit=100, key="subject_or_ip"),
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="ip", limit=5),
-            RateLimitRule(prefix="/api/v1/auth/login", methods=["POST"], key="subject", limit=5),
+            RateLimitRule.model_validate(
+                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "ip", "limit": 5}
+            ),
+            RateLimitRule.model_validate(
+                {"prefix": "/api/v1/auth/login", "methods": ["POST"], "key": "subject", "limit": 5}
+            ),
         ]
     )
     anon = rules.checks("/api/v1/auth/login", "POST", _headers(), "198.51.100.7")
@@ -142,7 +147,9 @@ rule_strategy = st.tuples(st.integers(1, 20), st.sampled_from([1.0, 7.0, 60.0]),
         max_size=80,
     ),
 )
-def test_limiter_matches_token_bucket_model(rules, steps) -> None:
+def test_limiter_matches_token_bucket_model(
+    rules: list[tuple[int, float, int]], steps: list[tuple[int, list[int]]]
+) -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     checks = [check(limit, period, burst, key=f"r{i}") for i, (limit, period, burst) in enumerate(rules)]
@@ -172,7 +179,9 @@ def test_limiter_matches_token_bucket_model(rules, steps) -> None:
     rules=st.lists(st.tuples(st.integers(1, 20), st.integers(1, 25)), min_size=1, max_size=3),
     steps=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=3, unique=True), max_size=40),
 )
-def test_redis_script_matches_python_gcra(redis_server, rules, steps) -> None:
+def test_redis_script_matches_python_gcra(
+    redis_server: RedisServer, rules: list[tuple[int, int]], steps: list[list[int]]
+) -> None:
     """Same decisions and remaining counts from the Lua script (on Redis time) and gcra() (on a
     frozen clock). Intervals of an hour or more make the few milliseconds the test takes
     irrelevant to the integer results, so the two can be compared call by call."""

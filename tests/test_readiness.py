@@ -18,11 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.datachecks.results import CheckState
-from gateway.safety.config import ReadinessConfig
 from gateway.readiness.evaluate import Evidence, evaluate
-from tests.conftest import make_config
+from gateway.safety.config import ReadinessConfig
+from tests.conftest import make_config, wait_for
 from tests.pg_support import PostgresServer
-from tests.safety_support import until
 from tests.support import REPO
 
 NOW = 1_000_000.0
@@ -31,9 +30,20 @@ CFG = ReadinessConfig()  # the team's numbers
 
 def _good(**kw: Any) -> Evidence:
     base: dict[str, Any] = {
-        "flag": "default", "percent": 50, "now": NOW, "window": 3600, "comparisons": 5000, "mismatches": 2,
-        "shadowed": True, "requests": 5000, "errors": 1, "candidate_p95": 0.05, "legacy_p95": 0.2,
-        "latency_samples": 5000, "latency_paired": True, "step_since": NOW - 7200,
+        "flag": "default",
+        "percent": 50,
+        "now": NOW,
+        "window": 3600,
+        "comparisons": 5000,
+        "mismatches": 2,
+        "shadowed": True,
+        "requests": 5000,
+        "errors": 1,
+        "candidate_p95": 0.05,
+        "legacy_p95": 0.2,
+        "latency_samples": 5000,
+        "latency_paired": True,
+        "step_since": NOW - 7200,
         "data_checks": [CheckState("c", "= 0", status="ok", runs=100, first_run=NOW - 9000)],
     }
     return Evidence(**{**base, **kw})
@@ -113,8 +123,14 @@ async def _send(gw: Any, numbers: range, concurrency: int = 8) -> None:
 async def _gateway_cli(*args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -141,9 +157,13 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
             "data_checks": {
                 "interval": 0.2,
                 "checks": [
-                    {"name": "enrollments-orphaned", "dsn_env": "READINESS_DB_DSN", "expect": "= 0",
-                     "query": "SELECT count(*) FROM enrollments e WHERE NOT EXISTS "
-                              "(SELECT 1 FROM students s WHERE s.id = e.student_id)"}
+                    {
+                        "name": "enrollments-orphaned",
+                        "dsn_env": "READINESS_DB_DSN",
+                        "expect": "= 0",
+                        "query": "SELECT count(*) FROM enrollments e WHERE NOT EXISTS "
+                        "(SELECT 1 FROM students s WHERE s.id = e.student_id)",
+                    }
                 ],
             },
             "readiness": {"window": window, "min_comparisons": 100, "min_requests": 20, "step_soak": 1},
@@ -168,12 +188,13 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
     async def parity_judged() -> bool:
         return "parity 97% < 99.9%" in (await verdict())["summary"]
 
-    await until(parity_judged, timeout=window - 1)
+    await wait_for(parity_judged, timeout=window - 1)
     second = await verdict()
     assert second["verdict"] == "not_ready"
     assert second["summary"].startswith("not ready: parity 97% < 99.9% (3 of 100 compared requests differ; served by ")
-    served = {side: int(n) for side, n in re.findall(r"served by (legacy|candidate): [0-9.]+% of (\d+)",
-                                                     second["summary"])}
+    served = {
+        side: int(n) for side, n in re.findall(r"served by (legacy|candidate): [0-9.]+% of (\d+)", second["summary"])
+    }
     assert sum(served.values()) == 100 and set(served) == {"legacy", "candidate"}  # both directions at 50%
     parity = next(c for c in second["criteria"] if c["name"] == "parity")
     assert (parity["samples"], parity["threshold"], parity["windowSeconds"]) == (100, 0.999, window)
@@ -189,17 +210,24 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
 
     pump = asyncio.create_task(traffic())
     try:
-        async def ready() -> bool:
-            return (await verdict())["summary"] == "ready for 100%"
 
-        await until(ready, timeout=window * 4, interval=0.2)
+        async def ready() -> bool:
+            return bool((await verdict())["summary"] == "ready for 100%")
+
+        await wait_for(ready, timeout=window * 4, interval=0.2)
     finally:
         stop.set()
         await pump
     final = await verdict()
     names = {c["name"]: c["status"] for c in final["criteria"]}
-    assert names == {"parity": "pass", "error_rate": "pass", "p95": "pass", "time_at_step": "pass",
-                     "data_checks": "pass", "holds": "pass"}
+    assert names == {
+        "parity": "pass",
+        "error_rate": "pass",
+        "p95": "pass",
+        "time_at_step": "pass",
+        "data_checks": "pass",
+        "holds": "pass",
+    }
     p95 = next(c for c in final["criteria"] if c["name"] == "p95")
     assert "paired, same requests" in p95["detail"] and p95["value"] > 0.3
 
@@ -207,8 +235,9 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
         status = await resp.json()
     assert status["readiness"][0]["flag"] == "default" and status["dataChecks"]["checks"][0]["status"] == "ok"
 
-    code, out, err = await _gateway_cli("report", "readiness", "--flag", "default", "--markdown", "--admin",
-                                        gw.admin_url)
+    code, out, err = await _gateway_cli(
+        "report", "readiness", "--flag", "default", "--markdown", "--admin", gw.admin_url
+    )
     assert code in (0, 3), err  # the window slides on: "ready" a moment ago may be thin on traffic now
     assert out.startswith("# Migration readiness sign-off") and "## Flag `default` at 50%" in out
     assert "| Parity (shadow comparisons) |" in out and "| enrollments-orphaned | ok | 0 | = 0 |" in out
@@ -234,7 +263,8 @@ async def test_readiness_answers_on_a_plain_gateway(upstreams: Any, make_gateway
     assert "flag reports at 100%: next step legacy read-only" in out
     assert "NOT MEASURED        parity not measured: no shadow comparison on this flag's routes" in out
     target = tmp_path / "signoff.json"
-    code, out, err = await _gateway_cli("report", "readiness", "--flag", "reports", "--json", "-o", str(target),
-                                        "--admin", gw.admin_url)
+    code, out, err = await _gateway_cli(
+        "report", "readiness", "--flag", "reports", "--json", "-o", str(target), "--admin", gw.admin_url
+    )
     assert code == 3 and out == "", err
     assert [f["flag"] for f in orjson.loads(target.read_bytes())["flags"]] == ["reports"]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from aiohttp.test_utils import TestServer
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.redis_client import parse_sentinel_url
-from tests.conftest import RedisServer, _redis_binary, free_port, make_config, wait_for
+from tests.conftest import MakeGateway, RedisServer, _redis_binary, free_port, make_config, wait_for
 
 ENV = {"GATEWAY_LEGACY_URL": "http://127.0.0.1:1", "GATEWAY_CANDIDATE_URL": "http://127.0.0.1:2"}
 
@@ -45,7 +47,7 @@ def test_tls_and_sentinel_urls_are_accepted() -> None:
 
 
 @pytest.fixture
-def sentinel(private_redis: RedisServer, tmp_path: Path):
+def sentinel(private_redis: RedisServer, tmp_path: Path) -> Iterator[int]:
     port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
@@ -53,13 +55,15 @@ def sentinel(private_redis: RedisServer, tmp_path: Path):
         f"sentinel monitor cutover 127.0.0.1 {private_redis.port} 1\n"
         "sentinel down-after-milliseconds cutover 1000\n"
     )
-    proc = subprocess.Popen([_redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     client = redis.Redis(port=port, socket_timeout=0.5)
     deadline = time.monotonic() + 10
     try:
         while True:
             try:
-                if client.execute_command("SENTINEL", "get-master-addr-by-name", "cutover"):
+                if client.sentinel_get_master_addr_by_name("cutover"):
                     break
             except redis.RedisError:
                 pass
@@ -73,7 +77,13 @@ def sentinel(private_redis: RedisServer, tmp_path: Path):
         proc.wait(10)
 
 
-async def test_gateway_finds_the_master_through_sentinel(upstreams, make_gateway, private_redis, sentinel, key_prefix):
+async def test_gateway_finds_the_master_through_sentinel(
+    upstreams: dict[str, TestServer],
+    make_gateway: MakeGateway,
+    private_redis: RedisServer,
+    sentinel: int,
+    key_prefix: str,
+) -> None:
     url = f"redis+sentinel://127.0.0.1:{sentinel}/cutover/0"
     gw = await make_gateway(make_config(upstreams, redis={"url": url, "key_prefix": key_prefix}))
     await wait_for(lambda: gw.state.store.health().healthy, timeout=5)

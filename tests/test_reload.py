@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from gateway.reload import ConfigSource
+from gateway.reload import ConfigSource, Reloader
 from gateway.server import GatewayServer
-from tests.conftest import make_config, wait_for
+from tests.conftest import MakeGateway, make_config, wait_for
 from tests.support import GatewayProcess
 
 
@@ -21,9 +24,7 @@ def _rules(upstreams: dict[str, Any], pin: str, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin": {"listen": "127.0.0.1:0", "token": "test-admin-token"},
-        "upstreams": {
-            side: {"url": str(server.make_url("/")).rstrip("/")} for side, server in upstreams.items()
-        },
+        "upstreams": {side: {"url": str(server.make_url("/")).rstrip("/")} for side, server in upstreams.items()},
         "flags": {"default": 0},
         "routes": [{"prefix": "/api/v1/grades/", "pin": pin, "name": "grades"}],
         "log": {"access_log": False},
@@ -33,7 +34,9 @@ def _rules(upstreams: dict[str, Any], pin: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def served(upstreams, tmp_path: Path, make_gateway):
+async def served(
+    upstreams: dict[str, TestServer], tmp_path: Path, make_gateway: MakeGateway
+) -> AsyncIterator[tuple[GatewayServer, Path, aiohttp.ClientSession]]:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy")))
     source = ConfigSource(str(path), {})
@@ -47,22 +50,30 @@ async def served(upstreams, tmp_path: Path, make_gateway):
     await server.stop()
 
 
-async def side(server: GatewayServer, session, path: str = "/api/v1/grades/1") -> str:
+def reloader(server: GatewayServer) -> Reloader:
+    assert server.reloader is not None, "started with a config file: the server has a reloader"
+    return server.reloader
+
+
+async def side(server: GatewayServer, session: aiohttp.ClientSession, path: str = "/api/v1/grades/1") -> str:
     async with session.get(f"http://127.0.0.1:{server.proxy_port}{path}") as resp:
-        return (await resp.json())["side"]
+        answer: str = (await resp.json())["side"]
+        return answer
 
 
-async def test_reload_applies_new_rules_and_keeps_old_on_error(served, upstreams) -> None:
+async def test_reload_applies_new_rules_and_keeps_old_on_error(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     assert await side(server, session) == "legacy"
     path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", flags={"default": 0, "grades": 0})))
-    assert await server.reloader.reload("test") is None
+    assert await reloader(server).reload("test") is None
     assert await side(server, session) == "candidate"
     assert "grades" in server.state.store.snapshot()
 
     path.write_text("routes:\n  - {prefix: /api/v1/grades/, pin: legcy}\n")
     with capture_logs() as logs:
-        error = await server.reloader.reload("test")
+        error = await reloader(server).reload("test")
     assert error is not None and "routes.0.pin" in error
     assert any(e["event"] == "config_reload_failed" and "routes.0.pin" in e["error"] for e in logs)
     assert await side(server, session) == "candidate"  # old rules stay in force
@@ -71,19 +82,23 @@ async def test_reload_applies_new_rules_and_keeps_old_on_error(served, upstreams
     assert b'gateway_config_reloads_total{result="ok"} 1.0' in body
 
 
-async def test_reload_keeps_flag_values_and_reports_restart_only_changes(served, upstreams) -> None:
+async def test_reload_keeps_flag_values_and_reports_restart_only_changes(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     await server.state.store.set_percent("default", 100, actor="t", reason="t")
     with capture_logs() as logs:
         path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", listen="127.0.0.1:1", flags={"default": 5})))
-        assert await server.reloader.reload("test") is None
+        assert await reloader(server).reload("test") is None
     assert server.state.store.snapshot()["default"] == 100  # the store's value wins over the file's initial
     assert server.state.config.listen.port != 1  # listeners need a restart
     assert any(e["event"] == "config_reloaded" and "listen" in e["needs_restart"] for e in logs)
     assert await side(server, session, "/other") == "candidate"
 
 
-async def test_admin_reload_endpoint(served, upstreams) -> None:
+async def test_admin_reload_endpoint(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     server, path, session = served
     url = f"http://127.0.0.1:{server.admin_port}/api/v1/reload"
     auth = {"Authorization": "Bearer test-admin-token"}
@@ -99,13 +114,13 @@ async def test_admin_reload_endpoint(served, upstreams) -> None:
         assert resp.status == 401
 
 
-async def test_admin_reload_without_a_file(upstreams, make_gateway) -> None:
+async def test_admin_reload_without_a_file(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.admin("POST", "/api/v1/reload") as resp:
         assert resp.status == 409 and (await resp.json())["error"] == "no_config_file"
 
 
-async def test_file_watch_reloads_on_change(upstreams, tmp_path: Path) -> None:
+async def test_file_watch_reloads_on_change(upstreams: dict[str, TestServer], tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", reload={"watch": True, "interval": 0.05})))
     source = ConfigSource(str(path), {})
@@ -118,7 +133,9 @@ async def test_file_watch_reloads_on_change(upstreams, tmp_path: Path) -> None:
         await server.stop()
 
 
-async def test_sighup_reloads_a_running_process_without_dropping_requests(upstreams, tmp_path: Path) -> None:
+async def test_sighup_reloads_a_running_process_without_dropping_requests(
+    upstreams: dict[str, TestServer], tmp_path: Path
+) -> None:
     import aiohttp
 
     path = tmp_path / "gateway.yaml"
@@ -145,7 +162,7 @@ async def test_sighup_reloads_a_running_process_without_dropping_requests(upstre
 
             async def moved() -> bool:
                 async with session.get(base + "/api/v1/grades/1") as resp:
-                    return (await resp.json())["side"] == "candidate"
+                    return bool((await resp.json())["side"] == "candidate")
 
             await wait_for(moved, timeout=5, interval=0.05)
             slow_response = await slow
@@ -157,7 +174,7 @@ async def test_sighup_reloads_a_running_process_without_dropping_requests(upstre
 
 
 async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in_force(
-    served, upstreams, tmp_path: Path
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer], tmp_path: Path
 ) -> None:
     server, path, session = served
     # Running: a safety trigger guarding flag "grades" (restart-only). The new file drops the
@@ -173,7 +190,7 @@ async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in
     try:
         path.write_text(yaml.safe_dump(_rules(upstreams, "candidate", flags={"default": 0})))
         with capture_logs() as logs:
-            error = await second.reloader.reload("test")
+            error = await reloader(second).reload("test")
         assert error is not None and "safety.triggers.0.flags" in error and "need a restart" in error
         assert any(e["event"] == "config_reload_failed" for e in logs)
         assert "grades" in second.state.store.snapshot()
@@ -182,11 +199,13 @@ async def test_reload_refuses_flags_that_do_not_fit_the_restart_only_settings_in
         await second.stop()
 
 
-async def test_reload_reaches_the_request_paths_header_rules(served, upstreams) -> None:
+async def test_reload_reaches_the_request_paths_header_rules(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
     """The request path derives header rules from the configuration: a reload must reach them."""
     server, path, session = served
     path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", force={"header": "X-Tester-Side"})))
-    assert await server.reloader.reload("test") is None
+    assert await reloader(server).reload("test") is None
     url = f"http://127.0.0.1:{server.proxy_port}/api/v1/grades/1"
     async with session.get(url, headers={"X-Tester-Side": "candidate", "X-Gateway-Force": "x"}) as resp:
         seen = (await resp.json())["headers"]

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import make_config, wait_for
-from tests.test_cli import gateway_cli
+from tests.support import gateway_cli
 
 
 @pytest.fixture

@@ -14,7 +14,14 @@ def _table() -> RouteTable:
             RouteRule(prefix="/api/v1/auth/", pin="legacy", name="auth"),
             RouteRule(prefix="/api/v1/analytics/", flag="analytics", name="analytics"),
             RouteRule(prefix="/api/v1/analytics/reports", flag="reports"),
-            RouteRule(prefix="/api/v1/attendance", methods=["POST", "put"], pin="legacy", name="attendance-writes"),
+            RouteRule.model_validate(
+                {
+                    "prefix": "/api/v1/attendance",
+                    "methods": ["POST", "put"],
+                    "pin": "legacy",
+                    "name": "attendance-writes",
+                }
+            ),
             RouteRule(prefix="/api/v1/attendance", flag="attendance", name="attendance"),
         ]
     )

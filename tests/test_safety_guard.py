@@ -3,8 +3,6 @@ acknowledgement, dry-run, sliding windows and rollout plans, without sockets or 
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from gateway.app import build_store
@@ -14,24 +12,7 @@ from gateway.observability import Metrics
 from gateway.safety.guard import Safety
 from gateway.safety.store import MemorySafetyStore
 from tests.conftest import make_config
-
-URLS = {"legacy": "http://127.0.0.1:9", "candidate": "http://127.0.0.1:9"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_safety(triggers: list[dict[str, Any]], clock: Clock, **safety: Any) -> Safety:
-    config = make_config(URLS, flags={"default": 50, "grades": 0}, safety={"triggers": triggers, **safety})
-    metrics = Metrics()
-    flags = build_store(config, metrics)
-    return Safety(config, flags, MemorySafetyStore(flags, 1, 700), metrics, clock=clock)
-
+from tests.safety_support import URLS, Clock, make_safety
 
 ERROR_RATE = {"name": "errors", "kind": "error_rate", "threshold": 0.05, "window": 10, "min_requests": 20}
 

@@ -3,50 +3,20 @@ fault mid-step rolls back; the plan lease moves to another process when its driv
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 
-from tests.conftest import Gateway, make_config
-from tests.safety_support import Pump, faulty_app, until
-from tests.support import REPO, GatewayProcess
+from tests.conftest import Gateway, make_config, wait_for
+from tests.safety_support import Pump
+from tests.support import GatewayProcess
+from tests.support import gateway_cli_out as cli
 
 ERRORS = {"name": "candidate-errors", "kind": "error_rate", "threshold": 0.05, "window": 2, "min_requests": 10}
-
-
-@pytest.fixture
-async def faulty(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> dict[str, Any]:
-    candidate_mode: dict[str, Any] = {}
-    return {
-        "legacy": await aiohttp_server(faulty_app("legacy", {})),
-        "candidate": await aiohttp_server(faulty_app("candidate", candidate_mode)),
-        "candidate_mode": candidate_mode,
-    }
-
-
-async def cli(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        cwd=REPO,
-        env={**env, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def plan_of(gw: Gateway) -> dict[str, Any]:
@@ -82,17 +52,17 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
     assert "step 1/3 at 20%" in out
     pump = Pump([a, b]).start()
     try:
-        await until(lambda: b.state.store.snapshot()["default"] == 50, timeout=15)
+        await wait_for(lambda: b.state.store.snapshot()["default"] == 50, timeout=15)
         status = await cli("rollout", "plan", "status", "default", "--admin", b.admin_url)
         assert "RUNNING" in status and "step 2/3 at 50%" in status and "candidate-errors" in status
         faulty["candidate_mode"]["fail"] = True  # mid-step
-        took = await until(
+        took = await wait_for(
             lambda: a.state.store.snapshot()["default"] == 0 and b.state.store.snapshot()["default"] == 0, timeout=6
         )
         assert took < 2 + 1  # the trigger's window plus one second, on both instances
     finally:
         await pump.stop()
-    await until(lambda: _status_is(a, "rolled_back"), timeout=3)
+    await wait_for(lambda: _status_is(a, "rolled_back"), timeout=3)
     plan = await plan_of(b)
     assert plan["step"] == 2 and "automatic rollback" in plan["note"]
     triggers = await cli("triggers", "--admin", b.admin_url)
@@ -103,7 +73,7 @@ async def test_plan_advances_on_healthy_traffic_then_rolls_back_on_a_fault(
 
 
 async def _status_is(gw: Gateway, status: str) -> bool:
-    return (await plan_of(gw))["status"] == status
+    return bool((await plan_of(gw))["status"] == status)
 
 
 async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(
@@ -138,14 +108,14 @@ async def test_plan_lease_moves_to_another_instance_when_the_driver_is_killed(
                     events = (await resp.json())["events"]
                 return [e for e in events[::-1] if e["kind"] == "plan_advanced"]
 
-            await until(lambda: _count(advances, 1), timeout=10)
+            await wait_for(lambda: _count(advances, 1), timeout=10)
             driver_pid = int((await advances())[0]["actor"].split(":")[1])
             driver = next(p for p in procs if p.pid == driver_pid)
             survivor = next(p for p in procs if p is not driver)
             alive.remove(driver)
             os.kill(driver.pid, signal.SIGKILL)  # no goodbye: its lease must lapse by itself
             driver.proc.wait(5)  # type: ignore[union-attr]
-            await until(lambda: _driven_by(advances, survivor.pid), timeout=10)
+            await wait_for(lambda: _driven_by(advances, survivor.pid), timeout=10)
             async with session.get(survivor.admin_url + "/api/v1/plans/default") as resp:
                 plan = await resp.json()
             assert plan["status"] in ("running", "completed") and plan["step"] >= 3

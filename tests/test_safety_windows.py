@@ -10,7 +10,7 @@ from gateway.safety.config import TriggerConfig
 from gateway.safety.triggers import ProbeState, evaluate
 from gateway.safety.windows import Recorder, WindowStats, percentile, sum_buckets
 
-TRIGGER = TypeAdapter(TriggerConfig)
+TRIGGER: TypeAdapter[TriggerConfig] = TypeAdapter(TriggerConfig)
 
 
 class Clock:

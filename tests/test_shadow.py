@@ -138,7 +138,7 @@ async def test_client_unaffected_by_slow_failing_or_resetting_shadow(sides: Any,
             assert status == 200 and body == {"ok": True, "path": "/api/items", "items": [1, 2, 3]}
             timings.append(took)
         # The shadow copy really went out, to the other side, with the client's request id.
-        await wait_for(lambda m=mode: any(s.request_id == f"{m}-2" for s in control.shadows("candidate")))
+        await wait_for(lambda m=mode: any(s.request_id == f"{m}-2" for s in control.shadows("candidate")))  # type: ignore[misc]
         if mode == "slow":
             # The client already has every answer while the shadow side is still sleeping.
             assert control.slow_running > 0
@@ -213,7 +213,7 @@ async def test_noise_learning_finds_a_changing_timestamp_and_stops_reporting_it(
 
 def async_eq(fetch: Callable[[], Awaitable[dict[str, Any]]], key: str, value: Any) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return (await fetch())[key] == value
+        return bool((await fetch())[key] == value)
 
     return check
 

@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
-from gateway.redis_client import RedisConfig
 from gateway.observability import Metrics
+from gateway.redis_client import RedisConfig
 from gateway.shadow.compare import ABSENT, Answer, Rules, compare
 from gateway.shadow.encoding import decode
 from gateway.shadow.judge import MAX_VALUE_BYTES, Task, inline, judge

@@ -71,7 +71,10 @@ def test_array_order_matters_unless_the_path_is_unordered() -> None:
 
 def test_wildcard_ignore_paths() -> None:
     a = {"data": [{"id": 1, "updatedAt": "t1"}, {"id": 2, "updatedAt": "t2"}], "meta": {"requestId": "r1", "n": 2}}
-    b = {"data": [{"id": 1, "updatedAt": "t3"}, {"id": 2, "updatedAt": "t4"}], "meta": {"requestId": "r2", "n": 2}}
+    b: dict[str, Any] = {
+        "data": [{"id": 1, "updatedAt": "t3"}, {"id": 2, "updatedAt": "t4"}],
+        "meta": {"requestId": "r2", "n": 2},
+    }
     assert fields(a, b) == ["$.data[0].updatedAt", "$.data[1].updatedAt", "$.meta.requestId"]
     assert fields(a, b, ignore=patterns("$.data[*].updatedAt", "$.meta.requestId")) == []
     assert fields(a, b, ignore=patterns("$.data[*].*", "$.meta")) == []

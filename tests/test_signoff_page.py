@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.browser_support import browser, poll_page
 from tests.conftest import make_config
 from tests.pg_support import PostgresServer
-from tests.test_status_page import _browser, _poll
 
 
 @pytest.mark.slow
@@ -26,22 +26,33 @@ async def test_status_page_shows_readiness_and_data_checks(
     postgres.psql(name, "INSERT INTO attendance VALUES (9, 4242, '2026-11-03', true)")  # no enrollment 4242
     monkeypatch.setenv("PAGE_DB_DSN", dsn)
     checks = [
-        {"name": "attendance-orphaned", "dsn_env": "PAGE_DB_DSN", "expect": "= 0",
-         "query": "SELECT count(*) FROM attendance a WHERE NOT EXISTS "
-                  "(SELECT 1 FROM enrollments e WHERE e.id = a.enrollment_id)"},
-        {"name": "students-present", "dsn_env": "PAGE_DB_DSN", "expect": "<= 10",
-         "query": "SELECT count(*) FROM students"},
+        {
+            "name": "attendance-orphaned",
+            "dsn_env": "PAGE_DB_DSN",
+            "expect": "= 0",
+            "query": "SELECT count(*) FROM attendance a WHERE NOT EXISTS "
+            "(SELECT 1 FROM enrollments e WHERE e.id = a.enrollment_id)",
+        },
+        {
+            "name": "students-present",
+            "dsn_env": "PAGE_DB_DSN",
+            "expect": "<= 10",
+            "query": "SELECT count(*) FROM students",
+        },
     ]
-    gw = await make_gateway(make_config(
-        upstreams, flags={"default": 50},
-        safety={"evaluate_interval": 0.2, "data_checks": {"interval": 0.2, "checks": checks}},
-    ))
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    gw = await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 50},
+            safety={"evaluate_interval": 0.2, "data_checks": {"interval": 0.2, "checks": checks}},
+        )
+    )
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def check() -> tuple[str, str, list[dict[str, Any]]]:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "failing" in driver.find_element(By.ID, "datachecks").text)
-        _poll(lambda: "not ready" in driver.find_element(By.ID, "readiness").text)
+        poll_page(lambda: "failing" in driver.find_element(By.ID, "datachecks").text)
+        poll_page(lambda: "not ready" in driver.find_element(By.ID, "readiness").text)
         rows = driver.find_element(By.ID, "datachecks").text
         readiness = driver.find_element(By.ID, "readiness").text
         driver.save_screenshot(str(tmp_path / "status-page-signoff.png"))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
-import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import anonymous_id, side_for
-from tests.conftest import make_config
+from tests.conftest import Gateway, MakeGateway, make_config
+from tests.support import bearer, set_flag, side_of
 
 ROUTES = [
     {"prefix": "/api/v1/auth/", "pin": "legacy", "name": "auth"},
@@ -19,28 +18,12 @@ FLAGS = {"default": 0, "analytics": 0}
 SECRET = "force-secret-0123456789"
 
 
-def bearer(sub: str) -> dict[str, str]:
-    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": sub})).rstrip(b"=").decode()
-    return {"Authorization": f"Bearer h.{payload}.s"}
-
-
-async def side_of(gw, path: str = "/api/v1/users", method: str = "GET", **kwargs) -> str:
-    async with gw.request(method, path, **kwargs) as resp:
-        assert resp.status == 200, await resp.text()
-        return (await resp.json())["side"]
-
-
-async def set_flag(gw, flag: str, percent: int) -> None:
-    async with gw.admin("PUT", f"/api/v1/flags/{flag}", json={"percent": percent, "reason": "test"}) as resp:
-        assert resp.status == 200, await resp.text()
-
-
 @pytest.fixture
-async def gw(upstreams, make_gateway):
+async def gw(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> Gateway:
     return await make_gateway(make_config(upstreams, flags=FLAGS, routes=ROUTES, force={"secret": SECRET}))
 
 
-async def test_each_subject_gets_its_bucket_side_and_keeps_it(gw) -> None:
+async def test_each_subject_gets_its_bucket_side_and_keeps_it(gw: Gateway) -> None:
     await set_flag(gw, "default", 30)
     subjects = [f"student-{i}" for i in range(150)]
     first = {s: await side_of(gw, headers=bearer(s)) for s in subjects}
@@ -52,7 +35,7 @@ async def test_each_subject_gets_its_bucket_side_and_keeps_it(gw) -> None:
     assert 0.15 < share < 0.45
 
 
-async def test_raising_percentage_only_moves_users_forward(gw) -> None:
+async def test_raising_percentage_only_moves_users_forward(gw: Gateway) -> None:
     subjects = [f"teacher-{i}" for i in range(120)]
     await set_flag(gw, "default", 30)
     at30 = {s: await side_of(gw, headers=bearer(s)) for s in subjects}
@@ -62,7 +45,7 @@ async def test_raising_percentage_only_moves_users_forward(gw) -> None:
     assert sum(v == "candidate" for v in at50.values()) > sum(v == "candidate" for v in at30.values())
 
 
-async def test_pins_and_named_flags(gw) -> None:
+async def test_pins_and_named_flags(gw: Gateway) -> None:
     await set_flag(gw, "default", 100)
     assert await side_of(gw, "/api/v1/users") == "candidate"
     assert await side_of(gw, "/api/v1/auth/login", "POST") == "legacy"  # pinned despite 100%
@@ -75,7 +58,7 @@ async def test_pins_and_named_flags(gw) -> None:
     assert await side_of(gw, "/api/v1/attendance/daily", "GET") == "legacy"  # falls to default
 
 
-async def test_forced_side_needs_the_secret_and_is_stripped(gw) -> None:
+async def test_forced_side_needs_the_secret_and_is_stripped(gw: Gateway) -> None:
     forced = {"X-Gateway-Force": "candidate", "X-Gateway-Force-Secret": SECRET}
     async with gw.get("/api/v1/users", headers=forced) as resp:
         data = await resp.json()
@@ -90,7 +73,9 @@ async def test_forced_side_needs_the_secret_and_is_stripped(gw) -> None:
     assert await side_of(gw, headers={"X-Gateway-Force": "nonsense", "X-Gateway-Force-Secret": SECRET}) == "legacy"
 
 
-async def test_forcing_ignored_without_configured_secret(upstreams, make_gateway) -> None:
+async def test_forcing_ignored_without_configured_secret(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/x", headers={"X-Gateway-Force": "candidate", "X-Gateway-Force-Secret": ""}) as resp:
         data = await resp.json()
@@ -98,7 +83,7 @@ async def test_forcing_ignored_without_configured_secret(upstreams, make_gateway
     assert not any(k.lower().startswith("x-gateway-") for k, _ in data["headers"])
 
 
-async def test_anonymous_clients_get_a_cookie_that_keeps_their_side(gw) -> None:
+async def test_anonymous_clients_get_a_cookie_that_keeps_their_side(gw: Gateway) -> None:
     await set_flag(gw, "default", 50)
     async with gw.get("/api/v1/users") as resp:
         cookie = resp.cookies.get("cutover_id")
@@ -117,7 +102,7 @@ async def test_anonymous_clients_get_a_cookie_that_keeps_their_side(gw) -> None:
     assert await side_of(gw, headers={"Cookie": f"cutover_id={other}"}) == expected
 
 
-async def test_no_cookie_for_authenticated_or_unsplit_traffic(gw) -> None:
+async def test_no_cookie_for_authenticated_or_unsplit_traffic(gw: Gateway) -> None:
     async with gw.get("/api/v1/users") as resp:  # 0%: everyone on legacy, nothing to remember
         assert "cutover_id" not in resp.cookies
     await set_flag(gw, "default", 50)
@@ -127,14 +112,14 @@ async def test_no_cookie_for_authenticated_or_unsplit_traffic(gw) -> None:
         assert "cutover_id" not in resp.cookies
 
 
-async def test_garbage_cookie_is_replaced(gw) -> None:
+async def test_garbage_cookie_is_replaced(gw: Gateway) -> None:
     await set_flag(gw, "default", 50)
     async with gw.get("/api/v1/users", headers={"Cookie": "cutover_id=x;y"}) as resp:
         replaced = resp.cookies["cutover_id"].value
     assert replaced.startswith("r") and replaced not in ("x", "x;y")
 
 
-async def test_ip_only_bucketing(upstreams, make_gateway) -> None:
+async def test_ip_only_bucketing(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams, bucketing={"subject": ["ip"], "anonymous": "ip"}))
     await set_flag(gw, "default", 50)
     async with gw.get("/x", headers=bearer("ignored")) as resp:

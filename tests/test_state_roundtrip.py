@@ -10,7 +10,7 @@ import pytest
 
 from gateway.safety.events import Event
 from tests.conftest import Gateway, make_config, wait_for
-from tests.test_cli import gateway_cli
+from tests.support import gateway_cli
 
 FLAGS = {"default": 0, "checkout": 0, "search": 0}
 ROUTES = [

@@ -7,66 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config
-from tests.test_safety_e2e import faulty  # noqa: F401 - fixture
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _browser(profile: Path) -> Any:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromium-driver are not installed; scripts/test.sh installs them")
-        pytest.skip("chromium/chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-def _poll(predicate: Any, timeout: float = 10.0) -> Any:
-    """Poll until truthy; an element re-rendered under our feet (the page redraws rows) counts as not yet."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except StaleElementReferenceException:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
+from tests.browser_support import browser, poll_page
+from tests.conftest import MakeGateway, RedisServer, make_config, wait_for
 
 
 @pytest.mark.slow
-async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_in_headless_chromium(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
-    gw = await make_gateway(make_config(upstreams, flags={"default": 10, "analytics": 0},
-                                        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}]))
+    gw = await make_gateway(
+        make_config(
+            upstreams,
+            flags={"default": 10, "analytics": 0},
+            routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}],
+        )
+    )
     for _ in range(5):
         async with gw.get("/api/v1/users") as resp:
             assert resp.status == 200
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def percent_shown(flag: str) -> str:
         from selenium.common.exceptions import StaleElementReferenceException
@@ -79,7 +47,7 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
 
     def drive_page() -> list[dict[str, Any]]:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: percent_shown("default") == "10%")
+        poll_page(lambda: percent_shown("default") == "10%")
         assert "healthy" in driver.find_element(By.ID, "store").text
         driver.find_element(By.ID, "token").send_keys("test-admin-token")
         driver.find_element(By.ID, "save-token").click()
@@ -88,8 +56,9 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
         box.clear()
         box.send_keys("35")
         row.find_element(By.CSS_SELECTOR, 'button[data-role="set"]').click()
-        _poll(lambda: percent_shown("analytics") == "35%")
-        return driver.get_log("browser")
+        poll_page(lambda: percent_shown("analytics") == "35%")
+        logs: list[dict[str, Any]] = driver.get_log("browser")
+        return logs
 
     try:
         console = await asyncio.to_thread(drive_page)
@@ -98,16 +67,24 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
 
         # A rollback from the CLI shows up on the open page by itself.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "rollback", "--reason", "from the CLI",
+            sys.executable,
+            "-m",
+            "gateway",
+            "rollback",
+            "--reason",
+            "from the CLI",
             env={**os.environ, "GATEWAY_ADMIN_URL": gw.admin_url, "GATEWAY_ADMIN_TOKEN": "test-admin-token"},
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await proc.communicate()
         assert proc.returncode == 0, err
 
         def sees_rollback() -> None:
-            _poll(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
-            _poll(lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8)
+            poll_page(lambda: percent_shown("analytics") == "0%" and percent_shown("default") == "0%", timeout=8)
+            poll_page(
+                lambda: "from the CLI" in driver.find_element(By.ID, "changes").get_attribute("textContent"), timeout=8
+            )
             upstream_rows = driver.find_element(By.ID, "upstreams").text
             assert "legacy" in upstream_rows and "candidate" in upstream_rows
             driver.save_screenshot(str(tmp_path / "status-page.png"))
@@ -121,10 +98,10 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
         await gw.state.store.set_percent("default", 50, actor="t", reason="t")
 
         def rollback_from_page() -> None:
-            _poll(lambda: percent_shown("default") == "50%")
+            poll_page(lambda: percent_shown("default") == "50%")
             driver.find_element(By.ID, "rollback").click()
             driver.switch_to.alert.accept()
-            _poll(lambda: percent_shown("default") == "0%")
+            poll_page(lambda: percent_shown("default") == "0%")
 
         await asyncio.to_thread(rollback_from_page)
         assert gw.state.store.snapshot()["default"] == 0
@@ -132,7 +109,7 @@ async def test_status_page_in_headless_chromium(upstreams, make_gateway, tmp_pat
         await asyncio.to_thread(driver.quit)
 
 
-async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
+async def test_status_json_and_page_served(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams))
     async with gw.get("/api/v1/users") as resp:
         assert resp.status == 200
@@ -161,35 +138,40 @@ async def test_status_json_and_page_served(upstreams, make_gateway) -> None:
 
 
 @pytest.mark.slow
-async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_shows_triggers_events_and_parity(
+    faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     """After a mismatch-rate rollback the open page shows the firing trigger, the event and the parity row."""
     from selenium.webdriver.common.by import By
 
-    from tests.safety_support import Pump, until
-    from tests.test_mismatch_trigger import PARITY
-    from tests.test_safety_e2e import FAST
+    from tests.safety_support import FAST, PARITY, Pump
 
-    gw = await make_gateway(make_config(
-        faulty, flags={"default": 50}, shadow={"flags": {"default": {"percent": 100}}},
-        safety={**FAST, "triggers": [PARITY]},
-    ))
+    gw = await make_gateway(
+        make_config(
+            faulty,
+            flags={"default": 50},
+            shadow={"flags": {"default": {"percent": 100}}},
+            safety={**FAST, "triggers": [PARITY]},
+        )
+    )
     faulty["candidate_mode"]["wrong"] = True
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
-        await until(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
+        await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=15)
     finally:
         await pump.stop()
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def check() -> list[dict[str, Any]]:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
-        _poll(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
-        _poll(lambda: "default" in driver.find_element(By.ID, "parity").text)
+        poll_page(lambda: "parity" in driver.find_element(By.ID, "triggers").text)
+        poll_page(lambda: "rollback default" in driver.find_element(By.ID, "events").text)
+        poll_page(lambda: "default" in driver.find_element(By.ID, "parity").text)
         assert "data.id" in driver.find_element(By.ID, "parity").text  # the differing field
         assert "held at 0%" in driver.find_element(By.ID, "flags").text
         driver.save_screenshot(str(tmp_path / "status-page-safety.png"))
-        return driver.get_log("browser")
+        logs: list[dict[str, Any]] = driver.get_log("browser")
+        return logs
 
     try:
         console = await asyncio.to_thread(check)
@@ -198,9 +180,11 @@ async def test_status_page_shows_triggers_events_and_parity(faulty, make_gateway
     assert not [e for e in console if e["level"] == "SEVERE"], console
 
 
-async def test_status_shows_upstream_figures_of_all_instances(upstreams, make_gateway, redis_server, key_prefix) -> None:
+async def test_status_shows_upstream_figures_of_all_instances(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
+) -> None:
     from tests.conftest import wait_for
-    from tests.test_splitting import bearer
+    from tests.support import bearer
 
     shared = {"url": redis_server.url, "key_prefix": key_prefix}
     config = make_config(upstreams, redis=shared, safety={"flush_interval": 0.2, "evaluate_interval": 0.2})
@@ -262,43 +246,66 @@ def _shipped_triggers() -> list[dict[str, Any]]:
     import yaml
 
     rules = Path(__file__).parent.parent / "rules" / "rollback.yaml"
-    return yaml.safe_load(rules.read_text())["safety"]["triggers"]
+    triggers: list[dict[str, Any]] = yaml.safe_load(rules.read_text())["safety"]["triggers"]
+    return triggers
 
 
 @pytest.mark.slow
-async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_fits_at_1280_and_390_and_reads_right(
+    faulty: dict[str, Any], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     """A busy page (the shipped triggers on three flags, a plan, a held flag, a failing probe at 0%,
     parity rows, events): no card's content is wider than its card at either width, the safety panel
     stays above the fold, and the held flag is acknowledged from the page."""
     from selenium.webdriver.common.by import By
 
     from gateway.safety.events import Event
-    from tests.safety_support import until
-    from tests.test_safety_e2e import FAST
+    from tests.safety_support import FAST
 
     # The probes guard 'grades' only (at 0%): they fail without rolling back the plan on 'analytics'.
-    triggers = [{**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
-                for t in _shipped_triggers()]
-    gw = await make_gateway(make_config(
-        faulty, flags={"default": 0, "analytics": 0, "grades": 0},
-        routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
-                {"prefix": "/api/v1/grades/", "flag": "grades", "name": "grades"}],
-        shadow={"flags": {"default": {"percent": 100}, "analytics": {"percent": 100}}},
-        safety={**FAST, "triggers": triggers},
-    ))
+    triggers = [
+        {**t, "interval": 0.2, "flags": ["grades"]} if t["kind"] in ("health_check", "synthetic") else t
+        for t in _shipped_triggers()
+    ]
+    gw = await make_gateway(
+        make_config(
+            faulty,
+            flags={"default": 0, "analytics": 0, "grades": 0},
+            routes=[
+                {"prefix": "/api/v1/analytics/", "flag": "analytics", "name": "analytics"},
+                {"prefix": "/api/v1/grades/", "flag": "grades", "name": "grades"},
+            ],
+            shadow={"flags": {"default": {"percent": 100}, "analytics": {"percent": 100}}},
+            safety={**FAST, "triggers": triggers},
+        )
+    )
     faulty["candidate_mode"]["db_down"] = True  # the health check fails while every flag is at 0%
     for path in ("/api/v1/analytics/dashboard-with-a-rather-long-name?termId=1", "/api/v1/students/1"):
         async with gw.get(path) as resp:
             assert resp.status == 200
     safety = gw.state.safety
-    await until(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
+    await wait_for(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
     # A held flag, as the guard leaves one, and a manual rollback as the event log records it.
     await gw.state.store.set_percent("default", 50, actor="t", reason="t")
-    [held] = await safety.store.rollback(["default"], Event(
-        kind="rollback", flag="default", trigger="candidate-error-rate", measured=0.31, threshold=0.05,
-        reason="rolled back: trigger candidate-error-rate (error_rate) fired: error rate 31.00% vs threshold 5.00%"))
-    await safety.store.append(Event(kind="rollback", flag="grades", actor="alice@ops (cli) from 10.0.0.7",
-                                    reason="manual rollback: p95 regression on grades"))
+    [held] = await safety.store.rollback(
+        ["default"],
+        Event(
+            kind="rollback",
+            flag="default",
+            trigger="candidate-error-rate",
+            measured=0.31,
+            threshold=0.05,
+            reason="rolled back: trigger candidate-error-rate (error_rate) fired: error rate 31.00% vs threshold 5.00%",
+        ),
+    )
+    await safety.store.append(
+        Event(
+            kind="rollback",
+            flag="grades",
+            actor="alice@ops (cli) from 10.0.0.7",
+            reason="manual rollback: p95 regression on grades",
+        )
+    )
     async with gw.admin("POST", "/api/v1/plans/analytics", json={"steps": [10, 25, 50, 100], "soak": 3600}) as resp:
         assert resp.status == 200, await resp.text()
 
@@ -313,17 +320,19 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
     assert not any(v["status"] == "firing" and v["tone"] == "bad" for v in groups["grades"]["triggers"])
     assert groups["default"]["open"] and not groups["grades"]["open"]  # held: open; idle: collapsed
 
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def measure(width: int, height: int) -> list[str]:
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
-        _poll(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
-        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
-        _poll(lambda: "failing" in driver.find_element(By.ID, "checks").text)
-        problems = driver.execute_script(_MEASURE)
+        poll_page(lambda: "held at 0%" in driver.find_element(By.ID, "flags").text)
+        poll_page(lambda: "manual rollback" in driver.find_element(By.ID, "events").text)
+        poll_page(lambda: driver.find_elements(By.CSS_SELECTOR, "#parity tr"))
+        poll_page(lambda: "failing" in driver.find_element(By.ID, "checks").text)
+        problems: list[str] = driver.execute_script(_MEASURE)
         _full_page_screenshot(driver, tmp_path / f"status-{width}.png")
         return problems
 
@@ -337,15 +346,19 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
             # grouped per flag: the idle flags' triggers are collapsed, the held flag's shown
             visible = [e for e in driver.find_elements(By.CSS_SELECTOR, "#triggers .trigger") if e.is_displayed()]
             assert 0 < len(visible) <= 8, len(visible)
-            _poll(lambda: "plan running: step 1/4" in driver.find_element(
-                By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text)
+            poll_page(
+                lambda: (
+                    "plan running: step 1/4"
+                    in driver.find_element(By.CSS_SELECTOR, '[data-flag="analytics"] [data-role="plan"]').text
+                )
+            )
             card = driver.find_element(By.CSS_SELECTOR, "main > section").rect
 
             def set_button_inside() -> bool:
                 button = driver.find_element(By.CSS_SELECTOR, 'tr[data-flag="analytics"] button[data-role="set"]').rect
-                return button["x"] + button["width"] <= card["x"] + card["width"]
+                return bool(button["x"] + button["width"] <= card["x"] + card["width"])
 
-            assert _poll(set_button_inside, timeout=2)
+            assert poll_page(set_button_inside, timeout=2)
 
         await asyncio.to_thread(above_the_fold)
         narrow = await asyncio.to_thread(measure, 390, 844)
@@ -356,14 +369,15 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
             driver.find_element(By.ID, "token").send_keys("test-admin-token")
             driver.find_element(By.ID, "save-token").click()
             ack = 'tr[data-flag="default"] button[data-role="ack"]'
-            _poll(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
+            poll_page(lambda: driver.find_element(By.CSS_SELECTOR, ack).click() or True)
             alert = driver.switch_to.alert
             assert "Acknowledge the automatic rollback of 'default'" in alert.text
             alert.send_keys("error rate fixed in 1.4.2")
             alert.accept()
-            _poll(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
-            _poll(lambda: "ack default" in driver.find_element(By.ID, "events").text)
-            return driver.get_log("browser")
+            poll_page(lambda: not driver.find_elements(By.CSS_SELECTOR, 'button[data-role="ack"]'))
+            poll_page(lambda: "ack default" in driver.find_element(By.ID, "events").text)
+            logs: list[dict[str, Any]] = driver.get_log("browser")
+            return logs
 
         console = await asyncio.to_thread(acknowledge)
         assert not [e for e in console if e["level"] == "SEVERE"], console
@@ -375,19 +389,21 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(faulty, make_gat
 
 
 @pytest.mark.slow
-async def test_status_page_with_protected_reads_asks_for_the_token(upstreams, make_gateway, tmp_path: Path) -> None:
+async def test_status_page_with_protected_reads_asks_for_the_token(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     gw = await make_gateway(make_config(upstreams, flags={"default": 10}, admin={"protect_reads": True}))
-    driver = await asyncio.to_thread(_browser, tmp_path / "profile")
+    driver = await asyncio.to_thread(browser, tmp_path / "profile")
 
     def drive() -> None:
         driver.get(gw.admin_url + "/ui")
-        _poll(lambda: "admin token needed" in driver.find_element(By.ID, "store").text)
+        poll_page(lambda: "admin token needed" in driver.find_element(By.ID, "store").text)
         assert not driver.find_elements(By.CSS_SELECTOR, "tr[data-flag]")  # nothing shown without it
         driver.find_element(By.ID, "token").send_keys("test-admin-token")
         driver.find_element(By.ID, "save-token").click()
-        _poll(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-flag="default"]'))
+        poll_page(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-flag="default"]'))
         assert "healthy" in driver.find_element(By.ID, "store").text
 
     try:

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_config, wait_for
+from tests.conftest import Gateway, MakeGateway, make_config, wait_for
 from tests.support import (
     GatewayProcess,
     RawConnection,
@@ -171,7 +171,7 @@ async def _download(session: aiohttp.ClientSession, url: str) -> tuple[int, str,
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-async def test_200mb_download_streams_in_bounded_memory(gateway_proc):
+async def test_200mb_download_streams_in_bounded_memory(gateway_proc: GatewayProcess) -> None:
     expected = pattern_digest(BIG)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
@@ -198,7 +198,7 @@ async def test_200mb_download_streams_in_bounded_memory(gateway_proc):
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-async def test_200mb_upload_streams_in_bounded_memory(gateway_proc):
+async def test_200mb_upload_streams_in_bounded_memory(gateway_proc: GatewayProcess) -> None:
     timeout = aiohttp.ClientTimeout(total=30)
 
     def body(total: int, digest: Any) -> AsyncIterator[bytes]:
@@ -233,7 +233,7 @@ async def test_200mb_upload_streams_in_bounded_memory(gateway_proc):
 # -- framing: chunked and Content-Length, both ways -------------------------------------------
 
 
-async def test_chunked_download_arrives_chunked_and_intact(gw):
+async def test_chunked_download_arrives_chunked_and_intact(gw: Gateway) -> None:
     size = 3 * MB + 17
     request = b"GET /download?size=%d&chunked=1 HTTP/1.1\r\nHost: a\r\n\r\n" % size
     resp = await raw_request(gw.server.proxy_port, request)
@@ -245,7 +245,7 @@ async def test_chunked_download_arrives_chunked_and_intact(gw):
     assert resp.raw_body.endswith(b"0\r\n\r\n")
 
 
-async def test_content_length_download_passes_through(gw):
+async def test_content_length_download_passes_through(gw: Gateway) -> None:
     size = 3 * MB + 17
     resp = await raw_request(gw.server.proxy_port, b"GET /download?size=%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
     assert resp.status == 200
@@ -254,14 +254,14 @@ async def test_content_length_download_passes_through(gw):
     assert hashlib.sha256(resp.body).hexdigest() == pattern_digest(size)
 
 
-async def test_empty_content_length_body(gw):
+async def test_empty_content_length_body(gw: Gateway) -> None:
     resp = await raw_request(gw.server.proxy_port, b"GET /download?size=0 HTTP/1.1\r\nHost: a\r\n\r\n")
     assert resp.status == 200
     assert resp.headers["Content-Length"] == "0"
     assert resp.body == b""
 
 
-async def test_chunked_upload_arrives_intact(gw):
+async def test_chunked_upload_arrives_intact(gw: Gateway) -> None:
     pieces = [b"a", b"bc" * 1000, block(7), b"", b"z" * 100_001]  # "" is skipped: it would end the body
     wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
     expected = b"".join(pieces)
@@ -278,7 +278,7 @@ async def test_chunked_upload_arrives_intact(gw):
     assert seen["transfer_encoding"] == "chunked"
 
 
-async def test_chunked_upload_with_aiohttp_generator(gw):
+async def test_chunked_upload_with_aiohttp_generator(gw: Gateway) -> None:
     async def gen() -> AsyncIterator[bytes]:
         for chunk in pattern(2 * MB + 5):
             yield chunk
@@ -289,7 +289,7 @@ async def test_chunked_upload_with_aiohttp_generator(gw):
     assert seen["sha256"] == pattern_digest(2 * MB + 5)
 
 
-async def test_content_length_upload_passes_through(gw):
+async def test_content_length_upload_passes_through(gw: Gateway) -> None:
     data = b"".join(pattern(MB + 3))
     async with gw.request("POST", "/upload", data=data) as resp:
         seen = await resp.json()
@@ -299,7 +299,7 @@ async def test_content_length_upload_passes_through(gw):
     assert seen["transfer_encoding"] is None
 
 
-async def test_empty_upload_with_content_length_zero(gw):
+async def test_empty_upload_with_content_length_zero(gw: Gateway) -> None:
     resp = await raw_request(gw.server.proxy_port, b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
     seen = json.loads(resp.body)
     assert seen["count"] == 0
@@ -309,7 +309,7 @@ async def test_empty_upload_with_content_length_zero(gw):
 # -- bodiless responses -----------------------------------------------------------------------
 
 
-async def test_head_has_no_body_but_keeps_content_length(gw):
+async def test_head_has_no_body_but_keeps_content_length(gw: Gateway) -> None:
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         get = await conn.request(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
         assert get.headers["Content-Length"] == "12345" and len(get.body) == 12345
@@ -324,7 +324,7 @@ async def test_head_has_no_body_but_keeps_content_length(gw):
         assert after.body == b"f" * 12345
 
 
-async def test_head_on_a_chunked_resource_has_no_body(gw):
+async def test_head_on_a_chunked_resource_has_no_body(gw: Gateway) -> None:
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         head = await conn.request(b"HEAD /download?size=100000&chunked=1 HTTP/1.1\r\nHost: a\r\n\r\n", method="HEAD")
         assert head.status == 200
@@ -342,7 +342,7 @@ async def test_head_on_a_chunked_resource_has_no_body(gw):
     ],
     ids=["204-get", "204-delete", "304"],
 )
-async def test_204_and_304_have_no_body(gw, request_bytes, status):
+async def test_204_and_304_have_no_body(gw: Gateway, request_bytes: bytes, status: int) -> None:
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         resp = await conn.request(request_bytes)
         assert resp.status == status
@@ -369,7 +369,7 @@ async def test_204_and_304_have_no_body(gw, request_bytes, status):
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_gzip_body_passes_through_byte_for_byte(gw, chunked):
+async def test_gzip_body_passes_through_byte_for_byte(gw: Gateway, chunked: bool) -> None:
     expected = gzip.compress(b"hello compressed world\n" * 2000, mtime=0)
     path = "/gzip?chunked=1" if chunked else "/gzip"
     async with gw.get(path, headers={"Accept-Encoding": "gzip"}) as resp:  # the harness never decompresses
@@ -384,7 +384,7 @@ async def test_gzip_body_passes_through_byte_for_byte(gw, chunked):
     assert gzip.decompress(body) == b"hello compressed world\n" * 2000
 
 
-async def test_gateway_neither_compresses_nor_asks_for_compression(gw):
+async def test_gateway_neither_compresses_nor_asks_for_compression(gw: Gateway) -> None:
     # The client accepts gzip, the upstream answers identity: the gateway must not compress.
     async with gw.get("/plain", headers={"Accept-Encoding": "gzip, br"}) as resp:
         body = await resp.read()
@@ -456,7 +456,9 @@ CUTS = ["/cut-length", "/cut-length-fin", "/cut-chunked", "/cut-chunked-fin"]
 
 
 @pytest.mark.parametrize("path", CUTS)
-async def test_upstream_dying_mid_body_truncates_the_client_response(upstreams, make_gateway, cut_upstream, path):
+async def test_upstream_dying_mid_body_truncates_the_client_response(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str
+) -> None:
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     before = await aborted_count(gw)
 
@@ -486,7 +488,9 @@ async def test_upstream_dying_mid_body_truncates_the_client_response(upstreams, 
 
 
 @pytest.mark.parametrize("path", CUTS)
-async def test_mid_body_failure_is_visible_on_the_wire(upstreams, make_gateway, cut_upstream, path):
+async def test_mid_body_failure_is_visible_on_the_wire(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream, path: str
+) -> None:
     """At byte level: the client connection ends before the framing says the body is complete."""
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     async with await RawConnection.open(gw.server.proxy_port) as conn:
@@ -512,7 +516,9 @@ async def test_mid_body_failure_is_visible_on_the_wire(upstreams, make_gateway, 
         assert not rest.endswith(b"0\r\n\r\n"), "a truncated chunked body was terminated as if complete"
 
 
-async def test_close_delimited_upstream_body_is_complete(upstreams, make_gateway, cut_upstream):
+async def test_close_delimited_upstream_body_is_complete(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, cut_upstream: CutUpstream
+) -> None:
     gw = await make_gateway(make_config({"legacy": cut_upstream.server.url, "candidate": upstreams["candidate"]}))
     async with gw.get("/close-delimited") as resp:
         assert resp.status == 200

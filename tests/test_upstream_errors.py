@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
-from tests.conftest import free_port, make_config
+from tests.conftest import MakeGateway, free_port, make_config
 from tests.support import RawRequest, RawUpstream, metric_value
 
 ERRORS = "gateway_upstream_errors_total"
@@ -59,7 +60,9 @@ async def assert_still_serving(gw: Any) -> None:
 # -- connection refused -----------------------------------------------------------------------
 
 
-async def test_connection_refused_is_502_json_and_counted(upstreams, make_gateway):
+async def test_connection_refused_is_502_json_and_counted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway
+) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     gw = await make_gateway(make_config({"legacy": closed, "candidate": upstreams["candidate"]}, routes=HEALTHY_ROUTE))
     before = await errors_count(gw, "legacy", "connect")
@@ -84,7 +87,7 @@ async def test_connection_refused_is_502_json_and_counted(upstreams, make_gatewa
     assert gw.state.in_flight == 0
 
 
-async def test_distinct_request_ids_per_error(upstreams, make_gateway):
+async def test_distinct_request_ids_per_error(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     gw = await make_gateway(make_config({"legacy": closed, "candidate": upstreams["candidate"]}))
     ids = set()
@@ -98,7 +101,7 @@ async def test_distinct_request_ids_per_error(upstreams, make_gateway):
 # -- reset before the response ----------------------------------------------------------------
 
 
-async def test_upstream_reset_is_502_and_counted(upstreams, make_gateway):
+async def test_upstream_reset_is_502_and_counted(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(make_config(upstreams, routes=HEALTHY_ROUTE))
     before = await errors_count(gw, "legacy", "reset")
 
@@ -116,7 +119,7 @@ async def test_upstream_reset_is_502_and_counted(upstreams, make_gateway):
 # -- timeouts ---------------------------------------------------------------------------------
 
 
-async def test_read_timeout_is_504_and_counted(upstreams, make_gateway):
+async def test_read_timeout_is_504_and_counted(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     gw = await make_gateway(with_legacy(make_config(upstreams, routes=HEALTHY_ROUTE), read_timeout=0.3))
     before = await errors_count(gw, "legacy", "timeout")
 
@@ -167,7 +170,9 @@ def unresponsive_listener() -> Iterator[int]:
         listener.close()
 
 
-async def test_connect_timeout_is_504_and_counted(upstreams, make_gateway, unresponsive_listener):
+async def test_connect_timeout_is_504_and_counted(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, unresponsive_listener: int
+) -> None:
     config = make_config(upstreams, routes=HEALTHY_ROUTE)
     gw = await make_gateway(with_legacy(config, url=f"http://127.0.0.1:{unresponsive_listener}", connect_timeout=0.3))
     before = await errors_count(gw, "legacy", "timeout")
@@ -206,7 +211,9 @@ async def garbage_upstream() -> AsyncIterator[RawUpstream]:
 
 
 @pytest.mark.parametrize("path", ["/hello", "/bad-status-code", "/bad-header", "/double-length"])
-async def test_malformed_upstream_response_is_502(upstreams, make_gateway, garbage_upstream, path):
+async def test_malformed_upstream_response_is_502(
+    upstreams: dict[str, TestServer], make_gateway: MakeGateway, garbage_upstream: RawUpstream, path: str
+) -> None:
     gw = await make_gateway(
         make_config({"legacy": garbage_upstream.url, "candidate": upstreams["candidate"]}, routes=HEALTHY_ROUTE)
     )
@@ -223,7 +230,7 @@ async def test_malformed_upstream_response_is_502(upstreams, make_gateway, garba
 # -- mixed: the counters are per upstream and per kind ----------------------------------------
 
 
-async def test_error_kinds_are_counted_separately(upstreams, make_gateway):
+async def test_error_kinds_are_counted_separately(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     gw = await make_gateway(
         make_config(

@@ -21,9 +21,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import RedisServer, free_port, wait_for
 from tests.support import metric_samples
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,8 @@ def per_worker(pid: int, kind: str, metric: str) -> dict[tuple[tuple[str, str], 
     if not path.exists():
         return {}
     out = {}
-    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+    # prometheus_client's reader of its multiprocess files is untyped
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
         _metric_name, name, labels, _help = json.loads(key)
         if name == metric:
             out[tuple(sorted(labels.items()))] = value
@@ -265,7 +267,9 @@ def served_by_each(c: Cluster, before: dict[int, float]) -> dict[int, float]:
 # -- tests -------------------------------------------------------------------------------------
 
 
-async def test_two_workers_share_flags_and_aggregate_metrics(upstreams, redis_server, key_prefix, tmp_path):
+async def test_two_workers_share_flags_and_aggregate_metrics(
+    upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
     async with cluster(upstreams, redis_server.url, key_prefix, tmp_path) as c:
         workers = c.workers()
         assert len(workers) == 2 and len(set(workers)) == 2
@@ -298,7 +302,9 @@ async def test_two_workers_share_flags_and_aggregate_metrics(upstreams, redis_se
         assert status == 200 and body["status"] == "ready"
 
 
-async def test_killed_worker_is_restarted_and_sigterm_stops_all(upstreams, redis_server, key_prefix, tmp_path):
+async def test_killed_worker_is_restarted_and_sigterm_stops_all(
+    upstreams: dict[str, TestServer], redis_server: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
     async with cluster(upstreams, redis_server.url, key_prefix, tmp_path) as c:
         await set_flag(c, 100)
         first = c.workers()
@@ -334,7 +340,7 @@ async def test_killed_worker_is_restarted_and_sigterm_stops_all(upstreams, redis
             await fresh_get(f"{c.url}/x")
 
 
-def test_workers_without_redis_url_exits_with_a_clear_message(tmp_path):
+def test_workers_without_redis_url_exits_with_a_clear_message(tmp_path: Path) -> None:
     env = _env(
         {"legacy": _FixedUrl("http://127.0.0.1:9"), "candidate": _FixedUrl("http://127.0.0.1:9")},
         GATEWAY_LISTEN=f"127.0.0.1:{free_port()}",
