@@ -433,6 +433,7 @@ class Exchange:
         self.reason = reader.reason
         content_length = None
         chunked = False
+        transfer_encoding = False
         close = parser.get_http_version() != "1.1"
         event_stream = False
         headers = reader.headers
@@ -442,6 +443,7 @@ class Exchange:
                 if lower == b"content-length":
                     content_length = value
                 elif lower == b"transfer-encoding":
+                    transfer_encoding = True
                     chunked = value.lower().rstrip().endswith(b"chunked")
                 elif lower == b"connection":
                     tokens = value.lower()
@@ -475,7 +477,10 @@ class Exchange:
         else:
             self.client_framing = _UNTIL_CLOSE
             self.close_after = True
-        _frame_transfer_encoding(out, self.client_framing == _CHUNKED)
+        if transfer_encoding:
+            _frame_transfer_encoding(out, self.client_framing == _CHUNKED)
+        elif self.client_framing == _CHUNKED:
+            out.append((b"Transfer-Encoding", b"chunked"))  # the gateway chunks a read-until-close answer
         if status == 101:
             out.append((b"Connection", b"upgrade"))
             for name, value in headers:
