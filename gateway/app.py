@@ -30,7 +30,7 @@ from gateway.fields import SIDES, Side
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
 from gateway.keys import STATE
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.protection.policy import build_protection
 from gateway.proxy import Proxy
 from gateway.routing import RouteTable

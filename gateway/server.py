@@ -28,7 +28,8 @@ from gateway.app import build_listener, build_state, create_admin_app, open_reso
 from gateway.config import Config
 from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
-from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
+from gateway.logs import AccessLog, LogWriter, configure_logging
+from gateway.metrics import MULTIPROC_ENV
 from gateway.reload import ConfigSource, Reloader
 from gateway.restarts import RestartPolicy, RestartState
 from gateway.tasks import Background

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from gateway.forecast import SubjectSketch
 from gateway.headers import RequestIds
-from gateway.observability import AccessLog
+from gateway.logs import AccessLog
 from gateway.stats import RollingStats
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.flags.store import FlagStore
-    from gateway.observability import Metrics
+    from gateway.metrics import Metrics
     from gateway.protection.policy import Protection
     from gateway.reload import Reloader
     from gateway.routing import RouteTable
