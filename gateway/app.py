@@ -1,4 +1,4 @@
-"""App factory: the gateway's state, its resources in order, the proxy listener and the admin app.
+"""App factory: the gateway's parts, their resources in order, the proxy listener and the admin app.
 
 Two listeners, so nothing on the proxy port can ever reach an admin route: the proxy port is
 the data plane (``gateway.dataplane`` + ``gateway.proxy``), the admin port an aiohttp
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,8 +31,8 @@ from gateway.dataplane.tls import upstream_context
 from gateway.fields import SIDES, Side
 from gateway.flags.memory import MemoryFlagStore
 from gateway.flags.store import FlagCache, FlagStore
-from gateway.keys import STATE
-from gateway.observability import Metrics
+from gateway.keys import DRAINING, RELOADER, SAFETY, STATE
+from gateway.metrics import Metrics
 from gateway.protection.policy import build_protection
 from gateway.proxy import Proxy
 from gateway.routing import RouteTable
@@ -43,7 +45,10 @@ from gateway.splitting import Splitter
 from gateway.state import GatewayState
 from gateway.upstreams import Upstreams, open_upstreams
 
-__all__ = ["build_listener", "build_state", "create_admin_app", "open_resources"]
+if TYPE_CHECKING:
+    from gateway.reload import Reloader
+
+__all__ = ["GatewayParts", "build_listener", "build_parts", "create_admin_app", "open_resources"]
 
 # Client bodies are streamed, never read whole by aiohttp; this only bounds admin JSON bodies.
 ADMIN_MAX_BODY = 64 * 1024
@@ -83,7 +88,18 @@ def build_safety(config: Config, store: FlagStore, metrics: Metrics, decommissio
     return Safety(config, store, safety_store, metrics, decommission=decommission)
 
 
-def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
+@dataclass(frozen=True, eq=False)
+class GatewayParts:
+    """What the app factory builds: the request path's state, and beside it what the request path
+    never reads (the safety net, run by the server and driven through the admin API; the shadow
+    sender's sessions, which only ``open_resources`` opens and closes)."""
+
+    state: GatewayState
+    safety: Safety
+    upstreams: Upstreams
+
+
+def build_parts(config: Config, metrics: Metrics | None = None) -> GatewayParts:
     metrics = metrics or Metrics()
     force = config.force
     upstreams = Upstreams(config)
@@ -101,21 +117,19 @@ def build_state(config: Config, metrics: Metrics | None = None) -> GatewayState:
         store=store,
         routes=RouteTable(config.routes),
         splitter=Splitter(config.bucketing, force),
-        upstreams=upstreams,
         protection=build_protection(config, metrics),
         shadow=shadow,
         access_log=config.log.access_log,
         extra_drop=frozenset({force.header.lower(), force.secret_header.lower()}),
-        safety=safety,
         recorder=safety.recorder if config.safety.enabled else None,
         decommission=decommission,
     )
     metrics.track_in_flight(lambda: state.in_flight)
-    return state
+    return GatewayParts(state, safety, upstreams)
 
 
 @asynccontextmanager
-async def open_resources(state: GatewayState) -> AsyncIterator[None]:
+async def open_resources(parts: GatewayParts) -> AsyncIterator[None]:
     """Open what the request path needs, in order; closed in reverse (by the exit stack).
 
     Flag store (Redis connection + change watcher), rate limiter, the shadow sender's upstream
@@ -123,6 +137,7 @@ async def open_resources(state: GatewayState) -> AsyncIterator[None]:
     safety net (counter flush, trigger evaluation, probes, plan driver, webhook), which needs the
     store.
     """
+    state = parts.state
     async with AsyncExitStack() as stack:
         await state.store.start()
         stack.push_async_callback(state.store.close)
@@ -130,12 +145,11 @@ async def open_resources(state: GatewayState) -> AsyncIterator[None]:
         if limiter is not None:
             await limiter.start()
             stack.push_async_callback(limiter.close)
-        await stack.enter_async_context(open_upstreams(state.upstreams))
+        await stack.enter_async_context(open_upstreams(parts.upstreams))
         await state.shadow.start()
         stack.push_async_callback(state.shadow.close)
-        if state.safety is not None:
-            await state.safety.start()
-            stack.push_async_callback(state.safety.close)
+        await parts.safety.start()
+        stack.push_async_callback(parts.safety.close)
         yield
 
 
@@ -175,9 +189,13 @@ def build_listener(state: GatewayState, loop: asyncio.AbstractEventLoop) -> Prox
     return ProxyListener(config, settings, list(pools.values()))
 
 
-def create_admin_app(state: GatewayState) -> web.Application:
+def create_admin_app(parts: GatewayParts, *, reloader: Reloader | None, draining: asyncio.Event) -> web.Application:
+    """The admin port: every route, and the objects they reach under the keys of ``gateway.keys``."""
     app = web.Application(middlewares=[admin_middleware], client_max_size=ADMIN_MAX_BODY)
-    app[STATE] = state
+    app[STATE] = parts.state
+    app[SAFETY] = parts.safety
+    app[RELOADER] = reloader
+    app[DRAINING] = draining
     app.router.add_routes(admin_routes)
     app.router.add_routes(status_routes)
     app.router.add_routes(openapi_routes)

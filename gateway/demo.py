@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.errors import ConfigError
-from gateway.observability import LogWriter, configure_logging
+from gateway.logs import LogWriter, configure_logging
 from gateway.sample_api import FAULTS, Fault, Faults, sample_backend
 from gateway.server import new_event_loop, serve
 

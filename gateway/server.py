@@ -24,11 +24,12 @@ from multiprocessing.process import BaseProcess
 import structlog
 from aiohttp import web
 
-from gateway.app import build_listener, build_state, create_admin_app, open_resources
+from gateway.app import build_listener, build_parts, create_admin_app, open_resources
 from gateway.config import Config
 from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
-from gateway.observability import MULTIPROC_ENV, AccessLog, LogWriter, configure_logging
+from gateway.logs import AccessLog, LogWriter, configure_logging
+from gateway.metrics import MULTIPROC_ENV
 from gateway.reload import ConfigSource, Reloader
 from gateway.restarts import RestartPolicy, RestartState
 from gateway.tasks import Background
@@ -61,18 +62,22 @@ class GatewayServer:
         log_writer: LogWriter | None = None,
     ) -> None:
         self.config = config
-        self.state = build_state(config)
+        self.parts = build_parts(config)
+        self.state = self.parts.state
         self.state.access = AccessLog(log_writer)
         if log_writer is not None:
             log_writer.on_drop = self.state.metrics.log_dropped.inc
         self._reuse_port = reuse_port
         self._tasks = Background()
         self.reloader = Reloader(self.state, source) if source is not None else None
-        self.state.reloader = self.reloader
+        self.draining = asyncio.Event()  # set by stop(): /readyz answers 503 from then on
         self._resources: AsyncExitStack | None = None
         self._listener: ProxyListener | None = None
         self._admin_runner = web.AppRunner(
-            create_admin_app(self.state), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            create_admin_app(self.parts, reloader=self.reloader, draining=self.draining),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
         )
         self.proxy_port = 0
         self.admin_port = 0
@@ -82,7 +87,7 @@ class GatewayServer:
         config = self.config
         loop = asyncio.get_running_loop()
         resources = AsyncExitStack()
-        await resources.enter_async_context(open_resources(self.state))
+        await resources.enter_async_context(open_resources(self.parts))
         self._resources = resources
         try:
             self._listener = build_listener(self.state, loop)
@@ -126,7 +131,7 @@ class GatewayServer:
     async def stop(self) -> None:
         """Drain: readiness goes 503, stop accepting, finish in-flight work, close resources."""
         state = self.state
-        state.draining = True
+        self.draining.set()
         log.info("gateway_draining", in_flight=state.in_flight, deadline_seconds=self.config.drain_timeout)
         started = time.monotonic()
         cut_off = 0

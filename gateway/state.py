@@ -1,12 +1,14 @@
-"""The one application object: what a request or an admin call reads, typed.
+"""What the request path reads, typed: ``gateway.proxy`` reaches everything it uses through this.
 
-Built once in the app factory and hung off both ``web.Application``s under ``gateway.keys.STATE``;
-resources it holds (client sessions, the flag store) are opened and closed by the proxy app's
-``cleanup_ctx``. There is no other mutable state in the package.
+Built once in the app factory (``gateway.app.build_parts``) and shared with the admin API under
+``gateway.keys.STATE``; ``gateway.app.open_resources`` opens and closes what it names (the flag
+store, the rate limiter, the shadow workers). What the request path never reads (the safety net,
+the reloader, the drain switch, the shadow sender's sessions) lives beside it, in ``GatewayParts``
+or on the server, and the admin app reaches it under its own ``gateway.keys`` key.
 
-The features' objects (protection, shadow, safety, the reloader) are built and started by their
-own modules; this object only names them, so their types are imported for mypy alone and
-importing the state costs no feature.
+The features' objects (protection, shadow, the safety recorder and read-only switches) are built
+by their own modules; this object only names them, so their types are imported for mypy alone
+and importing the state costs no feature.
 """
 
 from __future__ import annotations
@@ -16,35 +18,31 @@ from typing import TYPE_CHECKING
 
 from gateway.forecast import SubjectSketch
 from gateway.headers import RequestIds
-from gateway.observability import AccessLog
+from gateway.logs import AccessLog
 from gateway.stats import RollingStats
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.flags.store import FlagStore
-    from gateway.observability import Metrics
+    from gateway.metrics import Metrics
     from gateway.protection.policy import Protection
-    from gateway.reload import Reloader
     from gateway.routing import RouteTable
-    from gateway.safety.guard import Safety
     from gateway.safety.readonly import Decommission
     from gateway.safety.windows import Recorder
     from gateway.shadow.mirror import Shadow
     from gateway.splitting import Splitter
-    from gateway.upstreams import Upstreams
 
 __all__ = ["GatewayState"]
 
 
 @dataclass(eq=False)
 class GatewayState:
-    # What the request path (gateway.proxy) and its set-up (gateway.app) read.
+    # Read by the request path (gateway.proxy); the admin API reads some of them too.
     config: Config
     metrics: Metrics
     store: FlagStore
     routes: RouteTable
     splitter: Splitter
-    upstreams: Upstreams
     protection: Protection
     shadow: Shadow
     stats: RollingStats = field(default_factory=RollingStats)
@@ -56,7 +54,3 @@ class GatewayState:
     access: AccessLog = field(default_factory=AccessLog)
     recorder: Recorder | None = None  # request outcomes for trigger windows; None when safety is off
     decommission: Decommission | None = None  # drained upstreams, read-only legacy (``active`` when either)
-    # Read by the admin API and the server only.
-    draining: bool = False
-    reloader: Reloader | None = None  # when started from a file
-    safety: Safety | None = None

@@ -225,6 +225,11 @@ class Gateway:
         return self.server.state
 
     @property
+    def safety(self) -> Any:  # Any like ``state``: tests wrap its methods
+        """The safety net (the admin API reaches it under ``gateway.keys.SAFETY``; it is not in the state)."""
+        return self.server.parts.safety
+
+    @property
     def listener(self) -> ProxyListener:
         """The data plane's listener, for tests that look at its pools and counters."""
         listener = self.server._listener

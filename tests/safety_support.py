@@ -13,7 +13,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from gateway.app import build_store
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.guard import Safety
 from gateway.safety.store import MemorySafetyStore
 from tests.conftest import Gateway, make_config

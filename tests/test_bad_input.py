@@ -175,7 +175,7 @@ def test_parser_errors_do_not_flood_the_logs() -> None:
 
     from aiohttp.http_exceptions import BadStatusLine
 
-    from gateway.observability import _drop_client_protocol_errors
+    from gateway.logs import _drop_client_protocol_errors
 
     def record(exc: BaseException) -> logging.LogRecord:
         return logging.LogRecord(

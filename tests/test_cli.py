@@ -145,7 +145,7 @@ async def test_plan_steps_must_rise_above_the_current_percentage(gw: Gateway, st
     assert code == 2 and said in err and "nothing was applied" in err, (code, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and not out
     assert gw.state.store.snapshot()["default"] == 30
-    assert await gw.state.safety.plans.status("default") is None
+    assert await gw.safety.plans.status("default") is None
 
 
 async def test_plan_steps_are_checked_by_the_admin_api_too(gw: Gateway) -> None:
@@ -209,11 +209,11 @@ async def test_triggers_at_zero_percent_read_failing_not_firing(
     )
 
     def judged() -> bool:
-        verdicts = gw.state.safety.verdicts.get("default", [])
+        verdicts = gw.safety.verdicts.get("default", [])
         return bool(verdicts) and verdicts[0].status == "firing"  # the probe fails: the sample has no database
 
     await wait_for(judged, timeout=5)
     code, out, err = await gateway_cli("triggers", admin=gw.admin_url)
     assert code == 0, err
     assert "FAILING (FLAG AT 0%)" in out and "FIRING" not in out
-    assert gw.state.store.snapshot()["default"] == 0 and not await gw.state.safety.store.events(5)
+    assert gw.state.store.snapshot()["default"] == 0 and not await gw.safety.store.events(5)

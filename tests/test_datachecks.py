@@ -217,7 +217,7 @@ async def _all(fetch: Any, predicate: Any) -> bool:
 
 
 def _verdict(gw: Any, trigger: str) -> str | None:
-    return next((v.status for v in gw.state.safety.verdicts.get("default", []) if v.trigger == trigger), None)
+    return next((v.status for v in gw.safety.verdicts.get("default", []) if v.trigger == trigger), None)
 
 
 async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
@@ -254,7 +254,7 @@ async def test_one_instance_runs_the_checks_and_every_instance_sees_the_results(
     ]
     assert sorted(runs)[0] == 0 and sorted(runs)[1] >= 4, runs  # one runner, under the lease
     runners = {v["runner"] for v in await views()}
-    assert len(runners) == 1 and runners <= {a.state.safety.instance, b.state.safety.instance}
+    assert len(runners) == 1 and runners <= {a.safety.instance, b.safety.instance}
 
 
 async def test_dry_run_and_minimum_evidence_through_the_shared_results() -> None:

@@ -185,7 +185,7 @@ async def test_drain_waits_for_a_request_whose_body_is_being_peeked(
     )
     await wait_for(lambda: gw.server.state.in_flight == 1)  # the head is in; the limiter waits for the key in the body
     stopping = asyncio.create_task(gw.server.stop())
-    await wait_for(lambda: gw.server.state.draining)
+    await wait_for(lambda: gw.server.draining.is_set())
     # A drain that did not count the request would cut it now: give it the time to (a negative claim,
     # so a window, not an event).
     await asyncio.sleep(0.2)

@@ -84,7 +84,7 @@ async def test_stop_drains_in_flight_requests(
     stop = asyncio.create_task(server.stop())
     stopped[0] = True
     try:
-        await wait_for(lambda: server.state.draining, timeout=2)
+        await wait_for(lambda: server.draining.is_set(), timeout=2)
 
         # Not accepting any more: a new connection is refused while the slow request is still running.
         assert await _refused(proxy_port)

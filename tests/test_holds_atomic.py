@@ -21,7 +21,7 @@ FLAG = "default"
 
 def rollback_after_check(gw: Gateway) -> list[str]:
     """Make an automatic rollback of FLAG land right after the early hold check passes."""
-    safety = gw.state.safety
+    safety = gw.safety
     original = safety.check_percent
     landed: list[str] = []
 
@@ -47,7 +47,7 @@ async def gw(request: Any, upstreams: Any, make_gateway: Any, key_prefix: str) -
 
 async def held(gw: Gateway) -> dict[str, str]:
     holds: dict[str, str]
-    holds, _ = await gw.state.safety.store.holds_and_epochs()
+    holds, _ = await gw.safety.store.holds_and_epochs()
     return holds
 
 
@@ -58,14 +58,14 @@ async def test_flag_api_raise_refused_when_a_rollback_lands_after_the_check(gw: 
         assert resp.status == 409, body
     assert landed, "the rollback must have landed between the check and the write"
     assert body["error"] == "rollback_unacknowledged" and landed[0] in body["message"]
-    assert await gw.state.safety.store.flag_value(FLAG) == 0
+    assert await gw.safety.store.flag_value(FLAG) == 0
     await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 0, timeout=2)  # Redis: via pub/sub
     assert (await held(gw))[FLAG] == landed[0]
 
 
 @pytest.mark.parametrize("action", ["start", "resume", "skip"])
 async def test_plan_raise_refused_when_a_rollback_lands_after_the_check(gw: Gateway, action: str) -> None:
-    plans = gw.state.safety.plans
+    plans = gw.safety.plans
     if action != "start":
         await plans.start(FLAG, [10, 50, 100], 600, 0, "alice")
         if action == "resume":
@@ -77,18 +77,18 @@ async def test_plan_raise_refused_when_a_rollback_lands_after_the_check(gw: Gate
         answer = await resp.json()
         assert resp.status == 409, answer
     assert landed and answer["error"] == "rollback_unacknowledged"
-    assert await gw.state.safety.store.flag_value(FLAG) == 0
+    assert await gw.safety.store.flag_value(FLAG) == 0
     await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 0, timeout=2)  # Redis: via pub/sub
     assert FLAG in await held(gw)
     if action == "start":  # the plan written a moment before the refused raise does not stay "running"
-        status = await gw.state.safety.plans.status(FLAG)
+        status = await gw.safety.plans.status(FLAG)
         assert status is not None and status["status"] == "rolled_back"
 
 
 async def test_a_held_flag_written_straight_to_the_store_is_refused(gw: Gateway) -> None:
     """The flag store itself refuses: no caller can forget the check."""
     event = Event(kind="rollback", flag=FLAG, trigger="t", reason="fired", actor="gateway test")
-    [done] = await gw.state.safety.store.rollback([FLAG], event)
+    [done] = await gw.safety.store.rollback([FLAG], event)
     with pytest.raises(Exception) as refused:
         await gw.state.store.set_percent(FLAG, 30, actor="test", reason="raise")
     assert getattr(refused.value, "code", None) == "rollback_unacknowledged" and done.id in str(refused.value)
@@ -98,7 +98,7 @@ async def test_a_held_flag_written_straight_to_the_store_is_refused(gw: Gateway)
 
 async def test_plan_step_refused_when_a_rollback_lands_after_the_driver_read(gw: Gateway) -> None:
     """The driver reads holds and the flag's value, then raises (compare-and-set in the store)."""
-    safety = gw.state.safety
+    safety = gw.safety
     plan = await safety.plans.start(FLAG, [10, 50], 1, 0, "alice")
     plan = replace(plan, step_started=plan.step_started - 5)  # soaked: the driver would advance now
     original = safety.store.flag_value

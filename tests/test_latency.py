@@ -7,7 +7,7 @@ import random
 import pytest
 
 from gateway import latency
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.windows import Recorder, WindowStats
 from gateway.shadow.stats import Result, increments, latency_histogram, report_row
 from gateway.stats import RollingStats

@@ -18,7 +18,7 @@ async def test_mismatch_rate_trigger_rolls_back_on_shadow_differences(
         safety={**FAST, "triggers": [PARITY]},
     )
     gw = await make_gateway(config)
-    assert "mismatch_rate" in gw.state.safety.sources
+    assert "mismatch_rate" in gw.safety.sources
     faulty["candidate_mode"]["wrong"] = True  # candidate answers id 2 where legacy answers id 1
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
@@ -42,7 +42,7 @@ async def test_matching_answers_do_not_trip_it(faulty: dict[str, Any], make_gate
     gw = await make_gateway(config)
     pump = Pump([gw], path="/api/v1/students/1").start()
     try:
-        await wait_for(lambda: any(v.status == "ok" for v in gw.state.safety.verdicts.get("default", [])), timeout=15)
+        await wait_for(lambda: any(v.status == "ok" for v in gw.safety.verdicts.get("default", [])), timeout=15)
     finally:
         await pump.stop()
     assert gw.state.store.snapshot()["default"] == 50

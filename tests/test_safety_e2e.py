@@ -31,7 +31,7 @@ async def test_fault_rolls_back_both_instances_within_window_plus_one_second(
     a, b = await make_gateway(config), await make_gateway(config)
     pump = Pump([a]).start()  # only A sees traffic: B must decide the same from the shared windows
     try:
-        await wait_for(lambda: any(v.status == "ok" for v in b.state.safety.verdicts.get("default", [])), timeout=10)
+        await wait_for(lambda: any(v.status == "ok" for v in b.safety.verdicts.get("default", [])), timeout=10)
         loop = asyncio.get_running_loop()
         faulty["candidate_mode"]["fail"] = True
         injected = loop.time()
@@ -110,9 +110,7 @@ async def test_below_threshold_minimum_requests_and_dry_run(
     faulty["candidate_mode"]["fail"] = True
     pump = Pump([gw]).start()
     try:
-        await wait_for(
-            lambda: gw.state.safety.verdicts.get("default", [None])[0] is not None and pump.sent > 40, timeout=10
-        )
+        await wait_for(lambda: gw.safety.verdicts.get("default", [None])[0] is not None and pump.sent > 40, timeout=10)
 
         async def dry_run_recorded() -> bool:
             async with gw.admin("GET", "/api/v1/events", token=None) as resp:
@@ -147,7 +145,7 @@ async def test_consecutive_connection_failures_trip_in_seconds(
     await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=3)
     async with gw.get("/x") as resp:
         assert resp.status == 200 and resp.headers["X-Side"] == "legacy"
-    events = await gw.state.safety.store.events()
+    events = await gw.safety.store.events()
     assert events[0].trigger == "candidate-down" and events[0].measured == 5
 
 
@@ -164,7 +162,7 @@ async def test_health_and_synthetic_checks_roll_back_without_traffic(faulty: dic
     ]
     config = make_config(faulty, flags={"default": 30, "grades": 60}, safety={**FAST, "triggers": triggers})
     gw = await make_gateway(config)
-    safety = gw.state.safety
+    safety = gw.safety
     await wait_for(
         lambda: all(v.status == "ok" for vs in safety.verdicts.values() for v in vs) and safety.verdicts, timeout=5
     )
@@ -246,7 +244,7 @@ async def test_triggers_roll_back_locally_while_redis_is_down(
         await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=2 + 3)
         assert await _store_up(gw, 0)
         assert gw.state.store.local_overrides()["default"].hold is True
-        verdicts = gw.state.safety.verdicts["default"]
+        verdicts = gw.safety.verdicts["default"]
         assert "this instance only" in verdicts[0].detail
         assert 500 in pump.statuses  # requests were answered by the upstreams throughout, never by Redis trouble
         assert set(pump.statuses) <= {200, 500}
@@ -297,7 +295,7 @@ async def test_candidate_slower_than_legacy_rolls_back(
         await wait_for(lambda: gw.state.store.snapshot()["default"] == 0, timeout=8)
     finally:
         await pump.stop()
-    event = (await gw.state.safety.store.events())[0]
+    event = (await gw.safety.store.events())[0]
     assert event.trigger == "slower-than-legacy"
     # 0.6 s + overhead: interpolated inside the bucket (0.5, 0.75] or above (gateway.latency)
     assert event.measured is not None and event.measured > 0.5

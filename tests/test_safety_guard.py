@@ -8,7 +8,7 @@ import pytest
 from gateway.app import build_store
 from gateway.config import Config
 from gateway.errors import SafetyRefused
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.guard import Safety
 from gateway.safety.store import MemorySafetyStore
 from tests.conftest import make_config

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.redis_client import RedisConfig
 from gateway.shadow.compare import ABSENT, Answer, Rules, compare
 from gateway.shadow.encoding import decode

@@ -31,7 +31,7 @@ def backend(request: Any) -> Any:
 
 async def set_up_operator_state(gw: Gateway) -> None:
     """Every kind of operator state, through the gateway's own paths."""
-    safety = gw.state.safety
+    safety = gw.safety
     await gw.state.store.set_percent("default", 25, actor="t", reason="t")
     await gw.state.store.set_percent("checkout", 40, actor="t", reason="t")
     event = Event(kind="rollback", flag="checkout", trigger="checkout-errors", reason="error rate 9%", actor="gw")
@@ -72,7 +72,7 @@ async def test_round_trip_restores_everything(
     assert set(again["holds"]) == {"checkout"}
     restored_event = again["holds"]["checkout"]["event"]
     assert "hold restored by state import" in restored_event["reason"] and "error rate 9%" in restored_event["reason"]
-    assert target.state.safety.decommission.read_only["*"].mode == "reject"
+    assert target.safety.decommission.read_only["*"].mode == "reject"
     async with target.admin("PUT", "/api/v1/flags/checkout", json={"percent": 10}) as resp:
         assert resp.status == 409  # the restored hold holds
 
@@ -95,14 +95,14 @@ async def test_invalid_part_means_nothing_is_applied(
     code, _, err = await gateway_cli("state", "import", str(bad), admin=gw.admin_url)
     assert code == 1 and "nothing imported" in err and "readOnly.default" in err and "noise.search" in err
     assert dict(gw.state.store.snapshot()) == FLAGS
-    assert await gw.state.safety.store.plans() == {} and await gw.state.safety.store.switches() == {}
+    assert await gw.safety.store.plans() == {} and await gw.safety.store.switches() == {}
 
     # Valid, but raising a flag held here: refused inside the atomic step, nothing applied.
     event = Event(kind="rollback", flag="default", trigger="t", reason="fired", actor="gw")
     await gw.state.store.set_percent("default", 10, actor="t", reason="t")
-    await gw.state.safety.store.rollback(["default"], event)
+    await gw.safety.store.rollback(["default"], event)
     document.update(readOnly={}, noise={})
     bad.write_bytes(orjson.dumps(document))
     code, _, err = await gateway_cli("state", "import", str(bad), admin=gw.admin_url)
     assert code == 1 and "rolled back automatically" in err and "nothing imported" in err
-    assert await gw.state.safety.store.flag_value("search") == 0 and await gw.state.safety.store.plans() == {}
+    assert await gw.safety.store.flag_value("search") == 0 and await gw.safety.store.plans() == {}

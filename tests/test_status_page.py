@@ -283,7 +283,7 @@ async def test_status_page_fits_at_1280_and_390_and_reads_right(
     for path in ("/api/v1/analytics/dashboard-with-a-rather-long-name?termId=1", "/api/v1/students/1"):
         async with gw.get(path) as resp:
             assert resp.status == 200
-    safety = gw.state.safety
+    safety = gw.safety
     await wait_for(lambda: any(not p.state.consecutive_failures < 3 for p in safety.probers.values()), timeout=10)
     # A held flag, as the guard leaves one, and a manual rollback as the event log records it.
     await gw.state.store.set_percent("default", 50, actor="t", reason="t")

@@ -6,18 +6,21 @@ GET /api/v1/datachecks           every data check's latest result (no DSN: only 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from typing_extensions import TypedDict
 
 from gateway.datachecks.runner import DataChecksView
 from gateway.errors import StoreUnavailable
-from gateway.keys import STATE
+from gateway.keys import SAFETY, STATE
 from gateway.readiness.evaluate import ReadinessJson
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_error, json_response
 from gateway.state import GatewayState
+
+if TYPE_CHECKING:
+    from gateway.safety.guard import Safety
 
 __all__ = ["ReadinessReport", "build_readiness", "signoff_routes"]
 
@@ -34,11 +37,9 @@ class ReadinessReport(TypedDict):
     dataChecks: DataChecksView
 
 
-async def build_readiness(state: GatewayState, flags: list[str]) -> ReadinessReport:
+async def build_readiness(state: GatewayState, safety: Safety, flags: list[str]) -> ReadinessReport:
     """The report as JSON; raises ``StoreUnavailable``."""
-    safety = state.safety
-    assert safety is not None
-    reports = await readiness_report(state, flags)
+    reports = await readiness_report(state, safety, flags)
     return {
         "scope": "all instances (Redis)" if state.config.redis.url else "this instance",
         "evaluatedAt": safety.clock(),
@@ -50,15 +51,15 @@ async def build_readiness(state: GatewayState, flags: list[str]) -> ReadinessRep
 
 @signoff_routes.get("/api/v1/readiness")
 async def readiness(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    if state.safety is None or not state.safety.config.enabled:
+    state, safety = request.app[STATE], request.app[SAFETY]
+    if not safety.config.enabled:
         return json_error(409, "safety_disabled", "the safety net is off (safety.enabled: false): no evidence to judge")
     known = sorted(state.store.snapshot())
     flag = request.query.get("flag")
     if flag is not None and flag not in known:
         return json_error(404, "unknown_flag", f"unknown flag {flag!r}; flags: {known}")
     try:
-        body = await build_readiness(state, [flag] if flag is not None else known)
+        body = await build_readiness(state, safety, [flag] if flag is not None else known)
     except StoreUnavailable as exc:
         return json_error(503, "store_unavailable", f"{exc}; the evidence cannot be read")
     return json_response(body)
@@ -66,7 +67,4 @@ async def readiness(request: web.Request) -> web.Response:
 
 @signoff_routes.get("/api/v1/datachecks")
 async def datachecks(request: web.Request) -> web.Response:
-    safety = request.app[STATE].safety
-    if safety is None:
-        return json_response(DataChecksView(intervalSeconds=None, runner=None, checkedAt=None, checks=[]))
-    return json_response(safety.datachecks.view())
+    return json_response(request.app[SAFETY].datachecks.view())

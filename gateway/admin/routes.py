@@ -48,9 +48,8 @@ from gateway.explain import explain
 from gateway.fields import Side
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
-from gateway.keys import STATE
+from gateway.keys import DRAINING, RELOADER, SAFETY, STATE
 from gateway.responses import json_error, json_response
-from gateway.safety.control import FlagControl
 from gateway.state import GatewayState
 
 __all__ = ["admin_routes"]
@@ -101,7 +100,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     health = state.store.health()
-    if state.draining:
+    if request.app[DRAINING].is_set():
         return json_response(Draining(status="draining", store=health.to_json()), status=503)
     # A degraded store still serves traffic on last known values, so the instance stays ready:
     # pulling every instance out of rotation because Redis blinked would turn a flag-store
@@ -145,7 +144,7 @@ async def set_flag(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:
         body = await SetFlagBody.read(request)
-        change = await _control(state).set_percent(
+        change = await request.app[SAFETY].control.set_percent(
             name, body.percent, actor=request_actor(request), reason=body.reason, operation=body.operation
         )
     except BadBody as exc:
@@ -176,7 +175,7 @@ async def rollback(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         body = await RollbackBody.read(request)
-        changes = await _control(state).rollback(
+        changes = await request.app[SAFETY].control.rollback(
             actor=request_actor(request), reason=body.reason or "manual rollback", operation=body.operation
         )
     except BadBody as exc:
@@ -205,11 +204,6 @@ async def changes(request: web.Request) -> web.Response:
     if flag is not None:
         items = [c for c in items if c.flag == flag][:limit]
     return json_response(Changes(changes=[c.to_json() for c in items]))
-
-
-def _control(state: GatewayState) -> FlagControl:
-    assert state.safety is not None  # built for every gateway (app factory), enabled or not
-    return state.safety.control
 
 
 def _audit(state: GatewayState, changes: list[FlagChange]) -> None:
@@ -256,11 +250,12 @@ async def explain_subject(request: web.Request) -> web.Response:
 @admin_routes.post("/api/v1/reload")
 async def reload_rules(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if state.reloader is None:
+    reloader = request.app[RELOADER]
+    if reloader is None:
         return json_error(
             409, "no_config_file", "the gateway was started without --config: there is no file to re-read"
         )
-    error = await state.reloader.reload("admin-api")
+    error = await reloader.reload("admin-api")
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
     return json_response(Reloaded(reloaded=True, routes=_routes_view(state), flags=flags_view(state)))

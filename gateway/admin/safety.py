@@ -35,7 +35,7 @@ from gateway.admin.safety_schemas import (
     StateBody,
 )
 from gateway.errors import SafetyRefused, StoreUnavailable
-from gateway.keys import STATE
+from gateway.keys import SAFETY, STATE
 from gateway.responses import json_error, json_response
 from gateway.safety.guard import Safety
 from gateway.safety.restore import export_state, import_state
@@ -47,9 +47,7 @@ safety_routes = web.RouteTableDef()
 
 
 def _safety(request: web.Request) -> Safety:
-    safety = request.app[STATE].safety
-    assert safety is not None
-    return safety
+    return request.app[SAFETY]
 
 
 def _refused(exc: SafetyRefused) -> web.Response:
@@ -190,7 +188,7 @@ async def set_read_only(request: web.Request) -> web.Response:
 @safety_routes.get("/api/v1/state")
 async def state_export(request: web.Request) -> web.Response:
     try:
-        return json_response(await export_state(request.app[STATE]))
+        return json_response(await export_state(request.app[STATE], request.app[SAFETY]))
     except StoreUnavailable as exc:
         return _unavailable(exc)
 
@@ -200,7 +198,11 @@ async def state_import(request: web.Request) -> web.Response:
     try:
         body = await StateBody.read(request)
         result = await import_state(
-            request.app[STATE], body.state, actor=request_actor(request), reason=body.reason or "state import"
+            request.app[STATE],
+            request.app[SAFETY],
+            body.state,
+            actor=request_actor(request),
+            reason=body.reason or "state import",
         )
     except BadBody as exc:
         return json_error(400, "bad_request", str(exc))

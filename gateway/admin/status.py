@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -17,13 +17,16 @@ from gateway.admin.parity import parity_rows
 from gateway.admin.routes import flags_view
 from gateway.admin.schemas import StatusPage
 from gateway.fields import SIDES
-from gateway.keys import STATE
+from gateway.keys import DRAINING, SAFETY, STATE
 from gateway.readiness.evaluate import ReadinessJson
 from gateway.readiness.gather import readiness_report
 from gateway.responses import json_response
 from gateway.safety.display import check_view, plan_badge, trigger_groups
 from gateway.safety.windows import WindowStats
 from gateway.state import GatewayState
+
+if TYPE_CHECKING:
+    from gateway.safety.guard import Safety
 
 __all__ = ["status_routes"]
 
@@ -36,7 +39,7 @@ def _page() -> bytes:
     return resources.files("gateway.admin").joinpath("static/status.html").read_bytes()
 
 
-async def build_status(state: GatewayState) -> StatusPage:
+async def build_status(state: GatewayState, safety: Safety, *, draining: bool) -> StatusPage:
     try:
         changes = [c.to_json() for c in await state.store.changes(10)]
     except Exception:  # the page must render whatever the store is doing; health says why
@@ -49,42 +52,40 @@ async def build_status(state: GatewayState) -> StatusPage:
             **state.stats.summary(side, WINDOW).to_json(),
             "series": state.stats.series(side, SERIES_WINDOW, SERIES_STEP),
         }
-    safety = state.safety
-    shared = await _shared_upstream_stats(state)
-    triggers: dict[str, list[dict[str, Any]]] = {}
+    shared = await _shared_upstream_stats(state, safety)
     plans: dict[str, Any] = {}
     events: list[dict[str, Any]] = []
     held: dict[str, Any] = {}
-    checks: list[dict[str, Any]] = []
-    if safety is not None:
-        triggers = {flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()}
-        checks = [
-            {
-                "trigger": name,
-                "upstream": "candidate",
-                "runs": prober.state.runs,
-                "consecutiveFailures": prober.state.consecutive_failures,
-                "lastError": prober.state.last_error,
-                "healthy": prober.state.runs > 0 and prober.state.consecutive_failures == 0,
-            }
-            for name, prober in sorted(safety.probers.items())
-        ]
-        try:
-            held, _ = await safety.store.holds_and_epochs()
-            events = [e.to_json() for e in await safety.store.events(10)]
-            for flag in sorted(await safety.store.plans()):
-                plan = await safety.plans.status(flag)
-                if plan is not None:
-                    plans[flag] = plan
-        except Exception:  # the page renders whatever the store does; the store's health says why
-            pass
+    triggers: dict[str, list[dict[str, Any]]] = {
+        flag: [v.to_json() for v in verdicts] for flag, verdicts in safety.verdicts.items()
+    }
+    checks: list[dict[str, Any]] = [
+        {
+            "trigger": name,
+            "upstream": "candidate",
+            "runs": prober.state.runs,
+            "consecutiveFailures": prober.state.consecutive_failures,
+            "lastError": prober.state.last_error,
+            "healthy": prober.state.runs > 0 and prober.state.consecutive_failures == 0,
+        }
+        for name, prober in sorted(safety.probers.items())
+    ]
+    try:
+        held, _ = await safety.store.holds_and_epochs()
+        events = [e.to_json() for e in await safety.store.events(10)]
+        for flag in sorted(await safety.store.plans()):
+            plan = await safety.plans.status(flag)
+            if plan is not None:
+                plans[flag] = plan
+    except Exception:  # the page renders whatever the store does; the store's health says why
+        pass
     readiness: list[ReadinessJson] = []
     readiness_error = None
     data_checks = None
-    if safety is not None and safety.config.enabled:
+    if safety.config.enabled:
         data_checks = safety.datachecks.view()
         try:
-            readiness = [r.to_json() for r in await readiness_report(state, sorted(state.store.snapshot()))]
+            readiness = [r.to_json() for r in await readiness_report(state, safety, sorted(state.store.snapshot()))]
         except Exception as exc:  # the page renders whatever the stores do
             readiness_error = f"readiness unavailable: {type(exc).__name__}"
     parity: list[dict[str, Any]] = []
@@ -103,13 +104,12 @@ async def build_status(state: GatewayState) -> StatusPage:
         }
         for flag in flags_view(state)
     ]
-    if safety is not None:
-        guarded = {t.name: t.flags for t in safety.config.triggers}
-        checks = [check_view(c, flags, guarded.get(c["trigger"], ("*",))) for c in checks]
+    guarded = {t.name: t.flags for t in safety.config.triggers}
+    checks = [check_view(c, flags, guarded.get(c["trigger"], ("*",))) for c in checks]
     return {
         "version": __version__,
         "time": time.time(),
-        "draining": state.draining,
+        "draining": draining,
         "store": state.store.health().to_json(),
         "flags": flags,
         "triggerGroups": trigger_groups(flags, triggers, events),
@@ -132,14 +132,13 @@ async def build_status(state: GatewayState) -> StatusPage:
     }
 
 
-async def _shared_upstream_stats(state: GatewayState) -> dict[str, Any] | None:
+async def _shared_upstream_stats(state: GatewayState, safety: Safety) -> dict[str, Any] | None:
     """Last minute of every instance (and worker), from the trigger windows in the shared store.
 
     Those count the requests a flag decided (not pinned or forced ones), so this complements the
     per-process figures rather than replacing them. None when the safety net is off or unreadable.
     """
-    safety = state.safety
-    if safety is None or not safety.config.enabled:
+    if not safety.config.enabled:
         return None
     window = safety.window_range(WINDOW, 0)
     total: dict[str, int] = {}
@@ -178,4 +177,5 @@ async def page(request: web.Request) -> web.Response:
 
 @status_routes.get("/api/v1/status")
 async def status(request: web.Request) -> web.Response:
-    return json_response(await build_status(request.app[STATE]))
+    app = request.app
+    return json_response(await build_status(app[STATE], app[SAFETY], draining=app[DRAINING].is_set()))

@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 from gateway.datachecks.config import DataCheck, DataChecksConfig, QueryRef
 from gateway.datachecks.results import CheckState, Outcome, advance, decode, encode
 from gateway.errors import StoreUnavailable
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 
 __all__ = [
     "DataChecks",

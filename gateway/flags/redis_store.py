@@ -35,7 +35,7 @@ from gateway.flags.memory import held_error
 from gateway.flags.overrides import LocalOverride, LocalOverrides, override_path
 from gateway.flags.store import FlagCache, FlagChange, StoreHealth
 from gateway.flags.values import parse_stored_percent
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.redis_client import RECONNECT, REDIS_DOWN, RedisConfig, redis_client, text
 from gateway.tasks import Background
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.protection.clientip import TrustedProxies
 from gateway.protection.cors import Cors
 from gateway.protection.ratelimit import Limiter, LocalLimiter, RuleSet

@@ -24,7 +24,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.protection.config import RateLimitConfig
 from gateway.protection.ratelimit import Check, CheckResult, LocalLimiter, Verdict
 from gateway.redis_client import RECONNECT, REDIS_DOWN, RedisConfig, redis_client

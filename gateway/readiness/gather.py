@@ -18,6 +18,7 @@ from gateway.safety.windows import WindowStats
 from gateway.shadow.stats import latency_histogram
 
 if TYPE_CHECKING:
+    from gateway.safety.guard import Safety
     from gateway.state import GatewayState
 
 __all__ = ["readiness_report"]
@@ -33,9 +34,7 @@ def _paired_latency(counters: dict[str, dict[str, int]], routes: set[str]) -> tu
     return latency.quantile(candidate, 0.95), latency.quantile(legacy, 0.95), n
 
 
-async def readiness_report(state: GatewayState, flags: list[str]) -> list[Readiness]:
-    safety = state.safety
-    assert safety is not None
+async def readiness_report(state: GatewayState, safety: Safety, flags: list[str]) -> list[Readiness]:
     cfg = safety.config.readiness
     now = safety.clock()
     values = state.store.snapshot()

@@ -18,7 +18,7 @@ import orjson
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.config import WebhookConfig
 
 __all__ = ["Event", "EventKind", "Notifier"]

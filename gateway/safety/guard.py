@@ -28,7 +28,7 @@ import structlog
 from gateway.datachecks.runner import DataChecks
 from gateway.errors import SafetyRefused, StoreUnavailable
 from gateway.flags.store import FlagStore
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.config import HealthCheckTrigger, ReadOnlyConfig, SyntheticTrigger, TriggerConfig
 from gateway.safety.control import FlagControl
 from gateway.safety.driver import PlanDriver

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from yarl import URL
 
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.safety.config import HealthCheckTrigger, SyntheticCheck, SyntheticTrigger
 from gateway.safety.triggers import ProbeState
 

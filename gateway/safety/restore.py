@@ -19,6 +19,7 @@ from gateway.errors import StoreUnavailable
 from gateway.safety.statefile import StateDocument, export_document, parse_state
 
 if TYPE_CHECKING:
+    from gateway.safety.guard import Safety
     from gateway.state import GatewayState
 
 __all__ = ["Imported", "export_state", "import_state"]
@@ -39,10 +40,8 @@ class Imported(TypedDict):
 log = structlog.get_logger("gateway.safety")
 
 
-async def export_state(state: GatewayState) -> StateDocument:
+async def export_state(state: GatewayState, safety: Safety) -> StateDocument:
     """Everything an operator set up, as one document; raises StoreUnavailable if the store is down."""
-    safety = state.safety
-    assert safety is not None
     holds, _ = await safety.store.holds_and_epochs()
     by_id = {e.id: e for e in await safety.store.events(1000)} if holds else {}
     noise = await state.shadow.store.noise()
@@ -58,10 +57,8 @@ async def export_state(state: GatewayState) -> StateDocument:
     )
 
 
-async def import_state(state: GatewayState, doc: Any, *, actor: str, reason: str) -> Imported:
+async def import_state(state: GatewayState, safety: Safety, doc: Any, *, actor: str, reason: str) -> Imported:
     """Validate, then apply atomically; raises InvalidState, SafetyRefused or StoreUnavailable."""
-    safety = state.safety
-    assert safety is not None
     parsed = parse_state(
         doc, declared=state.store.cache.declared, drained=safety.drained, actor=actor, at=safety.clock()
     )

@@ -32,7 +32,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.fields import Side
 from gateway.methods import SAFE_METHODS
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.routing import Route
 from gateway.shadow.compare import Answer
 from gateway.shadow.judge import NoiseTask, Task, Verdict, inline, judge, learnable, plain_answer

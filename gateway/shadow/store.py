@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.errors import StoreUnavailable
-from gateway.observability import Metrics
+from gateway.metrics import Metrics
 from gateway.redis_client import REDIS_DOWN, RedisConfig, redis_client, text
 from gateway.shadow.stats import FIELD_PREFIX, FIELDS_KEPT, FIELDS_TRIM_AT, OTHER_FIELD, Result, increments, trim_fields
 

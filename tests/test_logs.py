@@ -8,7 +8,7 @@ import re
 import orjson
 from structlog.testing import capture_logs
 
-from gateway.observability import AccessLog, FastTimestamper, LogWriter
+from gateway.logs import AccessLog, FastTimestamper, LogWriter
 
 
 class _Stream(io.StringIO):
