@@ -66,7 +66,7 @@ async def safety_view(request: web.Request) -> web.Response:
     try:
         holds, _epochs = await safety.store.holds_and_epochs()
     except StoreUnavailable as exc:
-        holds, safety.store_error = {}, str(exc)
+        holds, safety.health.error = {}, str(exc)
     return json_response(
         SafetyView(
             enabled=safety.config.enabled,
