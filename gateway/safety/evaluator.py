@@ -12,6 +12,7 @@ window since the outage began) and its own probes, and a firing trigger rolls ba
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gateway.datachecks.runner import DataChecks
 from gateway.errors import StoreUnavailable
@@ -32,34 +33,21 @@ __all__ = ["STATUSES", "Evaluator"]
 STATUSES = ("ok", "firing", "insufficient_data", "store_unavailable", "no_source")
 
 
+@dataclass(kw_only=True, eq=False)
 class Evaluator:
-    def __init__(
-        self,
-        *,
-        triggers: Sequence[TriggerConfig],
-        flags: FlagStore,
-        store: SafetyStore,
-        recorder: Recorder,
-        probers: Mapping[str, Prober],
-        datachecks: DataChecks,
-        rollbacks: Rollbacks,
-        health: StoreHealth,
-        metrics: Metrics,
-        clock: Callable[[], float],
-    ) -> None:
-        self.triggers = triggers
-        self.flags = flags
-        self.store = store
-        self.recorder = recorder
-        self.probers = probers
-        self.datachecks = datachecks
-        self.rollbacks = rollbacks
-        self.health = health
-        self.metrics = metrics
-        self.clock = clock
-        self.verdicts: dict[str, list[Verdict]] = {}  # of the latest evaluation, by flag
-        self.evaluated_at: float | None = None
-        self.sources: frozenset[str] = frozenset()
+    triggers: Sequence[TriggerConfig]
+    flags: FlagStore
+    store: SafetyStore
+    recorder: Recorder
+    probers: Mapping[str, Prober]
+    datachecks: DataChecks
+    rollbacks: Rollbacks
+    health: StoreHealth
+    metrics: Metrics
+    clock: Callable[[], float]
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict, init=False)  # the latest evaluation's, by flag
+    evaluated_at: float | None = field(default=None, init=False)
+    sources: frozenset[str] = field(default=frozenset(), init=False)
 
     def _signals(self) -> judge.Signals:
         probes = {name: prober.state for name, prober in self.probers.items()}

@@ -11,7 +11,7 @@ per outage on this instance.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import structlog
@@ -31,28 +31,17 @@ log = structlog.get_logger("gateway.safety")
 LOCAL_REASON = " [decided on this instance's own window: store down]"
 
 
+@dataclass(kw_only=True, eq=False)
 class Rollbacks:
-    def __init__(
-        self,
-        *,
-        triggers: Sequence[TriggerConfig],
-        flags: FlagStore,
-        store: SafetyStore,
-        control: FlagControl,
-        notifier: Notifier,
-        health: StoreHealth,
-        instance: str,
-        clock: Callable[[], float],
-    ) -> None:
-        self.triggers = triggers
-        self.flags = flags
-        self.store = store
-        self.control = control
-        self.notifier = notifier
-        self.health = health
-        self.instance = instance
-        self.clock = clock
-        self._dry_logged: set[tuple[str, str]] = set()  # (trigger, flag) dry runs logged during this outage
+    triggers: Sequence[TriggerConfig]
+    flags: FlagStore
+    store: SafetyStore
+    control: FlagControl
+    notifier: Notifier
+    health: StoreHealth
+    instance: str
+    clock: Callable[[], float]
+    _dry_logged: set[tuple[str, str]] = field(default_factory=set, init=False)  # (trigger, flag) logged this outage
 
     def event(self, verdict: Verdict, kind: Literal["rollback", "dry_run"]) -> Event:
         verb = "would roll back" if kind == "dry_run" else "rolled back"

@@ -8,6 +8,7 @@ once, the others at their next evaluation (``sync``). What a switch does to a re
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -24,23 +25,14 @@ __all__ = ["ReadOnlySwitches"]
 log = structlog.get_logger("gateway.safety")
 
 
+@dataclass(kw_only=True, eq=False)
 class ReadOnlySwitches:
-    def __init__(
-        self,
-        *,
-        flags: FlagStore,
-        store: SafetyStore,
-        decommission: Decommission,
-        notifier: Notifier,
-        health: StoreHealth,
-        clock: Callable[[], float],
-    ) -> None:
-        self.flags = flags
-        self.store = store
-        self.decommission = decommission
-        self.notifier = notifier
-        self.health = health
-        self.clock = clock
+    flags: FlagStore
+    store: SafetyStore
+    decommission: Decommission
+    notifier: Notifier
+    health: StoreHealth
+    clock: Callable[[], float]
 
     async def sync(self) -> None:
         """Pick up operators' read-only switches (every evaluation; at once on this instance)."""
