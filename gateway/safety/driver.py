@@ -14,11 +14,9 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.errors import SafetyRefused, StoreUnavailable
-from gateway.flags.store import FlagStore
 from gateway.safety.config import PlanDefaults
-from gateway.safety.events import Notifier
+from gateway.safety.control import ControlHost
 from gateway.safety.plans import ACTIVE, Plan, blockers, plan_event, validate_steps
-from gateway.safety.store import SafetyStore
 from gateway.safety.triggers import Verdict
 from gateway.safety.windows import WindowStats
 
@@ -27,20 +25,12 @@ __all__ = ["PlanDriver", "PlanHost"]
 log = structlog.get_logger("gateway.safety")
 
 
-class PlanHost(Protocol):
-    """What the driver reads and calls on the safety net (``gateway.safety.guard.Safety``).
+class PlanHost(ControlHost, Protocol):
+    """What the driver reads and calls on the safety net (``gateway.safety.guard.Safety``): a plan
+    changes flags through the same checks as any flag change (``ControlHost``), and reads these.
 
     Read through the host at each use, so a plan step sees the verdicts of the latest evaluation.
     """
-
-    @property
-    def store(self) -> SafetyStore: ...
-
-    @property
-    def flags(self) -> FlagStore: ...
-
-    @property
-    def notifier(self) -> Notifier: ...
 
     @property
     def instance(self) -> str: ...
@@ -50,11 +40,7 @@ class PlanHost(Protocol):
 
     def clock(self) -> float: ...
 
-    async def check_percent(self, flag: str, percent: int) -> None: ...
-
     def window_range(self, seconds: float, since: float) -> tuple[int, int]: ...
-
-    def store_down(self, exc: StoreUnavailable) -> None: ...
 
 
 class PlanDriver:
@@ -161,13 +147,11 @@ class PlanDriver:
         current = await self.host.store.flag_value(flag)  # the store's value: our cached copy may lag a step
         if flag in holds:
             new = replace(plan, status="rolled_back", note=f"automatic rollback (event {holds[flag]})")
-            await self._write(plan, new)
-            await self._event("plan_rolled_back", new, f"gateway {self.host.instance}", new.note, plan.percent)
+            await self._decided("plan_rolled_back", plan, new, new.note)
             return
         if current != plan.percent:
             new = plan.pause(now, f"flag changed outside the plan: {current}% instead of {plan.percent}%")
-            await self._write(plan, new)
-            await self._event("plan_paused", new, f"gateway {self.host.instance}", new.note, plan.percent)
+            await self._decided("plan_paused", plan, new, new.note)
             return
         if plan.in_step(now) < plan.soak:
             return
@@ -175,14 +159,7 @@ class PlanDriver:
             return
         new = plan.advance(now)
         if new.status == "completed":
-            await self._write(plan, new)
-            await self._event(
-                "plan_completed",
-                new,
-                f"gateway {self.host.instance}",
-                f"held {plan.percent}% for {plan.soak:g}s",
-                plan.percent,
-            )
+            await self._decided("plan_completed", plan, new, f"held {plan.percent}% for {plan.soak:g}s")
             return
         raised = await self.host.store.raise_flag(
             flag,
@@ -193,15 +170,13 @@ class PlanDriver:
         )
         if not raised:
             return  # rolled back or changed a moment ago: the next tick sees why and acts on it
-        await self._write(plan, new)
-        await self._event(
-            "plan_advanced",
-            new,
-            f"gateway {self.host.instance}",
-            f"{plan.percent}% -> {new.percent}% after a healthy soak",
-            plan.percent,
-        )
+        await self._decided("plan_advanced", plan, new, f"{plan.percent}% -> {new.percent}% after a healthy soak")
         log.info("plan_advanced", flag=flag, percent=new.percent, step=new.index + 1, steps=len(new.steps))
+
+    async def _decided(self, kind: Any, plan: Plan, new: Plan, reason: str) -> None:
+        """The driver moved ``plan`` on by itself: write it, and record the gateway as the actor."""
+        await self._write(plan, new)
+        await self._event(kind, new, f"gateway {self.host.instance}", reason, plan.percent)
 
     async def soak_requests(self, plan: Plan) -> int | None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from gateway.datachecks.results import CheckState
 from gateway.safety.config import (
@@ -27,13 +27,15 @@ from gateway.safety.config import (
 )
 from gateway.safety.windows import WindowStats
 
-__all__ = ["ProbeState", "Verdict", "VerdictStatus", "evaluate", "is_window_trigger"]
+__all__ = ["ProbeState", "Verdict", "VerdictStatus", "WindowTrigger", "evaluate", "is_window_trigger"]
 
 VerdictStatus = Literal["ok", "firing", "insufficient_data", "store_unavailable", "no_source"]
 WINDOW_KINDS = (ErrorRateTrigger, LatencyTrigger, MismatchRateTrigger)
+WindowTrigger = ErrorRateTrigger | LatencyTrigger | MismatchRateTrigger
 
 
-def is_window_trigger(trigger: TriggerConfig) -> bool:
+def is_window_trigger(trigger: TriggerConfig) -> TypeGuard[WindowTrigger]:
+    """Judged on the counters of a sliding window (rather than a probe, a streak or data checks)."""
     return isinstance(trigger, WINDOW_KINDS)
 
 

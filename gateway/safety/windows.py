@@ -15,6 +15,7 @@ mismatches, split by the side that served the client as ``mcl``/``mml`` and ``mc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,15 @@ class Recorder:
 
     def bucket_of(self, at: float) -> int:
         return int(at) // self.bucket_seconds * self.bucket_seconds
+
+    def window_range(self, seconds: float, since: float) -> tuple[int, int]:
+        """Buckets of the last ``seconds`` (current one included), none from before ``since``."""
+        width = self.bucket_seconds
+        last = self.bucket_of(self._clock())
+        first = last - (math.ceil(seconds / width) - 1) * width
+        if since > 0:
+            first = max(first, self.bucket_of(since) + width)
+        return first, last
 
     def _counts(self, flag: str) -> Counts:
         key = (flag, self.bucket_of(self._clock()))

@@ -20,12 +20,13 @@ outage, counted in ``gateway_shadow_store_errors_total`` and otherwise ignored.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from gateway.errors import StoreUnavailable
@@ -231,6 +232,16 @@ class RedisParityStore:
         except REDIS_DOWN as exc:
             self._failed(exc)  # next start tries again; counters() reads both layouts meanwhile
 
+    async def _each_route(self, index: str, read: Callable[[Pipeline, str], object]) -> tuple[list[str], list[Any]]:
+        """The routes the set ``index`` lists (sorted), and the answers to what ``read`` queues for
+        each of them, in one pipeline. Raises what Redis raises."""
+        client = self._client()
+        routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}{index}"))
+        pipe = client.pipeline(transaction=False)
+        for route in routes:
+            read(pipe, route)
+        return routes, await pipe.execute()
+
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
@@ -296,12 +307,9 @@ class RedisParityStore:
 
     async def noise(self) -> dict[str, list[str]] | None:
         try:
-            client = self._client()
-            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}noise-routes"))
-            pipe = client.pipeline(transaction=False)
-            for route in routes:
-                pipe.smembers(f"{self._prefix}noise:{route}")
-            sets = await pipe.execute()
+            routes, sets = await self._each_route(
+                "noise-routes", lambda pipe, route: pipe.smembers(f"{self._prefix}noise:{route}")
+            )
         except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         learned = {route: sorted(text(f) for f in fields) for route, fields in zip(routes, sets, strict=True)}
@@ -321,14 +329,12 @@ class RedisParityStore:
             raise self._unavailable(exc) from exc
 
     async def counters(self) -> dict[str, dict[str, int]]:
+        def read(pipe: Pipeline, route: str) -> None:
+            pipe.hgetall(f"{self._prefix}stats:{route}")
+            pipe.hgetall(f"{self._prefix}fields:{route}")
+
         try:
-            client = self._client()
-            routes = sorted(text(r) for r in await client.smembers(f"{self._prefix}routes"))
-            pipe = client.pipeline(transaction=False)
-            for route in routes:
-                pipe.hgetall(f"{self._prefix}stats:{route}")
-                pipe.hgetall(f"{self._prefix}fields:{route}")
-            hashes = await pipe.execute()
+            routes, hashes = await self._each_route("routes", read)
         except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         out: dict[str, dict[str, int]] = {}
