@@ -60,10 +60,10 @@ def ready_is(gw: Gateway, status: str) -> Any:
 # -- 1. propagation between instances ----------------------------------------------------------
 
 
-async def test_admin_change_reaches_second_instance_within_a_second(
+async def test_admin_change_reaches_second_instance_through_pubsub(
     upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
 ) -> None:
-    # A long poll interval: only the pub/sub notification can deliver the change this fast.
+    # A 30 s poll interval: a change seen within the 5 s deadline came by the pub/sub notification.
     cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30))
     gw1 = await make_gateway(cfg)
     gw2 = await make_gateway(cfg)
@@ -71,8 +71,7 @@ async def test_admin_change_reaches_second_instance_within_a_second(
 
     status, body = await put_flag(gw1, 100, body={"reason": "go"})
     assert status == 200, body
-    waited = await wait_for(lambda: gw2.state.store.snapshot()[FLAG] == 100, timeout=5)
-    assert waited < 1.0, f"second instance saw the change after {waited:.3f}s"
+    await wait_for(lambda: gw2.state.store.snapshot()[FLAG] == 100, timeout=5)
     for _ in range(10):
         assert await side_of(gw2, "/api/orders") == "candidate"
     async with gw2.admin("GET", f"/api/v1/flags/{FLAG}") as resp:
@@ -89,8 +88,8 @@ async def test_hset_and_publish_straight_into_redis_is_picked_up(
         assert r.hget(f"{key_prefix}flags", FLAG) == b"0"  # seeded at start
         r.hset(f"{key_prefix}flags", FLAG, "100")
         r.publish(f"{key_prefix}flags:changed", FLAG)
-        waited = await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 100, timeout=5)
-        assert waited < 1.0
+        # Within the 5 s deadline, well before the 30 s poll: the PUBLISH brought it.
+        await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 100, timeout=5)
         assert await side_of(gw) == "candidate"
     finally:
         r.close()
@@ -99,14 +98,15 @@ async def test_hset_and_publish_straight_into_redis_is_picked_up(
 async def test_hand_edit_without_publish_is_picked_up_by_polling(
     upstreams: dict[str, TestServer], make_gateway: MakeGateway, redis_server: RedisServer, key_prefix: str
 ) -> None:
-    poll = 0.2
-    cfg = make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=poll))
-    gw = await make_gateway(cfg)
+    gw = await make_gateway(make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=0.2)))
+    # The same store polled every 30 s: still stale when the 0.2 s poller has the change, so it
+    # was the poll interval, not a reconnect or a stray notification, that brought it.
+    slow = await make_gateway(make_config(upstreams, redis=redis_cfg(redis_server, key_prefix, poll_interval=30)))
     r = redis_server.client()
     try:
-        r.hset(f"{key_prefix}flags", FLAG, "100")  # no PUBLISH: only the poll can see it
-        waited = await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 100, timeout=5)
-        assert waited < poll + 0.3, f"poll took {waited:.3f}s with poll_interval={poll}"
+        r.hset(f"{key_prefix}flags", FLAG, "100")  # no PUBLISH: only a poll can see it
+        await wait_for(lambda: gw.state.store.snapshot()[FLAG] == 100, timeout=5)
+        assert slow.state.store.snapshot()[FLAG] == 0
         assert await side_of(gw) == "candidate"
     finally:
         r.close()
@@ -420,8 +420,8 @@ async def test_rollback_is_atomic_and_reaches_other_instances(
         assert r.hgetall(hash_key) == after
     finally:
         r.close()
-    waited = await wait_for(lambda: all(v == 0 for v in gw2.state.store.snapshot().values()), timeout=5)
-    assert waited < 1.0
+    # Within the deadline, well before gw2's 30 s poll: the rollback's notification reached it.
+    await wait_for(lambda: all(v == 0 for v in gw2.state.store.snapshot().values()), timeout=5)
     for path in ("/x", "/checkout/1", "/search?q=1"):
         assert await side_of(gw2, path) == "legacy"
 

@@ -283,9 +283,8 @@ async def test_two_workers_share_flags_and_aggregate_metrics(
         # A change made through whichever worker answers the admin call reaches every worker.
         before = {p: requests_served(p) for p in workers}
         await set_flag(c, 100)
-        # poll_interval is 30 s: only the pub/sub notification can bring it this fast.
-        waited = await wait_for(lambda: all(flag_percent(p) == 100 for p in workers), timeout=5)
-        assert waited < 1.0
+        # poll_interval is 30 s: only the pub/sub notification can bring it within the 5 s deadline.
+        await wait_for(lambda: all(flag_percent(p) == 100 for p in workers), timeout=5)
         assert set(await sides(c, 40)) == {"candidate"}
         sent += 40
         assert all(n > 0 for n in served_by_each(c, before).values()), "one worker served none of them"
