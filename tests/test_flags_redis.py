@@ -520,9 +520,8 @@ async def test_starts_without_redis_then_connects_and_seeds(
     cfg = make_config(
         upstreams, redis=redis_cfg(server, key_prefix, poll_interval=0.2), flags={FLAG: 100, "checkout": 7}
     )
-    started = time.monotonic()
-    gw = await make_gateway(cfg)
-    assert time.monotonic() - started < 3.0
+    # Redis starts only later in this test: a start-up that waited for it would never return.
+    gw = await asyncio.wait_for(make_gateway(cfg), 10)
     assert await side_of(gw) == "candidate"
     ready = await readyz(gw)
     assert ready["status"] == "degraded"
