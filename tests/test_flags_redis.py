@@ -18,19 +18,13 @@ from structlog.testing import capture_logs
 from gateway.redis_client import RECONNECT
 from gateway.server import GatewayServer
 from tests.conftest import Gateway, MakeGateway, RedisServer, free_port, make_config, wait_for
-from tests.support import metric_values
+from tests.support import metric_values, side_of
 
 FLAG = "default"
 
 
 def redis_cfg(server: Any, prefix: str, **extra: Any) -> dict[str, Any]:
     return {"url": server.url, "key_prefix": prefix, **extra}
-
-
-async def side_of(gw: Gateway, path: str = "/x") -> str:
-    async with gw.get(path) as resp:
-        assert resp.status == 200, await resp.text()
-        return str((await resp.json())["side"])
 
 
 async def readyz(gw: Gateway) -> dict[str, Any]:

@@ -15,11 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import Config
 from gateway.errors import ConfigError
-from tests.conftest import Gateway, make_config, wait_for
+from tests.conftest import Gateway, MakeGateway, make_config, wait_for
 from tests.support import metric_value
 
 Server = Callable[..., Awaitable[TestServer]]
-MakeGateway = Callable[[Config], Awaitable[Gateway]]
 
 
 @dataclass

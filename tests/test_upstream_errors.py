@@ -207,9 +207,8 @@ async def garbage_upstream() -> AsyncIterator[RawUpstream]:
         await writer.drain()
         return False
 
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    async with RawUpstream(answer) as server:
+        yield server
 
 
 @pytest.mark.parametrize("path", ["/hello", "/bad-status-code", "/bad-header", "/double-length"])

@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.conftest import RedisServer, free_port, wait_for
-from tests.support import metric_samples
+from tests.support import LoopbackUrls, metric_samples
 
 pytestmark = pytest.mark.slow
 
@@ -135,20 +135,12 @@ def flag_percent(pid: int, flag: str = "default") -> float | None:
 
 
 @dataclass
-class Cluster:
+class Cluster(LoopbackUrls):
     proc: subprocess.Popen[bytes]
     port: int
     admin_port: int
     stdout: Path
     stderr: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
 
     def workers(self) -> list[int]:
         return worker_pids(self.proc.pid)
