@@ -4,14 +4,13 @@ plugin by conftest.py (the ``login_backend`` fixture)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Gateway, MakeGateway, make_config
-from tests.support import RawRequest, RawUpstream
+from tests.support import RawUpstream, answering
 
 LOGIN = "/api/v1/auth/login"
 FORM = "application/x-www-form-urlencoded"
@@ -30,14 +29,9 @@ PER_IP = {"name": "login-per-ip", "prefix": LOGIN, "methods": ["POST"], "key": "
 
 @pytest.fixture
 async def login_backend() -> AsyncIterator[RawUpstream]:
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        return True
-
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    unauthorized = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    async with RawUpstream(answering(unauthorized)) as server:
+        yield server
 
 
 async def limited_gateway(

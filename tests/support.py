@@ -224,6 +224,12 @@ class RawUpstream(LoopbackServer):
         await self._listen()
         return self
 
+    async def __aenter__(self) -> RawUpstream:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -246,7 +252,33 @@ class RawUpstream(LoopbackServer):
                 writer.close()
 
 
+def answering(response: bytes) -> RawHandler:
+    """A ``RawUpstream`` handler that answers every request with the same bytes, keeping the connection."""
+
+    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response)
+        await writer.drain()
+        return True
+
+    return answer
+
+
 # -- the gateway as a subprocess --------------------------------------------------------------
+
+
+class LoopbackUrls:
+    """``url`` and ``admin_url`` of a gateway that listens on 127.0.0.1 at ``port`` and ``admin_port``."""
+
+    port: int
+    admin_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -258,7 +290,7 @@ def peak_rss_kb(pid: int) -> int:
 
 
 @dataclass
-class GatewayProcess:
+class GatewayProcess(LoopbackUrls):
     """``python -m gateway run`` configured through the environment; always killed on exit."""
 
     legacy_url: str
@@ -269,14 +301,6 @@ class GatewayProcess:
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def pid(self) -> int:

@@ -12,13 +12,8 @@ import orjson
 from aiohttp.test_utils import TestServer
 
 from gateway.bucketing import side_for
-from tests.conftest import Gateway, MakeGateway, make_config
-from tests.support import RawConnection, RawResponse
-
-
-async def set_flag(gw: Gateway, percent: int) -> None:
-    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": percent, "reason": "test"}) as resp:
-        assert resp.status == 200, await resp.text()
+from tests.conftest import MakeGateway, make_config
+from tests.support import RawConnection, RawResponse, set_flag
 
 
 def issued(response: RawResponse) -> str | None:
@@ -40,7 +35,7 @@ async def test_cookieless_clients_behind_one_address_spread_and_returning_ones_s
     upstreams: dict[str, TestServer], make_gateway: MakeGateway
 ) -> None:
     gw = await make_gateway(make_config(upstreams))
-    await set_flag(gw, 50)
+    await set_flag(gw, "default", 50)
     sides: list[str] = []
     ids: set[str] = set()
     async with await RawConnection.open(gw.server.proxy_port) as conn:
@@ -65,7 +60,7 @@ async def test_address_based_stickiness_is_an_option(
     upstreams: dict[str, TestServer], make_gateway: MakeGateway
 ) -> None:
     gw = await make_gateway(make_config(upstreams, bucketing={"anonymous": "ip"}))
-    await set_flag(gw, 50)
+    await set_flag(gw, "default", 50)
     async with await RawConnection.open(gw.server.proxy_port) as conn:
         answers = {await get(conn) for _ in range(50)}
     assert len(answers) == 1, answers  # one address: one subject, one side, one cookie value

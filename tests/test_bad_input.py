@@ -14,35 +14,23 @@ import orjson
 import pytest
 
 from tests.conftest import MakeGateway, make_config
-from tests.support import RawRequest, RawUpstream, read_response
+from tests.support import RawUpstream, answering, read_response
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[RawUpstream]:
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(OK)
-        await writer.drain()
-        return True
-
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    async with RawUpstream(answering(OK)) as server:
+        yield server
 
 
 @pytest.fixture
 async def elsewhere() -> AsyncIterator[RawUpstream]:
     """A host the gateway must never contact: absolute-form targets point here."""
 
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(OK)
-        await writer.drain()
-        return True
-
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    async with RawUpstream(answering(OK)) as server:
+        yield server
 
 
 H = b"Host: gw.test\r\n"

@@ -134,14 +134,13 @@ async def test_greedy_address_cannot_starve_another(
     backend: tuple[Backend, dict[str, str]], make_gateway: MakeGateway
 ) -> None:
     """300 clients from one address ask for a large download each and never read; another address
-    is still served within a second per request (a request that waited for a pooled connection
-    would take ``pool_wait``, 1 s, and then be refused). 64 MiB rather than a few: loopback socket
+    is still served, every request within its 5 s timeout (a request that waited for a pooled
+    connection would wait ``pool_wait``, 30 s here, and then be refused). 64 MiB rather than a few: loopback socket
     buffers alone absorb several MiB per connection, and the downloads must outlast them."""
     state, urls = backend
-    gw = await make_gateway(make_config(urls, upstream={"max_connections": 256}))
+    gw = await make_gateway(make_config(urls, upstream={"max_connections": 256, "pool_wait": 30}))
     port = int(gw.server.proxy_port)
     greedy: list[asyncio.StreamWriter] = []
-    loop = asyncio.get_running_loop()
     try:
         for _ in range(300):
             _, writer = await open_from("127.0.0.1", port, GREEDY, rcvbuf=4096)
@@ -150,10 +149,8 @@ async def test_greedy_address_cannot_starve_another(
         share = int(256 * 0.5)  # limits.client_share default
         await wait_for(lambda: state.started["big"] >= share, timeout=30)
         for i in range(10):
-            started = loop.time()
             resp = await get(port, f"/who?i={i}", OTHER, timeout=5)
             assert resp.status == 200 and resp.body == b"ok"
-            assert loop.time() - started < 1.0
         assert state.started["big"] <= share, "one address held more than its share of the pool"
     finally:
         for writer in greedy:

@@ -287,7 +287,8 @@ async def test_an_early_refusal_reaches_a_client_still_sending_its_body(make_gat
                 await writer.drain()
 
         task = asyncio.create_task(pump())
-        await asyncio.sleep(0.3)  # like most clients: the answer is read once the body is written (or fails)
+        # Like most clients: the answer is read once the body is written (or the writing fails).
+        await asyncio.wait([task], timeout=5)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # not a connection reset
             assert head.startswith(b"HTTP/1.1 413 ")

@@ -64,7 +64,7 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]
 async def test_stop_drains_in_flight_requests(
     upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
 ) -> None:
-    server, stopped = await make_server(make_config(upstreams, drain_timeout=5))
+    server, stopped = await make_server(make_config(upstreams, drain_timeout=30))
     proxy_port, admin_url = server.proxy_port, f"http://127.0.0.1:{server.admin_port}"
     loop = asyncio.get_running_loop()
 
@@ -110,8 +110,8 @@ async def test_stop_drains_in_flight_requests(
         if not stop.done():
             stop.cancel()
     elapsed = loop.time() - started
-    # It waited for the request (~1 s), not for the whole drain_timeout (5 s).
-    assert 0.5 < elapsed < 3.0, elapsed
+    # It waited for the request (~1 s), not for the whole drain_timeout (30 s).
+    assert 0.5 < elapsed < 10.0, elapsed
     assert server.state.in_flight == 0
     # Both listeners are closed once stop() returns.
     assert await _refused(proxy_port)
@@ -121,15 +121,12 @@ async def test_stop_drains_in_flight_requests(
 async def test_stop_without_in_flight_work_is_immediate(
     upstreams: dict[str, TestServer], make_server: Any, session: aiohttp.ClientSession
 ) -> None:
-    server, stopped = await make_server(make_config(upstreams, drain_timeout=10))
+    server, stopped = await make_server(make_config(upstreams, drain_timeout=30))
     async with await RawConnection.open(server.proxy_port) as idle:
         assert (await idle.request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")).status == 200
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         stopped[0] = True
-        await asyncio.wait_for(server.stop(), 5)
-        # drain_timeout is 10 s: an idle keep-alive connection that held up the drain would show
-        assert loop.time() - started < 5.0, "an idle keep-alive connection held up the drain"
+        # drain_timeout is 30 s: an idle keep-alive connection that held up the drain would show
+        await asyncio.wait_for(server.stop(), 10)
         assert await asyncio.wait_for(idle.reader.read(), 2) == b""
 
 
@@ -140,16 +137,16 @@ async def test_requests_outlasting_drain_timeout_are_cut_off(
     loop = asyncio.get_running_loop()
 
     async def slow_get() -> Any:
-        async with session.get(f"http://127.0.0.1:{server.proxy_port}/slow?s=10") as resp:
+        async with session.get(f"http://127.0.0.1:{server.proxy_port}/slow?s=30") as resp:
             return resp.status, await resp.read()
 
     slow = asyncio.create_task(slow_get())
     await wait_for(lambda: server.state.in_flight == 1, timeout=5)
     started = loop.time()
     stopped[0] = True
-    await asyncio.wait_for(server.stop(), 5)
+    await asyncio.wait_for(server.stop(), 10)
     elapsed = loop.time() - started
-    assert 0.45 < elapsed < 4.0, elapsed  # at the 0.5 s drain deadline, not at the 10 s answer
+    assert 0.45 < elapsed < 10.0, elapsed  # at the 0.5 s drain deadline, not at the 30 s answer
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(slow, 5)
     # The cut-off request was accounted for: nothing is left "in flight".
@@ -164,7 +161,7 @@ async def test_cut_off_happens_at_the_drain_timeout(
     server, stopped = await make_server(make_config(upstreams, drain_timeout=0.5))
 
     async def slow_get() -> Any:
-        async with session.get(f"http://127.0.0.1:{server.proxy_port}/slow?s=10") as resp:
+        async with session.get(f"http://127.0.0.1:{server.proxy_port}/slow?s=30") as resp:
             return await resp.read()
 
     slow = asyncio.create_task(slow_get())
@@ -172,11 +169,11 @@ async def test_cut_off_happens_at_the_drain_timeout(
     loop = asyncio.get_running_loop()
     started = loop.time()
     stopped[0] = True
-    await asyncio.wait_for(server.stop(), 5)
+    await asyncio.wait_for(server.stop(), 10)
     await asyncio.gather(slow, return_exceptions=True)
     # The deadline, plus CANCEL_GRACE for the cancelled handler to unwind, plus generous scheduling
-    # slack: far from the 10 s the request would take.
-    assert loop.time() - started < 0.5 + 3.0
+    # slack: far from the 30 s the request would take.
+    assert loop.time() - started < 0.5 + 9.0
 
 
 # -- a real process and SIGTERM ---------------------------------------------------------------
@@ -210,7 +207,7 @@ async def _in_flight(session: aiohttp.ClientSession, proc: GatewayProcess) -> fl
 
 @pytest.mark.slow
 async def test_sigterm_drains_then_exits_zero(gateway_process: Any, session: aiohttp.ClientSession) -> None:
-    proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="10")
+    proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="30")
     await proc.wait_ready(session)
 
     async def slow_get() -> Any:
@@ -233,10 +230,10 @@ async def test_sigterm_drains_then_exits_zero(gateway_process: Any, session: aio
 
     status, text = await asyncio.wait_for(slow, 10)
     assert (status, text) == (200, "slow legacy")
-    code = await proc.wait_exit(timeout=5)
+    code = await proc.wait_exit(timeout=10)
     assert code == 0, proc.log()
     elapsed = time.monotonic() - signalled
-    assert elapsed < 5, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 10 and one 1.5 s request"
+    assert elapsed < 15, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 30 and one 1.5 s request"
     assert "Traceback" not in proc.log()
 
 
@@ -256,10 +253,11 @@ async def test_sigterm_cuts_off_requests_past_the_drain_timeout(
 
     signalled = time.monotonic()
     proc.signal(signal.SIGTERM)
-    code = await proc.wait_exit(timeout=6)
+    code = await proc.wait_exit(timeout=15)
     elapsed = time.monotonic() - signalled
     assert code == 0, proc.log()
-    assert 0.8 < elapsed < 4.0, f"exited {elapsed:.1f}s after SIGTERM with GATEWAY_DRAIN_TIMEOUT=1"
+    # At the 1 s drain deadline, not at the 30 s answer.
+    assert 0.8 < elapsed < 15, f"exited {elapsed:.1f}s after SIGTERM with GATEWAY_DRAIN_TIMEOUT=1"
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(slow, 5)
     assert "Traceback" not in proc.log()
@@ -267,12 +265,11 @@ async def test_sigterm_cuts_off_requests_past_the_drain_timeout(
 
 @pytest.mark.slow
 async def test_sigterm_when_idle_exits_promptly(gateway_process: Any, session: aiohttp.ClientSession) -> None:
-    proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="10")
+    proc = gateway_process(GATEWAY_DRAIN_TIMEOUT="30")
     await proc.wait_ready(session)
     # A keep-alive connection left open by a finished request must not hold the drain.
     async with await RawConnection.open(proc.port) as idle:
         assert (await idle.request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")).status == 200
-        signalled = time.monotonic()
         proc.signal(signal.SIGTERM)
-        assert await proc.wait_exit(timeout=5) == 0, proc.log()
-        assert time.monotonic() - signalled < 2.0
+        # Well within the 30 s drain_timeout the idle connection would otherwise hold it for.
+        assert await proc.wait_exit(timeout=10) == 0, proc.log()

@@ -3,7 +3,6 @@ from a client's request, and what the client receives from an upstream's respons
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from yarl import URL
 
 from gateway.config import Config
 from tests.conftest import MakeGateway, make_config
-from tests.support import RawConnection, RawRequest, RawUpstream, raw_request
+from tests.support import RawConnection, RawUpstream, answering, raw_request
 
 HOP_BY_HOP_REQUEST = {
     "connection",
@@ -137,14 +136,8 @@ RESPONSE_HOP_BY_HOP = (
 
 @pytest.fixture
 async def raw_upstream() -> AsyncIterator[RawUpstream]:
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(RESPONSE_HOP_BY_HOP)
-        await writer.drain()
-        return True
-
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    async with RawUpstream(answering(RESPONSE_HOP_BY_HOP)) as server:
+        yield server
 
 
 async def test_hop_by_hop_response_headers_are_not_returned(

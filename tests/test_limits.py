@@ -24,9 +24,8 @@ async def recording_upstream() -> AsyncIterator[RawUpstream]:
         await writer.drain()
         return True
 
-    upstream = await RawUpstream(answer).start()
-    yield upstream
-    await upstream.close()
+    async with RawUpstream(answer) as upstream:
+        yield upstream
 
 
 def both(upstream: RawUpstream) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import MakeGateway, make_config
-from tests.support import RawRequest, RawUpstream, raw_request
+from tests.support import RawUpstream, answering, raw_request
 
 SECURITY = (
     "X-Content-Type-Options",
@@ -29,20 +28,15 @@ def get(path: str, *headers: str, method: str = "GET") -> bytes:
 async def leaky_upstream() -> AsyncIterator[RawUpstream]:
     """An upstream that advertises itself and sets its own security and CORS headers."""
 
-    async def answer(request: RawRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: nginx/1.18.0 (Ubuntu)\r\n"
-            b"X-Powered-By: Express\r\nX-Frame-Options: SAMEORIGIN\r\n"
-            b"Content-Security-Policy: default-src 'self'\r\n"
-            b"Strict-Transport-Security: max-age=1\r\n"
-            b"Access-Control-Allow-Origin: *\r\n\r\nok"
-        )
-        await writer.drain()
-        return True
-
-    upstream = await RawUpstream(answer).start()
-    yield upstream
-    await upstream.close()
+    answer = answering(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: nginx/1.18.0 (Ubuntu)\r\n"
+        b"X-Powered-By: Express\r\nX-Frame-Options: SAMEORIGIN\r\n"
+        b"Content-Security-Policy: default-src 'self'\r\n"
+        b"Strict-Transport-Security: max-age=1\r\n"
+        b"Access-Control-Allow-Origin: *\r\n\r\nok"
+    )
+    async with RawUpstream(answer) as upstream:
+        yield upstream
 
 
 def gateway_port(gw: Any) -> int:

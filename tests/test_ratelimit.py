@@ -102,13 +102,12 @@ async def test_redis_down_falls_back_to_local_and_recovers(
 
     private_redis.stop()
     with capture_logs() as logs:
-        started = time.monotonic()
         statuses = [(await fetch(gw, "/limited"))[0] for _ in range(5)]
-        elapsed = time.monotonic() - started
     # Never a 5xx because the limiter is down; the per-instance fallback still limits (fresh state).
     assert statuses == [200, 200, 200, 429, 429], statuses
-    assert elapsed < 2.0, elapsed
-    assert any(entry["event"] == "ratelimit_degraded" for entry in logs)
+    # The first failed call switched the limiter to its fallback, once; all five were decided there.
+    assert [entry["event"] for entry in logs].count("ratelimit_degraded") == 1, logs
+    assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_fallback_decisions_total") == 5
     assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_backend_up") == 0
     assert await metric_value(gw.session, gw.admin_url, "gateway_ratelimit_fallback_decisions_total") >= 4
 

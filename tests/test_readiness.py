@@ -4,9 +4,7 @@ shadowing, real traffic and a real PostgreSQL data check, through the admin API 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +20,7 @@ from gateway.readiness.evaluate import Evidence, evaluate
 from gateway.safety.config import ReadinessConfig
 from tests.conftest import make_config, wait_for
 from tests.pg_support import PostgresServer
-from tests.support import REPO
+from tests.support import gateway_cli
 
 NOW = 1_000_000.0
 CFG = ReadinessConfig()  # the team's numbers
@@ -118,23 +116,6 @@ async def _send(gw: Any, numbers: range, concurrency: int = 8) -> None:
                 await resp.read()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def _gateway_cli(*args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
@@ -235,14 +216,16 @@ async def test_verdict_moves_from_not_enough_traffic_to_parity_to_ready(
         status = await resp.json()
     assert status["readiness"][0]["flag"] == "default" and status["dataChecks"]["checks"][0]["status"] == "ok"
 
-    code, out, err = await _gateway_cli(
-        "report", "readiness", "--flag", "default", "--markdown", "--admin", gw.admin_url
+    code, out, err = await gateway_cli(
+        "report", "readiness", "--flag", "default", "--markdown", "--admin", gw.admin_url, admin=None, token=None
     )
     assert code in (0, 3), err  # the window slides on: "ready" a moment ago may be thin on traffic now
     assert out.startswith("# Migration readiness sign-off") and "## Flag `default` at 50%" in out
     assert "| Parity (shadow comparisons) |" in out and "| enrollments-orphaned | ok | 0 | = 0 |" in out
     assert "Step this gates:** 100%" in out and "| Engineering lead |" in out
-    code, out, err = await _gateway_cli("report", "readiness", "--flag", "nope", "--admin", gw.admin_url)
+    code, out, err = await gateway_cli(
+        "report", "readiness", "--flag", "nope", "--admin", gw.admin_url, admin=None, token=None
+    )
     assert code == 1 and out == "" and err.startswith("gateway: ") and "unknown flag 'nope'" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -258,13 +241,23 @@ async def test_readiness_answers_on_a_plain_gateway(upstreams: Any, make_gateway
     async with aiohttp.ClientSession() as session:
         async with session.get(gw.admin_url + "/api/v1/readiness?flag=missing") as resp:
             assert resp.status == 404 and (await resp.json())["error"] == "unknown_flag"
-    code, out, err = await _gateway_cli("report", "readiness", "--admin", gw.admin_url)
+    code, out, err = await gateway_cli("report", "readiness", "--admin", gw.admin_url, admin=None, token=None)
     assert code == 3, err  # not ready: a pipeline can gate on the exit code
     assert "flag reports at 100%: next step legacy read-only" in out
     assert "NOT MEASURED        parity not measured: no shadow comparison on this flag's routes" in out
     target = tmp_path / "signoff.json"
-    code, out, err = await _gateway_cli(
-        "report", "readiness", "--flag", "reports", "--json", "-o", str(target), "--admin", gw.admin_url
+    code, out, err = await gateway_cli(
+        "report",
+        "readiness",
+        "--flag",
+        "reports",
+        "--json",
+        "-o",
+        str(target),
+        "--admin",
+        gw.admin_url,
+        admin=None,
+        token=None,
     )
     assert code == 3 and out == "", err
     assert [f["flag"] for f in orjson.loads(target.read_bytes())["flags"]] == ["reports"]

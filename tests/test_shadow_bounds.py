@@ -30,10 +30,9 @@ from gateway.shadow.redact import Redactor
 from gateway.shadow.render import report_table
 from gateway.shadow.stats import FIELDS_KEPT, FIELDS_TRIM_AT, Result, report_row, trim_fields
 from gateway.shadow.store import MemoryParityStore, RedisParityStore
-from tests.conftest import Gateway, make_config, wait_for
+from tests.conftest import Gateway, MakeGateway, make_config, wait_for
 
 Server = Callable[..., Awaitable[TestServer]]
-MakeGateway = Callable[[Config], Awaitable[Gateway]]
 JSON = {"content-type": "application/json"}
 
 # ~880 KB of small nodes: about 300k values to walk. Compared on the event loop this stalled

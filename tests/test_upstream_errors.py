@@ -125,10 +125,11 @@ async def test_read_timeout_is_504_and_counted(upstreams: dict[str, TestServer],
 
     loop = asyncio.get_running_loop()
     started = loop.time()
-    resp, data, text = await get_error(gw, "/slow?s=2")
+    resp, data, text = await get_error(gw, "/slow?s=30")
     elapsed = loop.time() - started
     assert_error_body(resp, data, text, 504, "upstream_timeout")
-    assert 0.25 <= elapsed < 1.5, f"504 after {elapsed:.2f}s, read_timeout is 0.3s"
+    # Not before the read timeout, and far from the upstream's 30 s answer.
+    assert 0.25 <= elapsed < 10, f"504 after {elapsed:.2f}s, read_timeout is 0.3s"
 
     assert await errors_count(gw, "legacy", "timeout") == before + 1
     await assert_still_serving(gw)
@@ -182,7 +183,8 @@ async def test_connect_timeout_is_504_and_counted(
     resp, data, text = await get_error(gw, "/x")
     elapsed = loop.time() - started
     assert_error_body(resp, data, text, 504, "upstream_timeout")
-    assert 0.25 <= elapsed < 2.0, f"504 after {elapsed:.2f}s, connect_timeout is 0.3s"
+    # Not before the connect timeout, and far from the kernel's own (minutes of SYN retries).
+    assert 0.25 <= elapsed < 10, f"504 after {elapsed:.2f}s, connect_timeout is 0.3s"
 
     assert await errors_count(gw, "legacy", "timeout") == before + 1
     await assert_still_serving(gw)
@@ -205,9 +207,8 @@ async def garbage_upstream() -> AsyncIterator[RawUpstream]:
         await writer.drain()
         return False
 
-    server = await RawUpstream(answer).start()
-    yield server
-    await server.close()
+    async with RawUpstream(answer) as server:
+        yield server
 
 
 @pytest.mark.parametrize("path", ["/hello", "/bad-status-code", "/bad-header", "/double-length"])
