@@ -25,7 +25,18 @@ from yarl import URL
 from gateway.config_include import include_data_checks_file, include_rules_file
 from gateway.config_origin import Origins, compose
 from gateway.errors import ConfigError
-from gateway.fields import DEFAULT_FLAG, SIDES, FrozenModel, HostPort, IPNetwork, Listen, Methods, PathPrefix, Side
+from gateway.fields import (
+    DEFAULT_FLAG,
+    SIDES,
+    FrozenModel,
+    HeaderName,
+    HostPort,
+    IPNetwork,
+    Listen,
+    Methods,
+    PathPrefix,
+    Side,
+)
 from gateway.protection.config import CorsConfig, RateLimitConfig, SecurityHeadersConfig
 from gateway.redis_client import RedisConfig
 from gateway.safety.config import SafetyConfig
@@ -185,8 +196,8 @@ class BucketingConfig(FrozenModel):
 class ForceConfig(FrozenModel):
     """Testers force a side with ``header`` only when ``secret_header`` carries ``secret``."""
 
-    header: str = "X-Gateway-Force"
-    secret_header: str = "X-Gateway-Force-Secret"
+    header: HeaderName = "X-Gateway-Force"
+    secret_header: HeaderName = "X-Gateway-Force-Secret"
     secret: str | None = None
 
     @field_validator("secret")
@@ -293,7 +304,7 @@ class Config(FrozenModel):
     redis: RedisConfig = RedisConfig()
     log: LogConfig = LogConfig()
     drain_timeout: float = Field(default=20.0, ge=0)
-    request_id_header: str = "X-Request-ID"
+    request_id_header: HeaderName = "X-Request-ID"
     reload: ReloadConfig = ReloadConfig()
     trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
     rate_limits: RateLimitConfig = RateLimitConfig()

@@ -21,13 +21,18 @@ from gateway.methods import HTTP_METHODS
 __all__ = [
     "DEFAULT_FLAG",
     "SIDES",
+    "HEADER_NAME_RE",
     "FrozenModel",
+    "HeaderName",
+    "HeaderValue",
     "HostPort",
     "IPNetwork",
     "Listen",
     "Methods",
     "PathPrefix",
     "Side",
+    "check_header_name",
+    "check_header_value",
     "check_methods",
     "check_prefix",
     "parse_host_port",
@@ -91,8 +96,32 @@ def check_methods(value: Any) -> Any:
 
 
 # A path prefix of a route, rate limit, header route: starts with '/', no query, no dot segments.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+# RFC 9110 field-value: visible ASCII, obs-text (0x80-0xFF), space and tab inside. The data plane
+# writes configured values into heads as latin-1 bytes: anything else would break the head (CR/LF
+# would even start a new header line) or fail every answer.
+_HEADER_VALUE_RE = re.compile(r"[\x21-\x7e\x80-\xff]([\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?|")
+
+
+def check_header_name(value: str) -> str:
+    if not HEADER_NAME_RE.fullmatch(value):
+        raise ValueError(f"expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-), got {value!r}")
+    return value
+
+
+def check_header_value(value: str) -> str:
+    if not _HEADER_VALUE_RE.fullmatch(value):
+        raise ValueError(
+            f"expected an HTTP header value (printable Latin-1, no line breaks or other control characters, "
+            f"no leading or trailing spaces), got {value!r}"
+        )
+    return value
+
+
 PathPrefix = Annotated[str, AfterValidator(check_prefix)]
 # A set of known HTTP methods; YAML may give one method as a string.
 Methods = Annotated[frozenset[str], BeforeValidator(check_methods)]
 # A listener address written ``host:port``, ``[v6]:port`` or ``:port``.
 Listen = Annotated[HostPort, BeforeValidator(parse_host_port)]
+HeaderName = Annotated[str, AfterValidator(check_header_name)]
+HeaderValue = Annotated[str, AfterValidator(check_header_value)]

@@ -67,12 +67,25 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("unknown_key: 1\n", "unknown_key: unknown key"),
         ("log: {level: loud}\n", "log.level"),
         ("force: {secret: short}\n", "force.secret"),
+        # Configured headers are written into every answer's head: a line break would start a new
+        # header line, a character beyond Latin-1 would fail every answer.
+        ('security_headers: {headers: {X-Test: "a\\r\\nSet-Cookie: x=1"}}\n', "headers.X-Test: expected"),
+        ('security_headers: {headers: {X-Test: "caf\\u00e9 \\u2603"}}\n', "security_headers.headers.X-Test: expected"),
+        ('security_headers: {hsts: "max-age=1\\n"}\n', "security_headers.hsts: expected"),
+        ("security_headers: {routes: [{prefix: /x, headers: {X-Frame-Options: ' DENY'}}]}\n", "routes.0.headers"),
+        ("request_id_header: 'X Request Id'\n", "request_id_header: expected an HTTP header name"),
+        ("force: {header: 'X-Force:'}\n", "force.header: expected an HTTP header name"),
     ],
 )
 def test_invalid_file_names_key(tmp_path: Path, yaml_text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, yaml_text), BASE_ENV)
     assert expected in str(info.value), str(info.value)
+
+
+def test_latin1_header_values_are_accepted(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, 'security_headers: {headers: {X-Note: "caf\\u00e9"}}\n'), BASE_ENV)
+    assert config.security_headers.headers["X-Note"] == "caf\u00e9"
 
 
 def test_bad_upstream_url(tmp_path: Path) -> None:

@@ -371,3 +371,25 @@ async def test_pipelined_requests_beyond_the_bound_are_refused_after_the_earlier
                 break
     assert statuses == [200] * MAX_PIPELINED + [400]
     assert len([r for r in upstream.requests if r.target.startswith("/p")]) == MAX_PIPELINED
+
+
+async def test_header_bytes_beyond_ascii_pass_byte_for_byte_both_ways(make_gateway: MakeGateway) -> None:
+    """obs-text (0x80-0xFF) in header values is relayed as the same bytes, never re-encoded; a
+    configured Latin-1 value goes out as its Latin-1 byte."""
+    answer = b"HTTP/1.1 200 OK\r\nX-Up: caf\xe9 \x80\xff\r\nContent-Length: 2\r\n\r\nok"
+    upstream = await RecordingUpstream(answers={"/obs": answer}).start()
+    try:
+        config = make_config(
+            {"legacy": upstream.url, "candidate": upstream.url},
+            security_headers={"headers": {"X-Note": "caf\u00e9"}},
+        )
+        gw = await make_gateway(config)
+        async with await RawConnection.open(port(gw)) as conn:
+            resp = await conn.request(b"GET /obs HTTP/1.1\r\n" + H + b"X-Client: na\xefve \xfe\r\n\r\n")
+        assert resp.status == 200 and resp.body == b"ok"
+        assert b"\r\nX-Up: caf\xe9 \x80\xff\r\n" in resp.raw_head
+        assert b"\r\nX-Note: caf\xe9\r\n" in resp.raw_head
+        [got] = upstream.requests
+        assert b"\r\nX-Client: na\xefve \xfe\r\n" in got.raw_head
+    finally:
+        await upstream.close()

@@ -6,13 +6,12 @@ so they reject what a route rejects, with the same words.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from gateway.fields import FrozenModel, Methods, PathPrefix
+from gateway.fields import HEADER_NAME_RE, FrozenModel, HeaderValue, Methods, PathPrefix
 from gateway.protection.bodykey import Normalize, parse_field_path
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
 
 LimitKey = Literal["ip", "subject", "subject_or_ip", "subject_and_ip", "body_field"]
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def check_header_names(names: Any) -> Any:
@@ -97,7 +95,7 @@ class HeaderRoute(FrozenModel):
     """Security headers for one path prefix: values replace the defaults, ``null`` removes one."""
 
     prefix: PathPrefix
-    headers: dict[str, str | None] = Field(default_factory=dict)
+    headers: dict[str, HeaderValue | None] = Field(default_factory=dict)
     keep_upstream: bool | None = None
 
     @field_validator("headers")
@@ -128,9 +126,9 @@ class SecurityHeadersConfig(FrozenModel):
     """Headers added to every response; ``keep_upstream`` lets an upstream's own value win."""
 
     enabled: bool = True
-    headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
-    html_headers: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_HTML_HEADERS))
-    hsts: str | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
+    headers: dict[str, HeaderValue | None] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_HEADERS))
+    html_headers: dict[str, HeaderValue | None] = Field(default_factory=lambda: dict(DEFAULT_HTML_HEADERS))
+    hsts: HeaderValue | None = "max-age=31536000; includeSubDomains"  # only when the client side is HTTPS
     keep_upstream: bool = False
     remove: tuple[str, ...] = ("Server", "X-Powered-By")
     routes: tuple[HeaderRoute, ...] = ()
