@@ -186,7 +186,7 @@ def build_listener(state: GatewayState, loop: asyncio.AbstractEventLoop) -> Prox
         send_timeout=limits.send_timeout,
         max_body_bytes=limits.max_body_bytes,
     )
-    return ProxyListener(config, settings, list(pools.values()))
+    return ProxyListener(config, settings, list(pools.values()), lambda: state.config)
 
 
 def create_admin_app(parts: GatewayParts, *, reloader: Reloader | None, draining: asyncio.Event) -> web.Application:

@@ -83,6 +83,11 @@ class GatewayServer:
         self.admin_port = 0
         self.redirect_port = 0
 
+    @property
+    def listener(self) -> ProxyListener | None:
+        """The proxy listener once started: its pools, deadline sweep and TLS state."""
+        return self._listener
+
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()

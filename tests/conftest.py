@@ -232,7 +232,7 @@ class Gateway:
     @property
     def listener(self) -> ProxyListener:
         """The data plane's listener, for tests that look at its pools and counters."""
-        listener = self.server._listener
+        listener = self.server.listener
         assert listener is not None, "the gateway has started"
         return listener
 

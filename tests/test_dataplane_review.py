@@ -18,7 +18,7 @@ H = b"Host: gw.example\r\n"
 
 
 def pools(gw: Any) -> dict[str, Any]:
-    return {p.name: p for p in gw.server._listener.pools}
+    return {p.name: p for p in gw.listener.pools}
 
 
 async def test_closed_tunnels_give_back_their_pool_slot(make_gateway: MakeGateway) -> None:

@@ -212,3 +212,16 @@ async def test_reload_reaches_the_request_paths_header_rules(
     names = {name.lower() for name, _ in seen}
     assert "x-tester-side" not in names  # the new force header is stripped like the old one was
     assert "x-gateway-force" not in names  # the gateway's namespace never passes
+
+
+async def test_a_reloaded_route_timeout_sets_the_deadline_sweep_period(
+    served: tuple[GatewayServer, Path, aiohttp.ClientSession], upstreams: dict[str, TestServer]
+) -> None:
+    server, path, _session = served
+    listener = server.listener
+    assert listener is not None and listener.sweep_interval > 0.1  # the defaults: seconds-scale timeouts
+    routes = [{"prefix": "/api/v1/grades/", "pin": "legacy", "name": "grades", "body_idle_timeout": 0.5}]
+    path.write_text(yaml.safe_dump(_rules(upstreams, "legacy", routes=routes)))
+    assert await reloader(server).reload("test") is None
+    # The route's 0.5 s idle-body timeout is enforced at its own scale, not the start-up period's.
+    await wait_for(lambda: listener.sweep_interval <= 0.05, timeout=5)

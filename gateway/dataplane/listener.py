@@ -12,6 +12,7 @@ import asyncio
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from typing import cast
 
 import structlog
@@ -29,7 +30,13 @@ log = structlog.get_logger("gateway.listener")
 
 
 class ProxyListener:
-    def __init__(self, config: Config, settings: ConnectionSettings, pools: list[UpstreamPool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        settings: ConnectionSettings,
+        pools: list[UpstreamPool],
+        current: Callable[[], Config] | None = None,
+    ) -> None:
         self.config = config
         self.settings = settings
         self.loop = settings.loop
@@ -42,19 +49,10 @@ class ProxyListener:
         self.redirect_port = 0
         self.redirects: set[_RedirectToHttps] = set()  # swept by header_timeout like the proxy's
         self.tls_reloads = {"ok": 0, "failed": 0}
-        body_read = config.limits.body_read_timeout
-        timeouts: list[float] = [
-            config.limits.header_timeout,
-            config.limits.send_timeout,
-            *([body_read] if body_read is not None else []),
-            *(u.read_timeout for u in config.upstreams.values()),
-            *(u.body_idle_timeout for u in config.upstreams.values()),
-            *(u.stream_idle_timeout for u in config.upstreams.values()),
-            *(u.total_timeout for u in config.upstreams.values() if u.total_timeout is not None),
-            *(u.keepalive_timeout for u in config.upstreams.values()),
-            *(r.body_idle_timeout for r in config.routes if r.body_idle_timeout is not None),
-        ]
-        self.sweep_interval = min(1.0, max(0.05, min(timeouts) / 10))
+        # The configuration in force: a hot reload may bring routes with their own body timeouts.
+        self.current = current or (lambda: config)
+        self._swept_for = config
+        self.sweep_interval = sweep_interval(config)
 
     async def start(self, reuse_port: bool) -> None:
         config = self.config
@@ -109,6 +107,9 @@ class ProxyListener:
     async def _sweep(self) -> None:
         connections = self.settings.connections
         while True:
+            config = self.current()
+            if config is not self._swept_for:  # reloaded: its routes' timeouts set the period too
+                self._swept_for, self.sweep_interval = config, sweep_interval(config)
             await asyncio.sleep(self.sweep_interval)
             now = self.loop.time()
             for conn in list(connections):
@@ -146,6 +147,24 @@ class ProxyListener:
                 pass
         for pool in self.pools:
             pool.close()
+
+
+def sweep_interval(config: Config) -> float:
+    """How often the deadline sweep runs: a tenth of the shortest timeout it enforces (between
+    50 ms and 1 s), so every deadline is kept within ~10 % of its own scale."""
+    body_read = config.limits.body_read_timeout
+    timeouts: list[float] = [
+        config.limits.header_timeout,
+        config.limits.send_timeout,
+        *([body_read] if body_read is not None else []),
+        *(u.read_timeout for u in config.upstreams.values()),
+        *(u.body_idle_timeout for u in config.upstreams.values()),
+        *(u.stream_idle_timeout for u in config.upstreams.values()),
+        *(u.total_timeout for u in config.upstreams.values() if u.total_timeout is not None),
+        *(u.keepalive_timeout for u in config.upstreams.values()),
+        *(r.body_idle_timeout for r in config.routes if r.body_idle_timeout is not None),
+    ]
+    return min(1.0, max(0.05, min(timeouts) / 10))
 
 
 def _port(server: asyncio.Server) -> int:
