@@ -45,7 +45,7 @@ RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 HOST = "127.0.0.1"
 N_TOKENS = 1000
 START_DEADLINE = 20.0  # seconds a process gets to open its port
-ALL_TARGETS = ("direct", "nginx", "bare", "bare-2", "gateway-1", "gateway-2")
+ALL_TARGETS = ("direct", "nginx", "raw", "bare", "bare-2", "gateway-1", "gateway-2")
 
 # ~200 bytes of JSON, the same from nginx and from the aiohttp fallback upstream.
 BODY = (
@@ -338,6 +338,15 @@ def start_bare(procs: Processes, upstream: str, processes: int) -> Started:
     return Started(f"http://{HOST}:{port}", proc, processes)
 
 
+def start_raw(procs: Processes, upstream: str) -> Started:
+    """The raw protocol proxy (bench/raw_proxy.py): the ceiling of Python on this machinery."""
+    port = free_port()
+    cmd = [sys.executable, str(BENCH_DIR / "raw_proxy.py"), "--port", str(port), "--upstream", upstream]
+    proc = procs.start("raw", cmd)
+    wait_for(lambda: port_open(port), f"port {port}", procs, "raw", proc)
+    return Started(f"http://{HOST}:{port}", proc, 1)
+
+
 def start_gateway(
     procs: Processes, tmp: Path, upstream: str, redis_url: str | None, workers: int, config: Path | None = None
 ) -> Started:
@@ -558,6 +567,7 @@ class Result:
 DESCRIPTIONS = {
     "direct": "the upstream itself",
     "nginx": "nginx reverse proxy (1 worker, keepalive pool)",
+    "raw": "raw uvloop-protocol + httptools proxy (bench/raw_proxy.py): the ceiling",
     "bare": "bare aiohttp+uvloop proxy, 1 process",
     "bare-2": "bare aiohttp+uvloop proxy, 2 processes (SO_REUSEPORT)",
     "gateway-1": "gateway run, 1 worker (access log on, flag 50%)",
@@ -660,9 +670,12 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     ratio("gateway-2 / gateway-1 (req/s)", "gateway-2", "gateway-1")
     ratio("bare-2 / bare (req/s)", "bare-2", "bare")
     ratio("nginx / bare (req/s)", "nginx", "bare")
+    ratio("gateway-1 / nginx (req/s)", "gateway-1", "nginx")
+    ratio("gateway-1 / raw (req/s)", "gateway-1", "raw")
     for name, a, b in (
         ("gateway-1 / bare (CPU per request)", "gateway-1", "bare"),
         ("gateway-2 / bare-2 (CPU per request)", "gateway-2", "bare-2"),
+        ("gateway-1 / raw (CPU per request)", "gateway-1", "raw"),
     ):
         if a in by and b in by and by[b].cpu_us_per_request > 0:
             ratios[name] = by[a].cpu_us_per_request / by[b].cpu_us_per_request
@@ -763,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
                     running[target] = upstream
                 elif target == "nginx":
                     running[target] = start_nginx_proxy(procs, tmp, upstream_url)
+                elif target == "raw":
+                    running[target] = start_raw(procs, upstream_url)
                 elif target in ("bare", "bare-2"):
                     running[target] = start_bare(procs, upstream_url, 2 if target == "bare-2" else 1)
                 else:
