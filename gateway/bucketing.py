@@ -18,7 +18,7 @@ import orjson
 
 from gateway.fields import Side
 
-__all__ = ["BUCKETS", "anonymous_id", "bucket", "jwt_subject", "side_for", "side_of_bucket"]
+__all__ = ["BUCKETS", "anonymous_id", "bucket", "jwt_subject", "moves_at", "side_for", "side_of_bucket"]
 
 BUCKETS = 10_000
 MAX_TOKEN_LENGTH = 8192
@@ -34,6 +34,11 @@ def bucket(flag: str, subject: str) -> int:
 def side_of_bucket(value: int, percent: int) -> Side:
     """The one rule: a bucket goes to the candidate iff it is below ``percent * 100``."""
     return "candidate" if value < percent * 100 else "legacy"
+
+
+def moves_at(value: int) -> int:
+    """The smallest percentage at which bucket ``value`` goes to the candidate (the rule's inverse)."""
+    return value * 100 // BUCKETS + 1
 
 
 def side_for(flag: str, subject: str, percent: int) -> tuple[Side, int]:

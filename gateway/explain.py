@@ -12,18 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.bucketing import BUCKETS, bucket, side_of_bucket
+from gateway.bucketing import bucket, moves_at, side_of_bucket
 from gateway.fields import Side
 from gateway.routing import RouteTable
 from gateway.safety.readonly import Decommission
 from gateway.splitting import Decision
 
-__all__ = ["explain", "moves_at"]
-
-
-def moves_at(bucket_value: int) -> int:
-    """The smallest percentage at which a subject in ``bucket_value`` goes to the candidate."""
-    return bucket_value * 100 // BUCKETS + 1
+__all__ = ["explain"]
 
 
 def explain(

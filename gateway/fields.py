@@ -1,11 +1,11 @@
 """The configuration vocabulary every feature shares: sides, the frozen model base, and the field
-types rules validate with (path prefix, methods, header names, listen address). Pure.
+types rules validate with (path prefix, methods, header names and values, listen address). Pure.
 
 A leaf module: the root model (``gateway.config``) and each feature's own models
-(``protection/config.py``, ``shadow/settings.py``, ``safety/config.py``) build on it, so a feature
-names a side or validates a prefix without importing the root configuration. The validators are
-``Annotated`` types, so a route, a rate limit, a header route and a shadow rule reject the same
-prefixes and methods with the same words.
+(``protection/config.py``, ``shadow/settings.py``, ``safety/config.py``, ``datachecks/config.py``)
+build on it, so a feature names a side or validates a prefix without importing the root
+configuration. The validators are ``Annotated`` types, so a route, a rate limit, a header route,
+a shadow rule and a synthetic check reject the same prefixes and methods with the same words.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ __all__ = [
     "HostPort",
     "IPNetwork",
     "Listen",
+    "Method",
     "Methods",
     "PathPrefix",
     "Side",
     "check_header_name",
     "check_header_value",
+    "check_method",
     "check_methods",
     "check_prefix",
     "parse_host_port",
@@ -80,6 +82,16 @@ def check_prefix(value: str) -> str:
     return value
 
 
+def check_method(value: Any) -> Any:
+    """One method, upper-cased, from ``gateway.methods``' vocabulary."""
+    if isinstance(value, str):
+        method = value.upper()
+        if method not in HTTP_METHODS:
+            raise ValueError(f"unknown HTTP method {value!r}; expected one of {sorted(HTTP_METHODS)}")
+        return method
+    return value
+
+
 def check_methods(value: Any) -> Any:
     """A method or a list of them, upper-cased, from ``gateway.methods``' vocabulary."""
     if isinstance(value, str):
@@ -119,6 +131,8 @@ def check_header_value(value: str) -> str:
 
 
 PathPrefix = Annotated[str, AfterValidator(check_prefix)]
+# One known HTTP method (a synthetic check's request).
+Method = Annotated[str, BeforeValidator(check_method)]
 # A set of known HTTP methods; YAML may give one method as a string.
 Methods = Annotated[frozenset[str], BeforeValidator(check_methods)]
 # A listener address written ``host:port``, ``[v6]:port`` or ``:port``.

@@ -16,6 +16,8 @@ from typing import Literal
 
 from typing_extensions import TypedDict
 
+from gateway.bucketing import side_of_bucket
+
 __all__ = ["KEY_MAX", "Forecast", "ForecastJson", "SubjectSketch"]
 
 KEY_MAX = 64  # bytes; longer subject keys are stored as a 32-character digest
@@ -85,8 +87,7 @@ class SubjectSketch:
 
     def forecast(self, flag: str, current: int, target: int) -> Forecast:
         buckets = self._recent.get(flag, {}).values()
-        low, high = sorted((current * 100, target * 100))
-        moving = sum(1 for b in buckets if low <= b < high)
+        moving = sum(1 for b in buckets if side_of_bucket(b, current) != side_of_bucket(b, target))
         return Forecast(flag=flag, current=current, target=target, seen=len(self._recent.get(flag, {})), moving=moving)
 
 

@@ -1,10 +1,10 @@
 """The one latency histogram: bucket edges, counter names and the percentile rule. Pure; no I/O.
 
 Every latency figure the gateway shows is read from counts in these buckets: the Prometheus
-histograms (``gateway_request_duration_seconds``, ``gateway_shadow_latency_seconds``), the status
-page's rolling p50/p95, the trigger windows (and readiness) and the parity report. One set of
-edges and one rule means they agree on the same samples, and with ``histogram_quantile`` in
-Prometheus alerts.
+histograms (``gateway_request_duration_seconds``, ``gateway_shadow_answer_duration_seconds``),
+the status page's rolling p50/p95, the trigger windows (and readiness) and the parity report.
+One set of edges and one rule means they agree on the same samples, and with
+``histogram_quantile`` in Prometheus alerts.
 
 Edges: the 1-1.5-2-2.5-3-4-5-7.5 series from 1 ms to 30 s (each bucket at most 1.5x the one
 below), with an unbounded bucket above 30 s. A sample ``s`` goes into the first bucket whose

@@ -1,1 +1,2 @@
-"""The admin listener: health, readiness, metrics and the flag API. Never on the proxy port."""
+"""The admin listener: probes, metrics, the flag and safety API, parity, the sign-off, the status
+page and the OpenAPI document generated from the handlers' schemas. Never on the proxy port."""

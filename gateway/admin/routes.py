@@ -45,7 +45,7 @@ from gateway.admin.schemas import (
 )
 from gateway.errors import InvalidFlagValue, SafetyRefused, StoreUnavailable, UnknownFlag
 from gateway.explain import explain
-from gateway.fields import Side
+from gateway.fields import SIDES
 from gateway.flags.store import FlagChange
 from gateway.flags.values import parse_percent
 from gateway.keys import DRAINING, RELOADER, SAFETY, STATE
@@ -231,16 +231,15 @@ async def explain_subject(request: web.Request) -> web.Response:
     if not path.startswith("/"):
         return json_error(400, "bad_request", "'path' must start with '/'")
     raw_force = request.query.get("force") or None
-    if raw_force not in (None, "legacy", "candidate"):
+    if raw_force is not None and raw_force not in SIDES:
         return json_error(400, "bad_request", "'force' must be legacy or candidate (the X-Gateway-Force value)")
-    force = cast(Side | None, raw_force)
     answer = explain(
         state.routes,
         state.store.snapshot(),
         subject=subject,
         path=path,
         method=method,
-        force=force,
+        force=raw_force,
         forcing_enabled=state.config.force.secret is not None,
         decommission=state.decommission,
     )

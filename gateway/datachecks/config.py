@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from gateway.fields import FrozenModel
 
 __all__ = ["DataCheck", "DataChecksConfig", "Expectation", "QueryRef", "parse_expectation"]
 
@@ -30,11 +32,7 @@ _ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _EXPECT_RE = re.compile(r"^\s*(=|==|<=|≤)\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Expectation(_Model):
+class Expectation(FrozenModel):
     """``value <op> bound``: the only comparisons a data check needs."""
 
     op: Literal["=", "<="]
@@ -55,7 +53,7 @@ def parse_expectation(text: str) -> Expectation:
     return Expectation(op=op, bound=float(match.group(2)))
 
 
-class QueryRef(_Model):
+class QueryRef(FrozenModel):
     """A query on a database named by the environment variable holding its DSN."""
 
     dsn_env: str
@@ -100,7 +98,7 @@ class DataCheck(QueryRef):
         return f"equal to {self.equal_to.dsn_env}: {self.equal_to.query}"
 
 
-class DataChecksConfig(_Model):
+class DataChecksConfig(FrozenModel):
     # Seconds between runs (by the one instance holding the lease).
     interval: float = Field(default=60.0, gt=0, le=86400)
     statement_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds, per query")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import latency
+from gateway.fields import SIDES
 from gateway.readiness.evaluate import Evidence, Readiness, evaluate
 from gateway.safety.plans import Plan
 from gateway.safety.windows import WindowStats
@@ -74,8 +75,7 @@ async def readiness_report(state: GatewayState, safety: Safety, flags: list[str]
             mismatches=stats.counts.get("mm", 0),
             shadowed=bool(routes),
             directions=tuple(
-                (side, stats.counts.get(f"mc{side[0]}", 0), stats.counts.get(f"mm{side[0]}", 0))
-                for side in ("legacy", "candidate")
+                (side, stats.counts.get(f"mc{side[0]}", 0), stats.counts.get(f"mm{side[0]}", 0)) for side in SIDES
             ),
             requests=stats.requests(),
             errors=stats.errors(),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.datachecks.config import DataChecksConfig
+from gateway.fields import FrozenModel, Method
 
 __all__ = [
     "ConsecutiveFailuresTrigger",
@@ -34,11 +35,7 @@ __all__ = [
 HOUR = 3600.0
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _Trigger(_Model):
+class _Trigger(FrozenModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     # Flags this trigger guards; "*" means every declared flag.
     flags: tuple[str, ...] = ("*",)
@@ -113,11 +110,11 @@ class HealthCheckTrigger(_ProbeTrigger):
     expect_json: dict[str, Any] | None = None
 
 
-class SyntheticCheck(_Model):
+class SyntheticCheck(FrozenModel):
     """One request a critical feature must answer correctly."""
 
     name: str
-    method: str = "GET"
+    method: Method = "GET"
     path: str
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
@@ -131,11 +128,6 @@ class SyntheticCheck(_Model):
         if not value.startswith("/"):
             raise ValueError(f"expected a path starting with '/', got {value!r}")
         return value
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        return value.upper()
 
 
 class SyntheticTrigger(_ProbeTrigger):
@@ -186,7 +178,7 @@ TriggerConfig = Annotated[
 ]
 
 
-class WebhookConfig(_Model):
+class WebhookConfig(FrozenModel):
     """Events POSTed as JSON, retried with exponential backoff, from a background worker."""
 
     url: str
@@ -204,7 +196,7 @@ class WebhookConfig(_Model):
         return value
 
 
-class PlanDefaults(_Model):
+class PlanDefaults(FrozenModel):
     """Defaults for ``gateway rollout plan start`` when the operator does not say."""
 
     steps: tuple[int, ...] = (10, 25, 50, 100)
@@ -213,7 +205,7 @@ class PlanDefaults(_Model):
     lease_ttl: float = Field(default=5.0, gt=0.5, le=300, description="seconds a driver's lease lasts unrenewed")
 
 
-class ReadOnlyConfig(_Model):
+class ReadOnlyConfig(FrozenModel):
     """Legacy read-only: writes that would reach legacy are refused, or sent to the candidate."""
 
     mode: Literal["reject", "candidate"] = "reject"
@@ -222,7 +214,7 @@ class ReadOnlyConfig(_Model):
 
 # The readiness report's thresholds (``safety.readiness``) live with the section that holds them:
 # gateway.readiness reads the safety stores, so its own package sits above this one.
-class ReadinessConfig(_Model):
+class ReadinessConfig(FrozenModel):
     """Success criteria of the decommission plan: "100% feature parity validated", error rate
     < 0.1%, API response time improved by > 30%, 48 hours at 100% before legacy goes read-only."""
 
@@ -241,7 +233,7 @@ class ReadinessConfig(_Model):
     read_only_soak: float = Field(default=48 * HOUR, ge=0, description="seconds")
 
 
-class SafetyConfig(_Model):
+class SafetyConfig(FrozenModel):
     enabled: bool = True
     # Width of one time bucket of the shared window counters.
     bucket_seconds: int = Field(default=1, ge=1, le=60)

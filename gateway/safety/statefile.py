@@ -24,6 +24,7 @@ import orjson
 from typing_extensions import TypedDict
 
 from gateway.errors import GatewayError
+from gateway.fields import SIDES
 from gateway.safety.config import ReadOnlyConfig
 from gateway.safety.events import Event
 from gateway.safety.plans import Plan
@@ -46,7 +47,6 @@ class StateDocument(TypedDict):
     noise: dict[str, list[str]]
 
 
-SIDES = ("legacy", "candidate")
 PLAN_STATUSES = frozenset({"running", "paused", "completed", "aborted", "rolled_back"})
 
 
