@@ -9,7 +9,7 @@ gateway never tunnels. The admin API's reads, shadowing's default and noise lear
 
 from __future__ import annotations
 
-__all__ = ["HTTP_METHODS", "OTHER", "SAFE_METHODS", "WRITE_METHODS", "method_label"]
+__all__ = ["HTTP_METHODS", "IDEMPOTENT_METHODS", "OTHER", "SAFE_METHODS", "WRITE_METHODS", "method_label"]
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 OTHER = "OTHER"
@@ -17,6 +17,9 @@ OTHER = "OTHER"
 # echoes the request (credentials included), so it is neither mirrored nor allowed without a token.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# RFC 9110 §9.2.2: repeating one has the effect of sending it once (a stale pooled connection
+# may be retried with these).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def method_label(method: str) -> str:

@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 from gateway.dataplane.pool import UpstreamConnection, UpstreamPool
 from gateway.dataplane.wire import CRLF, LAST_CHUNK, chunk, relayed_head, response_head
 from gateway.errors import BodyRejected, UpstreamError, UpstreamResetError, UpstreamTimeout
+from gateway.methods import IDEMPOTENT_METHODS
 
 if TYPE_CHECKING:
     from gateway.dataplane.connection import ClientConnection
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["ClientAborted", "Exchange", "Responder", "StaleConnection"]
 
 BODY_BUFFER = 2**16  # request body bytes held while the upstream is not chosen yet; then reading pauses
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_FRAMING, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -351,7 +351,7 @@ class Exchange:
 
     def retryable(self) -> bool:
         """May this request go again on a fresh connection after a stale pooled one failed?"""
-        return self.method in IDEMPOTENT and not self.chunked and not self.content_length
+        return self.method in IDEMPOTENT_METHODS and not self.chunked and not self.content_length
 
     # -- the upstream's answer: parser callbacks ---------------------------------------------------
 
