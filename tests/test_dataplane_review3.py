@@ -4,9 +4,15 @@ values, the deadline sweep after reloads): each test failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
-from gateway.config import UpstreamConfig
+import pytest
+import yaml
+
+from gateway.config import UpstreamConfig, load_config
 from gateway.dataplane.pool import UpstreamPool
+from gateway.errors import ConfigError
 from gateway.upstreams import Upstream
 from tests.conftest import MakeGateway, make_config
 from tests.support import RawUpstream, answering, raw_request
@@ -39,3 +45,41 @@ async def test_an_idn_upstream_host_goes_out_as_its_ascii_form() -> None:
 def test_the_shadow_sender_keeps_the_base_path_encoded() -> None:
     upstream = Upstream("candidate", UpstreamConfig(url="http://h.example/api%20v1/"))
     assert str(upstream.url_for("/x?q=%2F")) == "http://h.example/api%20v1/x?q=%2F"
+
+
+# -- 2. configured header names the data plane frames itself -------------------------------------
+# ``force: {header: Content-Length}`` put Content-Length in the request drop set: a POST's body
+# went upstream unframed and the upstream read it as the next request (a smuggled GET).
+
+
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"force": {"header": "Content-Length"}}, "force.header"),
+        ({"force": {"secret_header": "transfer-encoding"}}, "force.secret_header"),
+        ({"request_id_header": "X-Forwarded-For"}, "request_id_header"),
+        ({"request_id_header": "Host"}, "request_id_header"),
+        ({"security_headers": {"headers": {"Transfer-Encoding": "chunked"}}}, "security_headers.headers"),
+        ({"security_headers": {"html_headers": {"Connection": "close"}}}, "security_headers.html_headers"),
+        ({"security_headers": {"remove": ["Content-Length"]}}, "security_headers.remove"),
+        ({"security_headers": {"routes": [{"prefix": "/x", "headers": {"Content-Length": "0"}}]}}, "routes.0.headers"),
+    ],
+)
+def test_header_names_the_data_plane_frames_are_refused(tmp_path: Path, data: dict[str, Any], key: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {"GATEWAY_LEGACY_URL": "http://a:1", "GATEWAY_CANDIDATE_URL": "http://b:2"})
+    assert key in str(info.value), str(info.value)
+
+
+def test_ordinary_configured_header_names_still_load(tmp_path: Path) -> None:
+    data = {
+        "request_id_header": "X-Correlation-ID",
+        "force": {"header": "X-Tester-Side"},
+        "security_headers": {"headers": {"Cache-Control": "no-store", "X-Empty": ""}, "remove": ["Server", "Via"]},
+        "cors": {"allow_origins": ["https://app.example.org"], "allow_headers": ["Content-Type", "Content-Length"]},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    load_config(str(path), {"GATEWAY_LEGACY_URL": "http://a:1", "GATEWAY_CANDIDATE_URL": "http://b:2"})
