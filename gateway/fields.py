@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_FLAG",
     "SIDES",
     "HEADER_NAME_RE",
+    "RESERVED_HEADER_NAMES",
     "FrozenModel",
     "HeaderName",
     "HeaderValue",
@@ -115,9 +116,36 @@ HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 _HEADER_VALUE_RE = re.compile(r"[\x21-\x7e\x80-\xff]([\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?|")
 
 
+# Lowercase names the data plane frames, routes or writes itself. A header the gateway is told to
+# add or drop (request id, force headers, security headers) must not be one: dropping
+# Content-Length from a forwarded request would unframe its body (the upstream would read it as
+# the next request), a second X-Forwarded-For would let a client's request id pass as an address.
+RESERVED_HEADER_NAMES = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    }
+)
+
+
 def check_header_name(value: str) -> str:
+    """A header name the gateway adds or drops: an HTTP token, and none it frames or sets itself."""
     if not HEADER_NAME_RE.fullmatch(value):
         raise ValueError(f"expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-), got {value!r}")
+    if value.lower() in RESERVED_HEADER_NAMES:
+        raise ValueError(f"{value!r} is framed or set by the gateway itself; expected another header name")
     return value
 
 

@@ -45,7 +45,7 @@ class Upstream:
         self.config = config
         base = config.base
         self._origin = str(base.origin())
-        self._base_path = base.path.rstrip("/")
+        self._base_path = base.raw_path.rstrip("/")  # still percent-encoded: url_for marks it encoded
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:

@@ -112,13 +112,13 @@ class UpstreamPool:
         self.config = config
         self.loop = loop
         base = config.base
-        self.host = base.host or ""
+        self.host = base.raw_host or ""  # an IDN host in its ASCII (punycode) form, as DNS, SNI and Host want it
         self.port = base.port or (443 if base.scheme == "https" else 80)
         default_port = 443 if base.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         host_header = host if self.port == default_port else f"{host}:{self.port}"
         self.host_header = host_header.encode("latin-1")  # as it goes on the wire
-        self.base_path = base.path.rstrip("/")
+        self.base_path = base.raw_path.rstrip("/")  # percent-encoded as configured, like the client's target
         self.ssl = ssl_context
         self.max = config.max_connections
         self.per_client = max(1, int(config.max_connections * client_share))

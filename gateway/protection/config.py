@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from gateway.fields import HEADER_NAME_RE, FrozenModel, HeaderValue, Methods, PathPrefix
+from gateway.fields import HEADER_NAME_RE, FrozenModel, HeaderValue, Methods, PathPrefix, check_header_name
 from gateway.protection.bodykey import Normalize, parse_field_path
 
 __all__ = [
@@ -33,6 +33,13 @@ def check_header_names(names: Any) -> Any:
     for name in names:
         if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
             raise ValueError(f"expected HTTP header names, got {name!r}")
+    return names
+
+
+def check_own_header_names(names: Any) -> Any:
+    """Names the security policy sets or removes on every answer: never one the data plane frames."""
+    for name in check_header_names(names):
+        check_header_name(name)
     return names
 
 
@@ -101,7 +108,7 @@ class HeaderRoute(FrozenModel):
     @field_validator("headers")
     @classmethod
     def _names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        return dict(check_header_names(value))
+        return dict(check_own_header_names(value))
 
 
 DEFAULT_SECURITY_HEADERS: dict[str, str | None] = {
@@ -137,7 +144,7 @@ class SecurityHeadersConfig(FrozenModel):
     @classmethod
     def _merge_defaults(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            check_header_names(value)
+            check_own_header_names(value)
             return {**DEFAULT_SECURITY_HEADERS, **value}
         return value
 
@@ -145,14 +152,14 @@ class SecurityHeadersConfig(FrozenModel):
     @classmethod
     def _merge_html_defaults(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            check_header_names(value)
+            check_own_header_names(value)
             return {**DEFAULT_HTML_HEADERS, **value}
         return value
 
     @field_validator("remove")
     @classmethod
     def _remove_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_header_names(value))
+        return tuple(check_own_header_names(value))
 
 
 class CorsConfig(FrozenModel):

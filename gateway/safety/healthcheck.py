@@ -54,7 +54,7 @@ class Prober:
         self._metrics = metrics
 
     def _url(self, path: str) -> URL:
-        return URL(f"{str(self._base.origin())}{self._base.path.rstrip('/')}{path}", encoded=True)
+        return URL(f"{str(self._base.origin())}{self._base.raw_path.rstrip('/')}{path}", encoded=True)
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.trigger.timeout)
