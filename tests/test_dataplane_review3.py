@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from gateway.config import UpstreamConfig, load_config
 from gateway.dataplane.pool import UpstreamPool
@@ -83,3 +84,31 @@ def test_ordinary_configured_header_names_still_load(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(data))
     load_config(str(path), {"GATEWAY_LEGACY_URL": "http://a:1", "GATEWAY_CANDIDATE_URL": "http://b:2"})
+
+
+# -- 4. an exception in the sweep's pool expiry stopped every deadline -----------------------------
+
+
+async def test_the_deadline_sweep_survives_a_failing_pool_expiry(make_gateway: MakeGateway) -> None:
+    async with RawUpstream(answering(OK)) as up:
+        gw = await make_gateway(make_config({"legacy": up.url, "candidate": up.url}, limits={"header_timeout": 0.5}))
+        failures = 0
+
+        def broken() -> None:
+            nonlocal failures
+            failures += 1
+            raise RuntimeError("planted")
+
+        pool = gw.listener.pools[0]
+        pool.expire_idle = broken  # type: ignore[method-assign]  # a bug in one step of the sweep
+        with capture_logs() as logs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.proxy_port)
+            writer.write(b"GET /half")  # a head that never completes: header_timeout must still cut it
+            try:
+                await asyncio.wait_for(reader.read(), 5)
+            except TimeoutError:
+                pytest.fail("a failing step of the sweep stopped header_timeout for every connection")
+            finally:
+                writer.close()
+        assert failures >= 2  # the sweep went on after the first failure
+        assert any(e["event"] == "deadline_sweep_failed" for e in logs)

@@ -84,3 +84,29 @@ def test_keep_upstream_and_hsts() -> None:
 def test_is_html() -> None:
     assert is_html("text/html") and is_html("TEXT/HTML; charset=utf-8") and is_html(" application/xhtml+xml")
     assert not is_html(None) and not is_html("application/json") and not is_html("text/html-sandboxed")
+
+
+def _applied(result: HeaderEdits, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What the client gets from the general edits: removed and replaced names out, set ones in."""
+    gone = {name.lower() for name in result.remove} | {name.lower() for name, _ in result.set}
+    return [(n, v) for n, v in upstream if n.lower() not in gone] + list(result.set)
+
+
+def _fixed(
+    fixed: tuple[frozenset[str], tuple[tuple[str, str], ...]], upstream: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """What the client gets from the copying pass's fixed edits."""
+    return [(n, v) for n, v in upstream if n.lower() not in fixed[0]] + list(fixed[1])
+
+
+def test_the_copying_pass_and_the_general_edits_agree() -> None:
+    """The request path applies ``fixed_edits`` for common API answers and ``edits`` otherwise
+    (CORS, rate-limit headers): one answer must come out the same either way, HSTS included."""
+    upstream = [("Content-Type", "application/json"), ("Strict-Transport-Security", "max-age=5"), ("Server", "x")]
+    for config in ({}, {"hsts": None}, {"headers": {"X-Frame-Options": None}}):
+        policy = SecurityHeaders(SecurityHeadersConfig.model_validate(config))
+        for https in (False, True):
+            fixed = policy.fixed_edits("/", False, https)
+            assert fixed is not None
+            general = _applied(policy.edits(upstream, "application/json", "/", https), upstream)
+            assert sorted(_fixed(fixed, upstream)) == sorted(general), (config, https)

@@ -118,10 +118,13 @@ class ProxyListener:
                 except Exception:  # one broken connection must not stop the deadlines of all
                     log.exception("deadline_check_failed")
                     conn.abort()
-            for pool in self.pools:
-                pool.expire_idle()
-            for redirect in list(self.redirects):
-                redirect.check(now, self.settings.header_timeout)
+            try:
+                for pool in self.pools:
+                    pool.expire_idle()
+                for redirect in list(self.redirects):
+                    redirect.check(now, self.settings.header_timeout)
+            except Exception:  # logged; the next period sweeps again (a dead sweep keeps no deadline)
+                log.exception("deadline_sweep_failed")
 
     def stop_accepting(self) -> None:
         """Drain, step one: no new connections; idle keep-alive ones close, busy ones after their answer."""

@@ -151,7 +151,10 @@ class SecurityHeaders:
             names = {name.lower() for name in self._remove}
             names.update(name.lower() for name, _ in policy.set)
             names.update(name.lower() for name in policy.unset)
-            names.add(HSTS.lower())
+            if policy.hsts is not None or not https:
+                # Replaced by ours over HTTPS; never passed over plain HTTP. With ``hsts: null``
+                # over HTTPS the upstream's own value passes, as in ``edits``.
+                names.add(HSTS.lower())
             add = list(policy.set)
             if https and policy.hsts is not None:
                 add.append((HSTS, policy.hsts))
