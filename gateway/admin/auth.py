@@ -40,7 +40,9 @@ def needs_token(method: str, path: str, protect_reads: bool) -> bool:
 
 def _authorized(request: web.Request, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    # Header bytes that are not UTF-8 arrive as surrogates: compare them as the bytes that were sent.
+    sent = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())
 
 
 @web.middleware
