@@ -34,9 +34,16 @@ PlanAction = Literal["pause", "resume", "abort", "skip"]
 PlanStatus = dict[str, Any]  # ``PlanDriver.status``: step, time in step, time to next step, trigger health
 
 
+# The largest integer a JSON number read as a double holds exactly. Beyond it ``1e25`` is no one
+# integer, and an int that does not fit 64 bits cannot be stored or answered (orjson refuses it).
+MAX_INTEGER = 2**53
+
+
 def _integral(value: Any) -> Any:
     """JSON has one number type: 50.0 is the integer 50 (as JSON Schema's "integer" says)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INTEGER:
+        return int(value)
+    return value
 
 
 def _soak(value: Any) -> Any:
@@ -47,7 +54,7 @@ def _soak(value: Any) -> Any:
 
 def _min_requests(value: Any) -> Any:
     value = _integral(value)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER):
         raise BadBody("'minRequests' must be a non-negative integer")
     return value
 
@@ -58,7 +65,7 @@ def _steps(value: Any) -> Any:
 
 def _retry_after(value: Any) -> Any:
     value = _integral(value)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value > MAX_INTEGER):
         raise BadBody("'retryAfter' must be an integer number of seconds")
     return value
 
@@ -88,7 +95,7 @@ Steps = list[Annotated[int, Field(ge=1, le=100)]]
 
 class PlanBody(Body):
     soak: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_soak)] = None
-    min_requests: Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(_min_requests)] = Field(
+    min_requests: Annotated[Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None, BeforeValidator(_min_requests)] = Field(
         None, alias="minRequests"
     )
     steps: Annotated[Any, PlainValidator(_steps, json_schema_input_type=Annotated[Steps, Field(min_length=1)])] = None
@@ -99,7 +106,8 @@ class ReadOnlyBody(Body):
 
     mode: Annotated[str, PlainValidator(_passed_on, json_schema_input_type=Literal["reject", "candidate", "off"])]
     retry_after: Annotated[
-        int | None, PlainValidator(_retry_after, json_schema_input_type=Annotated[int, Field(ge=0)] | None)
+        int | None,
+        PlainValidator(_retry_after, json_schema_input_type=Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None),
     ] = Field(None, alias="retryAfter")
     reason: Reason = ""
 
