@@ -16,6 +16,7 @@ reports every problem at once; the import applies nothing unless it passes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from gateway.errors import GatewayError
 from gateway.fields import SIDES
 from gateway.safety.config import ReadOnlyConfig
 from gateway.safety.events import Event
-from gateway.safety.plans import Plan
+from gateway.safety.plans import Plan, steps_problem
 
 __all__ = ["STATE_FORMAT", "InvalidState", "OperatorState", "StateDocument", "parse_state"]
 
@@ -140,6 +141,8 @@ def parse_state(doc: Any, *, declared: Set[str], drained: Set[str], actor: str, 
                 raise ValueError("flag, steps or step index do not fit")
             if parsed.status not in PLAN_STATUSES:
                 raise ValueError(f"unknown status {parsed.status!r}")
+            if (problem := _plan_problem(parsed)) is not None:
+                raise ValueError(problem)
             plans[flag] = parsed.dumps()
         except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
             problems.append(f"plans.{flag}: not a rollout plan ({exc})"[:200])
@@ -175,6 +178,27 @@ def parse_state(doc: Any, *, declared: Set[str], drained: Set[str], actor: str, 
     if problems:
         raise InvalidState(problems)
     return OperatorState(flags=dict(flags), holds=holds, plans=plans, switches=switches, noise=noise, warnings=warnings)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plan_problem(plan: Plan) -> str | None:
+    """What a plan driver could not work with (it reads these fields on every evaluation); None if nothing."""
+    if (problem := steps_problem(plan.steps)) is not None:
+        return problem
+    if not _number(plan.soak) or plan.soak <= 0:
+        return f"soak must be a positive number of seconds, got {plan.soak!r}"
+    if not (isinstance(plan.min_requests, int) and not isinstance(plan.min_requests, bool) and plan.min_requests >= 0):
+        return f"min_requests must be a non-negative integer, got {plan.min_requests!r}"
+    if not isinstance(plan.index, int) or isinstance(plan.index, bool):
+        return f"index must be an integer, got {plan.index!r}"
+    if not _number(plan.step_started) or not (plan.paused_at is None or _number(plan.paused_at)):
+        return "step_started and paused_at must be times (seconds since the epoch)"
+    if not isinstance(plan.actor, str) or not isinstance(plan.note, str):
+        return "actor and note must be strings"
+    return None
 
 
 def export_document(
