@@ -9,6 +9,7 @@ visible to every user of the host (``ps``) and lands in shell history.
 from __future__ import annotations
 
 import getpass
+import http.client
 import os
 import socket
 import sys
@@ -33,6 +34,7 @@ __all__ = [
     "json_text",
     "on_every_instance",
     "operation_id",
+    "segment",
     "show",
 ]
 
@@ -59,6 +61,11 @@ def admin_urls(given: Iterable[str] | None) -> list[str]:
     """``--admin`` values (each may list several, comma- or space-separated), else the default."""
     urls = [u.strip() for value in given or () for u in value.split(",") if u.strip()]
     return urls or [DEFAULT_ADMIN_URL]
+
+
+def segment(name: str) -> str:
+    """A flag name as one path segment: ``a/b``, ``x?y`` or ``x#y`` name no other route or flag."""
+    return urllib.parse.quote(name, safe="")
 
 
 def operation_id() -> str:
@@ -128,10 +135,15 @@ def admin_call(base: str, method: str, path: str, body: dict[str, Any] | None = 
     headers = {"Accept": "application/json", "X-Gateway-Actor": f"{getpass.getuser()}@{socket.gethostname()} (cli)"}
     data = None
     if body is not None:
-        data = orjson.dumps(body)
+        try:
+            data = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # an int beyond 64 bits: no JSON reader takes it
+            raise UsageError(f"a value is too large to send ({exc}); nothing was sent") from exc
         headers["Content-Type"] = "application/json"
     token = os.environ.get("GATEWAY_ADMIN_TOKEN")
     if token:
+        if not token.isprintable() or not token.isascii():
+            raise CliError("GATEWAY_ADMIN_TOKEN holds characters a header cannot carry: set it to the token alone")
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
@@ -156,5 +168,12 @@ def admin_call(base: str, method: str, path: str, body: dict[str, Any] | None = 
         ) from exc
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{url} did not answer JSON: is it the gateway's admin listener?") from exc
-    except ValueError as exc:  # http.client.InvalidURL and friends: a URL urllib cannot use
+    except http.client.InvalidURL as exc:  # a space or control character in the host or path
+        raise CliError(f"--admin / GATEWAY_ADMIN_URL is not a usable URL: {base!r} ({exc})") from exc
+    except http.client.HTTPException as exc:  # BadStatusLine and friends: something that is not HTTP
+        raise CliError(
+            f"{base} did not answer HTTP ({type(exc).__name__}: {str(exc).strip()[:100]!r}): "
+            "is it the gateway's admin listener?"
+        ) from exc
+    except ValueError as exc:  # a URL urllib cannot use
         raise CliError(f"--admin / GATEWAY_ADMIN_URL is not a usable URL: {base!r} ({exc})") from exc
