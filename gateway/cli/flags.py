@@ -6,7 +6,7 @@ import urllib.parse
 
 import click
 
-from gateway.cli.client import CliError, UsageError, admin_call, on_every_instance, operation_id, show
+from gateway.cli.client import CliError, UsageError, admin_call, on_every_instance, operation_id, segment, show
 from gateway.cli.params import admin_option, admins_option, json_option
 from gateway.cli.render import changes_lines, explain_lines, forecast_line, rollback_line, set_line, status_lines
 
@@ -34,10 +34,12 @@ def rollout_status(as_json: bool, admin: str) -> int:
 def rollout_set(percent: str, flag: str, reason: str, admins: list[str]) -> int:
     """Set a flag's percentage: PERCENT is 0..100 (a trailing % is fine)."""
     percent_text = percent.rstrip("%")
-    if not percent_text.isdigit() or not 0 <= int(percent_text) <= 100:
+    if not (percent_text.isascii() and percent_text.isdigit()) or not 0 <= int(percent_text) <= 100:
         raise CliError(f"PERCENT must be an integer 0..100, got {percent!r}")
     body = {"percent": int(percent_text), "reason": reason, "operation": operation_id()}
-    return on_every_instance(admins, lambda url: set_line(admin_call(url, "PUT", f"/api/v1/flags/{flag}", body)))
+    return on_every_instance(
+        admins, lambda url: set_line(admin_call(url, "PUT", f"/api/v1/flags/{segment(flag)}", body))
+    )
 
 
 @rollout.command("forecast")

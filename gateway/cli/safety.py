@@ -10,11 +10,12 @@ gateway readonly [FLAG reject|candidate|off [--retry-after S]]   legacy read-onl
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
 
-from gateway.cli.client import UsageError, admin_call, show
+from gateway.cli.client import UsageError, admin_call, segment, show
 from gateway.cli.params import admin_option, json_option
 from gateway.cli.render import events_lines, plan_lines, readonly_lines, triggers_lines
 
@@ -74,7 +75,7 @@ def readonly(flag: str | None, mode: str | None, retry_after: int | None, reason
         body: dict[str, Any] = {"mode": mode, "reason": reason}
         if retry_after is not None:
             body["retryAfter"] = retry_after
-        data = admin_call(admin, "PUT", f"/api/v1/readonly/{flag}", body)
+        data = admin_call(admin, "PUT", f"/api/v1/readonly/{segment(flag)}", body)
     click.echo("\n".join(readonly_lines(data)))
     return 0
 
@@ -99,7 +100,7 @@ def plan_start(
 ) -> int:
     """Start a plan for FLAG (default: 'default'); rolled back on any trigger."""
     body: dict[str, Any] = {}
-    if steps:
+    if steps is not None:  # an empty --steps (an unset variable) is a mistake, not "the default steps"
         from gateway.safety.plans import steps_problem
 
         try:
@@ -108,16 +109,18 @@ def plan_start(
             raise UsageError(f"--steps must be comma-separated integers, got {steps!r}; nothing was applied") from exc
         problem = steps_problem(percents)
         if problem is None:  # the server checks the same; asking first keeps a bad plan from being sent
-            current = admin_call(admin, "GET", f"/api/v1/flags/{flag}")["percent"]
+            current = admin_call(admin, "GET", f"/api/v1/flags/{segment(flag)}")["percent"]
             problem = steps_problem(percents, current)
         if problem is not None:
             raise UsageError(f"--steps {steps}: {problem}; nothing was applied")
         body["steps"] = percents
     if soak is not None:
+        if not math.isfinite(soak) or soak <= 0:  # JSON has no nan or inf: they would go as null, the default
+            raise UsageError(f"--soak must be a positive number of seconds, got {soak}; nothing was applied")
         body["soak"] = soak
     if min_requests is not None:
         body["minRequests"] = min_requests
-    return show(admin_call(admin, "POST", f"/api/v1/plans/{flag}", body), as_json, plan_lines)
+    return show(admin_call(admin, "POST", f"/api/v1/plans/{segment(flag)}", body), as_json, plan_lines)
 
 
 @plan.command("status")
@@ -126,7 +129,7 @@ def plan_start(
 @admin_option
 def plan_status(flag: str, as_json: bool, admin: str) -> int:
     """Step, time in step, time to next step, what it waits for, triggers."""
-    return show(admin_call(admin, "GET", f"/api/v1/plans/{flag}"), as_json, plan_lines)
+    return show(admin_call(admin, "GET", f"/api/v1/plans/{segment(flag)}"), as_json, plan_lines)
 
 
 def _plan_action(action: str, summary: str) -> None:
@@ -135,7 +138,7 @@ def _plan_action(action: str, summary: str) -> None:
     @json_option
     @admin_option
     def command(flag: str, as_json: bool, admin: str) -> int:
-        return show(admin_call(admin, "POST", f"/api/v1/plans/{flag}/{action}", {}), as_json, plan_lines)
+        return show(admin_call(admin, "POST", f"/api/v1/plans/{segment(flag)}/{action}", {}), as_json, plan_lines)
 
 
 _plan_action("pause", "Pause FLAG's plan: it stays at its step.")
