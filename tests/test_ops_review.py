@@ -121,9 +121,7 @@ PLAN: dict[str, Any] = {
         {"unknown": 1},
     ],
 )
-async def test_state_import_refuses_a_malformed_plan_and_applies_nothing(
-    gw: Gateway, change: dict[str, Any]
-) -> None:
+async def test_state_import_refuses_a_malformed_plan_and_applies_nothing(gw: Gateway, change: dict[str, Any]) -> None:
     async with gw.admin("GET", "/api/v1/state") as resp:
         document = await resp.json()
     document["flags"]["default"] = 10
