@@ -51,6 +51,21 @@ async def test_rollback_sets_every_flag_to_zero(gw: Gateway) -> None:
     assert dict(gw.state.store.snapshot()) == {"default": 0, "analytics": 0}
 
 
+async def test_a_rollback_is_not_refused_for_a_long_reason(gw: Gateway) -> None:
+    """Mid-incident an operator may paste a log line as the reason: the rollback happens, the
+    reason is kept cut to its limit (a flag change with a long reason is still refused)."""
+    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 40}) as resp:
+        assert resp.status == 200
+    async with gw.admin("PUT", "/api/v1/flags/default", json={"percent": 50, "reason": "x" * 501}) as resp:
+        assert resp.status == 400
+    async with gw.admin("POST", "/api/v1/rollback", json={"reason": "p95 " + "x" * 2000}) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert gw.state.store.snapshot()["default"] == 0
+    [change] = [c for c in body["rolledBack"] if c["flag"] == "default"]
+    assert len(change["reason"]) == 500 and change["reason"].startswith("p95 x") and change["reason"].endswith("…")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [

@@ -14,7 +14,16 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["MAX_REASON", "BadBody", "Body", "Reason", "query_limit", "read_json_body", "request_actor"]
+__all__ = [
+    "MAX_REASON",
+    "BadBody",
+    "Body",
+    "Reason",
+    "RollbackReason",
+    "query_limit",
+    "read_json_body",
+    "request_actor",
+]
 
 _ACTOR_RE = re.compile(r"[^A-Za-z0-9@._:+\- ()]")
 MAX_REASON = 500
@@ -54,6 +63,20 @@ def _reason(reason: Any) -> str:
 
 
 Reason = Annotated[str, Field(max_length=MAX_REASON), BeforeValidator(_reason)]
+
+
+def _rollback_reason(reason: Any) -> str:
+    if not isinstance(reason, str):
+        raise BadBody("'reason' must be a string")
+    text: str = reason.strip()
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+# A rollback is never refused for the length of its reason (mid-incident, pasted logs are
+# common): the reason is cut to MAX_REASON characters instead.
+RollbackReason = Annotated[
+    str, Field(description=f"kept cut to {MAX_REASON} characters"), BeforeValidator(_rollback_reason)
+]
 
 
 class Body(BaseModel):

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypedDict
 
-from gateway.admin.input import BadBody, Body, Reason
+from gateway.admin.input import BadBody, Body, Reason, RollbackReason
 from gateway.datachecks.runner import DataChecksView
 from gateway.fields import Side
 from gateway.flags.store import ChangeJson, StoreHealthJson
@@ -65,7 +65,7 @@ class SetFlagBody(Body):
 
 
 class RollbackBody(Body):
-    reason: Reason = ""
+    reason: RollbackReason = ""
     operation: Operation | SkipJsonSchema[None] = None
 
 
