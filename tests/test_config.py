@@ -75,6 +75,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("security_headers: {routes: [{prefix: /x, headers: {X-Frame-Options: ' DENY'}}]}\n", "routes.0.headers"),
         ("request_id_header: 'X Request Id'\n", "request_id_header: expected an HTTP header name"),
         ("force: {header: 'X-Force:'}\n", "force.header: expected an HTTP header name"),
+        ("safety: {legacy_read_only: {default: {retry_after: 100000000000000000000000}}}\n", "retry_after"),
     ],
 )
 def test_invalid_file_names_key(tmp_path: Path, yaml_text: str, expected: str) -> None:

@@ -209,7 +209,7 @@ class ReadOnlyConfig(FrozenModel):
     """Legacy read-only: writes that would reach legacy are refused, or sent to the candidate."""
 
     mode: Literal["reject", "candidate"] = "reject"
-    retry_after: int = Field(default=300, ge=0)
+    retry_after: int = Field(default=300, ge=0, le=86_400 * 365)  # seconds; a year at most
 
 
 # The readiness report's thresholds (``safety.readiness``) live with the section that holds them:
