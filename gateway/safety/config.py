@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gateway import latency
 from gateway.datachecks.config import DataChecksConfig
 from gateway.fields import FrozenModel, Method
 
@@ -77,6 +78,12 @@ class LatencyTrigger(_WindowTrigger):
     def _needs_a_bound(self) -> LatencyTrigger:
         if self.threshold is None and self.relative_to_legacy is None:
             raise ValueError("a latency trigger needs 'threshold' (seconds) and/or 'relative_to_legacy' (a factor)")
+        if self.threshold is not None and self.threshold >= latency.EDGES[-1]:
+            # A percentile beyond the last finite edge reads as that edge: such a trigger never fires.
+            raise ValueError(
+                f"a latency threshold must be below {latency.EDGES[-1]:g} s, the latency histogram's last"
+                f" finite edge (a slower percentile reads as {latency.EDGES[-1]:g} s); got {self.threshold:g}"
+            )
         return self
 
 
