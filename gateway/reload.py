@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +78,60 @@ class ConfigSource:
             return None
 
 
+# Seconds a worker waits for the reload the supervisor forwards back to it (see ``reload_all``).
+FORWARDED_RELOAD_WAIT = 10.0
+
+
 class Reloader:
-    def __init__(self, state: GatewayState, source: ConfigSource) -> None:
+    """Re-reads the rules file. ``supervisor``: the pid of the ``--workers`` supervisor this
+    process is a worker of (it forwards SIGHUP to every worker), None when running alone."""
+
+    def __init__(self, state: GatewayState, source: ConfigSource, supervisor: int | None = None) -> None:
         self.state = state
         self.source = source
+        self.supervisor = supervisor
         self._lock = asyncio.Lock()
         self._fingerprint = source.fingerprint()
+        self._done = asyncio.Condition()
+        self._reloads = 0  # reloads finished, applied or refused
+        self._last_error: str | None = None
+
+    async def reload_all(self, trigger: str) -> str | None:
+        """Reload every worker of this gateway (``POST /api/v1/reload``); returns this worker's error.
+
+        Alone, that is ``reload``. A worker validates the file (an invalid one is refused here and
+        no worker re-reads it), then asks the supervisor, which forwards SIGHUP to every worker,
+        itself included, and waits for its own reload: each worker applies the file once.
+        """
+        supervisor = self.supervisor
+        if supervisor is None or os.getppid() != supervisor:
+            return await self.reload(trigger)
+        try:
+            combine(self.state.config, self.source.load())
+        except ConfigError as exc:
+            return self._refused(trigger, exc)
+        async with self._done:
+            seen = self._reloads
+            os.kill(supervisor, signal.SIGHUP)
+            try:
+                await asyncio.wait_for(self._done.wait_for(lambda: self._reloads > seen), FORWARDED_RELOAD_WAIT)
+                return self._last_error
+            except TimeoutError:
+                pass
+        log.warning("config_reload_not_forwarded", trigger=trigger, supervisor=supervisor)
+        return await self.reload(trigger)
+
+    def _refused(self, trigger: str, exc: ConfigError) -> str:
+        self.state.metrics.config_reloads.labels("error").inc()
+        log.error("config_reload_failed", trigger=trigger, path=self.source.path, error=str(exc))
+        return str(exc)
+
+    async def _finished(self, error: str | None) -> str | None:
+        async with self._done:
+            self._reloads += 1
+            self._last_error = error
+            self._done.notify_all()
+        return error
 
     async def reload(self, trigger: str) -> str | None:
         """Re-read and apply the file; returns the error (old rules kept) or ``None``."""
@@ -91,9 +141,7 @@ class Reloader:
                 new = self.source.load()
                 in_force, needs_restart = combine(self.state.config, new)
             except ConfigError as exc:
-                self.state.metrics.config_reloads.labels("error").inc()
-                log.error("config_reload_failed", trigger=trigger, path=self.source.path, error=str(exc))
-                return str(exc)
+                return await self._finished(self._refused(trigger, exc))
             apply_config(self.state, in_force, needs_restart)
             self.state.metrics.config_reloads.labels("ok").inc()
             log.info(
@@ -104,7 +152,7 @@ class Reloader:
                 flags=sorted(new.flags),
                 needs_restart=needs_restart or None,
             )
-            return None
+            return await self._finished(None)
 
     async def watch(self, interval: float) -> None:
         """Poll the file's content hash; cheap, and works on every filesystem (no inotify)."""

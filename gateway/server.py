@@ -60,6 +60,7 @@ class GatewayServer:
         reuse_port: bool = False,
         source: ConfigSource | None = None,
         log_writer: LogWriter | None = None,
+        supervisor: int | None = None,
     ) -> None:
         self.config = config
         self.parts = build_parts(config)
@@ -69,7 +70,7 @@ class GatewayServer:
             log_writer.on_drop = self.state.metrics.log_dropped.inc
         self._reuse_port = reuse_port
         self._tasks = Background()
-        self.reloader = Reloader(self.state, source) if source is not None else None
+        self.reloader = Reloader(self.state, source, supervisor) if source is not None else None
         self.draining = asyncio.Event()  # set by stop(): /readyz answers 503 from then on
         self._resources: AsyncExitStack | None = None
         self._listener: ProxyListener | None = None
@@ -168,16 +169,18 @@ async def serve(
     started: asyncio.Event | None = None,
     source: ConfigSource | None = None,
     log_writer: LogWriter | None = None,
+    supervisor: int | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and close.
 
-    ``started`` is set once both listeners accept connections.
+    ``started`` is set once both listeners accept connections; ``supervisor`` is the pid of the
+    ``--workers`` supervisor when this is one of its workers.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = GatewayServer(config, reuse_port=reuse_port, source=source, log_writer=log_writer)
+    server = GatewayServer(config, reuse_port=reuse_port, source=source, log_writer=log_writer, supervisor=supervisor)
     loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     try:
         await server.start()
@@ -190,18 +193,18 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
-def _run_one(config: Config, reuse_port: bool, source: ConfigSource | None) -> None:
+def _run_one(config: Config, reuse_port: bool, source: ConfigSource | None, supervisor: int | None = None) -> None:
     writer = configure_logging(config.log.level, config.log.format)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, reuse_port=reuse_port, source=source, log_writer=writer))
+            runner.run(serve(config, reuse_port=reuse_port, source=source, log_writer=writer, supervisor=supervisor))
     finally:
         writer.close()
 
 
-def _worker_main(config: Config, source: ConfigSource | None) -> None:
+def _worker_main(config: Config, source: ConfigSource | None, supervisor: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers drain on SIGTERM
-    _run_one(config, reuse_port=True, source=source)
+    _run_one(config, reuse_port=True, source=source, supervisor=supervisor)
 
 
 def run(config: Config, workers: int = 1, source: ConfigSource | None = None) -> int:
@@ -241,7 +244,7 @@ def _supervise(config: Config, workers: int, source: ConfigSource | None) -> int
     signal.signal(signal.SIGHUP, _forward_hup)
 
     def start(index: int) -> BaseProcess:
-        proc = ctx.Process(target=_worker_main, args=(config, source), name=f"gateway-worker-{index}")
+        proc = ctx.Process(target=_worker_main, args=(config, source, os.getpid()), name=f"gateway-worker-{index}")
         proc.start()
         return proc
 

@@ -254,7 +254,7 @@ async def reload_rules(request: web.Request) -> web.Response:
         return json_error(
             409, "no_config_file", "the gateway was started without --config: there is no file to re-read"
         )
-    error = await reloader.reload("admin-api")
+    error = await reloader.reload_all("admin-api")
     if error is not None:
         return json_error(422, "invalid_config", f"{error}\nThe previous rules stay in force.")
     return json_response(Reloaded(reloaded=True, routes=_routes_view(state), flags=flags_view(state)))
