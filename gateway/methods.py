@@ -4,7 +4,7 @@ Route, rate-limit and shadow rules accept exactly these; ``gateway_requests_tota
 as they are and every other method (any token a client may send) as ``OTHER``, so a client
 inventing methods cannot create label values (issue #11). CONNECT is not in the list: the
 gateway never tunnels. The admin API's reads, shadowing's default and noise learning use
-``SAFE_METHODS``; the legacy read-only switch refuses ``WRITE_METHODS``.
+``SAFE_METHODS``; the legacy read-only switch refuses ``WRITE_METHODS`` and every method not in ``HTTP_METHODS``.
 """
 
 from __future__ import annotations

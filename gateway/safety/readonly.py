@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.fields import Side
-from gateway.methods import WRITE_METHODS
+from gateway.methods import HTTP_METHODS, WRITE_METHODS
 from gateway.safety.config import ReadOnlyConfig
 from gateway.splitting import Decision
 
@@ -55,7 +55,8 @@ class Decommission:
         """The decision to forward with, and the read-only policy if this request must be refused."""
         if decision.side in self.drained:
             decision = replace(decision, side=_OTHER[decision.side], reason="drained")
-        if decision.side != "legacy" or method not in WRITE_METHODS:
+        # Fails closed: a method the gateway does not know (MKCOL, PROPPATCH, PURGE...) counts as a write.
+        if decision.side != "legacy" or (method in HTTP_METHODS and method not in WRITE_METHODS):
             return decision, None
         policy = self.read_only.get(decision.flag or "*") or self.read_only.get("*")
         if policy is None:
