@@ -53,6 +53,8 @@ class ShadowRule(FrozenModel):
 
     @model_validator(mode="after")
     def _writes_opt_in(self) -> ShadowRule:
+        if "TRACE" in self.methods:
+            raise ValueError("TRACE is never mirrored: it echoes the request, credentials included")
         writes = sorted(self.methods - SAFE_METHODS)
         if writes and not self.allow_writes:
             raise ValueError(
