@@ -47,16 +47,14 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Never forwarded upstream as sent: the gateway sets Host and X-Forwarded-* itself and answers
 # Expect itself. Content-Length stays where it was: the body goes through byte for byte.
 _REQUEST_ALWAYS_DROP = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 # Never removed because ``Connection`` names them: framing and the gateway's own headers. Letting
 # ``Connection: Content-Length`` unframe a forwarded body would let a client smuggle requests.
 _NOT_LISTABLE = frozenset(
-    {"content-length", "transfer-encoding", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+    {b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 )
 Pairs = list[tuple[bytes, bytes]]  # as llhttp hands them over: latin-1 bytes, never decoded to pass through
 _GATEWAY_PREFIX = GATEWAY_HEADER_PREFIX.encode()
-_PLAIN_CONNECTION_B = frozenset(name.encode() for name in _PLAIN_CONNECTION)
-_NOT_LISTABLE_B = frozenset(name.encode() for name in _NOT_LISTABLE)
 
 
 def encoded_names(names: Iterable[str]) -> frozenset[bytes]:
@@ -79,7 +77,7 @@ def response_drop_set(request_id_header: str) -> frozenset[bytes]:
 def _listed(connection: list[bytes]) -> frozenset[bytes]:
     """Names a sender marked hop-by-hop in ``Connection`` (beyond the plain keep-alive/close)."""
     tokens = frozenset(t.strip().lower() for value in connection for t in value.split(b",") if t.strip())
-    return tokens - _PLAIN_CONNECTION_B - _NOT_LISTABLE_B
+    return tokens - _PLAIN_CONNECTION - _NOT_LISTABLE
 
 
 def _copy(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[Pairs, bytes | None, bytes | None]:
@@ -101,7 +99,7 @@ def _copy(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tup
         if lower == b"content-type":
             content_type = value
         out.append((name, value))
-    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION_B for value in connection):
+    if connection and any(value.strip().lower() not in _PLAIN_CONNECTION for value in connection):
         listed = _listed(connection)
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]

@@ -54,21 +54,24 @@ class BadBody(Exception):
     """A request body the route cannot use; the message says why (answered 400)."""
 
 
-def _reason(reason: Any) -> str:
+def _text(reason: Any) -> str:
     if not isinstance(reason, str):
         raise BadBody("'reason' must be a string")
-    if len(reason) > MAX_REASON:
+    return reason
+
+
+def _reason(reason: Any) -> str:
+    text = _text(reason)
+    if len(text) > MAX_REASON:
         raise BadBody(f"'reason' is limited to {MAX_REASON} characters")
-    return reason.strip()
+    return text.strip()
 
 
 Reason = Annotated[str, Field(max_length=MAX_REASON), BeforeValidator(_reason)]
 
 
 def _rollback_reason(reason: Any) -> str:
-    if not isinstance(reason, str):
-        raise BadBody("'reason' must be a string")
-    text: str = reason.strip()
+    text = _text(reason).strip()
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 

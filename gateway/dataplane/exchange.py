@@ -477,10 +477,7 @@ class Exchange:
         else:
             self.client_framing = _UNTIL_CLOSE
             self.close_after = True
-        if transfer_encoding:
-            _frame_transfer_encoding(out, self.client_framing == _CHUNKED)
-        elif self.client_framing == _CHUNKED:
-            out.append((b"Transfer-Encoding", b"chunked"))  # the gateway chunks a read-until-close answer
+        _frame_transfer_encoding(out, self.client_framing == _CHUNKED, transfer_encoding)
         if status == 101:
             out.append((b"Connection", b"upgrade"))
             for name, value in headers:
@@ -763,11 +760,16 @@ class ResponseReader:
         self.exchange.on_message_complete()
 
 
-def _frame_transfer_encoding(headers: list[tuple[bytes, bytes]], chunked: bool) -> None:
+def _frame_transfer_encoding(headers: list[tuple[bytes, bytes]], chunked: bool, present: bool) -> None:
     """The upstream's Transfer-Encoding stays where it was (its lines merged into one) when the
     client gets chunks too; it is added (last) when the gateway chunks a read-until-close answer,
-    and removed when the client gets no chunks."""
-    found = [i for i, (name, _) in enumerate(headers) if len(name) == 17 and name.lower() == b"transfer-encoding"]
+    and removed when the client gets no chunks. ``present``: the upstream sent one (known from
+    the framing pass, so most answers skip the search)."""
+    found = (
+        [i for i, (name, _) in enumerate(headers) if len(name) == 17 and name.lower() == b"transfer-encoding"]
+        if present
+        else []
+    )
     if not found:
         if chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
