@@ -129,6 +129,22 @@ def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def start_gateway(config: Path, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """``gateway run --config`` with none of this shell's GATEWAY_*/REDIS_URL settings; ``tree``:
+    the checkout to import the gateway from (default: the installed one, run from the repo)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        cwd=tree or REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def gateway_config(path: Path, upstream: str, port: int, admin_port: int, percent: float) -> None:
     path.write_text(
         f"listen: {HOST}:{port}\n"
@@ -223,18 +239,7 @@ def latency_main(args: argparse.Namespace) -> int:
                 "  - {prefix: /big-off, flag: default, name: big-off}\n"
                 "  - {prefix: /big-on, flag: default, name: big-on, shadow: {percent: 100, tolerance: 0.01}}\n"
             )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
-            env["PYTHONPATH"] = str(tree)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                    cwd=tree,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+            procs.append(start_gateway(config, tree))
             admin = f"http://{HOST}:{admin_port}"
             wait_http(admin + "/readyz", time.monotonic() + 20)
             wait_http(f"http://{HOST}:{gw_port}/small/warm", time.monotonic() + 20)
@@ -309,17 +314,7 @@ def throughput_main(args: argparse.Namespace) -> int:
             wait_http(f"http://{HOST}:{up_port}/", time.monotonic() + 20)
             config = workdir / "gateway.yaml"
             gateway_config(config, f"http://{HOST}:{up_port}", gw_port, admin_port, args.percent)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "REDIS_URL"}
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                    cwd=REPO,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+            procs.append(start_gateway(config))
             admin = f"http://{HOST}:{admin_port}"
             wait_http(admin + "/readyz", time.monotonic() + 20)
             base = f"http://{HOST}:{gw_port}"

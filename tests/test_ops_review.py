@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import Gateway, MakeGateway, make_config
-from tests.support import gateway_cli
+from tests.support import gateway_cli, raw_request
 
 
 @pytest.fixture
@@ -25,20 +25,6 @@ async def gw(upstreams: dict[str, TestServer], make_gateway: MakeGateway) -> Gat
             routes=[{"prefix": "/api/v1/analytics/", "flag": "analytics"}],
         )
     )
-
-
-async def _raw_admin(gw: Gateway, request: bytes) -> tuple[int, bytes, bytes]:
-    """One raw request to the admin listener: (status, head, body)."""
-    host, port = gw.admin_url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), head, body
 
 
 async def _json(gw: Gateway, method: str, path: str, raw: bytes | None = None) -> tuple[int, Any]:
@@ -53,15 +39,16 @@ async def _json(gw: Gateway, method: str, path: str, raw: bytes | None = None) -
 @pytest.mark.parametrize("token", [b"t\xf6k", b"\xff\xfe", b"test-admin-token\xe9"])
 async def test_a_token_that_is_not_utf8_is_refused_as_unauthorized(gw: Gateway, token: bytes) -> None:
     body = b'{"percent": 50}'
-    status, head, answer = await _raw_admin(
-        gw,
+    resp = await raw_request(
+        int(gw.admin_url.rsplit(":", 1)[1]),
         b"PUT /api/v1/flags/default HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
         b"Authorization: Bearer " + token + b"\r\nContent-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+        method="PUT",
     )
-    assert status == 401, answer
-    assert b"application/json" in head
-    assert orjson.loads(answer)["error"] == "unauthorized"
+    assert resp.status == 401, resp.body
+    assert "application/json" in resp.headers["Content-Type"]
+    assert orjson.loads(resp.body)["error"] == "unauthorized"
     assert gw.state.store.snapshot()["default"] == 0
 
 
