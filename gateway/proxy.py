@@ -293,11 +293,11 @@ class Proxy:
         assert request.pool is not None
         try:
             upstream = await request.pool.acquire(request.client.ip)
-        except PoolBusy as exc:
-            self._busy(ex, exc)
+        except PoolBusy as busy:
+            self._busy(ex, busy)
             return
-        except UpstreamError as exc:
-            error_kind, status = self._upstream_failed(ex, request, exc)
+        except UpstreamError as failed:
+            error_kind, status = self._upstream_failed(ex, request, failed)
             self._end(ex, status, error_kind)
             return
         except Exception:

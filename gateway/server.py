@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from gateway.app import build_listener, build_parts, create_admin_app, open_resources
+from gateway.compiled import describe as describe_build
 from gateway.config import Config
 from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
@@ -123,6 +124,7 @@ class GatewayServer:
             candidate=config.upstreams["candidate"].url,
             flags=dict(self.state.store.snapshot()),
             pid=os.getpid(),
+            build=describe_build(),
         )
 
     def request_reload(self, trigger: str = "SIGHUP") -> None:

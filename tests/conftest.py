@@ -23,10 +23,23 @@ import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.compiled import stale_modules
 from gateway.config import Config
 from gateway.dataplane.listener import ProxyListener
 from gateway.server import GatewayServer
 from tests.pg_support import postgres  # noqa: F401 - the session's PostgreSQL, for data-check tests
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test stale compiled modules: a compiled module shadows its .py, so an edit to the
+    source would silently go untested."""
+    stale = stale_modules()
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules are older than their source ({', '.join(stale)}): rebuild with "
+            "`python3 setup.py build_ext --inplace`, or delete gateway/**/*.so to test pure Python"
+        )
+
 
 # Support modules whose fixtures every test module may take (pki, faulty, login_backend).
 pytest_plugins = ["aiohttp", "tests.tls_support", "tests.safety_support", "tests.ratelimit_support"]

@@ -298,6 +298,7 @@ class GatewayProcess(LoopbackUrls):
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)  # extra `gateway run` arguments, e.g. --config
+    cwd: Path = REPO  # `python -m gateway` imports the package found here first
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -331,7 +332,7 @@ class GatewayProcess(LoopbackUrls):
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", *self.args],
-                cwd=REPO,
+                cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -94,13 +94,18 @@ async def test_the_deadline_sweep_survives_a_failing_pool_expiry(make_gateway: M
         gw = await make_gateway(make_config({"legacy": up.url, "candidate": up.url}, limits={"header_timeout": 0.5}))
         failures = 0
 
-        def broken() -> None:
-            nonlocal failures
-            failures += 1
-            raise RuntimeError("planted")
+        class BrokenPool:
+            """A pool whose expiry has a bug (the real pool is compiled: its methods cannot be patched)."""
 
-        pool = gw.listener.pools[0]
-        pool.expire_idle = broken  # type: ignore[method-assign]  # a bug in one step of the sweep
+            def expire_idle(self) -> None:
+                nonlocal failures
+                failures += 1
+                raise RuntimeError("planted")
+
+            def close(self) -> None:
+                pass
+
+        gw.listener.pools.insert(0, BrokenPool())  # type: ignore[arg-type]  # a bug in one step of the sweep
         with capture_logs() as logs:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.proxy_port)
             writer.write(b"GET /half")  # a head that never completes: header_timeout must still cut it

@@ -175,8 +175,8 @@ class ClientConnection(asyncio.Protocol):
         self.feeding = True
         try:
             self.parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            self._upgrade_requested(data[exc.args[0] :])
+        except HttpParserUpgrade as upgrade:
+            self._upgrade_requested(data[upgrade.args[0] :])
         except _Refused as refused:
             self._refuse(refused)
         except HttpParserError as exc:

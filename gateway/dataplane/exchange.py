@@ -376,9 +376,9 @@ class Exchange:
         out = self.out = []  # what one read produces goes to the client in one write
         try:
             parser.feed_data(data)
-        except HttpParserUpgrade as exc:
+        except HttpParserUpgrade as upgrade:
             self._flush(out)
-            self._upgraded(data[exc.args[0] :])
+            self._upgraded(data[upgrade.args[0] :])
             return
         except HttpParserError as exc:
             self._flush(out)

@@ -197,9 +197,9 @@ class UpstreamPool:
                     ssl=self.ssl,
                     server_hostname=self.host if self.ssl is not None else None,
                 )
-        except TimeoutError as exc:
+        except TimeoutError as timeout:
             self._slot_freed()
-            raise UpstreamTimeout(self.name, "timed out connecting to the upstream") from exc
+            raise UpstreamTimeout(self.name, "timed out connecting to the upstream") from timeout
         except (OSError, ssl.SSLError) as exc:
             self._slot_freed()
             raise UpstreamConnectError(self.name, "could not connect to the upstream") from exc

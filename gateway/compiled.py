@@ -1,0 +1,78 @@
+"""Which request-path modules run compiled by mypyc, and whether a compiled one is stale.
+
+Why: setup.py compiles the modules below when the machine can (the request path then costs about
+half the CPU); the same program runs as pure Python otherwise. Operators and the benchmark need to
+know which one they run, and a developer who edits a compiled module's source without rebuilding
+would otherwise test the old compiled copy (a compiled module shadows its .py). Standard library
+only: setup.py loads this file before any dependency is installed.
+"""
+
+from __future__ import annotations
+
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+# The modules a proxied request runs through. setup.py compiles exactly these (all or none: they
+# share one mypyc runtime library, gateway/native__mypyc).
+HOT_MODULES: tuple[str, ...] = (
+    "gateway.dataplane.connection",
+    "gateway.dataplane.exchange",
+    "gateway.dataplane.pool",
+    "gateway.dataplane.wire",
+    "gateway.proxy",
+    "gateway.headers",
+    "gateway.routing",
+    "gateway.splitting",
+    "gateway.bucketing",
+)
+# The name setup.py gives mypyc's shared runtime library (`<group>__mypyc`).
+GROUP = "gateway.native"
+
+# The directory that holds the `gateway` package (a checkout, or site-packages).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_path(module: str) -> Path:
+    """The .py file of a hot module, relative to the repository root (what mypycify takes)."""
+    return Path(*module.split(".")).with_suffix(".py")
+
+
+def built_path(module: str) -> Path | None:
+    """The compiled extension that an import of ``module`` picks over its .py, if there is one.
+    (Read from the file system: a compiled module's own ``__file__`` is not reliable.)"""
+    base = ROOT.joinpath(*module.split("."))
+    for suffix in EXTENSION_SUFFIXES:
+        built = base.with_name(base.name + suffix)
+        if built.exists():
+            return built
+    return None
+
+
+def compiled_modules() -> list[str]:
+    """The hot modules that run compiled."""
+    return [module for module in HOT_MODULES if built_path(module) is not None]
+
+
+def stale_modules() -> list[str]:
+    """Compiled hot modules whose source was edited after they were built: they would run old code."""
+    # The code is in the shared library; a module's own extension is a shim the build may keep.
+    group = built_path(f"{GROUP}__mypyc")
+    group_time = group.stat().st_mtime if group is not None else 0.0
+    stale = []
+    for module in HOT_MODULES:
+        built = built_path(module)
+        source = ROOT / source_path(module)
+        if built is not None and source.exists():
+            if source.stat().st_mtime > max(built.stat().st_mtime, group_time):
+                stale.append(module)
+    return stale
+
+
+def describe() -> str:
+    """One phrase for logs and the benchmark: "compiled (9/9 modules)" or "pure Python"."""
+    done = compiled_modules()
+    if not done:
+        return "pure Python"
+    text = f"compiled ({len(done)}/{len(HOT_MODULES)} request-path modules)"
+    stale = stale_modules()
+    return f"{text}, STALE: {', '.join(stale)}" if stale else text
