@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -196,6 +197,22 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this script's finished children (wrk runs as one, waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker_ceiling(one: Result, cores: int, workers: int = 2) -> float:
+    """The most ``workers`` processes can gain over one on this machine, from one worker's CPU per
+    request (c) and what wrk and the upstream spend per request (o), all sharing ``cores``:
+    one worker serves at most min(1/c, cores/(c+o)) requests per second, n workers
+    min(n/c, cores/(c+o)). The cheaper the gateway, the larger o's share and the lower the ceiling."""
+    c = one.cpu_us_per_request
+    o = one.others_us_per_request or 0.0
+    return min(workers / c, cores / (c + o)) / min(1 / c, cores / (c + o))
 
 
 def port_open(port: int) -> bool:
@@ -573,6 +590,8 @@ class Result:
     non_2xx: int
     socket_errors: int
     cpu_us_per_request: float
+    # CPU of wrk and the upstream per request of this target: what the target shares the cores with.
+    others_us_per_request: float | None = None
     rounds_rps: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -693,6 +712,14 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
         if a in by and b in by and by[b].cpu_us_per_request > 0:
             ratios[name] = by[a].cpu_us_per_request / by[b].cpu_us_per_request
             print(f"  {name:<38} {ratios[name]:.3f}")
+    one = by.get("gateway-1")
+    if one is not None and one.others_us_per_request is not None and one.cpu_us_per_request > 0:
+        name = "gateway-2 / gateway-1 ceiling here"
+        ratios[name] = worker_ceiling(one, os.cpu_count() or 1)
+        print(
+            f"  {name:<38} {ratios[name]:.3f}  (gateway {one.cpu_us_per_request:.0f} + wrk and upstream "
+            f"{one.others_us_per_request:.0f} CPU us/req on {os.cpu_count()} cores: see worker_ceiling)"
+        )
     for r in results:
         for note in r.notes:
             print(f"  {r.target}: {note}")
@@ -810,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
 
             runs: dict[str, list[Load]] = {t: [] for t in targets}
             cpu: dict[str, list[float]] = {t: [] for t in targets}  # CPU seconds of the target per round
+            others: dict[str, list[float]] = {t: [] for t in targets}  # CPU seconds of wrk + the upstream
             logged: dict[str, list[int]] = {t: [0, 0] for t in targets}  # access log lines, of them candidate
             for round_no in range(1, args.rounds + 1):
                 for target in targets:
@@ -817,9 +845,11 @@ def main(argv: list[str] | None = None) -> int:
                     load(started.url, warmup)  # right before measuring: pools warm, keep-alives open
                     if started.access_log is not None:
                         os.truncate(started.access_log, 0)
+                    others_before = children_cpu_seconds() + group_cpu_seconds(upstream.proc.pid)
                     cpu_before = group_cpu_seconds(started.proc.pid)
                     measured = load(started.url, duration)
                     cpu[target].append(group_cpu_seconds(started.proc.pid) - cpu_before)
+                    others[target].append(children_cpu_seconds() + group_cpu_seconds(upstream.proc.pid) - others_before)
                     runs[target].append(measured)
                     if started.access_log is not None:
                         lines, candidate = access_log_counts(started.access_log)
@@ -847,6 +877,12 @@ def main(argv: list[str] | None = None) -> int:
                     sum(m.non_2xx for m in ordered),
                     sum(m.socket_errors for m in ordered),
                     1e6 * sum(cpu[target]) / max(1, sum(m.requests for m in ordered)),
+                    # wrk's CPU is only seen when wrk is the loader (a child); the direct target is the upstream
+                    others_us_per_request=(
+                        1e6 * sum(others[target]) / max(1, sum(m.requests for m in ordered))
+                        if loader == "wrk" and target != "direct"
+                        else None
+                    ),
                     rounds_rps=[round(m.rps, 1) for m in runs[target]],
                 )
                 if args.rounds > 1:

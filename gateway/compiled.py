@@ -24,6 +24,15 @@ HOT_MODULES: tuple[str, ...] = (
     "gateway.routing",
     "gateway.splitting",
     "gateway.bucketing",
+    # What every request records: client address, security headers, the rolling stats of the
+    # status page, the trigger windows, the forecast sketch, the latency histogram, method labels.
+    "gateway.protection.clientip",
+    "gateway.protection.secheaders",
+    "gateway.stats",
+    "gateway.safety.windows",
+    "gateway.forecast",
+    "gateway.latency",
+    "gateway.methods",
 )
 # The name setup.py gives mypyc's shared runtime library (`<group>__mypyc`).
 GROUP = "gateway.native"
