@@ -776,7 +776,7 @@ def _frame_transfer_encoding(headers: list[tuple[bytes, bytes]], chunked: bool, 
         return
     first = found[0]
     name = headers[first][0]
-    codings = b", ".join(headers[i][1].strip() for i in found)
+    codings = b", ".join([headers[i][1].strip() for i in found])
     for index in reversed(found[1:]):
         del headers[index]
     if not chunked:
