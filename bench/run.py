@@ -46,7 +46,7 @@ RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 HOST = "127.0.0.1"
 N_TOKENS = 1000
 START_DEADLINE = 20.0  # seconds a process gets to open its port
-ALL_TARGETS = ("direct", "nginx", "raw", "bare", "bare-2", "gateway-1", "gateway-2")
+ALL_TARGETS = ("direct", "nginx", "raw", "bare", "bare-2", "gateway-1", "gateway-2", "gateway-pure")
 
 # ~200 bytes of JSON, the same from nginx and from the aiohttp fallback upstream.
 BODY = (
@@ -101,14 +101,20 @@ class Processes:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(
-        self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, stdout: IO[bytes] | None = None
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdout: IO[bytes] | None = None,
+        cwd: Path = REPO_DIR,
     ) -> subprocess.Popen[bytes]:
         stderr = open(self._logdir / f"{name}.stderr", "wb")
         try:
             proc = subprocess.Popen(
                 cmd,
                 env=env,
-                cwd=REPO_DIR,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout if stdout is not None else subprocess.DEVNULL,
                 stderr=stderr,
@@ -377,8 +383,22 @@ def start_raw(procs: Processes, upstream: str) -> Started:
     return Started(f"http://{HOST}:{port}", proc, 1)
 
 
+def pure_copy(tmp: Path) -> Path:
+    """The gateway package without its compiled modules: what a machine without a compiler runs."""
+    root = tmp / "pure"
+    shutil.copytree(REPO_DIR / "gateway", root / "gateway", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    return root
+
+
 def start_gateway(
-    procs: Processes, tmp: Path, upstream: str, redis_url: str | None, workers: int, config: Path | None = None
+    procs: Processes,
+    tmp: Path,
+    upstream: str,
+    redis_url: str | None,
+    workers: int,
+    config: Path | None = None,
+    name: str | None = None,
+    cwd: Path = REPO_DIR,
 ) -> Started:
     """``gateway run`` as operators run it: access log on (info, JSON to a file), default flag at 50%."""
     port, admin_port = free_port(), free_port()
@@ -398,13 +418,13 @@ def start_gateway(
     )
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
-    name = f"gateway-{workers}"
+    name = name or f"gateway-{workers}"
     access_log = tmp / f"{name}.access.log"
     with open(access_log, "ab") as out:  # O_APPEND: workers share it; truncating it later is safe
         cmd = [sys.executable, "-m", "gateway", "run", "--workers", str(workers)]
         if config is not None:
             cmd += ["--config", str(config)]
-        proc = procs.start(name, cmd, env=env, stdout=out)
+        proc = procs.start(name, cmd, env=env, stdout=out, cwd=cwd)
     admin = f"http://{HOST}:{admin_port}"
     wait_for(lambda: port_open(port) and http("GET", f"{admin}/readyz")[0] == 200, "/readyz", procs, name, proc)
     status, body = http(
@@ -604,6 +624,7 @@ DESCRIPTIONS = {
     "bare-2": "bare aiohttp+uvloop proxy, 2 processes (SO_REUSEPORT)",
     "gateway-1": "gateway run, 1 worker (access log on, flag 50%)",
     "gateway-2": "gateway run --workers 2 (access log on, flag 50%)",
+    "gateway-pure": "gateway run, 1 worker, pure Python: the fallback without a compiler",
 }
 
 
@@ -704,6 +725,8 @@ def print_table(results: list[Result]) -> dict[str, float | None]:
     ratio("nginx / bare (req/s)", "nginx", "bare")
     ratio("gateway-1 / nginx (req/s)", "gateway-1", "nginx")
     ratio("gateway-1 / raw (req/s)", "gateway-1", "raw")
+    ratio("gateway-pure / bare (req/s)", "gateway-pure", "bare")
+    ratio("gateway-1 / gateway-pure (req/s)", "gateway-1", "gateway-pure")
     for name, a, b in (
         ("gateway-1 / bare (CPU per request)", "gateway-1", "bare"),
         ("gateway-2 / bare-2 (CPU per request)", "gateway-2", "bare-2"),
@@ -831,6 +854,8 @@ def main(argv: list[str] | None = None) -> int:
                         redis_url,
                         workers,
                         args.gateway_config.resolve() if args.gateway_config else None,
+                        name=target,
+                        cwd=pure_copy(tmp) if target == "gateway-pure" else REPO_DIR,
                     )
                 probe(running[target].url, tokens[0])
             print(f"started and probed: {', '.join(targets)}", flush=True)
