@@ -63,7 +63,10 @@ def compiled_modules() -> list[str]:
 
 
 def stale_modules() -> list[str]:
-    """Compiled hot modules whose source was edited after they were built: they would run old code."""
+    """Compiled hot modules whose source was edited after they were built: they would run old code.
+    Only in a source checkout (an in-place build): an installer writes files in any order."""
+    if not (ROOT / "setup.py").exists():
+        return []
     # The code is in the shared library; a module's own extension is a shim the build may keep.
     group = built_path(f"{GROUP}__mypyc")
     group_time = group.stat().st_mtime if group is not None else 0.0
