@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def test_every_hot_module_is_a_source_file_of_the_package() -> None:
     for module in HOT_MODULES:
         assert (REPO / source_path(module)).is_file(), module
     assert GROUP.startswith("gateway.")  # the runtime library installs inside the package
+
+
+def test_the_build_compiles_against_the_runtime_dependencies() -> None:
+    # pip builds in an isolated environment: without the dependencies there, mypyc would compile
+    # from Any types, a different program from the one CI compiles and tests (and it crashed on one).
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    build = set(pyproject["build-system"]["requires"])
+    assert set(pyproject["project"]["dependencies"]) <= build
+    assert {"mypy==2.4.1"} <= build and "mypy==2.4.1" in pyproject["project"]["optional-dependencies"]["test"]
 
 
 def test_compiled_modules_are_all_or_none() -> None:

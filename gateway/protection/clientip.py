@@ -68,7 +68,7 @@ class TrustedProxies:
         peer_ip = peer or "unknown"
         if not self._networks or not self.trusted(_parse(peer_ip)):
             return ClientAddress(peer_ip, peer_ip, secure)
-        hops = [hop.strip() for value in headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
+        hops: list[str] = [hop.strip() for value in headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
         client = peer_ip
         kept: list[str] = [peer_ip]
         for hop in reversed(hops):
