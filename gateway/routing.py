@@ -36,6 +36,20 @@ class Route:
 
 
 DEFAULT_ROUTE = Route(label="default", flag=DEFAULT_FLAG, pin=None)
+
+
+def route_of(rule: RouteRule) -> Route:
+    """The Route a rule matches to: the one key of everything per route (the shadow policies too;
+    a key built from fewer fields never matched a route with its own timeout or upgrade rule)."""
+    return Route(
+        label=rule.label,
+        flag=rule.flag,
+        pin=rule.pin,
+        body_idle_timeout=rule.body_idle_timeout,
+        upgrades=rule.upgrades,
+    )
+
+
 _ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
 
 
@@ -84,13 +98,7 @@ class RouteTable:
         self.rules: tuple[RouteRule, ...] = tuple(rules)
         by_prefix: dict[str, list[tuple[frozenset[str] | None, Route]]] = {}
         for rule in self.rules:
-            route = Route(
-                label=rule.label,
-                flag=rule.flag,
-                pin=rule.pin,
-                body_idle_timeout=rule.body_idle_timeout,
-                upgrades=rule.upgrades,
-            )
+            route = route_of(rule)
             entries = by_prefix.setdefault(_key(rule.prefix), [])
             entries.append((rule.methods, route))
             # Method-specific rules first, so they win over a catch-all at the same prefix.

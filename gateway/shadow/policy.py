@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.routing import DEFAULT_ROUTE, Route
+from gateway.routing import DEFAULT_ROUTE, Route, route_of
 from gateway.shadow.compare import Rules
 from gateway.shadow.normalize import build
 from gateway.shadow.paths import PatternSet, parse
@@ -57,7 +57,7 @@ def policies(config: Config) -> dict[Route, Policy]:
     flag_rules = config.shadow.flags
     for rule in config.routes:
         chosen = rule.shadow or (flag_rules.get(rule.flag) if rule.flag else None)
-        route = Route(label=rule.label, flag=rule.flag, pin=rule.pin)
+        route = route_of(rule)
         if chosen is not None and chosen.percent > 0 and route not in out:
             out[route] = Policy.from_rule(rule.label, chosen, rule.flag)
     default_rule = flag_rules.get(DEFAULT_ROUTE.flag or "")
