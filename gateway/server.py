@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gateway.app import build_listener, build_parts, create_admin_app, open_resources
 from gateway.compiled import describe as describe_build
+from gateway.compiled import stale_modules
 from gateway.config import Config
 from gateway.dataplane.listener import ProxyListener
 from gateway.errors import ConfigError
@@ -126,6 +127,14 @@ class GatewayServer:
             pid=os.getpid(),
             build=describe_build(),
         )
+        stale = stale_modules()
+        if stale:
+            log.warning(
+                "compiled_modules_stale",
+                modules=stale,
+                effect="these run their compiled copy, not the edited source",
+                fix="python3 setup.py build_ext --inplace",
+            )
 
     def request_reload(self, trigger: str = "SIGHUP") -> None:
         """Reload the rules file (and the TLS certificate) in the background (signal handlers must not block)."""

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
 
 import gateway.proxy
 from gateway.compiled import GROUP, HOT_MODULES, compiled_modules, describe, source_path, stale_modules
+from tests.conftest import MakeGateway, make_config
 from tests.support import REPO, GatewayProcess
 
 REQUIRED = os.environ.get("CUTOVER_REQUIRE_COMPILED", "") not in ("", "0")
@@ -56,7 +59,7 @@ def test_an_edited_source_makes_its_compiled_module_stale() -> None:
     source = REPO / source_path("gateway.headers")
     before = source.stat()
     try:
-        os.utime(source, (before.st_atime, before.st_mtime + 3600))
+        os.utime(source, (before.st_atime, time.time() + 3600))  # newer than any build
         assert stale_modules() == ["gateway.headers"]
         assert "STALE: gateway.headers" in describe()
     finally:
@@ -85,6 +88,26 @@ def test_compiled_functions_give_each_exception_variable_one_type() -> None:
                 if len(types) > 1 or name in arguments
             ]
     assert clashes == []
+
+
+async def test_a_gateway_started_on_stale_compiled_modules_warns(
+    make_gateway: MakeGateway, upstreams: dict[str, TestServer]
+) -> None:
+    if not compiled_modules():
+        pytest.skip("pure Python here: nothing can be stale")
+    source = REPO / source_path("gateway.headers")
+    before = source.stat()
+    try:
+        os.utime(source, (before.st_atime, time.time() + 3600))  # newer than any build
+        with capture_logs() as logs:
+            await make_gateway(make_config(upstreams))
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    stale = [e for e in logs if e["event"] == "compiled_modules_stale"]
+    assert len(stale) == 1 and stale[0]["modules"] == ["gateway.headers"]
+    assert stale[0]["log_level"] == "warning"
+    started = [e for e in logs if e["event"] == "gateway_started"]
+    assert "STALE: gateway.headers" in started[0]["build"]
 
 
 def pure_copy(tmp: Path) -> Path:
