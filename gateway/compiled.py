@@ -25,12 +25,13 @@ HOT_MODULES: tuple[str, ...] = (
     "gateway.splitting",
     "gateway.bucketing",
     # What every request records: client address, security headers, the rolling stats of the
-    # status page, the trigger windows, the forecast sketch, the latency histogram, method labels.
+    # status page, the trigger windows, the latency histogram, method labels. (Not forecast.py:
+    # pydantic reads its TypedDict for the OpenAPI document, and a compiled one is not a
+    # typing_extensions.TypedDict any more.)
     "gateway.protection.clientip",
     "gateway.protection.secheaders",
     "gateway.stats",
     "gateway.safety.windows",
-    "gateway.forecast",
     "gateway.latency",
     "gateway.methods",
 )
@@ -63,10 +64,12 @@ def compiled_modules() -> list[str]:
 
 
 def stale_modules() -> list[str]:
-    """Compiled hot modules whose source was edited after they were built: they would run old code.
-    Only in a source checkout (an in-place build): an installer writes files in any order."""
+    """Compiled modules that would run old code: hot modules whose source was edited after they
+    were built, and stray ones the build no longer compiles. Only in a source checkout (an
+    in-place build): an installer writes files in any order."""
     if not (ROOT / "setup.py").exists():
         return []
+    stray = stray_extensions()
     # The code is in the shared library; a module's own extension is a shim the build may keep.
     group = built_path(f"{GROUP}__mypyc")
     group_time = group.stat().st_mtime if group is not None else 0.0
@@ -77,7 +80,23 @@ def stale_modules() -> list[str]:
         if built is not None and source.exists():
             if source.stat().st_mtime > max(built.stat().st_mtime, group_time):
                 stale.append(module)
-    return stale
+    return stale + stray
+
+
+def stray_extensions() -> list[str]:
+    """Compiled modules in the package that the build no longer compiles (left by an older build:
+    they would shadow their sources for good)."""
+    expected = {*HOT_MODULES, f"{GROUP}__mypyc"}
+    suffixes = sorted(EXTENSION_SUFFIXES, key=len, reverse=True)  # ".cpython-311-...so" before ".so"
+    stray = set()
+    for path in (ROOT / "gateway").rglob("*.so"):
+        suffix = next((s for s in suffixes if path.name.endswith(s)), None)
+        if suffix is None:
+            continue
+        module = ".".join(path.relative_to(ROOT).with_name(path.name[: -len(suffix)]).parts)
+        if module not in expected:
+            stray.add(module)
+    return sorted(stray)
 
 
 def describe() -> str:

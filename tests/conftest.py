@@ -36,8 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     stale = stale_modules()
     if stale:
         raise pytest.UsageError(
-            f"compiled modules are older than their source ({', '.join(stale)}): rebuild with "
-            "`python3 setup.py build_ext --inplace`, or delete gateway/**/*.so to test pure Python"
+            f"compiled modules are older than their source or no longer built ({', '.join(stale)}): "
+            "delete gateway/**/*.so and rebuild with `python3 setup.py build_ext --inplace` "
+            "(or leave them deleted to test pure Python)"
         )
 
 

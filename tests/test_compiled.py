@@ -90,6 +90,23 @@ def test_compiled_functions_give_each_exception_variable_one_type() -> None:
     assert clashes == []
 
 
+def test_a_compiled_module_the_build_no_longer_makes_is_reported(tmp_path: Path) -> None:
+    # forecast.py was compiled once, then dropped from the list: its old extension would shadow
+    # the source forever. Planted in a pure copy (with a setup.py: a checkout) to keep REPO clean.
+    root = pure_copy(tmp_path)
+    (root / "setup.py").write_text("")
+    (root / "gateway" / f"forecast{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    done = subprocess.run(
+        [sys.executable, "-c", "from gateway.compiled import stale_modules; print(stale_modules())"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['gateway.forecast']"
+
+
 async def test_a_gateway_started_on_stale_compiled_modules_warns(
     make_gateway: MakeGateway, upstreams: dict[str, TestServer]
 ) -> None:
