@@ -34,6 +34,8 @@ HOT_MODULES: tuple[str, ...] = (
     "gateway.safety.windows",
     "gateway.latency",
     "gateway.methods",
+    # The access-log line: its timestamp and the hand-off to the writer thread.
+    "gateway.logs",
 )
 # The name setup.py gives mypyc's shared runtime library (`<group>__mypyc`).
 GROUP = "gateway.native"

@@ -38,8 +38,8 @@ class LogWriter:
         self.dropped = 0
         self.on_drop: Callable[[], None] | None = None  # e.g. the gateway_log_lines_dropped_total counter
         self.json_lines = False  # set by configure_logging: JSON renderer and info level on
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
+        self._flusher = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._flusher.start()
 
     def write(self, line: bytes) -> None:
         if len(self._pending) >= self._max_pending:
@@ -74,7 +74,7 @@ class LogWriter:
 
     def close(self, timeout: float = 2.0) -> None:
         self._closed.set()
-        self._thread.join(timeout)
+        self._flusher.join(timeout)
 
 
 class FastTimestamper:
@@ -106,7 +106,17 @@ class _WriterLogger:
         line = message if isinstance(message, bytes) else message.encode("utf-8", "replace")
         self._writer.write(line + b"\n")
 
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+    # structlog calls the method named after the level; one name per line (mypyc, which compiles
+    # this module, does not take chained assignments in a class body).
+    log = msg
+    debug = msg
+    info = msg
+    warn = msg
+    warning = msg
+    error = msg
+    critical = msg
+    exception = msg
+    fatal = msg
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
