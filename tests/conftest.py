@@ -7,6 +7,7 @@ that stop or restart Redis take ``private_redis``, a server of their own.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shutil
 import socket
@@ -46,10 +47,19 @@ def pytest_configure(config: pytest.Config) -> None:
 pytest_plugins = ["aiohttp", "tests.tls_support", "tests.safety_support", "tests.ratelimit_support"]
 
 
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=512)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, and not one handed out recently: the kernel may give
+    the same just-closed port twice in a row (a gateway's proxy and admin ports once collided)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
 
 
 def _redis_binary() -> str:
