@@ -106,17 +106,34 @@ class _WriterLogger:
         line = message if isinstance(message, bytes) else message.encode("utf-8", "replace")
         self._writer.write(line + b"\n")
 
-    # structlog calls the method named after the level; one name per line (mypyc, which compiles
-    # this module, does not take chained assignments in a class body).
-    log = msg
-    debug = msg
-    info = msg
-    warn = msg
-    warning = msg
-    error = msg
-    critical = msg
-    exception = msg
-    fatal = msg
+    # structlog calls the method named after the level. Real methods, not `info = msg` aliases:
+    # compiled by mypyc, an alias is an instance attribute that is never set.
+    def log(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def debug(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def info(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def warn(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def warning(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def error(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def critical(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def exception(self, message: bytes | str) -> None:
+        self.msg(message)
+
+    def fatal(self, message: bytes | str) -> None:
+        self.msg(message)
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}

@@ -6,9 +6,10 @@ import io
 import re
 
 import orjson
+import structlog
 from structlog.testing import capture_logs
 
-from gateway.logs import AccessLog, FastTimestamper, LogWriter
+from gateway.logs import AccessLog, FastTimestamper, LogWriter, configure_logging
 
 
 class _Stream(io.StringIO):
@@ -30,6 +31,31 @@ def test_access_lines_go_straight_to_the_writer_as_json() -> None:
     line = orjson.loads(stream.buffer.getvalue().splitlines()[0])
     assert line["event"] == "request" and line["level"] == "info" and line["request_id"] == "r1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
+
+
+def test_every_level_reaches_the_writer_through_the_configured_logger() -> None:
+    # structlog calls the logger method named after the level; compiled by mypyc, `info = msg`
+    # aliases were attributes never set, and every gateway process failed at its first log line.
+    stream = _Stream()
+    writer = LogWriter(stream, interval=0.01)
+    try:
+        configure_logging("debug", "json", writer)
+        log = structlog.get_logger("test")
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e")
+        log.critical("c")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("x")
+        writer.close()
+        lines = [orjson.loads(line) for line in stream.buffer.getvalue().splitlines()]
+        assert [line["event"] for line in lines] == ["d", "i", "w", "e", "c", "x"]
+        assert "boom" in lines[-1]["exception"]
+    finally:
+        structlog.reset_defaults()
 
 
 def test_without_json_lines_the_access_log_goes_through_structlog() -> None:
