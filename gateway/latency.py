@@ -47,7 +47,7 @@ EDGES: tuple[float, ...] = (
     10.0, 15.0, 20.0, 25.0, 30.0,
 )  # fmt: skip
 BUCKETS = len(EDGES) + 1  # the last one is unbounded
-LABELS: tuple[str, ...] = (*(f"le{edge:g}" for edge in EDGES), "leinf")
+LABELS: tuple[str, ...] = (*[f"le{edge:g}" for edge in EDGES], "leinf")
 
 Histogram = list[int]  # BUCKETS counts, in edge order
 

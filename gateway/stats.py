@@ -85,7 +85,7 @@ class RollingStats:
         slots = self._slots(upstream, window)
         requests = sum(s.requests for s in slots)
         errors = sum(s.errors for s in slots)
-        histogram = latency.merge(s.histogram for s in slots)
+        histogram = latency.merge([s.histogram for s in slots])
         return WindowSummary(
             requests=requests,
             errors=errors,
