@@ -96,15 +96,7 @@ def test_a_compiled_module_the_build_no_longer_makes_is_reported(tmp_path: Path)
     root = pure_copy(tmp_path)
     (root / "setup.py").write_text("")
     (root / "gateway" / f"forecast{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
-    done = subprocess.run(
-        [sys.executable, "-c", "from gateway.compiled import stale_modules; print(stale_modules())"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['gateway.forecast']"
+    assert compiled_report(root, "stale_modules()") == "['gateway.forecast']"
 
 
 async def test_a_gateway_started_on_stale_compiled_modules_warns(
@@ -127,6 +119,19 @@ async def test_a_gateway_started_on_stale_compiled_modules_warns(
     assert "STALE: gateway.headers" in started[0]["build"]
 
 
+def compiled_report(root: Path, call: str) -> str:
+    """What ``gateway.compiled.<call>`` prints in a fresh interpreter importing the package at ``root``."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"from gateway import compiled; print(compiled.{call})"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def pure_copy(tmp: Path) -> Path:
     """The package's sources without any compiled module: what a machine without a compiler runs."""
     root = tmp / "pure"
@@ -135,16 +140,7 @@ def pure_copy(tmp: Path) -> Path:
 
 
 def test_the_pure_copy_reports_pure_python(tmp_path: Path) -> None:
-    root = pure_copy(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", "from gateway.compiled import describe; print(describe())"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "pure Python"
+    assert compiled_report(pure_copy(tmp_path), "describe()") == "pure Python"
 
 
 @pytest.mark.slow
