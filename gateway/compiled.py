@@ -102,11 +102,12 @@ def stray_extensions() -> list[str]:
     return sorted(stray)
 
 
-def describe() -> str:
-    """One phrase for logs and the benchmark: "compiled (16/16 request-path modules)" or "pure Python"."""
+def describe(stale: list[str] | None = None) -> str:
+    """One phrase for logs and the benchmark: "compiled (16/16 request-path modules)" or "pure Python".
+    ``stale``: the caller's ``stale_modules()``, when it has it already (each call walks the package)."""
     done = compiled_modules()
     if not done:
         return "pure Python"
     text = f"compiled ({len(done)}/{len(HOT_MODULES)} request-path modules)"
-    stale = stale_modules()
+    stale = stale_modules() if stale is None else stale
     return f"{text}, STALE: {', '.join(stale)}" if stale else text

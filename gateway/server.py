@@ -115,6 +115,7 @@ class GatewayServer:
         self.proxy_port = self._listener.port
         self.redirect_port = self._listener.redirect_port
         self.admin_port = self._admin_runner.addresses[0][1]
+        stale = stale_modules()
         log.info(
             "gateway_started",
             listen=f"{config.listen.host}:{self.proxy_port}",
@@ -125,9 +126,8 @@ class GatewayServer:
             candidate=config.upstreams["candidate"].url,
             flags=dict(self.state.store.snapshot()),
             pid=os.getpid(),
-            build=describe_build(),
+            build=describe_build(stale),
         )
-        stale = stale_modules()
         if stale:
             log.warning(
                 "compiled_modules_stale",
