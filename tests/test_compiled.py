@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -53,17 +55,24 @@ def test_the_suite_runs_the_compiled_request_path() -> None:
     assert describe() == f"compiled ({len(HOT_MODULES)}/{len(HOT_MODULES)} request-path modules)"
 
 
-def test_an_edited_source_makes_its_compiled_module_stale() -> None:
+@contextmanager
+def edited_after_the_build(module: str) -> Iterator[None]:
+    """``module``'s source looks edited after any build (its mtime an hour ahead), then restored."""
     if not compiled_modules():
         pytest.skip("pure Python here: nothing can be stale")
-    source = REPO / source_path("gateway.headers")
+    source = REPO / source_path(module)
     before = source.stat()
     try:
-        os.utime(source, (before.st_atime, time.time() + 3600))  # newer than any build
-        assert stale_modules() == ["gateway.headers"]
-        assert "STALE: gateway.headers" in describe()
+        os.utime(source, (before.st_atime, time.time() + 3600))
+        yield
     finally:
         os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_an_edited_source_makes_its_compiled_module_stale() -> None:
+    with edited_after_the_build("gateway.headers"):
+        assert stale_modules() == ["gateway.headers"]
+        assert "STALE: gateway.headers" in describe()
     assert stale_modules() == []
 
 
@@ -102,16 +111,8 @@ def test_a_compiled_module_the_build_no_longer_makes_is_reported(tmp_path: Path)
 async def test_a_gateway_started_on_stale_compiled_modules_warns(
     make_gateway: MakeGateway, upstreams: dict[str, TestServer]
 ) -> None:
-    if not compiled_modules():
-        pytest.skip("pure Python here: nothing can be stale")
-    source = REPO / source_path("gateway.headers")
-    before = source.stat()
-    try:
-        os.utime(source, (before.st_atime, time.time() + 3600))  # newer than any build
-        with capture_logs() as logs:
-            await make_gateway(make_config(upstreams))
-    finally:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with edited_after_the_build("gateway.headers"), capture_logs() as logs:
+        await make_gateway(make_config(upstreams))
     stale = [e for e in logs if e["event"] == "compiled_modules_stale"]
     assert len(stale) == 1 and stale[0]["modules"] == ["gateway.headers"]
     assert stale[0]["log_level"] == "warning"
