@@ -36,9 +36,14 @@ def hot_modules() -> tuple[list[str], str]:
     return [str(module.source_path(name)) for name in module.HOT_MODULES], module.GROUP
 
 
+def flag(name: str) -> bool:
+    """An on/off environment switch: set to anything but "" or "0"."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def fall_back(message: str) -> None:
     """Warn and go on with pure Python, unless the caller (CI: scripts/test.sh) requires compiling."""
-    if os.environ.get("CUTOVER_REQUIRE_COMPILED", "") not in ("", "0"):
+    if flag("CUTOVER_REQUIRE_COMPILED"):
         raise SystemExit(f"cutover: {message} (CUTOVER_REQUIRE_COMPILED is set)")
     print(f"cutover: {message}; installing pure Python (slower, same behaviour)", file=sys.stderr)
 
@@ -62,7 +67,7 @@ class OptionalBuildExt(build_ext):
 
 
 def extensions() -> list[Any]:
-    if os.environ.get("CUTOVER_PURE_PYTHON", "") not in ("", "0"):
+    if flag("CUTOVER_PURE_PYTHON"):
         return []
     try:
         from mypyc.build import mypycify
